@@ -1,0 +1,242 @@
+"""Model folders: save (atomic), load (safetensors only), and read diffusers SD folders.
+
+Our format is one directory:
+
+    model.yaml                 the resolved model config (everything needed to rebuild)
+    vae.safetensors            diffusers AutoencoderKL state dict
+    text_encoder.safetensors   open_clip TextTransformer state dict (open_clip's key names)
+    unet.safetensors           diffusers UNet2DConditionModel state dict
+
+Weights are never read from pickles: unpickling runs arbitrary code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+
+from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
+from ldm.models.components import Components
+
+CONFIG_FILE = "model.yaml"
+FORMAT_VERSION = 1
+WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "unet": "unet.safetensors"}
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
+
+
+class ModelError(Exception):
+    """A model path that cannot be loaded or saved; the message says why in one line."""
+
+
+# ----------------------------------------------------------------------------- tensors
+
+
+def refuse_pickle(path: Path) -> None:
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise ModelError(
+            f"{path} is a pickled checkpoint; refused because unpickling can run arbitrary code. "
+            "Convert it to .safetensors with a tool you trust."
+        )
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    refuse_pickle(path)
+    if not path.is_file():
+        raise ModelError(f"weights file not found: {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # Contiguous, unshared copies: safetensors refuses views that share storage.
+    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path))
+
+
+def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ModelError(f"{what} weights do not fit its config: {first}") from None
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def save_model(components: Components, path: str | Path) -> Path:
+    """Writes the model folder atomically: a crash leaves the old folder (or none), never half."""
+    if components.config is None:
+        raise ModelError("only models built from an ldm config can be saved in ldm's format")
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    except OSError as error:
+        raise ModelError(f"cannot write model folder {path}: {error.strerror}") from None
+    try:
+        config = to_dict(components.config)
+        document = {"format_version": FORMAT_VERSION, "model": config}
+        (staging / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
+        text_tower = getattr(components.text_encoder, "tower", components.text_encoder)
+        states = {
+            "vae": components.vae.state_dict(),
+            "text_encoder": text_tower.state_dict(),
+            "unet": components.unet.state_dict(),
+        }
+        for name, state in states.items():
+            write_safetensors(state, staging / WEIGHT_FILES[name])
+        _fsync_dir(staging)
+        _replace_dir(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    for file in folder.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Renames `new` to `target`. A directory cannot be atomically swapped for another on
+    POSIX, so the old one is first moved aside and removed only after the new one is in."""
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not is_model_folder(target):
+        raise ModelError(f"{target} exists and is not a model folder; not replacing it")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def is_model_folder(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() or (path / "model_index.json").is_file()
+
+
+def load_model(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
+    """Loads our model folder or a diffusers-format Stable Diffusion folder, for inference."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model folder not found: {path}")
+    if path.is_file():
+        refuse_pickle(path)
+        raise ModelError(f"{path} is a file; a model is a folder with {CONFIG_FILE} (or model_index.json)")
+    if (path / CONFIG_FILE).is_file():
+        components = _load_ours(path)
+    elif (path / "model_index.json").is_file():
+        components = load_diffusers_folder(path)
+    else:
+        raise ModelError(f"{path} is not a model folder: it has no {CONFIG_FILE} or model_index.json")
+    return components.to(device=device, dtype=dtype).eval()
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    try:
+        document = yaml.safe_load((path / CONFIG_FILE).read_text())
+    except yaml.YAMLError:
+        raise ModelError(f"{path / CONFIG_FILE} is not valid YAML") from None
+    if not isinstance(document, dict) or "model" not in document:
+        raise ModelError(f"{path / CONFIG_FILE} has no 'model' section")
+    try:
+        return model_config_from_dict(document["model"])
+    except ConfigError as error:
+        raise ModelError(f"{path / CONFIG_FILE}: {error}") from None
+
+
+def _load_ours(path: Path) -> Components:
+    from ldm.models.components import build_components
+
+    config = read_model_config(path)
+    for name, file in WEIGHT_FILES.items():
+        if not (path / file).is_file():
+            pickled = [p.name for p in path.glob(f"{name}.*") if p.suffix in PICKLE_SUFFIXES]
+            if pickled:
+                refuse_pickle(path / pickled[0])
+            raise ModelError(f"{path} is missing {file}")
+    # A pretrained text tower is already in text_encoder.safetensors: don't read it twice.
+    config.text_encoder.pretrained = None
+    # Build on the meta device: the weights are about to be replaced anyway.
+    with torch.device("meta"):
+        components = build_components(config)
+    for name, module in components.modules().items():
+        target = getattr(module, "tower", module)
+        state = read_safetensors(path / WEIGHT_FILES[name])
+        target.to_empty(device="cpu")
+        load_state(target, state, name)
+    _restore_buffers(components)
+    return components
+
+
+def _restore_buffers(components: Components) -> None:
+    """Non-persistent buffers are not in the weights files; rebuild the ones we know."""
+    tower = getattr(components.text_encoder, "tower", None)
+    if tower is not None and getattr(tower, "attn_mask", None) is not None:
+        tower.attn_mask = tower.build_causal_mask()
+
+
+def load_openclip_text_weights(encoder, path: str | Path) -> None:
+    """Loads the text tower of a real OpenCLIP checkpoint (.safetensors) into `encoder`."""
+    state = read_safetensors(path)
+    # An OpenCLIP CLIP model keeps its text tower at top level beside `visual.*`.
+    text_state = {k: v for k, v in state.items() if not k.startswith("visual.") and not k.startswith("logit_")}
+    text_state = {k.removeprefix("text."): v for k, v in text_state.items()}
+    load_state(encoder.tower, text_state, "text encoder (OpenCLIP)")
+
+
+def load_diffusers_folder(path: Path) -> Components:
+    """A diffusers-format Stable Diffusion folder, offline, safetensors only."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from ldm.models.text_encoder import HFClipTextEncoder
+
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (path / sub).is_dir():
+            raise ModelError(f"{path} has model_index.json but no {sub}/ folder")
+    for sub in ("unet", "vae", "text_encoder"):
+        if not any((path / sub).glob("*.safetensors")):
+            pickled = [p for p in (path / sub).iterdir() if p.suffix in PICKLE_SUFFIXES]
+            if pickled:
+                refuse_pickle(pickled[0])
+            raise ModelError(f"{path / sub} has no .safetensors weights")
+    options = {"local_files_only": True, "use_safetensors": True}
+    try:
+        unet = UNet2DConditionModel.from_pretrained(path / "unet", **options)
+        vae = AutoencoderKL.from_pretrained(path / "vae", **options)
+        text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
+        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+        scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError, json.JSONDecodeError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(f"cannot read diffusers folder {path}: {first}") from None
+    scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    return Components(
+        vae=vae,
+        text_encoder=HFClipTextEncoder(text_model, tokenizer),
+        unet=unet,
+        scheduler_config=scheduler_config,
+        config=None,
+        name=path.name,
+    )

@@ -1,0 +1,245 @@
+"""YAML -> typed dataclasses.
+
+Every section of a config is a dataclass; loading checks each key against the fields of
+its section, so a misspelt key is an error that names it (with its dotted path) instead
+of a silently ignored setting. Command-line overrides use the same dotted paths:
+`unet.layers_per_block=1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the offending key or file."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class VAEConfig:
+    """diffusers AutoencoderKL. Four 2x downsamplings would be KL-f16; SD's KL-f8 has four
+    blocks, three of which downsample."""
+
+    in_channels: int = 3
+    out_channels: int = 3
+    latent_channels: int = 4
+    block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    layers_per_block: int = 2
+    norm_num_groups: int = 32
+    sample_size: int = 512
+    # Latents are multiplied by this before diffusion, so that they have roughly unit
+    # variance. null: computed by the autoencoder stage from data (1 / std of latents).
+    scaling_factor: Optional[float] = 0.18215
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class TextEncoderConfig:
+    """open_clip text tower. `arch` names an open_clip model config (e.g. ViT-H-14, read
+    from open_clip's bundled JSON, offline) whose text settings replace the ones below."""
+
+    arch: Optional[str] = None
+    width: int = 512
+    heads: int = 8
+    layers: int = 12
+    context_length: int = 77
+    vocab_size: int = 49408
+    embed_dim: int = 512
+    mlp_ratio: float = 4.0
+    # Which hidden states condition the U-Net: "last" (SD 1.x style) or "penultimate" (SD 2).
+    layer: str = "last"
+    # A local OpenCLIP checkpoint (.safetensors) whose text tower weights are loaded.
+    pretrained: Optional[str] = None
+
+
+@dataclass
+class UNetConfig:
+    """diffusers UNet2DConditionModel; cross_attention_dim null = the text encoder width."""
+
+    in_channels: int = 4
+    out_channels: int = 4
+    block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
+    layers_per_block: int = 2
+    attention_head_dim: Union[int, list[int]] = 8
+    down_block_types: list[str] = field(
+        default_factory=lambda: ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
+    )
+    up_block_types: list[str] = field(
+        default_factory=lambda: ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
+    )
+    norm_num_groups: int = 32
+    sample_size: int = 64
+    cross_attention_dim: Optional[int] = None
+    use_linear_projection: bool = False
+    upcast_attention: bool = False
+
+
+@dataclass
+class SchedulerConfig:
+    """Noise schedule shared by training and sampling (a diffusers scheduler config)."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"  # linear | scaled_linear | cosine
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    timestep_spacing: str = "leading"
+    steps_offset: int = 1
+    rescale_betas_zero_snr: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ldm"
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        validate_model(self)
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+TEXT_LAYERS = ("last", "penultimate")
+
+
+def validate_model(config: ModelConfig) -> None:
+    """Value checks that a type check cannot make; each names its key."""
+
+    def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
+
+    one_of("model.scheduler.beta_schedule", config.scheduler.beta_schedule, BETA_SCHEDULES)
+    one_of("model.scheduler.prediction_type", config.scheduler.prediction_type, PREDICTION_TYPES)
+    one_of("model.text_encoder.layer", config.text_encoder.layer, TEXT_LAYERS)
+    if config.text_encoder.layer == "penultimate" and config.text_encoder.layers < 2:
+        raise ConfigError("model.text_encoder.layer 'penultimate' needs at least 2 layers")
+    if config.vae.latent_channels not in (config.unet.out_channels,):
+        raise ConfigError(
+            f"model.unet.out_channels ({config.unet.out_channels}) must equal "
+            f"model.vae.latent_channels ({config.vae.latent_channels})"
+        )
+    if config.unet.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
+        raise ConfigError(
+            f"model.unet.in_channels is {config.unet.in_channels}; expected "
+            f"{config.vae.latent_channels} (text-to-image) or "
+            f"{2 * config.vae.latent_channels + 1} (inpainting)"
+        )
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Builds dataclass `cls` from nested dicts, checking keys and types by dotted path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{dotted}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        raise error
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path or 'config'}: {error}") from None
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, path)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[-1])
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        return [_coerce(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{path} must be a number, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{path} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML: {first}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`a.b.c=value` sets data['a']['b']['c']; the value is parsed as YAML (numbers, lists)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def model_config_from_dict(data: dict) -> ModelConfig:
+    return from_dict(ModelConfig, data, "model")

@@ -1,0 +1,64 @@
+"""Samplers by name: each is a diffusers scheduler built from the model's scheduler config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def _registry() -> dict[str, tuple[Any, dict, bool]]:
+    """name -> (scheduler class, config overrides, whether its step() takes a generator)."""
+    # Imported lazily: diffusers takes seconds to import, and `--help` must not wait.
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        HeunDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    dpm = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+    return {
+        "ddpm": (DDPMScheduler, {}, True),
+        "ddim": (DDIMScheduler, {}, True),
+        "euler": (EulerDiscreteScheduler, {}, True),
+        "euler-a": (EulerAncestralDiscreteScheduler, {}, True),
+        "heun": (HeunDiscreteScheduler, {}, False),
+        "dpm++2m": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": False}, True),
+        "dpm++2m-karras": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": True}, True),
+        "unipc": (UniPCMultistepScheduler, {}, False),
+    }
+
+
+# The names, without importing diffusers (for argument parsing and error messages).
+SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc")
+DEFAULT_SAMPLER = "dpm++2m"
+
+
+class UnknownSampler(ValueError):
+    pass
+
+
+def check_sampler_name(name: str) -> str:
+    if name not in SAMPLER_NAMES:
+        raise UnknownSampler(f"unknown sampler {name!r}; known samplers: {', '.join(SAMPLER_NAMES)}")
+    return name
+
+
+@dataclass
+class Sampler:
+    scheduler: Any  # a fresh diffusers scheduler: they keep per-run state
+    takes_generator: bool  # stochastic steps draw their noise from the per-image generators
+
+    def step(self, model_output, timestep, latents, generators):
+        extra = {"generator": generators} if self.takes_generator else {}
+        return self.scheduler.step(model_output, timestep, latents, **extra, return_dict=True)
+
+
+def make_sampler(name: str, scheduler_config: dict) -> Sampler:
+    """The sampler called `name`, on the model's noise schedule."""
+    check_sampler_name(name)
+    scheduler_class, overrides, takes_generator = _registry()[name]
+    return Sampler(scheduler_class.from_config(scheduler_config, **overrides), takes_generator)

@@ -1,0 +1,51 @@
+"""The one denoising loop. txt2img, img2img and inpainting differ only in what they pass:
+the starting latents, the timesteps (strength), extra input channels (9-channel inpainting
+U-Nets) and a per-step constraint (the known region for 4-channel inpainting)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+
+@dataclass
+class StepInfo:
+    """What a callback sees after each step."""
+
+    step: int  # 0-based index of the step just taken
+    total: int  # number of steps (model evaluations for Heun count separately)
+    timestep: torch.Tensor
+    latents: torch.Tensor  # (B, C, h, w) after this step
+    predicted_x0: Optional[torch.Tensor]  # the sampler's estimate of the clean latents, if it has one
+
+
+def denoise(
+    model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    sampler,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    generators: Optional[list[torch.Generator]] = None,
+    extra_channels: Optional[torch.Tensor] = None,
+    after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+    callback: Optional[Callable[[StepInfo], None]] = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Runs `sampler` over `timesteps` from `latents` (already scaled by the sampler's
+    initial sigma or noised to the first timestep) and returns the final latents."""
+    scheduler = sampler.scheduler
+    for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
+        model_input = scheduler.scale_model_input(latents, t)
+        if extra_channels is not None:
+            model_input = torch.cat([model_input, extra_channels], dim=1)  # (B, C + extra, h, w)
+        prediction = model(model_input, t)
+        out = sampler.step(prediction, t, latents, generators)
+        latents = out.prev_sample
+        if after_step is not None:
+            latents = after_step(i, latents)
+        if callback is not None:
+            x0 = getattr(out, "pred_original_sample", None)
+            callback(StepInfo(i, len(timesteps), t, latents, x0))
+    return latents

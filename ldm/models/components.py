@@ -1,0 +1,62 @@
+"""The parts of a latent text-to-image model, held together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ldm.config import ModelConfig
+
+
+@dataclass
+class Components:
+    vae: nn.Module  # diffusers AutoencoderKL; vae.config.scaling_factor scales latents
+    text_encoder: nn.Module  # tokenize(prompts) -> ids; forward(ids) -> (B, L, width)
+    unet: nn.Module  # diffusers UNet2DConditionModel
+    scheduler_config: dict  # diffusers scheduler config: the model's noise schedule
+    config: Optional[ModelConfig] = None  # ours; None for imported diffusers folders
+    name: str = "ldm"
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae, "text_encoder": self.text_encoder, "unet": self.unet}
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
+        for module in self.modules().values():
+            current = next(module.parameters()).dtype
+            # Only cast when needed: diffusers warns on every dtype cast.
+            module.to(device=device, dtype=dtype if dtype not in (None, current) else None)
+        return self
+
+    def eval(self) -> "Components":
+        for module in self.modules().values():
+            module.eval().requires_grad_(False)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+
+def build_components(config: ModelConfig) -> Components:
+    """Fresh (randomly initialised) components from a model config."""
+    from ldm.diffusion.schedule import scheduler_config
+    from ldm.models.autoencoder import build_vae
+    from ldm.models.text_encoder import build_text_encoder
+    from ldm.models.unet import build_unet
+
+    text_encoder = build_text_encoder(config.text_encoder)
+    return Components(
+        vae=build_vae(config.vae),
+        text_encoder=text_encoder,
+        unet=build_unet(config.unet, text_encoder.width),
+        scheduler_config=scheduler_config(config.scheduler),
+        config=config,
+        name=config.name,
+    )

@@ -1,0 +1,112 @@
+"""Text encoders: prompts -> token embeddings (B, context_length, width) for cross-attention.
+
+`OpenClipTextEncoder` is ours (open_clip's text tower and tokenizer, any size, trainable by
+the clip stage). `HFClipTextEncoder` only reads the transformers CLIPTextModel found in
+diffusers-format Stable Diffusion folders. Both expose `tokenize`, `forward` and `width`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ldm.config import TextEncoderConfig
+
+
+def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
+    """Fills width/heads/layers/... from open_clip's bundled config named by `arch`."""
+    if config.arch is None:
+        return config
+    import open_clip
+
+    from ldm.config import ConfigError
+
+    model_config = open_clip.get_model_config(config.arch)
+    if model_config is None:
+        raise ConfigError(f"model.text_encoder.arch {config.arch!r} is not an open_clip model config")
+    text = model_config["text_cfg"]
+    defaults = TextEncoderConfig()
+    config.width = text.get("width", defaults.width)
+    config.heads = text.get("heads", defaults.heads)
+    config.layers = text.get("layers", defaults.layers)
+    config.context_length = text.get("context_length", defaults.context_length)
+    config.vocab_size = text.get("vocab_size", defaults.vocab_size)
+    config.mlp_ratio = text.get("mlp_ratio", defaults.mlp_ratio)
+    config.embed_dim = model_config["embed_dim"]
+    config.arch = None  # resolved: the saved config stands on its own
+    return config
+
+
+class OpenClipTextEncoder(nn.Module):
+    def __init__(self, config: TextEncoderConfig):
+        super().__init__()
+        from open_clip.tokenizer import SimpleTokenizer
+        from open_clip.transformer import TextTransformer
+
+        self.config = config
+        self.tower = TextTransformer(
+            context_length=config.context_length,
+            vocab_size=config.vocab_size,
+            width=config.width,
+            heads=config.heads,
+            layers=config.layers,
+            mlp_ratio=config.mlp_ratio,
+            output_dim=config.embed_dim,
+        )
+        self.tokenizer = SimpleTokenizer(context_length=config.context_length)
+        # Index of the block whose output (after the final LayerNorm) conditions the U-Net.
+        self.layer_index = config.layers - (2 if config.layer == "penultimate" else 1)
+
+    @property
+    def width(self) -> int:
+        return self.config.width
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        return self.tokenizer(list(prompts))  # (B, context_length) int64
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.tower.forward_intermediates(
+            tokens,
+            indices=[self.layer_index],
+            stop_early=True,
+            normalize_intermediates=True,
+            intermediates_only=True,
+            output_fmt="NLC",
+        )
+        return out["text_intermediates"][0]  # (B, context_length, width)
+
+
+class HFClipTextEncoder(nn.Module):
+    """transformers CLIPTextModel + CLIPTokenizer, as stored in diffusers SD folders."""
+
+    def __init__(self, model, tokenizer):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @property
+    def width(self) -> int:
+        return self.model.config.hidden_size
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        return self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Same as StableDiffusionPipeline: the last hidden state, final LayerNorm applied
+        # (SD 2 folders already cut the model to its penultimate layer in their config).
+        return self.model(tokens)[0]
+
+
+def build_text_encoder(config: TextEncoderConfig) -> OpenClipTextEncoder:
+    encoder = OpenClipTextEncoder(resolve_arch(config))
+    if config.pretrained:
+        from ldm.checkpoint import load_openclip_text_weights
+
+        load_openclip_text_weights(encoder, config.pretrained)
+    return encoder

@@ -1,0 +1,38 @@
+"""Tiny model configs that build and run in well under a second on a CPU."""
+
+from __future__ import annotations
+
+import copy
+
+TINY_MODEL = {
+    "name": "tiny",
+    "vae": {
+        "block_out_channels": [8, 16],
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 32,
+        "scaling_factor": 0.5,
+    },
+    "text_encoder": {"width": 32, "heads": 2, "layers": 2, "embed_dim": 16, "context_length": 77},
+    "unet": {
+        "block_out_channels": [16, 32],
+        "layers_per_block": 1,
+        "attention_head_dim": 8,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "norm_num_groups": 4,
+        "sample_size": 16,
+    },
+    "scheduler": {"beta_schedule": "scaled_linear"},
+}
+
+
+def tiny_model_dict(**overrides) -> dict:
+    data = copy.deepcopy(TINY_MODEL)
+    for dotted, value in overrides.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return data

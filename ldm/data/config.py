@@ -1,0 +1,28 @@
+"""The `data:` section of a training config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class DataConfig:
+    # imagefolder: images with sidecar .txt, metadata.jsonl/.csv (file_name, text) or COCO JSON
+    # hf: a saved `datasets` dataset (load_from_disk) or local data files (parquet, arrow, ...)
+    # webdataset: tar shards by brace pattern, local path, URL or `pipe:` command
+    source: str = "imagefolder"
+    path: str = ""
+    coco_captions: Optional[str] = None  # imagefolder: a COCO captions JSON for the images
+    image_column: str = "image"  # hf
+    caption_column: str = "text"  # hf
+    image_key: str = "jpg;png;jpeg;webp"  # webdataset
+    caption_key: str = "txt"  # webdataset
+    split: str = "train"  # hf
+    resolution: int = 512  # pixels of the square crop
+    crop: str = "center"  # center | random
+    random_flip: bool = False
+    caption_dropout: float = 0.1  # probability that a caption becomes "" (unconditional)
+    num_workers: int = 0
+    shuffle_buffer: int = 1000  # webdataset
+    holdout: int = 0  # imagefolder/hf: last N samples kept for evaluation, never trained on

@@ -22,6 +22,7 @@ from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import to_pil
 from ldm.models.components import Components
 from ldm.png_info import GenerationParameters
+from ldm.timing import Stopwatch
 
 
 class GenerationError(ValueError):
@@ -32,15 +33,18 @@ class GenerationError(ValueError):
 class GenerationResult:
     images: list[Image.Image]
     parameters: list[GenerationParameters] = field(default_factory=list)  # one per image
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: text, sampling, decode
 
     @property
     def seeds(self) -> list[int]:
         return [p.seed for p in self.parameters]
 
 
-def check_request(width: int, height: int, steps: int, cfg: float, sampler: str, n: int = 1) -> None:
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise GenerationError(f"width and height must be positive multiples of 8, got {width}x{height}")
+def check_request(width: Optional[int], height: Optional[int], steps: int, cfg: float, sampler: str, n: int = 1) -> None:
+    """Raises GenerationError naming the first bad value (None sizes mean the model's default)."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and (value <= 0 or value % 8):
+            raise GenerationError(f"{name} must be a positive multiple of 8, got {value}")
     if steps < 1:
         raise GenerationError(f"steps must be at least 1, got {steps}")
     if cfg < 0:
@@ -155,20 +159,28 @@ class Pipeline:
         result = GenerationResult(images=[])
         for start in range(0, n, batch_size):
             seeds = [seed + k for k in range(start, min(n, start + batch_size))]
-            result.images += self._generate_batch(prompt, negative, seeds, steps, cfg, sampler, width, height, callback, progress)
+            result.images += self._generate_batch(
+                prompt, negative, seeds, steps, cfg, sampler, width, height, callback, progress, result.timings
+            )
             result.parameters += [
                 GenerationParameters(prompt, negative, steps, sampler, cfg, s, width, height, self.components.name)
                 for s in seeds
             ]
         return result
 
-    def _generate_batch(self, prompt, negative, seeds, steps, cfg, sampler, width, height, callback, progress):
+    def _generate_batch(self, prompt, negative, seeds, steps, cfg, sampler, width, height, callback, progress, timings):
         from diffusers.utils.torch_utils import randn_tensor
 
+        clock = Stopwatch(timings)
         generators = make_generators(seeds)
         context = self.encode_text([prompt] * len(seeds))
         uncond = self.encode_text([negative] * len(seeds)) if cfg > 1.0 else None
+        clock.lap("text")
         shape = self.latent_shape(len(seeds), width, height)
         noise = randn_tensor(shape, generator=generators, device=self.components.device, dtype=self.components.dtype)
         latents = self.sample(context, uncond, noise, steps, cfg, sampler, generators, callback, progress)
-        return to_pil(self.decode(latents))
+        clock.lap("sampling")
+        images = to_pil(self.decode(latents))
+        clock.lap("decode")
+        return images
+

@@ -25,9 +25,9 @@ class Components:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
         for module in self.modules().values():
-            current = next(module.parameters()).dtype
-            # Only cast when needed: diffusers warns on every dtype cast.
-            module.to(device=device, dtype=dtype if dtype not in (None, current) else None)
+            # Only pass a dtype that changes something: diffusers warns on every dtype cast.
+            cast = {"dtype": dtype} if dtype not in (None, next(module.parameters()).dtype) else {}
+            module.to(device=device, **cast)
         return self
 
     def eval(self) -> "Components":

@@ -151,8 +151,8 @@ class Pipeline:
         progress: bool = True,
     ) -> GenerationResult:
         """`n` images of `prompt`; image k uses seed `seed + k` (random seed if None)."""
-        width = width or self.default_size
-        height = height or self.default_size
+        width = self.default_size if width is None else width
+        height = self.default_size if height is None else height
         check_request(width, height, steps, cfg, sampler, n)
         seed = random.randrange(2**32) if seed is None else seed
         batch_size = batch_size or n

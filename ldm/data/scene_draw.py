@@ -49,6 +49,7 @@ MOON_COLOUR = (240, 236, 210)
 # Snow ground takes only part of the light's colour, so a snowfield at dusk is not read as sand.
 SNOW_LIGHT_STRENGTH = 0.45
 WINDOW_GLOW = (255, 210, 110)
+SNOW = (242, 246, 252, 255)  # on pine tips and roofs
 WATER_TINT = np.array((15, 35, 60), dtype=np.float32)
 
 # Fractions of the image height. The lake's waterline sits at the middle so the
@@ -194,7 +195,8 @@ def _draw_clouds(
         for offset, fill in ((0.012 * s, shadow), (0.0, colour)):  # shaded underside first
             for px, py, r in puffs:
                 draw.ellipse([px - 1.3 * r, py - r + offset, px + 1.3 * r, py + r + offset], fill=fill)
-            draw.rectangle([cx - width / 2, cy - 0.02 * s + offset, cx + width / 2, cy + 0.02 * s + offset], fill=fill)
+            base = [cx - width / 2, cy - 0.02 * s + offset, cx + width / 2, cy + 0.02 * s + offset]
+            draw.rectangle(base, fill=fill)
 
 
 def _fill_rows(land: np.ndarray, top: np.ndarray, colour, bottom: np.ndarray | None = None) -> None:
@@ -215,7 +217,8 @@ def _wobble(s: int, rng: random.Random, amplitude: float, knots: int = 24) -> np
 def _mountains(land: np.ndarray, s: int, horizon: int, rng: random.Random) -> None:
     xs = np.arange(s)
     # Far range: taller, hazier, snow-capped. Near range: lower and darker.
-    for peak_range, colour, snowy in (((0.10, 0.20), (140, 150, 178), True), ((0.05, 0.11), (92, 98, 118), False)):
+    ranges = (((0.10, 0.20), (140, 150, 178), True), ((0.05, 0.11), (92, 98, 118), False))
+    for peak_range, colour, snowy in ranges:
         height = np.zeros(s)
         for _ in range(rng.randint(2, 4)):
             cx, peak, slope = rng.uniform(-0.1, 1.1) * s, rng.uniform(*peak_range) * s, rng.uniform(0.6, 1.3)
@@ -247,7 +250,8 @@ def _ground(land: np.ndarray, setting: str, s: int, horizon: int, waterline: int
             t = k / 5
             amplitude = (0.01 + 0.03 * t) * s
             wavelength = rng.uniform(0.5, 1.1) * s
-            crest = horizon + t**1.2 * depth + amplitude * np.sin(2 * math.pi * xs / wavelength + rng.uniform(0, 6.3))
+            phase = rng.uniform(0, 2 * math.pi)
+            crest = horizon + t**1.2 * depth + amplitude * np.sin(2 * math.pi * xs / wavelength + phase)
             _fill_rows(land, crest, (232, 196, 135) if k % 2 else (212, 168, 108))
     elif setting == "snowfield":
         # Soft blue shadow lines under gentle drifts.
@@ -265,7 +269,8 @@ def _ground(land: np.ndarray, setting: str, s: int, horizon: int, waterline: int
         for _ in range(int(0.0004 * s * s)):  # a few flowers
             y, x = horizon + depth * (0.3 + 0.7 * rng.random()), rng.uniform(0, s)
             r = 0.004 * s
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=rng.choice([(250, 230, 80, 255), (250, 250, 250, 255)]))
+            colour = rng.choice([(250, 230, 80, 255), (250, 250, 250, 255)])
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
         land[:] = np.asarray(image)
 
 
@@ -315,7 +320,8 @@ def _draw_pine(draw: ImageDraw.ImageDraw, x: float, base: float, height: float) 
         top = bottom - 0.4 * height
         half = (0.3 - 0.06 * tier) * height
         draw.polygon([(x - half, bottom), (x + half, bottom), (x, top)], fill=(30, 85, 55, 255))
-        draw.polygon([(x - 0.35 * half, top + 0.35 * (bottom - top)), (x + 0.35 * half, top + 0.35 * (bottom - top)), (x, top)], fill=(240, 245, 250, 255))
+        snow_edge = top + 0.35 * (bottom - top)
+        draw.polygon([(x - 0.35 * half, snow_edge), (x + 0.35 * half, snow_edge), (x, top)], fill=SNOW)
 
 
 def _draw_house(
@@ -330,7 +336,8 @@ def _draw_house(
     roof = [(x - 1.15 * half, top), (x + 1.15 * half, top), (x, top - 0.45 * width)]
     draw.polygon(roof, fill=(*roof_colour, 255))
     if snowy_roof:
-        draw.polygon([(x - 0.6 * half, top - 0.2 * width), (x + 0.6 * half, top - 0.2 * width), roof[2]], fill=(245, 248, 252, 255))
+        snow_edge = top - 0.2 * width
+        draw.polygon([(x - 0.6 * half, snow_edge), (x + 0.6 * half, snow_edge), roof[2]], fill=SNOW)
     draw.rectangle([x + 0.15 * half, base - 0.6 * wall, x + 0.55 * half, base], fill=(85, 55, 35, 255))
     window = [x - 0.7 * half, base - 0.75 * wall, x - 0.2 * half, base - 0.4 * wall]
     draw.rectangle(window, fill=(60, 80, 110, 255))

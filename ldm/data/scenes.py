@@ -55,7 +55,11 @@ SUN_WORDS = {
     "dusk": ("the setting sun", "the evening sun"),
 }
 MOON_WORDS = ("the moon", "a crescent moon")
-POSITION_WORDS = {"left": ("on the left",), "center": ("in the center", "in the middle"), "right": ("on the right",)}
+POSITION_WORDS = {
+    "left": ("on the left",),
+    "center": ("in the center", "in the middle"),
+    "right": ("on the right",),
+}
 
 # "{extras}" becomes " with <all present features>" or nothing; "{sky}" the same for just
 # clouds and sun/moon. Templates with "{things}" put what stands on the ground up front
@@ -92,7 +96,8 @@ class SceneAttributes:
         if not 0 <= self.trees <= MAX_TREES or (self.setting == "desert" and self.trees):
             raise ValueError(f"trees must be 0..{MAX_TREES} (0 in the desert), got {self.trees}")
         if self.celestial not in (None, _celestial_for(self.time_of_day)):
-            raise ValueError(f"celestial at {self.time_of_day} must be {_celestial_for(self.time_of_day)!r} or None")
+            expected = _celestial_for(self.time_of_day)
+            raise ValueError(f"celestial at {self.time_of_day} must be {expected!r} or None: {self.celestial!r}")
         if (self.celestial is None) != (self.celestial_position is None) or (
             self.celestial_position not in (None, *POSITIONS)
         ):

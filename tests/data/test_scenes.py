@@ -166,8 +166,8 @@ def test_heldout_split_yields_only_held_out_pairs():
     rng = random.Random(0)
     pairs = {(a.setting, a.time_of_day) for a in (sample_attributes(rng, "heldout") for _ in range(200))}
     assert pairs == set(HELD_OUT)
-    generated = {(attrs.setting, attrs.time_of_day) for *_, attrs in iter_scenes(12, seed=3, size=32, split="heldout")}
-    assert generated <= HELD_OUT
+    examples = iter_scenes(12, seed=3, size=32, split="heldout")
+    assert {(attrs.setting, attrs.time_of_day) for *_, attrs in examples} <= HELD_OUT
 
 
 def test_all_split_covers_every_pair_and_unknown_split_is_rejected():
@@ -310,7 +310,8 @@ def test_cli_writes_webdataset_shards_readable_by_webdataset(tmp_path):
     import webdataset
 
     out = tmp_path / "shards"
-    assert make_scenes.main([str(out), "--n", "5", "--size", "32", "--format", "webdataset", "--shard-size", "2"]) == 0
+    args = [str(out), "--n", "5", "--size", "32", "--format", "webdataset", "--shard-size", "2"]
+    assert make_scenes.main(args) == 0
     shards = sorted(str(p) for p in out.iterdir())
     assert [Path(p).name for p in shards] == ["scenes-000000.tar", "scenes-000001.tar", "scenes-000002.tar"]
     samples = list(webdataset.WebDataset(shards, shardshuffle=False).decode("pil"))

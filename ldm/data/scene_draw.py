@@ -104,7 +104,7 @@ def draw_scene(attrs: SceneAttributes, seed: int, size: int) -> Image.Image:
             draw.rectangle(box, fill=WINDOW_GLOW)
     if attrs.setting == "lake":
         scene = _reflect(scene, waterline, rng)
-    return scene.resize((size, size), Image.LANCZOS)
+    return scene.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def _box(centre: tuple[float, float], radius: float) -> list[float]:

@@ -1,0 +1,147 @@
+"""Write a procedural scenes dataset (see ldm/data/scenes.py) to disk.
+
+    python tools/make_scenes.py OUT_DIR --n 1000 --size 128 --seed 0 --split train \
+        --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite]
+
+folder:     OUT_DIR/00000000.png ... + metadata.jsonl (Hugging Face "imagefolder" layout)
+webdataset: OUT_DIR/scenes-000000.tar ... holding KEY.png, KEY.txt (caption), KEY.json (attributes)
+
+The dataset is built in a temporary directory next to OUT_DIR and renamed into place at
+the end, so OUT_DIR is either absent/untouched or complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+try:
+    import ldm  # noqa: F401
+except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ldm.data.scenes import SPLITS, make_scene, scene_caption, scene_seed
+
+FORMATS = ("folder", "webdataset")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Report bad arguments as a single line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _OneLineParser(prog="make_scenes.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--n", type=int, default=1000, help="number of examples")
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 8, >= 32)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=SPLITS, default="train")
+    parser.add_argument("--format", choices=FORMATS, default="folder")
+    parser.add_argument("--shard-size", type=int, default=1000, help="examples per webdataset shard")
+    parser.add_argument("--workers", type=int, default=1, help="processes drawing images")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"--n must be at least 1, got {args.n}")
+    if args.size < 32 or args.size % 8:
+        parser.error(f"--size must be a multiple of 8 and at least 32, got {args.size}")
+    if args.shard_size < 1:
+        parser.error(f"--shard-size must be at least 1, got {args.shard_size}")
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.out_dir.exists() and not args.out_dir.is_dir():
+        parser.error(f"{args.out_dir} exists and is not a directory")
+    if args.out_dir.is_dir() and any(args.out_dir.iterdir()) and not args.overwrite:
+        parser.error(f"{args.out_dir} is not empty (pass --overwrite to replace it)")
+    return args
+
+
+def render_example(job: tuple[int, int, int, str]) -> tuple[str, bytes, str, dict]:
+    """(seed, index, size, split) -> (key, PNG bytes, caption, attributes); runs in worker processes."""
+    seed, index, size, split = job
+    example_seed = scene_seed(seed, index)
+    image, attrs = make_scene(example_seed, size, split)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return f"{index:08d}", png.getvalue(), scene_caption(example_seed, attrs), attrs.to_dict()
+
+
+def _examples(args: argparse.Namespace) -> Iterator[tuple[str, bytes, str, dict]]:
+    jobs = [(args.seed, index, args.size, args.split) for index in range(args.n)]
+    if args.workers == 1:
+        yield from map(render_example, jobs)
+        return
+    with multiprocessing.Pool(args.workers) as pool:
+        yield from pool.imap(render_example, jobs, chunksize=16)
+
+
+def _write_folder(examples, out: Path) -> None:
+    with open(out / "metadata.jsonl", "w", encoding="utf-8") as metadata:
+        for key, png, text, attributes in examples:
+            (out / f"{key}.png").write_bytes(png)
+            record = {"file_name": f"{key}.png", "text": text, "attributes": attributes}
+            metadata.write(json.dumps(record) + "\n")
+
+
+def _write_webdataset(examples, out: Path, shard_size: int) -> None:
+    import webdataset
+
+    writer = None
+    try:
+        for count, (key, png, text, attributes) in enumerate(examples):
+            if count % shard_size == 0:
+                if writer:
+                    writer.close()
+                # mtime=0 so the same arguments give byte-identical shards.
+                writer = webdataset.TarWriter(str(out / f"scenes-{count // shard_size:06d}.tar"), mtime=0)
+            writer.write({"__key__": key, "png": png, "txt": text, "json": json.dumps(attributes, sort_keys=True)})
+    finally:
+        if writer:
+            writer.close()
+
+
+def _move_into_place(built: Path, out: Path) -> None:
+    """Rename `built` to `out`, replacing an existing `out` (only reachable when allowed)."""
+    if not out.exists():
+        built.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    out.rename(old / out.name)
+    built.rename(out)
+    shutil.rmtree(old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    out = args.out_dir.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    built = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        examples = tqdm(_examples(args), total=args.n, unit="img", file=sys.stderr, desc="scenes")
+        if args.format == "folder":
+            _write_folder(examples, built)
+        else:
+            _write_webdataset(examples, built, args.shard_size)
+        built.chmod(0o755)  # mkdtemp makes it 0700; the dataset should read like any directory
+        _move_into_place(built, out)
+    except BaseException:
+        shutil.rmtree(built, ignore_errors=True)
+        raise
+    print(f"wrote {args.n} scenes to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Model folders: save/load round trip, atomic replace, safetensors only, diffusers SD folders."""
+
+import os
+
+import pytest
+import torch
+
+from ldm.checkpoint import ModelError, load_model, save_model
+from ldm.pipeline import Pipeline
+from sd_folder import write_tiny_sd_folder
+
+
+def generate(pipe, **kwargs):
+    return pipe.generate("a lake at dawn", steps=3, seed=5, sampler="ddim", progress=False, **kwargs)
+
+
+def test_save_then_load_generates_identical_images(tiny_components, tmp_path):
+    before = generate(Pipeline(tiny_components)).images[0]
+    folder = save_model(tiny_components, tmp_path / "model")
+    assert sorted(os.listdir(folder)) == ["model.yaml", "text_encoder.safetensors", "unet.safetensors", "vae.safetensors"]
+    after = generate(Pipeline.load(folder)).images[0]
+    assert list(before.getdata()) == list(after.getdata())
+
+
+def test_loaded_model_keeps_its_config(tiny_model_dir):
+    components = load_model(tiny_model_dir)
+    assert components.config.vae.scaling_factor == 0.5
+    assert components.vae.config.scaling_factor == 0.5
+    assert components.name == "tiny"
+
+
+def test_saving_over_a_model_replaces_it_whole(tiny_components, tmp_path):
+    folder = save_model(tiny_components, tmp_path / "model")
+    with torch.no_grad():
+        tiny_components.unet.conv_out.bias.add_(1.0)
+    save_model(tiny_components, folder)
+    reloaded = load_model(folder)
+    assert torch.equal(reloaded.unet.conv_out.bias, tiny_components.unet.conv_out.bias)
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging or backup left
+
+
+def test_a_crash_while_saving_leaves_the_old_model(tiny_components, tmp_path, monkeypatch):
+    folder = save_model(tiny_components, tmp_path / "model")
+    import ldm.checkpoint as checkpoint
+
+    def crash(state, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "write_safetensors", crash)
+    with pytest.raises(OSError):
+        save_model(tiny_components, folder)
+    assert load_model(folder).config.name == "tiny"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_pickled_weights_are_refused(tiny_model_dir, tmp_path):
+    pickle_file = tmp_path / "model.ckpt"
+    pickle_file.write_bytes(b"\x80\x04not really")
+    with pytest.raises(ModelError, match="pickle"):
+        load_model(pickle_file)
+    (tiny_model_dir / "unet.safetensors").rename(tiny_model_dir / "unet.bin")
+    with pytest.raises(ModelError, match="pickled checkpoint; refused because unpickling can run arbitrary code"):
+        load_model(tiny_model_dir)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: p / "missing", "model folder not found"),
+        (lambda p: p, "is not a model folder"),
+        (lambda p: (p / "model.yaml").write_text("model: {unet: {chanels: 3}}") and p, "unknown config key 'model.unet.chanels'"),
+    ],
+)
+def test_bad_model_paths_say_why(tmp_path, make, message):
+    with pytest.raises(ModelError, match=message):
+        load_model(make(tmp_path))
+
+
+def test_corrupt_weights_are_reported(tiny_model_dir):
+    (tiny_model_dir / "vae.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match="not a readable safetensors file"):
+        load_model(tiny_model_dir)
+
+
+def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_components, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    folder = write_tiny_sd_folder(tiny_components, tmp_path)
+    pipe = Pipeline.load(folder)
+    assert pipe.components.config is None and pipe.components.text_encoder.width == 32
+    ours = pipe.generate("a red boat", negative="fog", steps=4, cfg=6.0, seed=9, sampler="ddim", progress=False)
+
+    reference = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    reference.set_progress_bar_config(disable=True)
+    theirs = reference(
+        "a red boat",
+        negative_prompt="fog",
+        num_inference_steps=4,
+        guidance_scale=6.0,
+        generator=[torch.Generator().manual_seed(9)],
+        height=32,
+        width=32,
+        output_type="pil",
+    ).images[0]
+    difference = torch.tensor(list(ours.images[0].getdata())) - torch.tensor(list(theirs.getdata()))
+    assert difference.abs().max() <= 1  # uint8 rounding

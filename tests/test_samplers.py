@@ -1,5 +1,6 @@
 """Every sampler: right shape, finite, deterministic by seed; batch seeds equal lone runs."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,7 +9,7 @@ from ldm.pipeline import GenerationError, Pipeline
 
 
 def pixels(image):
-    return torch.tensor(list(image.getdata()), dtype=torch.float32)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32))
 
 
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)

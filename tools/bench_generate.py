@@ -1,0 +1,219 @@
+"""Benchmark: our txt2img loop against diffusers' StableDiffusionPipeline, side by side.
+
+Same components, sampler, steps, cfg and initial latents; the runs alternate (ours, theirs,
+ours, ...) so that machine noise hits both alike. Reports the median time per image and per
+U-Net evaluation, the ratio ours/theirs (1.0 = the loop adds nothing), peak memory of each
+(measured in its own subprocess on CPU; CUDA's allocator peak on GPU), and the cold-start
+time of `ldm-generate --help` and of a whole one-image `ldm-generate` run.
+
+    python tools/bench_generate.py                       # a small random model on CPU
+    python tools/bench_generate.py --model DIR --device cuda --dtype fp16 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# A mid-sized random model (about the demo model's size) for runs without --model.
+BENCH_MODEL = {
+    "name": "bench",
+    "vae": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 1, "sample_size": 128, "scaling_factor": 0.5},
+    "text_encoder": {"width": 256, "heads": 4, "layers": 4, "embed_dim": 256},
+    "unet": {
+        "block_out_channels": [128, 256, 256],
+        "layers_per_block": 1,
+        "attention_head_dim": 32,
+        "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        "sample_size": 16,
+    },
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model folder (default: a random mid-sized model, saved to a temp folder)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument("--sampler", default="dpm++2m")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--cfg", type=float, default=7.5)
+    parser.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--only", choices=("ours", "theirs"), help=argparse.SUPPRESS)  # memory subprocess
+    return parser.parse_args(argv)
+
+
+def load(args):
+    import torch
+
+    from ldm.pipeline import Pipeline
+
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    return Pipeline.load(args.model, device=args.device, dtype=dtype)
+
+
+def diffusers_twin(pipe, sampler):
+    from diffusers import StableDiffusionPipeline
+
+    from ldm.diffusion.samplers import make_sampler
+
+    twin = StableDiffusionPipeline(
+        vae=pipe.components.vae,
+        text_encoder=None,
+        tokenizer=None,
+        unet=pipe.components.unet,
+        scheduler=make_sampler(sampler, pipe.components.scheduler_config).scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    twin.set_progress_bar_config(disable=True)
+    return twin
+
+
+def runners(pipe, args):
+    """Two functions that each make one image from the same inputs (text encoding excluded
+    from both: diffusers is handed the embeddings)."""
+    import torch
+
+    from ldm.pipeline import make_generators
+
+    size = args.size or pipe.default_size
+    context = pipe.encode_text(["a lake at dawn"])
+    uncond = pipe.encode_text([""])
+    noise = torch.randn(pipe.latent_shape(1, size, size), generator=torch.Generator().manual_seed(0))
+    twin = diffusers_twin(pipe, args.sampler)
+
+    def ours():
+        latents = pipe.sample(context, uncond, noise, args.steps, args.cfg, args.sampler, make_generators([0]), progress=False)
+        return pipe.decode(latents)
+
+    def theirs():
+        return twin(
+            prompt_embeds=context,
+            negative_prompt_embeds=uncond,
+            latents=noise.clone(),
+            num_inference_steps=args.steps,
+            guidance_scale=args.cfg,
+            generator=make_generators([0]),
+            height=size,
+            width=size,
+            output_type="pt",
+        ).images
+
+    return {"ours": ours, "theirs": theirs}
+
+
+def count_unet_calls(pipe, run) -> int:
+    calls = []
+    handle = pipe.components.unet.register_forward_hook(lambda *_: calls.append(1))
+    run()
+    handle.remove()
+    return len(calls)
+
+
+def timed(run, device) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    run()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def peak_memory_mib(args, name: str) -> float:
+    """CPU: max RSS of a subprocess that only loads and runs `name`; CUDA: allocator peak."""
+    if args.device.startswith("cuda"):
+        return float("nan")  # measured in-process, see main
+    command = [sys.executable, __file__, "--only", name, "--model", args.model, "--device", args.device,
+               "--dtype", args.dtype, "--sampler", args.sampler, "--steps", str(args.steps), "--cfg", str(args.cfg)]
+    if args.size:
+        command += ["--size", str(args.size)]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["max_rss_mib"]
+
+
+def cold_start(model: str, device: str) -> dict[str, float]:
+    import shutil
+
+    # The installed console script, as a user runs it (or the module, from a checkout).
+    command = [shutil.which("ldm-generate")] if shutil.which("ldm-generate") else [sys.executable, "-m", "ldm.cli.generate"]
+    times = {}
+    start = time.perf_counter()
+    subprocess.run([*command, "--help"], capture_output=True, check=True)
+    times["ldm-generate --help"] = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run([*command, "a lake at dawn", "--model", model, "--device", device, "--quiet",
+                        "--out", f"{out}/x.png", "--seed", "0"], capture_output=True, check=True)
+        times["ldm-generate one image (20 steps)"] = time.perf_counter() - start
+    return times
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import resource
+
+    import torch
+    from tqdm import tqdm
+
+    torch.set_grad_enabled(False)
+    if args.model is None:
+        from ldm.checkpoint import save_model
+        from ldm.config import model_config_from_dict
+        from ldm.models.components import build_components
+
+        torch.manual_seed(0)
+        args.model = str(save_model(build_components(model_config_from_dict(BENCH_MODEL)), Path(tempfile.mkdtemp()) / "bench"))
+    pipe = load(args)
+    runs = runners(pipe, args)
+    if args.only:
+        runs[args.only]()
+        print(json.dumps({"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+        return
+
+    evaluations = count_unet_calls(pipe, runs["ours"])
+    assert evaluations == count_unet_calls(pipe, runs["theirs"]), "the two loops must do the same work"
+    times = {"ours": [], "theirs": []}
+    for name in runs:  # warm-up
+        timed(runs[name], args.device)
+    for _ in tqdm(range(args.repeats), desc="alternating runs", file=sys.stderr):
+        for name in runs:
+            times[name].append(timed(runs[name], args.device))
+    peaks = {}
+    for name in runs:
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            runs[name]()
+            peaks[name] = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            peaks[name] = peak_memory_mib(args, name)
+
+    size = args.size or pipe.default_size
+    print(f"# txt2img: {pipe.components.name}, {size}x{size}, {args.sampler}, {args.steps} steps, cfg {args.cfg}, "
+          f"{args.device} {args.dtype}, {evaluations} U-Net calls per image (batch 2 with CFG), median of {args.repeats}")
+    print("| loop | s / image | ms / U-Net call | peak memory MiB |")
+    print("|---|---|---|---|")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name in runs:
+        label = "ldm (ours)" if name == "ours" else "diffusers StableDiffusionPipeline"
+        print(f"| {label} | {medians[name]:.3f} | {1000 * medians[name] / evaluations:.1f} | {peaks[name]:.0f} |")
+    print(f"\nratio ours/theirs: {medians['ours'] / medians['theirs']:.3f}")
+    print("\n| cold start | s |\n|---|---|")
+    for name, seconds in cold_start(args.model, args.device).items():
+        print(f"| {name} | {seconds:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

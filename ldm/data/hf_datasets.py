@@ -62,6 +62,8 @@ def load_hf(config: DataConfig) -> HFRecords:
             else:
                 files = data_files(config.path)
                 dataset = datasets.load_dataset(file_format(files), data_files=files, split="train")
+    except DataError:
+        raise
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"cannot read Hugging Face dataset {path}: {first}") from None

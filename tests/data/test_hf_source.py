@@ -50,6 +50,17 @@ def test_holdout_rows_are_disjoint_from_training_rows(saved_dataset):
     assert len(holdout) + len(train) + 1 == 6 and not train & holdout  # +1: the truncated row
 
 
+def test_a_saved_dataset_dict_reads_the_configured_split(saved_dataset, tmp_path):
+    _, dataset = saved_dataset
+    splits = datasets.DatasetDict({"train": dataset, "validation": dataset.select([1, 2])})
+    splits.save_to_disk(str(tmp_path / "dict"))
+    config = folder_config(tmp_path / "dict", source="hf", caption_column="caption", split="validation")
+    assert sorted(s["caption"] for s in build_dataset(config)) == ["row 1", "row 2"]
+    config.split = "test"
+    with pytest.raises(DataError, match=r"^\S+ has no split 'test' \(splits: train, validation\)"):
+        build_dataset(config)
+
+
 @pytest.mark.parametrize("problem", ["missing", "wrong column", "mixed formats"])
 def test_unusable_hf_data_raises_data_error(saved_dataset, tmp_path, problem):
     path, _ = saved_dataset

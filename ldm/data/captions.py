@@ -94,7 +94,8 @@ def read_coco_captions(path: Path) -> dict[str, list[str]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(f"cannot read COCO captions {path}: {_reason(error)}") from None
     except (KeyError, TypeError) as error:
-        raise DataError(f"{path} is not a COCO captions file (images[].id/file_name, annotations[].image_id/caption): missing {error}") from None
+        expected = "images[].id/file_name, annotations[].image_id/caption"
+        raise DataError(f"{path} is not a COCO captions file ({expected}): missing {error}") from None
     return captions
 
 

@@ -62,9 +62,11 @@ def cache_allowed(description: dict) -> bool:
     """Latents can be cached only for deterministic pixels: a random crop or flip would be
     frozen into the cache. Warns, naming the setting, when the cache must be bypassed."""
     transform = description.get("transform", description)
-    random = [name for name, on in (("data.crop=random", transform.get("crop") == "random"), ("data.random_flip", transform.get("flip"))) if on]
+    settings = {"data.crop=random": transform.get("crop") == "random", "data.random_flip": bool(transform.get("flip"))}
+    random = [name for name, on in settings.items() if on]
     if random:
-        warnings.warn(f"latent cache bypassed: {' and '.join(random)} change the pixels every epoch; images are encoded every step", stacklevel=2)
+        message = f"latent cache bypassed: {' and '.join(random)} change the pixels every epoch; images are encoded every step"
+        warnings.warn(message, stacklevel=2)
     return not random
 
 
@@ -226,7 +228,9 @@ class LatentCache:
 
 
 @torch.no_grad()
-def build_latent_cache(dataset, encode_fn: EncodeFn, cache: LatentCache, batch_size: int, progress: bool = True, num_workers: int = 0) -> LatentCache:
+def build_latent_cache(
+    dataset, encode_fn: EncodeFn, cache: LatentCache, batch_size: int, progress: bool = True, num_workers: int = 0
+) -> LatentCache:
     """Encodes every sample of `dataset` (all ranks' samples) that the cache lacks.
 
     `encode_fn(pixels (B, 3, R, R)) -> (mean, std)`, each (B, C, h, w). A complete cache is

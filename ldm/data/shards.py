@@ -39,7 +39,8 @@ def shard_urls(config: DataConfig, world_size: int) -> list[str]:
     local = [url for url in urls if not url.startswith(REMOTE_PREFIXES)]
     missing = [url for url in local if not Path(url.removeprefix("file:")).is_file()]
     if missing:
-        raise DataError(f"data.path does not exist: {missing[0]}" + (f" (and {len(missing) - 1} more shards)" if len(missing) > 1 else ""))
+        more = f" (and {len(missing) - 1} more shards)" if len(missing) > 1 else ""
+        raise DataError(f"data.path does not exist: {missing[0]}{more}")
     if len(urls) < world_size:
         raise DataError(f"{len(urls)} shards in {config.path} cannot be split across {world_size} processes: make more shards")
     return urls
@@ -52,7 +53,9 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
     epochs counts twice), and ranks may get different numbers of samples if the shards
     differ in size: give every rank the same number of equal-sized shards."""
 
-    def __init__(self, urls: list[str], config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, description: dict):
+    def __init__(
+        self, urls: list[str], config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, description: dict
+    ):
         super().__init__()
         self.urls = urls
         self.image_keys = [key.strip().lower() for key in config.image_key.split(";") if key.strip()]

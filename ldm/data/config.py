@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 
@@ -15,7 +15,10 @@ class DataConfig:
     path: str = ""
     coco_captions: Optional[str] = None  # imagefolder: a COCO captions JSON for the images
     image_column: str = "image"  # hf
-    caption_column: str = "text"  # hf
+    caption_column: str = "text"  # hf, and imagefolder's metadata.jsonl/.csv
+    # imagefolder: captions for images without one, by parent folder name
+    # ({"n01440764": "a photo of a tench"}): class-labelled folders such as ImageNet's
+    caption_from_folder: dict[str, str] = field(default_factory=dict)
     image_key: str = "jpg;png;jpeg;webp"  # webdataset
     caption_key: str = "txt"  # webdataset
     split: str = "train"  # hf
@@ -25,4 +28,6 @@ class DataConfig:
     caption_dropout: float = 0.1  # probability that a caption becomes "" (unconditional)
     num_workers: int = 0
     shuffle_buffer: int = 1000  # webdataset
-    holdout: int = 0  # imagefolder/hf: last N samples kept for evaluation, never trained on
+    # imagefolder/hf: the last N samples (in sha256-of-key order) kept for evaluation,
+    # never trained on; read with split "holdout"
+    holdout: int = 0

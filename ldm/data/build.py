@@ -1,0 +1,88 @@
+"""DataConfig -> dataset: checks the settings, then builds the configured source."""
+
+from __future__ import annotations
+
+from typing import Callable, Union
+
+from ldm.data.config import DataConfig
+from ldm.data.errors import DataError
+from ldm.data.hf_datasets import load_hf
+from ldm.data.imagefolder import load_image_folder
+from ldm.data.indexed import IndexedImageDataset, Records
+from ldm.data.ordering import holdout_split
+from ldm.data.shards import WebDatasetShards, shard_urls
+from ldm.data.transforms import CROPS, ImageTransform
+
+SPLITS = ("train", "holdout")
+Dataset = Union[IndexedImageDataset, WebDatasetShards]
+
+
+def build_dataset(config: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, split: str = "train") -> Dataset:
+    """The samples of this process (`rank` of `world_size`) for `split`: an IterableDataset
+    of {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str} with `.stats`.
+
+    The dataset is already split across processes: do not also shard its loader (e.g. with
+    accelerator.prepare). Raises DataError before any image is decoded for a missing path,
+    no images, unreadable captions or metadata, or an unknown source or setting."""
+    _check(config, rank, world_size, split)
+    training = split == "train"
+    # The holdout measures the model: same pixels every time, no augmentation.
+    transform = ImageTransform(config.resolution, config.crop if training else "center", config.random_flip and training)
+    try:
+        build = SOURCES[config.source]
+    except KeyError:
+        raise DataError(f"unknown data.source {config.source!r}; expected one of {', '.join(SOURCES)}") from None
+    return build(config, transform, seed, rank, world_size, split)
+
+
+def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"split is {split!r}; expected one of {', '.join(SPLITS)}")
+    if config.crop not in CROPS:
+        raise DataError(f"data.crop is {config.crop!r}; expected one of {', '.join(CROPS)}")
+    if config.resolution < 1:
+        raise DataError(f"data.resolution must be positive, got {config.resolution}")
+    if not 0.0 <= config.caption_dropout <= 1.0:
+        raise DataError(f"data.caption_dropout must be in [0, 1], got {config.caption_dropout}")
+    if config.holdout < 0:
+        raise DataError(f"data.holdout must not be negative, got {config.holdout}")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise DataError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+
+
+def _indexed(load: Callable[[DataConfig], Records]):
+    def build(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
+        records = load(config)
+        train, holdout = holdout_split([records.key(i) for i in range(len(records))], config.holdout)
+        if split == "train" and not train:
+            raise DataError(f"data.holdout ({config.holdout}) keeps all {len(records)} samples of {config.path} out of training")
+        description = {
+            "source": config.source,
+            "split": split,
+            "holdout": config.holdout,
+            "columns": [config.image_column, config.caption_column],
+        }
+        indices = train if split == "train" else holdout
+        return IndexedImageDataset(
+            records, indices, transform, config.caption_dropout, seed, rank, world_size, split == "train", description
+        )
+
+    return build
+
+
+def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
+    if config.holdout or split != "train":
+        raise DataError(
+            "data.holdout is not supported for webdataset (a stream has no 'last N'): "
+            "write the holdout samples to their own shards and read them with a second config"
+        )
+    urls = shard_urls(config, world_size)
+    description = {"source": config.source, "split": split, "keys": [config.image_key, config.caption_key]}
+    return WebDatasetShards(urls, config, transform, seed, rank, world_size, description)
+
+
+SOURCES = {
+    "imagefolder": _indexed(load_image_folder),
+    "hf": _indexed(load_hf),
+    "webdataset": _webdataset,
+}

@@ -1,0 +1,323 @@
+"""Latents of the frozen VAE, computed once, stored on disk, reused across epochs and runs.
+
+    description = dataset.describe()              # transform settings + dataset identity
+    if cache_allowed(description):                # False, with a warning, for random crop/flip
+        cache = LatentCache(root, cache_key(fingerprint_module(vae), description))
+        build_latent_cache(dataset, encode_fn, cache, batch_size)   # a no-op when complete
+        train_set = CachedLatentDataset(cache, caption_dropout, seed, rank, world_size)
+
+Layout of root/<key>/:
+    shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior; metadata
+                              "keys" and "captions" (JSON): the captions index
+    manifest.json             written last: the shards, their byte sizes and sample count
+
+Every file is written to a temporary name and renamed (os.replace), so a killed build
+leaves whole shards or none. A cache without a manifest, or whose shards do not match it,
+is never served: building again keeps its whole shards and encodes only the rest.
+Build on one process (the main one) and let the others wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from ldm.data.captions import choose_caption, drop_caption
+from ldm.data.errors import DataError
+from ldm.data.ordering import SharedEpoch, epoch_order, rank_share, worker_share
+from ldm.data.randomness import sample_generator, stable_index
+
+CACHE_VERSION = 1
+MANIFEST = "manifest.json"
+HASH_CHUNK = 16 << 20  # bytes of parameters hashed per update
+EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def fingerprint_module(module: torch.nn.Module) -> str:
+    """sha256 of a module's state: names, dtypes, shapes and bytes, one tensor (and at
+    most HASH_CHUNK bytes) at a time, so an SD-scale VAE (330 MB) hashes in about a second
+    without a second copy of its weights in memory."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}\n".encode())
+        raw = data.reshape(-1).view(torch.uint8).numpy()
+        for start in range(0, raw.size, HASH_CHUNK):
+            digest.update(raw[start : start + HASH_CHUNK])
+    return digest.hexdigest()
+
+
+def cache_allowed(description: dict) -> bool:
+    """Latents can be cached only for deterministic pixels: a random crop or flip would be
+    frozen into the cache. Warns, naming the setting, when the cache must be bypassed."""
+    transform = description.get("transform", description)
+    settings = {"data.crop=random": transform.get("crop") == "random", "data.random_flip": bool(transform.get("flip"))}
+    random = [name for name, on in settings.items() if on]
+    if random:
+        message = f"latent cache bypassed: {' and '.join(random)} change the pixels every epoch; images are encoded every step"
+        warnings.warn(message, stacklevel=2)
+    return not random
+
+
+def cache_key(vae_state_fingerprint: str, transform_description: dict) -> str:
+    """sha256 over the VAE weights and `transform_description`: pass `dataset.describe()`,
+    which holds the transform settings (resolution, crop, flip) and the dataset identity
+    (path, file names, sizes, mtimes and captions; a `datasets` fingerprint; shard list)."""
+    if not cache_allowed(transform_description):
+        raise ValueError("latents of randomly cropped or flipped images cannot be cached")
+    payload = {"version": CACHE_VERSION, "vae": vae_state_fingerprint, "data": transform_description}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- storage
+
+
+@dataclass
+class Shard:
+    file: str
+    keys: list[str]
+    captions: list[list[str]]
+
+
+class LatentCache:
+    def __init__(self, root: str | Path, key: str, shard_size: int = 256):
+        self.root, self.key, self.shard_size = Path(root), key, shard_size
+        self.folder = self.root / key
+        self._index: Optional[dict[str, tuple[str, int, list[str]]]] = None  # key -> (file, row, captions)
+        self._handles: dict[str, Any] = {}
+
+    def __getstate__(self) -> dict:
+        # Open files stay behind; a DataLoader worker opens its own.
+        return {**self.__dict__, "_handles": {}}
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def complete(self) -> bool:
+        """Built to the end, and every shard is the size the manifest says."""
+        manifest = self._manifest()
+        if manifest is None:
+            return False
+        for shard in manifest["shards"]:
+            path = self.folder / shard["file"]
+            if not path.is_file() or path.stat().st_size != shard["bytes"]:
+                return False
+        return True
+
+    def has(self, key: str) -> bool:
+        """has(cache.key): the cache is complete; has(sample_key): that sample is in it."""
+        if not self.complete:
+            return False
+        return key == self.key or key in self._load_index()
+
+    def get(self, sample_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the posterior, each (C, h, w)."""
+        file, row, _ = self._entry(sample_key)
+        handle = self._handles.get(file)
+        if handle is None:
+            from safetensors import safe_open
+
+            handle = self._handles[file] = safe_open(str(self.folder / file), "pt")
+        return handle.get_slice("mean")[row], handle.get_slice("std")[row]
+
+    def captions(self, sample_key: str) -> list[str]:
+        return self._entry(sample_key)[2]
+
+    def keys(self) -> list[str]:
+        return list(self._load_index())
+
+    def __len__(self) -> int:
+        return len(self._load_index())
+
+    def _entry(self, sample_key: str) -> tuple[str, int, list[str]]:
+        try:
+            return self._load_index()[sample_key]
+        except KeyError:
+            raise KeyError(f"{sample_key!r} is not in the latent cache {self.folder}") from None
+
+    def _load_index(self) -> dict[str, tuple[str, int, list[str]]]:
+        if self._index is None:
+            if not self.complete:
+                raise DataError(f"latent cache {self.folder} is not complete: build it with build_latent_cache")
+            self._index = {
+                key: (shard.file, row, captions)
+                for shard in (self._read_shard(entry["file"]) for entry in self._manifest()["shards"])
+                for row, (key, captions) in enumerate(zip(shard.keys, shard.captions))
+            }
+        return self._index
+
+    def _manifest(self) -> Optional[dict]:
+        try:
+            manifest = json.loads((self.folder / MANIFEST).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return manifest if manifest.get("version") == CACHE_VERSION and manifest.get("key") == self.key else None
+
+    def _read_shard(self, file: str) -> Shard:
+        """The shard's index (from its header only); raises if it is not a whole shard."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / file), "pt") as handle:
+            metadata = handle.metadata() or {}
+            keys, captions = json.loads(metadata["keys"]), json.loads(metadata["captions"])
+            rows = {handle.get_slice(name).get_shape()[0] for name in ("mean", "std")}
+        if rows != {len(keys)} or len(captions) != len(keys):
+            raise ValueError(f"{file}: {rows} rows for {len(keys)} keys")
+        return Shard(file, keys, captions)
+
+    # ------------------------------------------------------------------ writing
+
+    def resume(self) -> list[Shard]:
+        """Prepares an incomplete cache for building: removes the manifest, temporary files
+        and broken shards; returns the whole shards, which are kept."""
+        from safetensors import SafetensorError
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / MANIFEST).unlink(missing_ok=True)
+        self._index, self._handles = None, {}
+        shards = []
+        for path in sorted(self.folder.iterdir()):
+            if path.name.startswith(".") and ".tmp-" in path.name:
+                path.unlink()  # a write that a crash interrupted
+            elif path.suffix == ".safetensors":
+                try:
+                    shards.append(self._read_shard(path.name))
+                except (SafetensorError, OSError, ValueError, KeyError):
+                    warnings.warn(f"latent cache: dropping broken shard {path}", stacklevel=2)
+                    path.unlink()
+        return shards
+
+    def write_shard(self, number: int, keys: list[str], captions: list[list[str]], mean: torch.Tensor, std: torch.Tensor) -> Shard:
+        from safetensors.torch import save_file
+
+        file = f"shard-{number:06d}.safetensors"
+        metadata = {"keys": json.dumps(keys), "captions": json.dumps(captions)}
+        tensors = {"mean": mean.detach().to("cpu").contiguous(), "std": std.detach().to("cpu").contiguous()}
+        self._atomic_write(file, lambda path: save_file(tensors, str(path), metadata=metadata))
+        return Shard(file, keys, captions)
+
+    def finish(self, shards: list[Shard]) -> None:
+        entries = [{"file": s.file, "bytes": (self.folder / s.file).stat().st_size, "samples": len(s.keys)} for s in shards]
+        manifest = {"version": CACHE_VERSION, "key": self.key, "samples": sum(len(s.keys) for s in shards), "shards": entries}
+        self._atomic_write(MANIFEST, lambda path: path.write_text(json.dumps(manifest, indent=1)))
+        self._index = None
+
+    def _atomic_write(self, name: str, write: Callable[[Path], None]) -> None:
+        temporary = self.folder / f".{name}.tmp-{os.getpid()}"
+        try:
+            write(temporary)
+            with open(temporary, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.folder / name)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+@torch.no_grad()
+def build_latent_cache(
+    dataset, encode_fn: EncodeFn, cache: LatentCache, batch_size: int, progress: bool = True, num_workers: int = 0
+) -> LatentCache:
+    """Encodes every sample of `dataset` (all ranks' samples) that the cache lacks.
+
+    `encode_fn(pixels (B, 3, R, R)) -> (mean, std)`, each (B, C, h, w). A complete cache is
+    returned without encoding anything; an incomplete one is resumed."""
+    from tqdm.auto import tqdm
+
+    if cache.complete:
+        return cache
+    shards = cache.resume()
+    done = {key for shard in shards for key in shard.keys}
+    view = dataset.caching_view(done)
+    view.worker_chunk = batch_size
+    loader = DataLoader(view, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_for_cache)
+    pending: dict[str, list] = {"keys": [], "captions": [], "mean": [], "std": []}
+    number = 1 + max((int(s.file.removeprefix("shard-").split(".")[0]) for s in shards), default=-1)
+    total = _cache_total(dataset)
+    with tqdm(total=total, initial=len(done) if total else 0, desc="caching latents", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            mean, std = encode_fn(batch["pixels"])  # (B, C, h, w) each
+            pending["keys"] += batch["key"]
+            pending["captions"] += batch["captions"]
+            pending["mean"] += list(mean.detach().cpu())
+            pending["std"] += list(std.detach().cpu())
+            while len(pending["keys"]) >= cache.shard_size:
+                shards.append(_write_pending(cache, number, pending, cache.shard_size))
+                number += 1
+            bar.update(len(batch["key"]))
+    if pending["keys"]:
+        shards.append(_write_pending(cache, number, pending, len(pending["keys"])))
+    if not shards:
+        raise DataError(f"nothing to cache: no readable samples ({dataset.stats.summary()})")
+    cache.finish(shards)
+    return cache
+
+
+def _write_pending(cache: LatentCache, number: int, pending: dict[str, list], count: int) -> Shard:
+    taken = {name: values[:count] for name, values in pending.items()}
+    for values in pending.values():
+        del values[:count]
+    mean, std = torch.stack(taken["mean"]), torch.stack(taken["std"])  # (N, C, h, w)
+    return cache.write_shard(number, taken["keys"], taken["captions"], mean, std)
+
+
+def _collate_for_cache(samples: list[dict]) -> dict:
+    return {
+        "pixels": torch.stack([s["pixels"] for s in samples]),  # (B, 3, R, R)
+        "captions": [s["captions"] for s in samples],
+        "key": [s["key"] for s in samples],
+    }
+
+
+def _cache_total(dataset) -> Optional[int]:
+    indices = getattr(dataset, "indices", None)
+    return len(indices) if indices is not None else None
+
+
+# ----------------------------------------------------------------------------- reading for training
+
+
+class CachedLatentDataset(torch.utils.data.IterableDataset):
+    """Yields {"latent_mean": (C, h, w), "latent_std": (C, h, w), "caption": str, "key": str}
+    from a complete cache; one caption drawn per epoch and dropout applied here, at read
+    time, so that cached samples get a fresh draw every epoch. Latents are the unscaled
+    posterior: sample with mean + std * noise, then multiply by the VAE's scaling factor.
+
+    Split and ordered like the image datasets: shuffled per (seed, epoch), padded so that
+    every rank gets as many samples, worker k makes batches k, k + W, ..."""
+
+    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.cache = cache
+        self.sample_keys = sorted(cache.keys())  # sorted: independent of the build order
+        self.caption_dropout, self.seed, self.rank, self.world_size = caption_dropout, seed, rank, world_size
+        self.worker_chunk = 1
+        self._epoch = SharedEpoch()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.set(epoch)
+
+    def __len__(self) -> int:
+        return len(rank_share(self.sample_keys, self.rank, self.world_size, pad=True))
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self._epoch.get()
+        order = epoch_order(self.sample_keys, self.seed, epoch, shuffle=True)
+        for key in worker_share(rank_share(order, self.rank, self.world_size, pad=True), self.worker_chunk):
+            mean, std = self.cache.get(key)
+            generator = sample_generator(self.seed, epoch, stable_index(key), "caption")
+            caption = drop_caption(choose_caption(self.cache.captions(key), generator), self.caption_dropout, generator)
+            yield {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key}

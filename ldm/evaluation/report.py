@@ -72,6 +72,10 @@ def markdown_report(report: dict, model_name: str = "") -> str:
             f"PSNR {_number(vae['psnr'], 2)} dB (worst {_number(vae['psnr_min'], 2)}), "
             f"SSIM {_number(vae['ssim'])} (worst {_number(vae['ssim_min'])}).",
         ]
+    judge = (report.get("classifier") or {}).get("accuracy_on_fresh_scenes")
+    if judge:
+        readings = ", ".join(f"{name} {_percent(value)}" for name, value in judge.items())
+        lines += ["", f"The judge, an attribute classifier trained on real scenes only, on fresh real scenes: {readings}."]
     timing = report["timing"]
     sections = ", ".join(f"{k} {v:.3f}" for k, v in timing["seconds_per_image_by_section"].items())
     lines += ["", f"Generation: {timing['seconds_per_image']:.3f} s per image ({sections})."]

@@ -56,6 +56,7 @@ def test_runs_end_to_end_on_the_tiny_model(tiny_model_dir, classifier_path, two_
     markdown = (out / "report.md").read_text()
     assert markdown.strip() in printed
     assert "| time_of_day |" in markdown and "held-out: generated" in markdown and "PSNR" in markdown
+    assert "The judge, an attribute classifier" in markdown
 
     report = json.loads((out / "report.json").read_text())
     assert {"settings", "prompts", "generated", "real", "vae", "timing", "targets", "per_prompt", "model", "classifier"} <= set(report)

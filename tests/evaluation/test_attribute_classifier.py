@@ -85,7 +85,7 @@ def test_augmentation_is_small_seeded_and_in_range():
     first = augment(pixels, torch.Generator().manual_seed(1))
     assert torch.equal(first, augment(pixels, torch.Generator().manual_seed(1)))
     assert first.min() >= -1 and first.max() <= 1
-    assert 0 < (first - pixels).abs().mean() < 0.15  # changes the pixels, not the scene
+    assert 0.01 < (first - pixels).abs().mean() < 0.08  # changes the pixels, not the scene (about 0.04)
     assert torch.allclose(gaussian_blur(pixels, torch.zeros(8)), pixels, atol=1e-6)
 
 

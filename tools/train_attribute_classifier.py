@@ -5,8 +5,8 @@
 
 It learns from real scenes only (never from model outputs), drawn from dataset seeds kept
 for it (ldm/evaluation/seeds.py), and reports its accuracy per attribute on fresh scenes,
-clean and augmented; both go into the file's metadata. On 2 CPU cores the defaults take
-about 6-8 minutes (drawing the scenes, then about 0.15 s per step).
+clean and augmented; both go into the file's metadata. On 2 CPU cores the defaults took
+8.4 minutes (on a busy machine: 4.8 min drawing 7000 scenes, 3.5 min for 2000 steps).
 """
 
 from __future__ import annotations

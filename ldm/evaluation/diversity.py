@@ -10,8 +10,10 @@ No LPIPS network is available offline, so two stand-ins, both averaged over prom
   scale), averaged over pixels and channels. It tracks any change, colour and noise too.
 
 Either means little alone: compare with the same figure on real scenes drawn for the
-same prompts (the evaluation reports both). A model that collapses to one image per
-prompt scores near 0; the real scenes vary only in what the prompt leaves free.
+same prompts (the evaluation reports both). A caption names every feature of its scene,
+so real scenes of one prompt differ only in drawing details (cloud shapes, stars, where
+the trees stand): a faithful model lands near that figure. Far below it means collapse to
+one image; far above means it adds or drops features the prompt did not ask for.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Either means little alone: compare with the same figure on real scenes drawn for
 same prompts (the evaluation reports both). A caption names every feature of its scene,
 so real scenes of one prompt differ only in drawing details (cloud shapes, stars, where
 the trees stand): a faithful model lands near that figure. Far below it means collapse to
-one image; far above means it adds or drops features the prompt did not ask for.
+one image; far above means variation the data do not have (features added or dropped, noise).
 """
 
 from __future__ import annotations

@@ -1,0 +1,12 @@
+"""Dataset seeds reserved for evaluation, in one place so they stay apart.
+
+Each is a `seed` for `ldm.data.scenes.scene_seed(seed, index)`, which hashes the pair, so
+two different dataset seeds give unrelated scene streams. Models are trained on small
+dataset seeds (tools/make_scenes.py defaults to 0); these sit far above any of those.
+"""
+
+CLASSIFIER_TRAIN = 10_000_000  # scenes the attribute classifier learns from
+CLASSIFIER_VALIDATION = 10_000_001  # fresh scenes for its own accuracy report
+CLASSIFIER_TEST = 10_000_002  # fresh scenes for the tests of the shipped classifier
+VAE_RECONSTRUCTION = 20_000_000  # unseen scenes for the VAE's PSNR/SSIM
+REAL_REFERENCE = 30_000_000  # real scenes drawn for each prompt, as a reference for the model

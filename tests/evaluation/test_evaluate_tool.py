@@ -1,0 +1,108 @@
+"""tools/evaluate.py end to end on the tiny model, and its argument checks."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from ldm.evaluation.attribute_classifier import HEADS, AttributeClassifier, ClassifierConfig, save_classifier
+from ldm.evaluation.prompts import build_prompts
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "evaluate.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+evaluate_tool = _load_tool()
+
+
+@pytest.fixture
+def classifier_path(tmp_path):
+    """An untrained classifier: the tiny model draws noise anyway, and this keeps the test
+    independent of whether weights are shipped."""
+    torch.manual_seed(0)
+    path = tmp_path / "classifier.safetensors"
+    save_classifier(AttributeClassifier(ClassifierConfig(input_size=32)), path, {"accuracy": {"time_of_day": 1.0}})
+    return path
+
+
+@pytest.fixture
+def two_prompts(tmp_path):
+    """One seen prompt with features and one held-out prompt, as a prompts file."""
+    seen = [p for p in build_prompts("seen", per_pair=2) if len(p.asserts) > 2][0]
+    heldout = build_prompts("heldout", per_pair=1)[0]
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p.to_dict()) + "\n" for p in (seen, heldout)))
+    return path, [seen, heldout]
+
+
+def test_runs_end_to_end_on_the_tiny_model(tiny_model_dir, classifier_path, two_prompts, tmp_path, capsys):
+    prompts_file, prompts = two_prompts
+    out = tmp_path / "report"
+    argv = ["--model", str(tiny_model_dir), "--classifier", str(classifier_path), "--prompts", str(prompts_file)]
+    argv += ["--size", "32", "--n-per-prompt", "2", "--steps", "2", "--vae-images", "2", "--out", str(out), "--quiet"]
+    assert evaluate_tool.main(argv) == 0
+
+    printed = capsys.readouterr().out
+    markdown = (out / "report.md").read_text()
+    assert markdown.strip() in printed
+    assert "| time_of_day |" in markdown and "held-out: generated" in markdown and "PSNR" in markdown
+    assert "The judge, an attribute classifier" in markdown
+
+    report = json.loads((out / "report.json").read_text())
+    assert {"settings", "prompts", "generated", "real", "vae", "timing", "targets", "per_prompt", "model", "classifier"} <= set(report)
+    assert report["prompts"] == {"seen": 1, "heldout": 1}
+    accuracy = report["generated"]["accuracy"]
+    assert accuracy["seen"]["images"] == accuracy["heldout"]["images"] == 2
+    assert set(accuracy["seen"]["per_attribute"]) == set(prompts[0].asserts)  # only what was stated
+    assert set(accuracy["heldout"]["per_attribute"]) == {"time_of_day", "setting"}
+    assert 0 <= accuracy["all"]["overall"] <= 1
+    # Real drawings of the prompts are judged the same way, as the reference.
+    assert report["real"]["accuracy"]["all"]["images"] == 4
+    assert set(report["generated"]["diversity"]) == {"feature_distance", "pixel_std"}
+    assert report["generated"]["diversity"]["pixel_std"] > 0
+    assert report["vae"]["images"] == 2 and report["vae"]["size"] == 32 and report["vae"]["psnr"] > 0
+    assert report["timing"]["seconds_per_image"] > 0
+    assert set(report["targets"]) == {"seen_accuracy", "heldout_accuracy", "vae_psnr_db"}
+    assert report["at_target_settings"] is False
+    assert [p["prompt"] for p in report["per_prompt"]] == [p.text for p in prompts]
+    assert all(len(p["predictions"]) == 2 and set(p["predictions"][0]) == set(HEADS) for p in report["per_prompt"])
+
+    grid = Image.open(out / "grid.png")
+    assert grid.height >= 2 * 32 and grid.width >= 2 * 32  # a row per prompt, two images each
+    assert (out / "prompts.jsonl").read_text() == prompts_file.read_text()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (["--prompts", "everything"], "--prompts must be one of seen, heldout, both or an existing file"),
+        (["--size", "30"], "--size must be a multiple of 8"),
+        (["--n-per-prompt", "0"], "--n-per-prompt must be at least 1"),
+        (["--vae-images", "-1"], "--vae-images must not be negative"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line(bad, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_tool.main(bad)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_model_or_classifier_is_a_one_line_error(tmp_path, tiny_model_dir, capsys):
+    assert evaluate_tool.main(["--model", str(tmp_path / "nope"), "--prompts", "heldout"]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+    missing = str(tmp_path / "none.safetensors")
+    assert evaluate_tool.main(["--model", str(tiny_model_dir), "--classifier", missing]) == 2
+    assert "weights file not found" in capsys.readouterr().err
+    assert evaluate_tool.main(["--model", str(tiny_model_dir), "--sampler", "magic", "--classifier", missing]) == 2
+    assert "unknown sampler 'magic'" in capsys.readouterr().err

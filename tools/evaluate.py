@@ -1,0 +1,143 @@
+"""Evaluate a text-to-image model on the scenes domain: attribute accuracy on seen and
+held-out combinations, diversity, VAE reconstruction, speed.
+
+    python tools/evaluate.py --model DIR [--classifier PATH] [--n-per-prompt 8] [--steps 20] \
+        [--sampler dpm++2m] [--cfg 7.5] [--seed 0] [--size 128] [--out DIR] \
+        [--prompts seen|heldout|both|FILE] [--prompts-per-pair 2] [--vae-images 64] [--device cpu]
+
+Writes OUT/report.md (also printed), OUT/report.json (every number, and each image's
+predicted attributes), OUT/grid.png (samples of a few seen and held-out prompts) and
+OUT/prompts.jsonl (the prompts with the attributes they assert; a valid FILE for --prompts,
+as is a make_scenes metadata.jsonl). The issue's targets are stated for 20 steps dpm++2m,
+cfg 7.5 at 128 px: the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+try:
+    import ldm  # noqa: F401
+except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ldm.evaluation.prompts import PROMPT_SETS  # noqa: E402  (light: no torch model code runs)
+
+PROG = "evaluate.py"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Report bad arguments as a single line (no usage dump), exit code 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", metavar="DIR", help="model folder (default: the built-in demo model)")
+    parser.add_argument("--classifier", metavar="PATH", type=Path, help="attribute classifier .safetensors (default: the shipped one)")
+    parser.add_argument("--n-per-prompt", type=int, default=8, help="images per prompt (default 8)")
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    parser.add_argument("--sampler", default="dpm++2m", help="sampler name (default dpm++2m)")
+    parser.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first image; image k of prompt p uses seed + p*N + k")
+    parser.add_argument("--size", type=int, default=128, help="image and VAE test size in pixels (multiple of 8, >= 16)")
+    parser.add_argument("--out", type=Path, default=Path("evaluation"), metavar="DIR", help="report folder (default evaluation/)")
+    parser.add_argument(
+        "--prompts", default="both", metavar="SET_OR_FILE", help=f"{'|'.join(PROMPT_SETS)} or a JSON-lines FILE (default both)"
+    )
+    parser.add_argument("--prompts-per-pair", type=int, default=2, help="prompts per (setting, time of day) pair (default 2)")
+    parser.add_argument("--vae-images", type=int, default=64, help="unseen scenes for VAE PSNR/SSIM; 0 skips (default 64)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    for name in ("n_per_prompt", "steps", "prompts_per_pair"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.vae_images < 0:
+        parser.error(f"--vae-images must not be negative, got {args.vae_images}")
+    if args.size < 16 or args.size % 8:
+        parser.error(f"--size must be a multiple of 8 and at least 16, got {args.size}")
+    if args.prompts not in PROMPT_SETS and not Path(args.prompts).is_file():
+        parser.error(f"--prompts must be one of {', '.join(PROMPT_SETS)} or an existing file, got {args.prompts!r}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} exists and is not a folder")
+    return args
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    import torch
+
+    from ldm.checkpoint import ModelError
+    from ldm.default_model import default_model_path
+    from ldm.evaluation.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
+    from ldm.evaluation.model_evaluation import EvalSettings, evaluate_model
+    from ldm.evaluation.prompts import build_prompts, read_prompt_file
+    from ldm.evaluation.report import markdown_report, write_json
+    from ldm.evaluation.sample_grid import pick_rows, sample_grid
+    from ldm.pipeline import GenerationError, Pipeline, check_request
+
+    try:
+        check_request(args.size, args.size, args.steps, args.cfg, args.sampler, args.n_per_prompt)
+    except GenerationError as error:
+        return _fail(str(error))
+    try:
+        if args.prompts in PROMPT_SETS:
+            prompts = build_prompts(args.prompts, args.prompts_per_pair, args.seed)
+        else:
+            prompts = read_prompt_file(args.prompts)
+    except ValueError as error:
+        return _fail(str(error))
+    model_path = Path(args.model) if args.model else default_model_path()
+    if model_path is None:
+        return _fail("no --model given and no built-in model is installed")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    try:
+        pipe = Pipeline.load(model_path, device=device)
+        classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
+    except ModelError as error:
+        return _fail(str(error))
+
+    settings = EvalSettings(
+        n_per_prompt=args.n_per_prompt,
+        steps=args.steps,
+        sampler=args.sampler,
+        cfg=args.cfg,
+        seed=args.seed,
+        size=args.size,
+        vae_images=args.vae_images,
+    )
+    bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
+    report, results = evaluate_model(pipe, classifier, prompts, settings, progress=bar)
+    report["model"] = str(model_path)
+    report["classifier"] = {
+        "path": str(args.classifier or DEFAULT_CLASSIFIER_PATH),
+        "accuracy_on_fresh_scenes": classifier.metadata.get("accuracy"),
+    }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_report(report, model_path.name)
+    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    write_json(report, args.out / "report.json")
+    sample_grid(pick_rows(results)).save(args.out / "grid.png")
+    with open(args.out / "prompts.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(p.to_dict()) + "\n" for p in prompts)
+    print(markdown)
+    print(f"wrote {args.out}/report.md, report.json, grid.png, prompts.jsonl", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,7 +53,8 @@ def load_image(path: str | Path, what: str = "image") -> Image.Image:
 
 
 def round_to_multiple(value: float, multiple: int = SIZE_MULTIPLE) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    """The nearest multiple (halves round up, unlike Python's round), at least `multiple`."""
+    return max(multiple, int(value / multiple + 0.5) * multiple)
 
 
 def work_size(size: tuple[int, int], width: Optional[int] = None, height: Optional[int] = None) -> tuple[int, int]:

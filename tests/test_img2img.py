@@ -107,6 +107,7 @@ def test_work_size():
     assert work_size((37, 21), 64, 32) == (64, 32)
     assert work_size((100, 50), width=64) == (64, 32)  # the other side keeps the aspect ratio
     assert work_size((3, 2)) == (8, 8)
+    assert work_size((36, 20)) == (40, 24)  # halves round up
 
 
 def test_parameters_record_the_denoising_strength(tiny_components, photo):

@@ -47,7 +47,7 @@ def load_image(path: str | Path, what: str = "image") -> Image.Image:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not halfway through a run
             return image
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         reason = "not an image" if isinstance(error, UnidentifiedImageError) else f"unreadable ({error})"
         raise ImageError(f"{what} {path} is {reason}") from None
 

@@ -166,6 +166,8 @@ class Pipeline:
         come back as they are. strength 1 starts from pure noise, whatever `init_latents`.
         Inpainting adds `known_region` (4-channel U-Nets) or `extra_channels` (9-channel).
         """
+        if init_latents is None and strength < 1.0:
+            raise GenerationError("strength below 1 needs init_latents to start from")
         device, dtype = self.components.device, self.components.dtype
         chosen = make_sampler(sampler, self.components.scheduler_config)
         timesteps = chosen.set_timesteps(steps, device=device, strength=strength)

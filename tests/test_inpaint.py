@@ -136,6 +136,9 @@ def test_crop_box_grows_to_the_work_aspect_ratio_within_the_image():
     mask = Image.new("L", (120, 80), 0)
     mask.paste(255, (0, 70, 4, 80))  # in a corner: shifted inside the image
     assert crop_box(mask, 0, 1.0) == (0, 70, 10, 80)
+    mask = Image.new("L", (120, 80), 0)
+    mask.paste(255, (116, 0, 120, 10))  # in the opposite corner
+    assert crop_box(mask, 0, 1.0) == (110, 0, 120, 10)
     mask = Image.new("L", (120, 80), 255)
     assert crop_box(mask, 10, 1.0) == (0, 0, 120, 80)  # no room for a square: squeezed
 

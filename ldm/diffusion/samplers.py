@@ -63,7 +63,8 @@ class Sampler:
         scheduler = self.scheduler
         scheduler.set_timesteps(steps, device=device)
         kept = min(int(steps * strength), steps)
-        # Heun (order 2) evaluates twice per step and lists its timesteps twice: cut whole steps.
+        # Heun (order 2) lists its timesteps but the first twice; diffusers cuts at
+        # (steps - kept) * order, and so do we, for parity.
         start = (steps - kept) * scheduler.order
         # The solver's step counter (and add_noise) must start at the cut, not at 0.
         if hasattr(scheduler, "set_begin_index"):

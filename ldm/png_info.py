@@ -51,6 +51,19 @@ class GenerationParameters:
         return info
 
 
+def edit_fields(strength: float, mask_blur: float | None = None, crop_padding: int | None = None, pad=None) -> dict:
+    """The img2img / inpainting settings under the names AUTOMATIC1111 gives them (the
+    outpainting pad has none there: ours, space-separated so that no comma splits it)."""
+    fields = {"Denoising strength": f"{strength:g}"}
+    if mask_blur is not None:
+        fields["Mask blur"] = f"{mask_blur:g}"
+    if crop_padding is not None:
+        fields.update({"Inpaint area": "Only masked", "Masked area padding": crop_padding})
+    if pad is not None:
+        fields["Outpaint padding"] = " ".join(map(str, pad))
+    return fields
+
+
 _FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)')
 
 

@@ -1,21 +1,37 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny import tiny_model_dict  # noqa: E402
 
+# Tiny models gain nothing from intra-op threads, and on a busy machine their spinning
+# makes every op many times slower.
+torch.set_num_threads(1)
 
-@pytest.fixture
-def tiny_components():
+
+def build_tiny(**overrides):
     from ldm.config import model_config_from_dict
     from ldm.models.components import build_components
 
     torch.manual_seed(0)
-    return build_components(model_config_from_dict(tiny_model_dict())).eval()
+    return build_components(model_config_from_dict(tiny_model_dict(**overrides))).eval()
+
+
+@pytest.fixture
+def tiny_components():
+    return build_tiny()
+
+
+@pytest.fixture
+def tiny_inpainting_components():
+    """A 9-channel U-Net: latents + mask + masked-image latents, as SD2-inpainting."""
+    return build_tiny(unet__in_channels=9)
 
 
 @pytest.fixture
@@ -23,3 +39,20 @@ def tiny_model_dir(tmp_path, tiny_components):
     from ldm.checkpoint import save_model
 
     return save_model(tiny_components, tmp_path / "tiny-model")
+
+
+@pytest.fixture
+def photo():
+    """A 32x32 RGB picture (the tiny models' size) with structure, not just noise."""
+    y, x = np.mgrid[0:32, 0:32]
+    rng = np.random.default_rng(0)
+    array = np.stack([x * 8, y * 8, (x + y) * 4], axis=-1) + rng.integers(0, 24, (32, 32, 3))
+    return Image.fromarray(array.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture
+def square_mask():
+    """White (repaint) square in the middle of a black 32x32 mask, on whole latent cells."""
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    return mask

@@ -56,6 +56,21 @@ class Sampler:
         extra = {"generator": generators} if self.takes_generator else {}
         return self.scheduler.step(model_output, timestep, latents, **extra, return_dict=True)
 
+    def set_timesteps(self, steps: int, device=None, strength: float = 1.0):
+        """The timesteps to run: the whole `steps`-step schedule, or for strength < 1 only
+        its last int(steps * strength) steps, as diffusers' img2img and inpaint pipelines
+        cut it (so results match theirs for every sampler). May be empty (strength ~0)."""
+        scheduler = self.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        kept = min(int(steps * strength), steps)
+        # Heun (order 2) lists its timesteps but the first twice; diffusers cuts at
+        # (steps - kept) * order, and so do we, for parity.
+        start = (steps - kept) * scheduler.order
+        # The solver's step counter (and add_noise) must start at the cut, not at 0.
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        return scheduler.timesteps[start:]
+
 
 def make_sampler(name: str, scheduler_config: dict) -> Sampler:
     """The sampler called `name`, on the model's noise schedule."""

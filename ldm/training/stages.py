@@ -108,3 +108,12 @@ def make_grid(images: list, columns: Optional[int] = None):
     for i, image in enumerate(images):
         grid.paste(image, ((i % columns) * width, (i // columns) * height))
     return grid
+
+
+def first_samples(dataset, n: int) -> list[dict]:
+    """Up to `n` samples from the start of a dataset (map-style or stream), for evaluation."""
+    import itertools
+
+    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+        return [dataset[i] for i in range(min(n, len(dataset)))]
+    return list(itertools.islice(iter(dataset), n))

@@ -51,7 +51,11 @@ def make_accelerator(config: TrainConfig, output_dir: Path, find_unused_paramete
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
-    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    # Without an accelerator, say CPU explicitly: under torchrun, accelerate then runs
+    # several CPU processes (gloo) instead of each process believing it is alone.
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not (
+        torch.cuda.is_available() or torch.backends.mps.is_available()
+    )
     return Accelerator(
         mixed_precision=resolve_mixed_precision(config.train.mixed_precision, use_cpu),
         gradient_accumulation_steps=config.train.grad_accum,

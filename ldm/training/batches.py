@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 
 class ResumableBatches:
@@ -63,9 +63,11 @@ class ResumableBatches:
 
 
 class StreamBatches:
-    """Iterable datasets (webdataset shards): ldm.data's loader, reseeded each epoch.
-    Resuming has to read past the consumed batches (a stream has no index to seek), so
-    the position is replayed by iterating; the batches are dropped without training."""
+    """ldm.data's iterable datasets (folders, HF datasets, shards, cached latents): each
+    orders, splits across processes and applies its randomness from (seed, epoch) itself.
+    A stream has no index to seek, so resuming mid-epoch reads past the consumed batches
+    of that epoch and drops them untrained: cheap for cached latents (a file read each),
+    a decode per image otherwise. Whole epochs are never replayed."""
 
     def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0):
         self.dataset = dataset
@@ -85,20 +87,25 @@ class StreamBatches:
     def __iter__(self) -> Iterator[dict]:
         from ldm.data import make_loader
 
+        loader = make_loader(self.dataset, self.batch_size, self.num_workers, self.seed)
         while True:
             skip = self.batch_in_epoch
-            loader = make_loader(self.dataset, self.batch_size, self.num_workers, self.seed * 1_000_003 + self.epoch)
+            loader.set_epoch(self.epoch)
+            produced = False
             for i, batch in enumerate(loader):
+                produced = True
                 if i < skip:
                     continue
                 self.batch_in_epoch += 1
                 yield batch
+            if not produced:
+                raise ValueError("the training data yielded no batch (every sample was skipped?)")
             self.epoch += 1
             self.batch_in_epoch = 0
 
 
 def make_batches(dataset, batch_size: int, seed: int, rank: int, world_size: int, num_workers: int):
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+    if not isinstance(dataset, IterableDataset) and hasattr(dataset, "__len__"):
         return ResumableBatches(dataset, batch_size, seed, rank, world_size, num_workers)
     # Streams are split across processes by ldm.data itself (rank/world_size at build time).
     return StreamBatches(dataset, batch_size, seed, num_workers)

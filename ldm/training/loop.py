@@ -67,17 +67,14 @@ def make_accelerator(config: TrainConfig, output_dir: Path, find_unused_paramete
 
 
 def ldm_datasets(config: TrainConfig, rank: int, world_size: int) -> OpenDataset:
-    """ldm.data datasets. Caption dropout is off here: text2img applies it per step."""
+    """ldm.data datasets, split across processes by ldm.data. Caption dropout is off here:
+    text2img applies it per step, with the step's randomness, for images and cached latents alike."""
 
     def open_dataset(split: str):
         from ldm.data import build_dataset
 
         data = dataclasses.replace(config.data, caption_dropout=0.0)
-        dataset = build_dataset(data, seed=config.train.seed, rank=0, world_size=1, split=split)
-        if not hasattr(dataset, "__getitem__"):
-            # A stream cannot be split by index: let ldm.data give each process its shards.
-            dataset = build_dataset(data, seed=config.train.seed, rank=rank, world_size=world_size, split=split)
-        return dataset
+        return build_dataset(data, seed=config.train.seed, rank=rank, world_size=world_size, split=split)
 
     return open_dataset
 

@@ -114,6 +114,8 @@ def first_samples(dataset, n: int) -> list[dict]:
     """Up to `n` samples from the start of a dataset (map-style or stream), for evaluation."""
     import itertools
 
-    if hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__"):
+    from torch.utils.data import IterableDataset
+
+    if not isinstance(dataset, IterableDataset):
         return [dataset[i] for i in range(min(n, len(dataset)))]
     return list(itertools.islice(iter(dataset), n))

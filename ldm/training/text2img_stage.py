@@ -140,7 +140,7 @@ class Text2ImgStage(Stage):
         directory = Path(cache) if isinstance(cache, str) else self.context.output_dir / "latent_cache"
         from ldm.training.latents import cached_latents
 
-        return cached_latents(dataset, self.components.vae, directory, self.config, self.context.device, self.context.is_main)
+        return cached_latents(dataset, self.components.vae, directory, self.config, self.context)
 
     # ------------------------------------------------------------------ outputs
 

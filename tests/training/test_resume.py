@@ -14,9 +14,9 @@ from ldm.training.loop import TrainingError, train
 
 
 def run(output_dir, resume=None):
-    # 6 samples, global batch 2: 3 batches per epoch, so the runs cross an epoch boundary.
-    config = tiny_train_config("text2img", output_dir, max_steps=6, save_every=3, ema_decay=0.9, warmup_steps=2, lr_schedule="cosine")
-    return train(config, resume=resume, open_dataset=tiny_datasets(n=6))
+    # 4 samples, global batch 2: 2 batches per epoch, so the runs cross epoch boundaries.
+    config = tiny_train_config("text2img", output_dir, max_steps=5, save_every=3, ema_decay=0.9, warmup_steps=2, lr_schedule="cosine")
+    return train(config, resume=resume, open_dataset=tiny_datasets(n=4))
 
 
 def killed_during_step(monkeypatch, killed_step):
@@ -54,7 +54,7 @@ def test_checkpoint_holds_everything_resume_needs(tmp_path, monkeypatch):
         run(tmp_path / "run")
     state = load_checkpoint(resolve_checkpoint("latest", tmp_path / "run"))
     assert state.step == 3
-    assert state.data_position == {"epoch": 0, "batch": 3}  # the end of epoch 0
+    assert state.data_position == {"epoch": 1, "batch": 1}  # mid-epoch
     assert state.ema is not None and len(state.ema["shadow_params"]) == len(state.weights)
     assert state.optimizer["state"] and state.lr_scheduler["last_epoch"] == 3
     assert state.rng["torch"].dtype == torch.uint8
@@ -64,10 +64,10 @@ def test_checkpoint_holds_everything_resume_needs(tmp_path, monkeypatch):
 
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):
-    config = tiny_train_config("text2img", tmp_path / "run", max_steps=5, save_every=1, keep_last=2)
+    config = tiny_train_config("text2img", tmp_path / "run", max_steps=3, save_every=1, keep_last=2)
     train(config, open_dataset=tiny_datasets())
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert names == ["latest", "step-000004", "step-000005"]
+    assert names == ["latest", "step-000002", "step-000003"]
 
 
 def test_crash_while_writing_a_checkpoint_leaves_latest_loadable(tmp_path, monkeypatch):

@@ -155,6 +155,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     result = TrainResult(step=step, skipped_steps=counters["skipped_steps"])
     images_per_step = settings.batch_size * settings.grad_accum * world
     consecutive_bad = 0
+    fp16 = accelerator.mixed_precision == "fp16"
     data = iter(batches)
     module.train()
 
@@ -198,9 +199,13 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
         grad_norm = None
         if finite and settings.max_grad_norm:
             grad_norm = accelerator.clip_grad_norm_(parameters, settings.max_grad_norm)
-            finite = bool(torch.isfinite(grad_norm))
-        if finite:
+            # fp16 gradient overflow is the grad scaler's business (it skips and lowers its scale).
+            finite = bool(torch.isfinite(grad_norm)) or fp16
+        if finite or fp16:
+            # fp16: the scaler must see every step, or its unscale/update bookkeeping breaks;
+            # it skips the update itself when the gradients are not finite.
             optimizer.step()
+        if finite:
             lr_scheduler.step()
             if ema is not None:
                 ema.step(parameters)

@@ -4,7 +4,6 @@ optional min-SNR-gamma weighting, noise offset and zero-terminal-SNR schedules."
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
@@ -174,4 +173,4 @@ class Text2ImgStage(Stage):
             return save_diffusers_finetune(self.components.unet, Path(self.config.text2img.init_from), path)
         from ldm.checkpoint import save_model
 
-        return save_model(dataclasses.replace(self.components), path)
+        return save_model(self.components, path)

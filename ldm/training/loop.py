@@ -16,7 +16,7 @@ import torch
 
 from ldm.config import to_dict
 from ldm.training.batches import Randomness, make_batches
-from ldm.training.checkpoints import TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ldm.training.checkpoints import CheckpointError, TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
 from ldm.training.stages import OpenDataset, Stage, StageContext, build_stage
@@ -87,7 +87,7 @@ def load_trained_weights(stage: Stage, weights: dict[str, torch.Tensor]) -> None
     expected = {name for name, p in stage.module.named_parameters() if p.requires_grad}
     if set(weights) != expected:
         missing = sorted(expected - set(weights))[:1] or sorted(set(weights) - expected)[:1]
-        raise TrainingError(f"checkpoint weights do not match this config's model (first differing key: {missing[0]})")
+        raise CheckpointError(f"checkpoint weights do not match this config's model (first differing key: {missing[0]})")
     stage.module.load_state_dict(weights, strict=False)
 
 

@@ -240,3 +240,72 @@ def load_diffusers_folder(path: Path) -> Components:
         config=None,
         name=path.name,
     )
+
+
+# ----------------------------------------------------------------------------- single components
+
+# A component folder holds one trained part, as the autoencoder and clip training stages
+# export them:  component.yaml ({format_version, kind, config}) + <kind>.safetensors.
+COMPONENT_FILE = "component.yaml"
+COMPONENT_CONFIGS = {"vae": "VAEConfig", "text_encoder": "TextEncoderConfig"}
+
+
+def save_component(module: torch.nn.Module, kind: str, config, path: str | Path) -> Path:
+    """Writes a component folder atomically (same staging and rename as save_model)."""
+    if kind not in COMPONENT_CONFIGS:
+        raise ModelError(f"unknown component kind {kind!r}; expected one of {', '.join(COMPONENT_CONFIGS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        document = {"format_version": FORMAT_VERSION, "kind": kind, "config": to_dict(config)}
+        (staging / COMPONENT_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
+        target = getattr(module, "tower", module)
+        write_safetensors(target.state_dict(), staging / WEIGHT_FILES[kind])
+        _fsync_dir(staging)
+        if path.exists():
+            if not (path / COMPONENT_FILE).is_file():
+                raise ModelError(f"{path} exists and is not a component folder; not replacing it")
+            shutil.rmtree(path)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return path
+
+
+def is_component_folder(path: Path) -> bool:
+    return (path / COMPONENT_FILE).is_file()
+
+
+def load_component(path: str | Path, kind: str):
+    """(module, config) of `kind` from a component folder or from a whole model folder."""
+    import ldm.config as config_module
+    from ldm.config import from_dict
+
+    path = Path(path)
+    if is_model_folder(path):
+        if (path / "model_index.json").is_file():
+            raise ModelError(f"{path} is a diffusers folder; use it as text2img.init_from instead")
+        components = load_model(path)
+        return getattr(components, kind), getattr(components.config, kind)
+    if not is_component_folder(path):
+        raise ModelError(f"{path} is neither a component folder ({COMPONENT_FILE}) nor a model folder")
+    document = yaml.safe_load((path / COMPONENT_FILE).read_text())
+    if not isinstance(document, dict) or document.get("kind") != kind:
+        raise ModelError(f"{path} holds a {document.get('kind') if isinstance(document, dict) else '?'}, not a {kind}")
+    try:
+        config = from_dict(getattr(config_module, COMPONENT_CONFIGS[kind]), document["config"], kind)
+    except ConfigError as error:
+        raise ModelError(f"{path / COMPONENT_FILE}: {error}") from None
+    if kind == "vae":
+        from ldm.models.autoencoder import build_vae
+
+        module = build_vae(config)
+    else:
+        from ldm.models.text_encoder import build_text_encoder
+
+        config.pretrained = None
+        module = build_text_encoder(config)
+    load_state(getattr(module, "tower", module), read_safetensors(path / WEIGHT_FILES[kind]), kind)
+    return module, config

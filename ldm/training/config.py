@@ -1,0 +1,149 @@
+"""The training config: one YAML file, `stage` picks what is trained.
+
+    stage: text2img          # autoencoder | clip | text2img (see ldm.training.stages.STAGES)
+    model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
+    data: {...}              # ldm.data.config.DataConfig
+    train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
+    autoencoder / clip / text2img: {...}   # stage settings
+    validation: {...}        # sample images every N steps (text2img)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, read_yaml
+from ldm.data.config import DataConfig
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+
+
+@dataclass
+class TrainSection:
+    output_dir: str = "runs/ldm"
+    seed: int = 0
+    max_steps: int = 1000
+    batch_size: int = 4  # per process and micro-batch; global = batch * grad_accum * processes
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 1e-2
+    max_grad_norm: Optional[float] = 1.0  # null: no clipping
+    mixed_precision: str = "auto"  # auto: bf16 where the device has it, "no" on CPU
+    gradient_checkpointing: bool = False
+    ema_decay: Optional[float] = None  # null: no EMA; e.g. 0.9999
+    save_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    max_bad_steps: int = 5  # consecutive non-finite losses before training stops
+    progress: bool = True
+
+
+@dataclass
+class AutoencoderSection:
+    kl_weight: float = 1e-6
+    l1_weight: float = 1.0  # reconstruction: L1 as in the LDM autoencoder
+    disc_start: Optional[int] = None  # step at which the patch discriminator joins; null: never
+    disc_weight: float = 0.5
+    disc_layers: int = 3
+    disc_channels: int = 64
+    scaling_samples: int = 64  # images encoded to measure 1/std of latents
+    eval_samples: int = 16  # held-out images for PSNR/SSIM
+
+
+@dataclass
+class ClipSection:
+    """The image tower trained beside the text tower (the text tower is model.text_encoder)."""
+
+    image_size: int = 224
+    patch_size: int = 16
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_head_width: int = 64
+
+
+@dataclass
+class Text2ImgSection:
+    # A model folder (ours) or a diffusers SD folder: frozen VAE + text encoder, and the
+    # U-Net to fine-tune. null: VAE/text encoder from vae_from/text_encoder_from (or fresh).
+    init_from: Optional[str] = None
+    vae_from: Optional[str] = None  # the autoencoder stage's OUTPUT/vae, or a model folder
+    text_encoder_from: Optional[str] = None  # the clip stage's OUTPUT/text_encoder, or a model folder
+    min_snr_gamma: Optional[float] = None  # e.g. 5.0 (Hang et al. 2023)
+    noise_offset: float = 0.0  # e.g. 0.05: helps very dark/bright images
+    # true: cache under OUTPUT/latent_cache; a string: that directory; false: encode every step.
+    latent_cache: Union[bool, str] = False
+
+
+@dataclass
+class ValidationSection:
+    prompts: list[str] = field(default_factory=list)
+    every: int = 0  # 0: only at the end (when there are prompts)
+    steps: int = 20
+    cfg: float = 5.0
+    sampler: str = "dpm++2m"
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    stage: str = "text2img"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainSection = field(default_factory=TrainSection)
+    autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
+    clip: ClipSection = field(default_factory=ClipSection)
+    text2img: Text2ImgSection = field(default_factory=Text2ImgSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
+
+    def __post_init__(self) -> None:
+        validate_train(self)
+
+
+def validate_train(config: TrainConfig) -> None:
+    """Value checks a type check cannot make; each names its key."""
+
+    def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+        if value not in choices:
+            raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
+
+    def at_least(key: str, value: float, low: float) -> None:
+        if value < low:
+            raise ConfigError(f"{key} must be at least {low}, got {value}")
+
+    from ldm.diffusion.samplers import SAMPLER_NAMES
+    from ldm.training.stages import STAGES
+
+    train = config.train
+    one_of("stage", config.stage, tuple(STAGES))
+    one_of("validation.sampler", config.validation.sampler, SAMPLER_NAMES)
+    one_of("train.lr_schedule", train.lr_schedule, LR_SCHEDULES)
+    one_of("train.mixed_precision", train.mixed_precision, MIXED_PRECISION)
+    for key in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "max_bad_steps"):
+        at_least(f"train.{key}", getattr(train, key), 1)
+    at_least("train.warmup_steps", train.warmup_steps, 0)
+    if train.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {train.lr}")
+    if train.ema_decay is not None and not 0.0 < train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in (0, 1), got {train.ema_decay}")
+    if len(train.adam_betas) != 2:
+        raise ConfigError("train.adam_betas must be a list of two numbers")
+    if not train.output_dir:
+        raise ConfigError("train.output_dir is empty")
+    if not 0.0 <= config.data.caption_dropout <= 1.0:
+        raise ConfigError(f"data.caption_dropout must be in [0, 1], got {config.data.caption_dropout}")
+    if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
+        raise ConfigError("text2img.min_snr_gamma must be positive")
+    at_least("validation.steps", config.validation.steps, 1)
+    at_least("validation.every", config.validation.every, 0)
+
+
+def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Reads the YAML file, applies `a.b=value` overrides, checks every key and value."""
+    data = apply_overrides(read_yaml(path), list(overrides))
+    return from_dict(TrainConfig, data)

@@ -1,0 +1,36 @@
+"""Wires ldm.data's latent cache into text2img: the frozen VAE encodes every image once;
+later epochs and later runs read (mean, std) from disk. The cache key covers the VAE's
+weights and the dataset's description, so a changed VAE (or data) misses the cache
+instead of reusing stale latents. Random crops/flips cannot be cached: ldm.data warns
+and the images are then encoded every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def vae_encoder(vae, device: torch.device):
+    @torch.no_grad()
+    def encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = vae.encode(pixels.to(device)).latent_dist
+        return posterior.mean.cpu(), posterior.std.cpu()  # each (B, 4, r, r), unscaled
+
+    return encode
+
+
+def cached_latents(dataset, vae, directory: Path, config, context):
+    """The dataset's latents, from `directory` (built there first when missing or stale)."""
+    from ldm.data.latent_cache import CachedLatentDataset, LatentCache, build_latent_cache, cache_allowed, cache_key, fingerprint_module
+
+    description = dataset.describe()
+    if not cache_allowed(description):
+        return dataset
+    cache = LatentCache(Path(directory), cache_key(fingerprint_module(vae), description))
+    if context.is_main:
+        build_latent_cache(dataset, vae_encoder(vae, context.device), cache, config.train.batch_size, progress=config.train.progress)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other processes read what the main one wrote
+    # Caption dropout 0: text2img drops captions itself, per step.
+    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed, rank=context.rank, world_size=context.world_size)

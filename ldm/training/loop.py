@@ -1,0 +1,261 @@
+"""The training loop shared by every stage, on accelerate: devices, DDP, mixed precision,
+gradient accumulation. The stage owns networks and loss; this file owns the rest: the
+optimizer and LR schedule, clipping, EMA, skipping non-finite steps, checkpoints and
+resume, logging, validation and the final export."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ldm.config import to_dict
+from ldm.training.batches import Randomness, make_batches
+from ldm.training.checkpoints import CheckpointError, TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ldm.training.config import TrainConfig
+from ldm.training.reporting import Reporter
+from ldm.training.stages import OpenDataset, Stage, StageContext, build_stage
+
+# Our schedule names -> diffusers.optimization names (all with linear warm-up first).
+LR_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+class TrainingError(Exception):
+    """Training cannot go on (e.g. repeated non-finite losses); one line saying why."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: list[float] = field(default_factory=list)  # per step of this run, mean over processes
+    skipped_steps: int = 0
+    export_path: Optional[Path] = None
+
+
+def resolve_mixed_precision(requested: str, use_cpu: bool) -> str:
+    """fp32 on CPU whatever is asked (CPU autocast is slow and not what users test);
+    `auto` is bf16 where the GPU has it, else fp16."""
+    if use_cpu or not torch.cuda.is_available():
+        return "no"
+    if requested == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return requested
+
+
+def make_accelerator(config: TrainConfig, output_dir: Path, find_unused_parameters: bool = False):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    # Without an accelerator, say CPU explicitly: under torchrun, accelerate then runs
+    # several CPU processes (gloo) instead of each process believing it is alone.
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not (
+        torch.cuda.is_available() or torch.backends.mps.is_available()
+    )
+    return Accelerator(
+        mixed_precision=resolve_mixed_precision(config.train.mixed_precision, use_cpu),
+        gradient_accumulation_steps=config.train.grad_accum,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+        cpu=use_cpu,
+    )
+
+
+def ldm_datasets(config: TrainConfig, rank: int, world_size: int) -> OpenDataset:
+    """ldm.data datasets, split across processes by ldm.data. Caption dropout is off here:
+    text2img applies it per step, with the step's randomness, for images and cached latents alike."""
+
+    def open_dataset(split: str):
+        from ldm.data import build_dataset
+
+        data = dataclasses.replace(config.data, caption_dropout=0.0)
+        return build_dataset(data, seed=config.train.seed, rank=rank, world_size=world_size, split=split)
+
+    return open_dataset
+
+
+def trained_weights(stage: Stage) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu() for name, p in stage.module.named_parameters() if p.requires_grad}
+
+
+def load_trained_weights(stage: Stage, weights: dict[str, torch.Tensor]) -> None:
+    expected = {name for name, p in stage.module.named_parameters() if p.requires_grad}
+    if set(weights) != expected:
+        missing = sorted(expected - set(weights))[:1] or sorted(set(weights) - expected)[:1]
+        raise CheckpointError(f"checkpoint weights do not match this config's model (first differing key: {missing[0]})")
+    stage.module.load_state_dict(weights, strict=False)
+
+
+class EMASwap:
+    """Puts the EMA weights in place for validation and export, and the trained ones back."""
+
+    def __init__(self, ema, parameters):
+        self.ema, self.parameters = ema, parameters
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.parameters)
+            self.ema.copy_to(self.parameters)
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.parameters)
+
+
+def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Optional[OpenDataset] = None) -> TrainResult:
+    """Trains `config.stage` for train.max_steps steps (continuing from checkpoint `resume`)."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
+    settings = config.train
+    output_dir = Path(settings.output_dir)
+    # The autoencoder's discriminator sits out its first steps: DDP must allow that.
+    accelerator = make_accelerator(config, output_dir, find_unused_parameters=config.stage == "autoencoder")
+    rank, world = accelerator.process_index, accelerator.num_processes
+    open_dataset = open_dataset or ldm_datasets(config, rank, world)
+    # Data first: a bad data path fails before any model is built.
+    raw_dataset = open_dataset("train")
+    torch.manual_seed(settings.seed)  # identical initial weights in every process
+    context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
+    stage = build_stage(context)
+    batches = make_batches(stage.training_data(raw_dataset), settings.batch_size, settings.seed, rank, world, config.data.num_workers)
+
+    parameters = stage.trained_parameters()
+    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, betas=tuple(settings.adam_betas), weight_decay=settings.weight_decay)
+    # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
+    lr_scheduler = get_scheduler(
+        LR_SCHEDULES[settings.lr_schedule], optimizer, num_warmup_steps=settings.warmup_steps, num_training_steps=settings.max_steps
+    )
+    ema = EMAModel(parameters, decay=settings.ema_decay) if settings.ema_decay else None
+    module, optimizer = accelerator.prepare(stage.module, optimizer)
+
+    step, counters = 0, {"skipped_steps": 0}
+    if resume is not None:
+        state = load_checkpoint(resume)
+        load_trained_weights(stage, state.weights)
+        optimizer.load_state_dict(state.optimizer)
+        lr_scheduler.load_state_dict(state.lr_scheduler)
+        if ema is not None and state.ema is not None:
+            ema.load_state_dict(state.ema)
+            ema.to(accelerator.device)
+        batches.seek(state.data_position)
+        stage.load_state(state.counters.get("stage", {}))
+        counters.update({k: v for k, v in state.counters.items() if k != "stage"})
+        restore_rng(state.rng)
+        step = state.step
+
+    reporter = Reporter(accelerator, output_dir, config, start_step=step)
+    reporter.note(f"{config.stage}: {world} process(es), global batch {settings.batch_size * settings.grad_accum * world}, "
+                  f"mixed precision {accelerator.mixed_precision}" + (f", resumed at step {step} from {resume}" if resume else ""))
+    result = TrainResult(step=step, skipped_steps=counters["skipped_steps"])
+    images_per_step = settings.batch_size * settings.grad_accum * world
+    consecutive_bad = 0
+    fp16 = accelerator.mixed_precision == "fp16"
+    data = iter(batches)
+    module.train()
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = TrainingState(
+                step=step,
+                weights=trained_weights(stage),
+                optimizer=optimizer.state_dict(),
+                lr_scheduler=lr_scheduler.state_dict(),
+                data_position=batches.position(),
+                ema=ema.state_dict() if ema is not None else None,
+                counters={**counters, "stage": stage.state()},
+                rng=capture_rng(),
+            )
+            save_checkpoint(state, output_dir / "checkpoints", settings.keep_last)
+        accelerator.wait_for_everyone()
+
+    def evaluate() -> None:
+        if accelerator.is_main_process:
+            with EMASwap(ema, parameters), torch.no_grad():
+                metrics = stage.evaluate(step)
+            if metrics:
+                reporter.log(step, metrics)
+        accelerator.wait_for_everyone()
+
+    while step < settings.max_steps:
+        started = time.perf_counter()
+        micro_losses = []
+        for micro in range(settings.grad_accum):
+            batch = next(data)
+            randomness = Randomness(settings.seed, step, micro, rank, world, accelerator.device)
+            with accelerator.accumulate(module):
+                with accelerator.autocast():
+                    loss, logs = module(batch, randomness, step)
+                micro_losses.append(loss.detach().float())
+                accelerator.backward(loss)
+        loss_value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean")
+        finite = bool(torch.isfinite(loss_value))
+        grad_norm = None
+        if finite and settings.max_grad_norm:
+            grad_norm = accelerator.clip_grad_norm_(parameters, settings.max_grad_norm)
+            # fp16 gradient overflow is the grad scaler's business (it skips and lowers its scale).
+            finite = bool(torch.isfinite(grad_norm)) or fp16
+        if finite or fp16:
+            # fp16: the scaler must see every step, or its unscale/update bookkeeping breaks;
+            # it skips the update itself when the gradients are not finite.
+            optimizer.step()
+        if finite:
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(parameters)
+            consecutive_bad = 0
+        else:
+            # Same decision in every process: the loss and the gradient norm are global.
+            counters["skipped_steps"] += 1
+            consecutive_bad += 1
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        result.losses.append(float(loss_value))
+        reporter.step(step, float(loss_value), lr_scheduler.get_last_lr()[0], images_per_step / (time.perf_counter() - started),
+                      grad_norm, counters["skipped_steps"], {k: float(v) for k, v in logs.items() if k != "loss"})
+        if consecutive_bad >= settings.max_bad_steps:
+            reporter.close()
+            raise TrainingError(
+                f"stopped at step {step}: {consecutive_bad} consecutive steps had a non-finite loss or gradient "
+                f"(lower train.lr, check the data, or raise train.max_bad_steps); the last checkpoint is intact"
+            )
+        if step % settings.save_every == 0 or step == settings.max_steps:
+            checkpoint()
+        if config.validation.every and step % config.validation.every == 0 and step < settings.max_steps:
+            evaluate()
+
+    evaluate()
+    if accelerator.is_main_process:
+        with EMASwap(ema, parameters):
+            result.export_path = stage.export()
+        reporter.note(f"exported {result.export_path}")
+    accelerator.wait_for_everyone()
+    reporter.close()
+    accelerator.end_training()
+    result.step = step
+    result.skipped_steps = counters["skipped_steps"]
+    return result
+
+
+def flat_hparams(config: TrainConfig) -> dict:
+    """Scalars for TensorBoard's hparams (lists become strings)."""
+    flat = {}
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(name, value)
+            elif isinstance(value, (int, float, str, bool)):
+                flat[name] = value
+            elif value is not None:
+                flat[name] = str(value)
+
+    walk("", to_dict(config))
+    return flat

@@ -1,0 +1,58 @@
+"""What a run reports while it trains: a progress bar (loss, it/s, ETA), TensorBoard
+through accelerate, and OUTPUT/log.jsonl with one plain JSON object per logged step."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+
+class Reporter:
+    def __init__(self, accelerator, output_dir: Path, config, start_step: int = 0):
+        from ldm.training.loop import flat_hparams
+
+        self.accelerator = accelerator
+        self.every = config.train.log_every
+        self.main = accelerator.is_main_process
+        self.started = time.time()
+        self.log_file = None
+        if self.main:
+            output_dir.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(output_dir / "log.jsonl", "a")
+            accelerator.init_trackers("train", config=flat_hparams(config))
+        self.bar = tqdm(
+            total=config.train.max_steps, initial=start_step, desc=config.stage, disable=not (self.main and config.train.progress), dynamic_ncols=True
+        )
+
+    def step(self, step: int, loss: float, lr: float, images_per_s: float, grad_norm, skipped: int, extra: dict) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        if step % self.every == 0 or step == self.bar.total:
+            row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s, "skipped_steps": skipped, **extra}
+            if grad_norm is not None:
+                row["grad_norm"] = float(grad_norm)
+            self.log(step, row)
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.main:
+            return
+        values = {k: v for k, v in values.items() if k != "step"}
+        self.accelerator.log(values, step=step)
+        self.log_file.write(json.dumps({"step": step, "time": round(time.time() - self.started, 3), **values}) + "\n")
+        self.log_file.flush()
+
+    def note(self, message: str) -> None:
+        if self.main:
+            if not self.bar.disable:
+                self.bar.write(message)
+            self.log_file.write(json.dumps({"note": message}) + "\n")
+            self.log_file.flush()
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.log_file is not None and not self.log_file.closed:
+            self.log_file.close()

@@ -1,0 +1,121 @@
+"""What the shared loop needs from a training stage, and the registry of stages.
+
+A stage builds its networks and owns its loss; the loop (ldm.training.loop) owns steps,
+optimizer, accumulation, EMA, checkpoints, logging. To add a stage (inpainting, ...):
+subclass `Stage` in its own module and add a builder to STAGES.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ldm.training.config import TrainConfig
+
+# open_dataset(split) -> a dataset yielding {"pixels", "caption", "key"} (ldm.data's contract)
+OpenDataset = Callable[[str], object]
+
+
+@dataclass
+class StageContext:
+    config: TrainConfig
+    device: torch.device
+    output_dir: Path
+    open_dataset: OpenDataset
+    rank: int = 0
+    world_size: int = 1
+    is_main: bool = True
+
+
+class Stage:
+    """`module.forward(batch, randomness, step) -> (loss, logs)` is the loss: the loop calls
+    the module (wrapped for DDP when there are several processes), never its parts."""
+
+    module: nn.Module
+    # True when some trained parameters take no part in some steps (a discriminator that
+    # starts late): DDP must then look for unused parameters.
+    find_unused_parameters: bool = False
+
+    def __init__(self, context: StageContext):
+        self.context = context
+        self.config = context.config
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.module.parameters() if p.requires_grad]
+
+    def training_data(self, dataset):
+        """The dataset the loop batches, from the train split (text2img: cached latents)."""
+        return dataset
+
+    def evaluate(self, step: int) -> dict:
+        """Held-out metrics and validation images; main process only, EMA weights in place."""
+        return {}
+
+    def export(self) -> Path:
+        """Writes the stage's final product under the output folder; returns its path."""
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        """Plain values (JSON) the stage needs back on resume."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+def _autoencoder(context: StageContext) -> Stage:
+    from ldm.training.autoencoder_stage import AutoencoderStage
+
+    return AutoencoderStage(context)
+
+
+def _clip(context: StageContext) -> Stage:
+    from ldm.training.clip_stage import ClipStage
+
+    return ClipStage(context)
+
+
+def _text2img(context: StageContext) -> Stage:
+    from ldm.training.text2img_stage import Text2ImgStage
+
+    return Text2ImgStage(context)
+
+
+# Builders import their module lazily: `ldm-train --help` must not wait for diffusers.
+STAGES: dict[str, Callable[[StageContext], Stage]] = {
+    "autoencoder": _autoencoder,
+    "clip": _clip,
+    "text2img": _text2img,
+}
+
+
+def build_stage(context: StageContext) -> Stage:
+    return STAGES[context.config.stage](context)
+
+
+def make_grid(images: list, columns: Optional[int] = None):
+    """PIL images of one size -> one grid image (row-major)."""
+    from PIL import Image
+
+    columns = columns or len(images)
+    rows = (len(images) + columns - 1) // columns
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * width, (i // columns) * height))
+    return grid
+
+
+def first_samples(dataset, n: int) -> list[dict]:
+    """Up to `n` samples from the start of a dataset (map-style or stream), for evaluation."""
+    import itertools
+
+    from torch.utils.data import IterableDataset
+
+    if not isinstance(dataset, IterableDataset):
+        return [dataset[i] for i in range(min(n, len(dataset)))]
+    return list(itertools.islice(iter(dataset), n))

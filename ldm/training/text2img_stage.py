@@ -1,0 +1,176 @@
+"""Stage `text2img`: the U-Net learns to denoise latents of a frozen VAE, conditioned on a
+frozen text encoder; eps or v targets, caption dropout (for classifier-free guidance),
+optional min-SNR-gamma weighting, noise offset and zero-terminal-SNR schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ldm.config import ConfigError
+from ldm.models.components import Components
+from ldm.training.stages import Stage, StageContext, make_grid
+
+
+def load_frozen_parts(config) -> Components:
+    """Components to train from: init_from (ours or a diffusers SD folder), else the model
+    config, with the VAE / text encoder replaced by earlier stages' exports."""
+    from ldm.checkpoint import load_component, load_model, read_model_config
+    from ldm.models.components import build_components
+
+    section = config.text2img
+    if section.init_from:
+        components = load_model(section.init_from)
+        if components.config is not None:
+            # The folder's config describes its weights; the YAML's `model` is ignored.
+            config.model = read_model_config(Path(section.init_from))
+            components.config = config.model
+    else:
+        components = build_components(config.model)
+    if section.vae_from:
+        components.vae, config.model.vae = load_component(section.vae_from, "vae")
+    if section.text_encoder_from:
+        components.text_encoder, config.model.text_encoder = load_component(section.text_encoder_from, "text_encoder")
+    if components.config is not None:
+        components.config = config.model
+        if config.model.vae.scaling_factor is None:
+            raise ConfigError(
+                "model.vae.scaling_factor is null: train the autoencoder stage first (text2img.vae_from) "
+                "or set it (0.18215 for Stable Diffusion's VAE)"
+            )
+    return components
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """min(SNR, gamma) expressed for the predicted target (Hang et al. 2023): / SNR for eps,
+    / (SNR + 1) for v. Zero-terminal-SNR makes SNR 0 at the last step: clamped for eps."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    if scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr.clamp(min=1e-8)
+
+
+class Text2ImgModule(nn.Module):
+    """Only the U-Net is a registered (trained, DDP-synchronised) submodule; the frozen VAE
+    and text encoder sit in a plain tuple so DDP and the checkpoints leave them alone."""
+
+    def __init__(self, components: Components, scheduler, caption_dropout: float, noise_offset: float, min_snr_gamma):
+        super().__init__()
+        self.unet = components.unet
+        self.frozen = (components.vae, components.text_encoder)
+        self.scheduler = scheduler
+        self.caption_dropout = caption_dropout
+        self.noise_offset = noise_offset
+        self.min_snr_gamma = min_snr_gamma
+
+    def latents(self, batch: dict, randomness) -> torch.Tensor:
+        """Scaled latents sampled from the posterior: from the cache or by encoding pixels."""
+        vae = self.frozen[0]
+        if "latent_mean" in batch:
+            mean, std = batch["latent_mean"].float(), batch["latent_std"].float()
+        else:
+            with torch.no_grad():
+                posterior = vae.encode(batch["pixels"].to(self.unet.device)).latent_dist
+            mean, std = posterior.mean, posterior.std
+        mean, std = mean.to(self.unet.device), std.to(self.unet.device)
+        return (mean + std * randomness.randn(mean.shape)) * vae.config.scaling_factor  # (B, 4, h, w)
+
+    def context(self, captions: list[str], randomness) -> torch.Tensor:
+        # Caption dropout here, not in the dataset: cached and streamed data then drop alike,
+        # with the step's own randomness (so resumed and multi-process runs match).
+        keep = randomness.rand((len(captions),)) >= self.caption_dropout
+        captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
+        encoder = self.frozen[1]
+        with torch.no_grad():
+            return encoder(encoder.tokenize(captions).to(self.unet.device))  # (B, L, D)
+
+    def forward(self, batch: dict, randomness, step: int):
+        latents = self.latents(batch, randomness)
+        context = self.context(list(batch["caption"]), randomness)
+        b, c = latents.shape[:2]
+        noise = randomness.randn(latents.shape)
+        if self.noise_offset:
+            noise = noise + self.noise_offset * randomness.randn((b, c, 1, 1))
+        timesteps = randomness.randint(self.scheduler.config.num_train_timesteps, (b,))
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        if self.scheduler.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        if self.min_snr_gamma:
+            per_sample = per_sample * min_snr_weights(self.scheduler, timesteps.cpu(), self.min_snr_gamma).to(per_sample.device)
+        loss = per_sample.mean()
+        return loss, {"loss": loss.detach()}
+
+
+class Text2ImgStage(Stage):
+    def __init__(self, context: StageContext):
+        from diffusers import DDPMScheduler
+
+        super().__init__(context)
+        config = self.config
+        self.components = load_frozen_parts(config)
+        components = self.components
+        components.to(device=context.device)
+        for part in (components.vae, components.text_encoder):
+            part.eval().requires_grad_(False)
+        components.unet.train().requires_grad_(True)
+        if config.train.gradient_checkpointing:
+            components.unet.enable_gradient_checkpointing()
+        scheduler = DDPMScheduler.from_config(components.scheduler_config)
+        self.module = Text2ImgModule(
+            components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
+        )
+
+    # ------------------------------------------------------------------ data
+
+    def training_data(self, dataset):
+        cache = self.config.text2img.latent_cache
+        if cache is False:
+            return dataset
+        directory = Path(cache) if isinstance(cache, str) else self.context.output_dir / "latent_cache"
+        from ldm.training.latents import cached_latents
+
+        return cached_latents(dataset, self.components.vae, directory, self.config, self.context)
+
+    # ------------------------------------------------------------------ outputs
+
+    def evaluate(self, step: int) -> dict:
+        prompts = self.config.validation.prompts
+        if not prompts:
+            return {}
+        from ldm.pipeline import Pipeline
+
+        validation = self.config.validation
+        unet = self.components.unet
+        unet.eval()
+        try:
+            pipeline = Pipeline(self.components)
+            images = [
+                pipeline.generate(p, steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False).images[0]
+                for p in prompts
+            ]
+        finally:
+            unet.train()
+        samples = self.context.output_dir / "samples"
+        samples.mkdir(parents=True, exist_ok=True)
+        make_grid(images).save(samples / f"step-{step:06d}.png")
+        return {}
+
+    def export(self) -> Path:
+        path = self.context.output_dir / "model"
+        if self.components.config is None:
+            from ldm.training.diffusers_export import save_diffusers_finetune
+
+            return save_diffusers_finetune(self.components.unet, Path(self.config.text2img.init_from), path)
+        from ldm.checkpoint import save_model
+
+        return save_model(self.components, path)

@@ -1,0 +1,91 @@
+"""ldm-train on bad input: one line on stderr, exit status 2, no traceback, before training."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from configs import tiny_train_dict
+
+REPO = Path(__file__).parents[2]
+
+
+def ldm_train(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ldm.cli.train", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+
+def write_config(tmp_path, **changes):
+    data = tiny_train_dict("text2img", tmp_path / "run")
+    data.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ldm-train: error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys; from ldm.cli.train import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
+    assert "--resume" in ldm_train("--help").stdout
+
+
+def test_missing_config(tmp_path):
+    assert_one_line_error(ldm_train("--config", tmp_path / "nope.yaml"), "not found")
+
+
+def test_broken_yaml(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("stage: [text2img\n")
+    assert_one_line_error(ldm_train("--config", path), "not valid YAML")
+
+
+def test_unknown_key_in_file_and_override(tmp_path):
+    path = write_config(tmp_path, validaton={"every": 3})
+    assert_one_line_error(ldm_train("--config", path), "validaton", "validation")
+    path = write_config(tmp_path)
+    assert_one_line_error(ldm_train("--config", path, "train.learning_rate=3"), "train.learning_rate")
+
+
+def test_output_dir_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    path = write_config(tmp_path)
+    assert_one_line_error(ldm_train("--config", path, f"train.output_dir={blocker}/run"), "cannot be written")
+
+
+def test_resume_path_that_is_not_a_checkpoint(tmp_path):
+    path = write_config(tmp_path)
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(ldm_train("--config", path, "--resume", tmp_path / "empty"), "not a checkpoint")
+    assert_one_line_error(ldm_train("--config", path, "--resume", "latest"), "no checkpoint")
+
+
+def test_missing_vae_folder(tmp_path):
+    path = write_config(tmp_path)
+    assert_one_line_error(ldm_train("--config", path, f"text2img.vae_from={tmp_path}/novae"), "text2img.vae_from")
+
+
+def test_data_path_without_images(tmp_path):
+    pytest.importorskip("ldm.data.latent_cache", reason="ldm.data (branch data) not merged yet")
+    (tmp_path / "images").mkdir()
+    path = write_config(tmp_path)
+    assert_one_line_error(ldm_train("--config", path, f"data.path={tmp_path}/images"))

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from ldm.config import ConfigError
+from ldm.training.config import TrainConfig, load_train_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
+
+
+def test_shipped_configs_are_found():
+    names = {str(p.relative_to(p.parents[1] if p.parent.name == "cpu" else p.parent)) for p in CONFIGS}
+    assert {"text2img.yaml", "autoencoder.yaml", "clip.yaml", "cpu/text2img.yaml", "cpu/autoencoder.yaml", "cpu/clip.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name if p.parent.name != "cpu" else f"cpu/{p.name}")
+def test_every_shipped_config_parses(path):
+    config = load_train_config(path)
+    assert isinstance(config, TrainConfig)
+    assert config.stage in path.name
+
+
+def test_sd_scale_config_matches_stable_diffusion_2():
+    config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img.yaml")
+    assert config.model.vae.block_out_channels == [128, 256, 512, 512]
+    assert config.model.vae.scaling_factor == 0.18215
+    assert config.model.unet.block_out_channels == [320, 640, 1280, 1280]
+    assert config.model.unet.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
+    assert config.model.text_encoder.layer == "penultimate"
+    assert config.data.source == "webdataset"
+
+
+def test_unknown_key_is_named(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("stage: text2img\ntrain:\n  max_step: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.max_step.*max_steps"):
+        load_train_config(file)
+
+
+def test_overrides_and_bad_values(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("stage: clip\n")
+    assert load_train_config(file, ["train.lr=0.5", "train.batch_size=3"]).train.batch_size == 3
+    with pytest.raises(ConfigError, match="stage"):
+        load_train_config(file, ["stage=inpaint-later"])
+    with pytest.raises(ConfigError, match="train.lr_schedule"):
+        load_train_config(file, ["train.lr_schedule=wiggly"])
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        load_train_config(file, ["train.max_steps=0"])

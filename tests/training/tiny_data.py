@@ -1,0 +1,38 @@
+"""A tiny in-memory stand-in for ldm.data's datasets (same sample contract), so the
+training tests run without image files: {"pixels": (3, R, R) in [-1, 1], "caption", "key"}."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+COLOURS = ["red", "green", "blue", "yellow"]
+
+
+class TinyImages(Dataset):
+    """Smooth two-tone images whose colours the caption names: easy to overfit."""
+
+    def __init__(self, n: int = 8, resolution: int = 32, offset: int = 0):
+        self.n, self.resolution, self.offset = n, resolution, offset
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict:
+        index = index + self.offset
+        g = torch.Generator().manual_seed(index)
+        r = self.resolution
+        top, bottom = torch.rand(3, 1, 1, generator=g) * 2 - 1, torch.rand(3, 1, 1, generator=g) * 2 - 1
+        ramp = torch.linspace(0, 1, r).view(1, r, 1)
+        pixels = (top * (1 - ramp) + bottom * ramp).expand(3, r, r).clone()
+        caption = f"{COLOURS[index % 4]} over {COLOURS[(index // 4) % 4]}"
+        return {"pixels": pixels, "caption": caption, "key": f"{index:05d}"}
+
+
+def tiny_datasets(n: int = 8, resolution: int = 32, holdout: int = 4):
+    def open_dataset(split: str):
+        if split == "holdout":
+            return TinyImages(holdout, resolution, offset=1000)
+        return TinyImages(n, resolution)
+
+    return open_dataset

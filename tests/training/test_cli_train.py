@@ -85,7 +85,6 @@ def test_missing_vae_folder(tmp_path):
 
 
 def test_data_path_without_images(tmp_path):
-    pytest.importorskip("ldm.data.latent_cache", reason="ldm.data (branch data) not merged yet")
     (tmp_path / "images").mkdir()
     path = write_config(tmp_path)
     assert_one_line_error(ldm_train("--config", path, f"data.path={tmp_path}/images"))

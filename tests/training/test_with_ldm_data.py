@@ -5,12 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("ldm.data.latent_cache", reason="ldm.data (branch data) not merged yet")
 
-from configs import tiny_train_config  # noqa: E402
+from configs import tiny_train_config
 
-from ldm.training import latents  # noqa: E402
-from ldm.training.loop import train  # noqa: E402
+from ldm.training import latents
+from ldm.training.loop import train
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import torch
 
 from ldm.data.scenes import make_scene, scene_seed
 from ldm.evaluation import seeds
-from ldm.evaluation.metrics import psnr, ssim
+from ldm.metrics import psnr, ssim
 from ldm.images import from_pil
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldm.training.metrics import psnr, ssim
+from ldm.metrics import psnr, ssim
 from ldm.training.stages import Stage, StageContext, first_samples
 
 
@@ -91,7 +91,9 @@ class AutoencoderStage(Stage):
             reconstruction = self.reconstruct(pixels)
         finally:
             self.vae.train()
-        return {"holdout_psnr": float(psnr(pixels, reconstruction).mean()), "holdout_ssim": float(ssim(pixels, reconstruction).mean())}
+        # The metrics take [0, 1] images; the decoder's output is clamped as a saved image would be.
+        original, decoded = (pixels + 1) / 2, (reconstruction.clamp(-1, 1) + 1) / 2
+        return {"holdout_psnr": float(psnr(original, decoded).mean()), "holdout_ssim": float(ssim(original, decoded).mean())}
 
     @torch.no_grad()
     def measure_scaling_factor(self) -> float:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ldm.evaluation.metrics import psnr, ssim
+from ldm.metrics import psnr, ssim
 
 
 def grey_with_noise(sigma: float, seed: int = 0, shape=(2, 3, 64, 64)) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,6 @@
 """Image similarity: PSNR and SSIM on (B, 3, H, W) images in [0, 1], one value per image.
 
-Note: ldm/training/metrics.py (another branch) defines the same two functions; keep one
-copy when they meet, with these semantics:
+Shared by the autoencoder stage (held-out scores) and the evaluation command.
 
 - `psnr`: 10 log10(1 / MSE) in dB over all channels and pixels; `inf` for identical images
   (no cap: a mean over a batch holding one is inf too, which is honest for "lossless").

@@ -117,6 +117,20 @@ def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, ti
     assert Image.open(out).size == (32, 32)
 
 
+def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
+    # The widened U-Net and the per-step masks are rebuilt identically on resume.
+    from ldm.training.checkpoints import resolve_checkpoint
+
+    straight = train(inpaint_config(tmp_path / "a", tiny_model_dir, max_steps=4), open_dataset=tiny_datasets())
+    train(inpaint_config(tmp_path / "b", tiny_model_dir, max_steps=2), open_dataset=tiny_datasets())
+    resumed = train(
+        inpaint_config(tmp_path / "b", tiny_model_dir, max_steps=4),
+        resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),
+        open_dataset=tiny_datasets(),
+    )
+    assert resumed.losses == straight.losses[2:]
+
+
 def test_init_from_that_is_not_a_model_folder(tmp_path):
     from ldm.checkpoint import ModelError
 

@@ -1,4 +1,4 @@
-"""ldm-train: train a stage (autoencoder, clip, text2img) from a YAML config."""
+"""ldm-train: train a stage (autoencoder, clip, text2img, inpaint) from a YAML config."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ EXAMPLES = """examples:
   ldm-train --config configs/cpu/text2img.yaml
   ldm-train --config configs/text2img.yaml data.path='shards/{00000..00099}.tar' train.output_dir=runs/sd
   ldm-train --config configs/text2img.yaml --resume latest
+  ldm-train --config configs/cpu/inpaint.yaml inpaint.init_from=runs/cpu-text2img/model
   accelerate launch --num_processes 8 -m ldm.cli.train --config configs/text2img.yaml
 
 Overrides use the config's dotted keys (values are YAML): train.lr=5e-5 train.max_steps=2000.
-The stage's product goes to OUTPUT/model (text2img), OUTPUT/vae (autoencoder) or
+The stage's product goes to OUTPUT/model (text2img, inpaint), OUTPUT/vae (autoencoder) or
 OUTPUT/text_encoder (clip); checkpoints to OUTPUT/checkpoints, logs to OUTPUT/log.jsonl and
 OUTPUT/logs (TensorBoard), validation grids to OUTPUT/samples."""
 
@@ -56,6 +57,8 @@ def check_model_paths(config) -> None:
         value = getattr(config.text2img, key)
         if config.stage == "text2img" and value and not Path(value).is_dir():
             raise UsageError(f"text2img.{key}: {value} is not a folder")
+    if config.stage == "inpaint" and not Path(config.inpaint.init_from).is_dir():
+        raise UsageError(f"inpaint.init_from: {config.inpaint.init_from} is not a folder")
 
 
 def preflight(args):

@@ -139,3 +139,8 @@ class Randomness:
 
     def randint(self, high: int, shape) -> torch.Tensor:
         return self._local(torch.randint(0, high, self._global_shape(shape), generator=self.generator), shape[0])
+
+    def per_sample(self, draw, local_batch: int) -> torch.Tensor:
+        """`draw(n, generator) -> (n, ...)` made for the global batch, like every draw here;
+        this process's rows (e.g. random inpainting masks)."""
+        return self._local(draw(local_batch * self.world_size, self.generator), local_batch)

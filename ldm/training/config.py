@@ -1,10 +1,10 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img (see ldm.training.stages.STAGES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint (see ldm.training.stages.STAGES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
-    autoencoder / clip / text2img: {...}   # stage settings
+    autoencoder / clip / text2img / inpaint: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
 """
 
@@ -80,6 +80,22 @@ class Text2ImgSection:
     latent_cache: Union[bool, str] = False
 
 
+def _default_mask_kinds() -> dict[str, float]:
+    from ldm.training.random_masks import DEFAULT_MASK_KINDS
+
+    return dict(DEFAULT_MASK_KINDS)
+
+
+@dataclass
+class InpaintSection:
+    """Stage `inpaint`: a text-to-image model folder fine-tuned into a 9-channel inpainting
+    model. Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
+
+    init_from: Optional[str] = None  # required: a model folder (ours or diffusers SD)
+    # Relative weights of the random mask kinds: box, brush, full (whole image), none.
+    mask_kinds: dict[str, float] = field(default_factory=_default_mask_kinds)
+
+
 @dataclass
 class ValidationSection:
     prompts: list[str] = field(default_factory=list)
@@ -99,6 +115,7 @@ class TrainConfig:
     autoencoder: AutoencoderSection = field(default_factory=AutoencoderSection)
     clip: ClipSection = field(default_factory=ClipSection)
     text2img: Text2ImgSection = field(default_factory=Text2ImgSection)
+    inpaint: InpaintSection = field(default_factory=InpaintSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def __post_init__(self) -> None:
@@ -117,6 +134,7 @@ def validate_train(config: TrainConfig) -> None:
             raise ConfigError(f"{key} must be at least {low}, got {value}")
 
     from ldm.diffusion.samplers import SAMPLER_NAMES
+    from ldm.training.random_masks import check_mask_kinds
     from ldm.training.stages import STAGES
 
     train = config.train
@@ -139,6 +157,12 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError(f"data.caption_dropout must be in [0, 1], got {config.data.caption_dropout}")
     if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
         raise ConfigError("text2img.min_snr_gamma must be positive")
+    if config.stage == "inpaint" and not config.inpaint.init_from:
+        raise ConfigError("inpaint.init_from is required: the text-to-image model folder to fine-tune")
+    try:
+        check_mask_kinds(config.inpaint.mask_kinds)
+    except ValueError as error:
+        raise ConfigError(f"inpaint.mask_kinds: {error}") from None
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 

@@ -1,7 +1,7 @@
 """What the shared loop needs from a training stage, and the registry of stages.
 
 A stage builds its networks and owns its loss; the loop (ldm.training.loop) owns steps,
-optimizer, accumulation, EMA, checkpoints, logging. To add a stage (inpainting, ...):
+optimizer, accumulation, EMA, checkpoints, logging. To add a stage:
 subclass `Stage` in its own module and add a builder to STAGES.
 """
 
@@ -85,11 +85,18 @@ def _text2img(context: StageContext) -> Stage:
     return Text2ImgStage(context)
 
 
+def _inpaint(context: StageContext) -> Stage:
+    from ldm.training.inpaint_stage import InpaintStage
+
+    return InpaintStage(context)
+
+
 # Builders import their module lazily: `ldm-train --help` must not wait for diffusers.
 STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "autoencoder": _autoencoder,
     "clip": _clip,
     "text2img": _text2img,
+    "inpaint": _inpaint,
 }
 
 

@@ -15,13 +15,14 @@ from ldm.models.components import Components
 from ldm.training.stages import Stage, StageContext, make_grid
 
 
-def load_frozen_parts(config) -> Components:
+def load_frozen_parts(config, section=None) -> Components:
     """Components to train from: init_from (ours or a diffusers SD folder), else the model
-    config, with the VAE / text encoder replaced by earlier stages' exports."""
+    config, with the VAE / text encoder replaced by earlier stages' exports. `section`
+    (init_from, vae_from, text_encoder_from) is config.text2img unless given."""
     from ldm.checkpoint import load_component, load_model, read_model_config
     from ldm.models.components import build_components
 
-    section = config.text2img
+    section = section or config.text2img
     if section.init_from:
         components = load_model(section.init_from)
         if components.config is not None:
@@ -90,9 +91,8 @@ class Text2ImgModule(nn.Module):
         with torch.no_grad():
             return encoder(encoder.tokenize(captions).to(self.unet.device))  # (B, L, D)
 
-    def forward(self, batch: dict, randomness, step: int):
-        latents = self.latents(batch, randomness)
-        context = self.context(list(batch["caption"]), randomness)
+    def noised(self, latents: torch.Tensor, randomness) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy latents, the eps or v target, timesteps) for clean `latents`."""
         b, c = latents.shape[:2]
         noise = randomness.randn(latents.shape)
         if self.noise_offset:
@@ -103,11 +103,25 @@ class Text2ImgModule(nn.Module):
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
-        prediction = self.unet(noisy, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        return noisy, target, timesteps
+
+    def unet_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
+        """What the U-Net sees besides timestep and context: the noisy latents (inpainting adds channels)."""
+        return noisy
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
         if self.min_snr_gamma:
             per_sample = per_sample * min_snr_weights(self.scheduler, timesteps.cpu(), self.min_snr_gamma).to(per_sample.device)
-        loss = per_sample.mean()
+        return per_sample.mean()
+
+    def forward(self, batch: dict, randomness, step: int):
+        latents = self.latents(batch, randomness)
+        context = self.context(list(batch["caption"]), randomness)
+        noisy, target, timesteps = self.noised(latents, randomness)
+        model_input = self.unet_input(noisy, batch, randomness)
+        prediction = self.unet(model_input, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
 
 
@@ -117,7 +131,7 @@ class Text2ImgStage(Stage):
 
         super().__init__(context)
         config = self.config
-        self.components = load_frozen_parts(config)
+        self.components = self.load_components()
         components = self.components
         components.to(device=context.device)
         for part in (components.vae, components.text_encoder):
@@ -126,7 +140,18 @@ class Text2ImgStage(Stage):
         if config.train.gradient_checkpointing:
             components.unet.enable_gradient_checkpointing()
         scheduler = DDPMScheduler.from_config(components.scheduler_config)
-        self.module = Text2ImgModule(
+        self.module = self.make_module(components, scheduler)
+
+    # Hooks for stages that fine-tune the same way (inpaint).
+    def load_components(self) -> Components:
+        return load_frozen_parts(self.config)
+
+    def init_from(self):
+        return self.config.text2img.init_from
+
+    def make_module(self, components: Components, scheduler) -> nn.Module:
+        config = self.config
+        return Text2ImgModule(
             components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
         )
 
@@ -170,7 +195,7 @@ class Text2ImgStage(Stage):
         if self.components.config is None:
             from ldm.training.diffusers_export import save_diffusers_finetune
 
-            return save_diffusers_finetune(self.components.unet, Path(self.config.text2img.init_from), path)
+            return save_diffusers_finetune(self.components.unet, Path(self.init_from()), path)
         from ldm.checkpoint import save_model
 
         return save_model(self.components, path)

@@ -10,7 +10,7 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
 
 def test_shipped_configs_are_found():
     names = {str(p.relative_to(p.parents[1] if p.parent.name == "cpu" else p.parent)) for p in CONFIGS}
-    assert {"text2img.yaml", "autoencoder.yaml", "clip.yaml", "cpu/text2img.yaml", "cpu/autoencoder.yaml", "cpu/clip.yaml"} <= names
+    assert {"text2img.yaml", "autoencoder.yaml", "clip.yaml", "cpu/text2img.yaml", "cpu/autoencoder.yaml", "cpu/clip.yaml", "cpu/inpaint.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name if p.parent.name != "cpu" else f"cpu/{p.name}")

@@ -1,0 +1,119 @@
+"""Stage `inpaint`: a text-to-image model fine-tuned into a 9-channel inpainting model, as
+SD2-inpainting was made. The U-Net's first convolution grows from C latent channels to
+C + 1 + C (noisy latents, the mask at latent size, the masked image's latents); the new
+input weights start at zero, so step 0 is the text-to-image model exactly. Each sample
+gets a random mask (ldm.training.random_masks); everything else (frozen VAE and text
+encoder, caption dropout, eps/v targets, min-SNR, EMA, export) is the text2img stage's."""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ldm.checkpoint import ModelError
+from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
+from ldm.models.components import Components
+from ldm.training.config import Text2ImgSection
+from ldm.training.random_masks import random_masks
+from ldm.training.stages import first_samples, make_grid
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+
+
+def widen_to_inpainting(unet, latent_channels: int) -> None:
+    """conv_in: C -> 2C + 1 input channels; the extra ones weigh zero, so the U-Net's output
+    does not depend on them until training moves those weights. Bias kept."""
+    old = unet.conv_in
+    wide = nn.Conv2d(
+        2 * latent_channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding,
+        device=old.weight.device, dtype=old.weight.dtype,
+    )  # fmt: skip
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, : old.in_channels] = old.weight  # (out, 2C + 1, k, k)
+        wide.bias.copy_(old.bias)
+    unet.conv_in = wide
+    # The diffusers config travels with the weights (save_pretrained, is_inpainting_model).
+    unet.register_to_config(in_channels=2 * latent_channels + 1)
+
+
+class InpaintModule(Text2ImgModule):
+    def __init__(self, components: Components, scheduler, caption_dropout, noise_offset, min_snr_gamma, mask_kinds: dict):
+        super().__init__(components, scheduler, caption_dropout, noise_offset, min_snr_gamma)
+        self.mask_kinds = mask_kinds
+
+    def unet_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
+        """The noisy latents + the mask + the masked image's latents, prepared as the
+        pipeline prepares them at inference (ldm.diffusion.inpainting)."""
+        pixels = batch["pixels"]  # (B, 3, H, W)
+        height, width = pixels.shape[-2:]
+        draw = lambda n, generator: random_masks(n, height, width, self.mask_kinds, generator)  # noqa: E731
+        masks = randomness.per_sample(draw, len(pixels)).to(pixels.device)  # (B, 1, H, W)
+        # A posterior sample, as the pipeline's encode_images(masked, generators) takes.
+        masked_latents = self.latents({"pixels": masked_pixels(pixels, masks)}, randomness)  # (B, C, h, w)
+        small_mask = latent_mask(masks.to(masked_latents), noisy.shape[-2:])  # (B, 1, h, w)
+        extra = inpaint_channels(small_mask, masked_latents).to(noisy.dtype)  # (B, 1 + C, h, w)
+        return torch.cat([noisy, extra], dim=1)  # (B, 2C + 1, h, w)
+
+
+class InpaintStage(Text2ImgStage):
+    def load_components(self) -> Components:
+        config = self.config
+        init_from = config.inpaint.init_from
+        try:
+            components = load_frozen_parts(config, Text2ImgSection(init_from=init_from))
+        except ModelError as error:
+            raise ModelError(f"inpaint.init_from: {error}") from None
+        latent_channels = components.vae.config.latent_channels
+        if components.unet.config.in_channels == latent_channels:
+            widen_to_inpainting(components.unet, latent_channels)
+        # else: already an inpainting model (2C + 1 channels), fine-tuned as it is.
+        if components.config is not None:
+            components.config.unet.in_channels = components.unet.config.in_channels
+        return components
+
+    def init_from(self):
+        return self.config.inpaint.init_from
+
+    def make_module(self, components: Components, scheduler) -> nn.Module:
+        config = self.config
+        return InpaintModule(
+            components, scheduler, config.data.caption_dropout, config.text2img.noise_offset,
+            config.text2img.min_snr_gamma, config.inpaint.mask_kinds,
+        )  # fmt: skip
+
+    def training_data(self, dataset):
+        # No latent cache: the masked image, hence its latents, change at every step.
+        return dataset
+
+    def evaluate(self, step: int) -> dict:
+        """Validation prompts inpainted into the middle of held-out (else training) images."""
+        prompts = self.config.validation.prompts
+        if not prompts:
+            return {}
+        from ldm.images import to_pil
+        from ldm.pipeline import Pipeline
+
+        samples = first_samples(self.context.open_dataset("holdout"), len(prompts))
+        samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
+        validation, unet = self.config.validation, self.components.unet
+        unet.eval()
+        try:
+            pipeline = Pipeline(self.components)
+            images = []
+            for i, prompt in enumerate(prompts):
+                image = to_pil(samples[i % len(samples)]["pixels"][None])[0]
+                width, height = image.size
+                mask = Image.new("L", image.size, 0)
+                mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+                result = pipeline.inpaint(
+                    prompt, image, mask, steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler,
+                    seed=validation.seed, progress=False,
+                )  # fmt: skip
+                images += [image, result.images[0]]
+        finally:
+            unet.train()
+        folder = self.context.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_grid(images, columns=2).save(folder / f"step-{step:06d}.png")
+        return {}

@@ -119,13 +119,14 @@ PREDICTION_TYPES = ("epsilon", "v_prediction")
 TEXT_LAYERS = ("last", "penultimate")
 
 
+def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
+    """A setting with a fixed set of values: the error names the key and the choices."""
+    if value not in choices:
+        raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
+
+
 def validate_model(config: ModelConfig) -> None:
     """Value checks that a type check cannot make; each names its key."""
-
-    def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
-        if value not in choices:
-            raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
-
     one_of("model.scheduler.beta_schedule", config.scheduler.beta_schedule, BETA_SCHEDULES)
     one_of("model.scheduler.prediction_type", config.scheduler.prediction_type, PREDICTION_TYPES)
     one_of("model.text_encoder.layer", config.text_encoder.layer, TEXT_LAYERS)

@@ -21,6 +21,18 @@ def fail(prog: str, message: str, status: int = 2) -> "NoReturn":  # noqa: F821
     raise SystemExit(status)
 
 
+def run_command(prog: str, run, args: argparse.Namespace) -> int:
+    """Runs `run(args, clock)`; bad input and Ctrl-C end in one line on stderr, no traceback."""
+    from ldm.timing import Stopwatch
+
+    try:
+        return run(args, Stopwatch())
+    except KeyboardInterrupt:
+        fail(prog, "interrupted", status=130)
+    except UsageError as error:
+        fail(prog, str(error))
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",

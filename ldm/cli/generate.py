@@ -9,11 +9,11 @@ from ldm.cli.common import (
     UsageError,
     add_model_arguments,
     check_writable,
-    fail,
     output_paths,
     resolve_device,
     resolve_dtype,
     resolve_model_path,
+    run_command,
     save_png_atomic,
 )
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
@@ -91,15 +91,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    clock = Stopwatch()
-    try:
-        return run(args, clock)
-    except KeyboardInterrupt:
-        fail(PROG, "interrupted", status=130)
-    except UsageError as error:
-        fail(PROG, str(error))
-    return 0
+    return run_command(PROG, run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ldm.cli.common import UsageError, add_model_arguments, check_writable, fail, output_paths
+from ldm.cli.common import UsageError, add_model_arguments, check_writable, output_paths, run_command
 from ldm.cli.generate import add_output_argument, add_sampling_arguments, finish, load_pipeline
 from ldm.timing import Stopwatch
 
@@ -95,15 +95,7 @@ def parse_pad(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    clock = Stopwatch()
-    try:
-        return run(args, clock)
-    except KeyboardInterrupt:
-        fail(PROG, "interrupted", status=130)
-    except UsageError as error:
-        fail(PROG, str(error))
-    return 0
+    return run_command(PROG, run, build_parser().parse_args(argv))
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:

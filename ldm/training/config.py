@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, read_yaml
+from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
 from ldm.data.config import DataConfig
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -124,10 +124,6 @@ class TrainConfig:
 
 def validate_train(config: TrainConfig) -> None:
     """Value checks a type check cannot make; each names its key."""
-
-    def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
-        if value not in choices:
-            raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
 
     def at_least(key: str, value: float, low: float) -> None:
         if value < low:

@@ -101,6 +101,7 @@ def save_model(components: Components, path: str | Path) -> Path:
         for name, state in states.items():
             write_safetensors(state, staging / WEIGHT_FILES[name])
         _fsync_dir(staging)
+        _usual_permissions(staging)
         _replace_dir(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -112,6 +113,15 @@ def _fsync_dir(folder: Path) -> None:
     for file in folder.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
+
+
+def _usual_permissions(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder; a model folder gets what the umask allows."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for file in folder.iterdir():
+        file.chmod(0o666 & ~umask)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

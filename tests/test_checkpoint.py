@@ -106,3 +106,13 @@ def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_components, 
     ).images[0]
     difference = torch.from_numpy(np.asarray(ours.images[0], np.int16) - np.asarray(theirs, np.int16))
     assert difference.abs().max() <= 1  # uint8 rounding
+
+
+def test_saved_folder_is_readable_like_any_new_file(tiny_components, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        folder = save_model(tiny_components, tmp_path / "model")
+    finally:
+        os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}

@@ -94,9 +94,17 @@ class Pipeline:
         self.components = components
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> "Pipeline":
-        from ldm.checkpoint import load_model
+    def load(
+        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> "Pipeline":
+        """A model folder (ours or diffusers SD); None: the demo model shipped in the package."""
+        from ldm.checkpoint import ModelError, load_model
+        from ldm.default_model import default_model_path
 
+        if path is None:
+            path = default_model_path()
+            if path is None:
+                raise ModelError("this install carries no built-in model: give a model folder")
         return cls(load_model(path, device=device, dtype=dtype))
 
     # ------------------------------------------------------------------ geometry

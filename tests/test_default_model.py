@@ -11,7 +11,7 @@ from ldm.pipeline import Pipeline
 def demo():
     path = default_model_path()
     assert path is not None, "ldm/weights/scenes is missing: the package must ship its demo model"
-    return Pipeline.load(path)
+    return Pipeline.load()  # no path: the built-in model
 
 
 def test_shipped_weights_are_small_fp16_safetensors():
@@ -38,3 +38,17 @@ def test_generate_without_model_uses_the_demo(tmp_path):
 
     assert main(["a meadow at noon", "--steps", "2", "--seed", "1", "--out", str(tmp_path / "m.png"), "--quiet"]) == 0
     assert (tmp_path / "m.png").is_file()
+
+
+def test_inpaint_without_model_uses_the_demo(tmp_path):
+    from PIL import Image
+
+    from ldm.cli.inpaint import main
+
+    Image.new("RGB", (128, 128), (40, 90, 200)).save(tmp_path / "in.png")
+    mask = Image.new("L", (128, 128), 0)
+    mask.paste(255, (32, 32, 96, 96))
+    mask.save(tmp_path / "mask.png")
+    args = ["a red boat", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png")]
+    assert main([*args, "--steps", "2", "--seed", "1", "--out", str(tmp_path / "out.png"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "out.png").size == (128, 128)

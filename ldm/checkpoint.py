@@ -16,7 +16,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 import yaml
@@ -82,15 +84,8 @@ def save_model(components: Components, path: str | Path) -> Path:
     if components.config is None:
         raise ModelError("only models built from an ldm config can be saved in ldm's format")
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
-    except OSError as error:
-        raise ModelError(f"cannot write model folder {path}: {error.strerror}") from None
-    try:
-        config = to_dict(components.config)
-        document = {"format_version": FORMAT_VERSION, "model": config}
+    with staged_folder(path, is_model_folder, "model folder") as staging:
+        document = {"format_version": FORMAT_VERSION, "model": to_dict(components.config)}
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
         text_tower = getattr(components.text_encoder, "tower", components.text_encoder)
         states = {
@@ -100,19 +95,36 @@ def save_model(components: Components, path: str | Path) -> Path:
         }
         for name, state in states.items():
             write_safetensors(state, staging / WEIGHT_FILES[name])
-        _fsync_dir(staging)
-        _usual_permissions(staging)
-        _replace_dir(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
-    for file in folder.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
+@contextmanager
+def staged_folder(path: Path, replaceable: Callable[[Path], bool], what: str) -> Iterator[Path]:
+    """Yields an empty staging folder beside `path`; when the block ends without an error,
+    the staging folder becomes `path` (an old folder there is replaced only if
+    `replaceable(old)`); on an error it is removed. A crash leaves the old folder or none,
+    never half of one."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+    except OSError as error:
+        raise ModelError(f"cannot write {what} {path}: {error.strerror}") from None
+    try:
+        yield staging
+        _fsync_tree(staging)
+        _usual_permissions(staging)
+        _replace_dir(staging, path, replaceable, what)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(folder: Path) -> None:
+    for file in folder.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
 
 
 def _usual_permissions(folder: Path) -> None:
@@ -120,18 +132,18 @@ def _usual_permissions(folder: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
-    for file in folder.iterdir():
-        file.chmod(0o666 & ~umask)
+    for entry in folder.rglob("*"):
+        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~umask)
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def _replace_dir(new: Path, target: Path, replaceable: Callable[[Path], bool], what: str) -> None:
     """Renames `new` to `target`. A directory cannot be atomically swapped for another on
     POSIX, so the old one is first moved aside and removed only after the new one is in."""
     if not target.exists():
         os.replace(new, target)
         return
-    if not is_model_folder(target):
-        raise ModelError(f"{target} exists and is not a model folder; not replacing it")
+    if not replaceable(target):
+        raise ModelError(f"{target} exists and is not a {what}; not replacing it")
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     os.replace(target, old)
     os.replace(new, target)
@@ -265,22 +277,11 @@ def save_component(module: torch.nn.Module, kind: str, config, path: str | Path)
     if kind not in COMPONENT_CONFIGS:
         raise ModelError(f"unknown component kind {kind!r}; expected one of {', '.join(COMPONENT_CONFIGS)}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with staged_folder(path, is_component_folder, "component folder") as staging:
         document = {"format_version": FORMAT_VERSION, "kind": kind, "config": to_dict(config)}
         (staging / COMPONENT_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
         target = getattr(module, "tower", module)
         write_safetensors(target.state_dict(), staging / WEIGHT_FILES[kind])
-        _fsync_dir(staging)
-        if path.exists():
-            if not (path / COMPONENT_FILE).is_file():
-                raise ModelError(f"{path} exists and is not a component folder; not replacing it")
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 

@@ -116,3 +116,20 @@ def test_saved_folder_is_readable_like_any_new_file(tiny_components, tmp_path):
         os.umask(umask)
     assert folder.stat().st_mode & 0o777 == 0o755
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
+
+
+def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_components, tmp_path):
+    from ldm.training.diffusers_export import save_diffusers_finetune
+
+    source = write_tiny_sd_folder(tiny_components, tmp_path)
+    with torch.no_grad():
+        tiny_components.unet.conv_out.bias.add_(1.0)
+    out = save_diffusers_finetune(tiny_components.unet, source, tmp_path / "finetuned")
+    loaded = load_model(out)
+    assert torch.equal(loaded.unet.conv_out.bias, tiny_components.unet.conv_out.bias)
+    assert (out / "tokenizer" / "tokenizer.json").is_file()  # the rest of the source came along
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelError, match="not a diffusers model folder; not replacing it"):
+        save_diffusers_finetune(tiny_components.unet, source, tmp_path / "not-a-model")
+    assert (tmp_path / "not-a-model" / "notes.txt").read_text() == "mine"

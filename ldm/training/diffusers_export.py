@@ -3,22 +3,18 @@ its U-Net replaced (safetensors), so `ldm-generate --model` and diffusers both r
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from ldm.checkpoint import staged_folder
+
+
+def is_diffusers_folder(path: Path) -> bool:
+    return (path / "model_index.json").is_file()
 
 
 def save_diffusers_finetune(unet, source: Path, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:
         shutil.copytree(source, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("unet"))
         unet.save_pretrained(staging / "unet", safe_serialization=True)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path

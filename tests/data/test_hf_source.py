@@ -1,10 +1,9 @@
+import datasets
 import pytest
 
 from ldm.data import DataError, build_dataset
 
 from .fixtures import RESOLUTION, encoded, folder_config, messy_images, noise_image
-
-datasets = pytest.importorskip("datasets")
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,12 @@
 import tarfile
 
 import pytest
+import webdataset as wds
 
 from ldm.data import DataError, build_dataset, make_loader
 
 from .fixtures import RESOLUTION, encoded, folder_config, messy_images, noise_image
 
-wds = pytest.importorskip("webdataset")
 
 SHARDS, PER_SHARD = 4, 5
 

@@ -102,7 +102,6 @@ def test_short_training_learns_time_of_day_and_setting():
     assert trained["time_of_day"] >= 0.8 and trained["setting"] >= 0.8, (untrained, trained)
 
 
-@pytest.mark.skipif(not DEFAULT_CLASSIFIER_PATH.is_file(), reason="no shipped classifier weights")
 def test_shipped_classifier_reads_fresh_scenes():
     classifier = load_classifier(DEFAULT_CLASSIFIER_PATH)
     images, labels = render_scenes(classifier, 64, seeds.CLASSIFIER_TEST, size=128)

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -16,7 +17,7 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def fail(prog: str, message: str, status: int = 2) -> "NoReturn":  # noqa: F821
+def fail(prog: str, message: str, status: int = 2) -> NoReturn:
     print(f"{prog}: error: {message}", file=sys.stderr)
     raise SystemExit(status)
 

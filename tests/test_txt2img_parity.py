@@ -4,24 +4,11 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ldm.diffusion.samplers import make_sampler
 from ldm.pipeline import Pipeline, make_generators
+from reference import diffusers_pipeline
 
 STEPS = 6
 CFG = 5.0
-
-
-def diffusers_pipeline(components, sampler_name):
-    return StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=components.unet,
-        scheduler=make_sampler(sampler_name, components.scheduler_config).scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler-a", "dpm++2m", "heun", "dpm++2m-karras"])
@@ -34,8 +21,7 @@ def test_txt2img_matches_diffusers(tiny_components, sampler, cfg):
 
     ours = pipe.sample(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False)
 
-    reference = diffusers_pipeline(tiny_components, sampler)
-    reference.set_progress_bar_config(disable=True)
+    reference = diffusers_pipeline(StableDiffusionPipeline, tiny_components, sampler)
     theirs = reference(
         prompt_embeds=context,
         negative_prompt_embeds=uncond,

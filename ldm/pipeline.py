@@ -98,7 +98,7 @@ class Pipeline:
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD); None: the demo model shipped in the package."""
-        from ldm.checkpoint import ModelError, load_model
+        from ldm.model_folder import ModelError, load_model
         from ldm.default_model import default_model_path
 
         if path is None:

@@ -36,7 +36,7 @@ def tiny_inpainting_components():
 
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_components):
-    from ldm.checkpoint import save_model
+    from ldm.model_folder import save_model
 
     return save_model(tiny_components, tmp_path / "tiny-model")
 

@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ldm.evaluation.prompts import PROMPT_SETS  # noqa: E402  (light: no torch model code runs)
+from ldm.scenes.prompts import PROMPT_SETS  # noqa: E402  (light: no torch model code runs)
 
 PROG = "evaluate.py"
 
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
 
-    from ldm.checkpoint import ModelError
+    from ldm.model_folder import ModelError
     from ldm.default_model import default_model_path
-    from ldm.evaluation.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
-    from ldm.evaluation.model_evaluation import EvalSettings, evaluate_model
-    from ldm.evaluation.prompts import build_prompts, read_prompt_file
-    from ldm.evaluation.report import markdown_report, write_json
-    from ldm.evaluation.sample_grid import pick_rows, sample_grid
+    from ldm.scenes.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
+    from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
+    from ldm.scenes.prompts import build_prompts, read_prompt_file
+    from ldm.scenes.report import markdown_report, write_json
+    from ldm.scenes.sample_grid import pick_rows, sample_grid
     from ldm.pipeline import GenerationError, Pipeline, check_request
 
     try:

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from ldm.checkpoint import ModelError, load_model, save_model
+    from ldm.model_folder import ModelError, load_model, save_model
 
     try:
         components = load_model(args.source)

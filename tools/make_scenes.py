@@ -1,4 +1,4 @@
-"""Write a procedural scenes dataset (see ldm/data/scenes.py) to disk.
+"""Write a procedural scenes dataset (see ldm/scenes/generator.py) to disk.
 
     python tools/make_scenes.py OUT_DIR --n 1000 --size 128 --seed 0 --split train \
         --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite]
@@ -29,7 +29,7 @@ try:
 except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ldm.data.scenes import SPLITS, make_scene, scene_caption, scene_seed
+from ldm.scenes.generator import SPLITS, make_scene, scene_caption, scene_seed
 
 FORMATS = ("folder", "webdataset")
 

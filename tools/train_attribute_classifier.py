@@ -1,10 +1,10 @@
-"""Train the scene attribute classifier that judges generated images (see ldm/evaluation/).
+"""Train the scene attribute classifier that judges generated images (see ldm/scenes/).
 
     python tools/train_attribute_classifier.py OUT.safetensors --n 6000 --steps 2000 --size 128 \
         [--val-n 1000] [--batch-size 64] [--lr 3e-3] [--seed 0] [--workers 2] [--threads 1] [--fp16]
 
 It learns from real scenes only (never from model outputs), drawn from dataset seeds kept
-for it (ldm/evaluation/seeds.py), and reports its accuracy per attribute on fresh scenes,
+for it (ldm/scenes/seeds.py), and reports its accuracy per attribute on fresh scenes,
 clean and augmented; both go into the file's metadata. On 2 CPU cores the defaults took
 8.4 minutes (on a busy machine: 4.8 min drawing 7000 scenes, 3.5 min for 2000 steps).
 """
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
 
-    from ldm.evaluation import seeds
-    from ldm.evaluation.attribute_classifier import AttributeClassifier, save_classifier
-    from ldm.evaluation.classifier_training import (
+    from ldm.scenes import seeds
+    from ldm.scenes.attribute_classifier import AttributeClassifier, save_classifier
+    from ldm.scenes.classifier_training import (
         accuracy_per_head,
         count_parameters,
         render_scenes,

@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
 
 
 def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
-    from ldm.checkpoint import ModelError, load_model
+    from ldm.model_folder import ModelError, load_model
     from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)

@@ -86,7 +86,7 @@ def preflight(args):
 
 def input_errors() -> tuple[type, ...]:
     """Exceptions that mean bad input (exit 2) rather than a failed run."""
-    from ldm.checkpoint import ModelError
+    from ldm.model_folder import ModelError
     from ldm.config import ConfigError
     from ldm.training.checkpoints import CheckpointError
 

@@ -9,11 +9,11 @@ from ldm.data.errors import DataError
 from ldm.data.hf_datasets import load_hf
 from ldm.data.imagefolder import load_image_folder
 from ldm.data.indexed import IndexedImageDataset, Records
-from ldm.data.ordering import holdout_split
+from ldm.data.ordering import validation_split
 from ldm.data.shards import WebDatasetShards, shard_urls
 from ldm.data.transforms import CROPS, ImageTransform
 
-SPLITS = ("train", "holdout")
+SPLITS = ("train", "validation")
 Dataset = Union[IndexedImageDataset, WebDatasetShards]
 
 
@@ -26,7 +26,7 @@ def build_dataset(config: DataConfig, seed: int = 0, rank: int = 0, world_size: 
     no images, unreadable captions or metadata, or an unknown source or setting."""
     _check(config, rank, world_size, split)
     training = split == "train"
-    # The holdout measures the model: same pixels every time, no augmentation.
+    # The validation measures the model: same pixels every time, no augmentation.
     transform = ImageTransform(config.resolution, config.crop if training else "center", config.random_flip and training)
     try:
         build = SOURCES[config.source]
@@ -44,8 +44,8 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
         raise DataError(f"data.resolution must be positive, got {config.resolution}")
     if not 0.0 <= config.caption_dropout <= 1.0:
         raise DataError(f"data.caption_dropout must be in [0, 1], got {config.caption_dropout}")
-    if config.holdout < 0:
-        raise DataError(f"data.holdout must not be negative, got {config.holdout}")
+    if config.validation < 0:
+        raise DataError(f"data.validation must not be negative, got {config.validation}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
 
@@ -53,16 +53,16 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
 def _indexed(load: Callable[[DataConfig], Records]):
     def build(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
         records = load(config)
-        train, holdout = holdout_split([records.key(i) for i in range(len(records))], config.holdout)
+        train, validation = validation_split([records.key(i) for i in range(len(records))], config.validation)
         if split == "train" and not train:
-            raise DataError(f"data.holdout ({config.holdout}) keeps all {len(records)} samples of {config.path} out of training")
+            raise DataError(f"data.validation ({config.validation}) keeps all {len(records)} samples of {config.path} out of training")
         description = {
             "source": config.source,
             "split": split,
-            "holdout": config.holdout,
+            "validation": config.validation,
             "columns": [config.image_column, config.caption_column],
         }
-        indices = train if split == "train" else holdout
+        indices = train if split == "train" else validation
         return IndexedImageDataset(
             records, indices, transform, config.caption_dropout, seed, rank, world_size, split == "train", description
         )
@@ -71,10 +71,10 @@ def _indexed(load: Callable[[DataConfig], Records]):
 
 
 def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
-    if config.holdout or split != "train":
+    if config.validation or split != "train":
         raise DataError(
-            "data.holdout is not supported for webdataset (a stream has no 'last N'): "
-            "write the holdout samples to their own shards and read them with a second config"
+            "data.validation is not supported for webdataset (a stream has no 'last N'): "
+            "write the validation samples to their own shards and read them with a second config"
         )
     urls = shard_urls(config, world_size)
     description = {"source": config.source, "split": split, "keys": [config.image_key, config.caption_key]}

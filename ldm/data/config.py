@@ -29,5 +29,5 @@ class DataConfig:
     num_workers: int = 0
     shuffle_buffer: int = 1000  # webdataset
     # imagefolder/hf: the last N samples (in sha256-of-key order) kept for evaluation,
-    # never trained on; read with split "holdout"
-    holdout: int = 0
+    # never trained on; read with split "validation"
+    validation: int = 0

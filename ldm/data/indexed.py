@@ -37,7 +37,7 @@ class IndexedImageDataset(torch.utils.data.IterableDataset):
     every rank gets equally many samples: the order is padded to a multiple of
     world_size and, with world_size > 1, a skipped sample is replaced by the next good one
     of the same worker (DDP hangs when one rank runs out of batches before the others).
-    training=False (holdout): fixed order, first caption, no dropout, no padding.
+    training=False (validation): fixed order, first caption, no dropout, no padding.
 
     `stats` counts each sample once, however many epochs read it."""
 

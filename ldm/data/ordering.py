@@ -30,12 +30,12 @@ class SharedEpoch:
         return int(self._value)
 
 
-def holdout_split(keys: Sequence[str], holdout: int) -> tuple[list[int], list[int]]:
-    """(train indices, holdout indices): the holdout is the last `holdout` samples in the
+def validation_split(keys: Sequence[str], validation: int) -> tuple[list[int], list[int]]:
+    """(train indices, validation indices): the validation is the last `validation` samples in the
     order of sha256(key), an order that depends neither on the seed nor on the folder
     layout, so it is the same for every run and spread over all classes/folders."""
     order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(keys[i].encode()).digest())
-    cut = len(order) - min(holdout, len(order))
+    cut = len(order) - min(validation, len(order))
     return sorted(order[:cut]), sorted(order[cut:])
 
 

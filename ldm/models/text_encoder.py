@@ -106,7 +106,7 @@ class HFClipTextEncoder(nn.Module):
 def build_text_encoder(config: TextEncoderConfig) -> OpenClipTextEncoder:
     encoder = OpenClipTextEncoder(resolve_arch(config))
     if config.pretrained:
-        from ldm.checkpoint import load_openclip_text_weights
+        from ldm.model_folder import load_openclip_text_weights
 
         load_openclip_text_weights(encoder, config.pretrained)
     return encoder

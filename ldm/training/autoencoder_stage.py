@@ -82,9 +82,9 @@ class AutoencoderStage(Stage):
         return self.vae.decode(posterior.mode()).sample.clamp(-1, 1)
 
     def evaluate(self, step: int) -> dict:
-        samples = first_samples(self.context.open_dataset("holdout"), self.config.autoencoder.eval_samples)
+        samples = first_samples(self.context.open_dataset("validation"), self.config.autoencoder.eval_samples)
         if not samples:
-            return {}  # no held-out images (data.holdout: 0)
+            return {}  # no held-out images (data.validation: 0)
         self.vae.eval()
         try:
             pixels = torch.stack([s["pixels"] for s in samples]).to(self.vae.device)
@@ -93,7 +93,7 @@ class AutoencoderStage(Stage):
             self.vae.train()
         # The metrics take [0, 1] images; the decoder's output is clamped as a saved image would be.
         original, decoded = (pixels + 1) / 2, (reconstruction.clamp(-1, 1) + 1) / 2
-        return {"holdout_psnr": float(psnr(original, decoded).mean()), "holdout_ssim": float(ssim(original, decoded).mean())}
+        return {"validation_psnr": float(psnr(original, decoded).mean()), "validation_ssim": float(ssim(original, decoded).mean())}
 
     @torch.no_grad()
     def measure_scaling_factor(self) -> float:
@@ -112,7 +112,7 @@ class AutoencoderStage(Stage):
         return 1.0 / float(torch.cat(latents).std())
 
     def export(self) -> Path:
-        from ldm.checkpoint import save_component
+        from ldm.model_folder import save_component
 
         vae_config = self.config.model.vae
         if vae_config.scaling_factor is None:

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ldm.checkpoint import ModelError, read_safetensors, write_safetensors
+from ldm.model_folder import ModelError, read_safetensors, write_safetensors
 
 LATEST = "latest"
 TRAINER_FILE = "trainer.json"

@@ -91,7 +91,7 @@ class ClipStage(Stage):
         self.module.to(context.device).train()
 
     def export(self) -> Path:
-        from ldm.checkpoint import load_state, save_component
+        from ldm.model_folder import load_state, save_component
         from ldm.models.text_encoder import OpenClipTextEncoder
 
         text_config = self.config.model.text_encoder

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ldm.checkpoint import ModelError
+from ldm.model_folder import ModelError
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
 from ldm.models.components import Components
 from ldm.training.config import Text2ImgSection
@@ -94,7 +94,7 @@ class InpaintStage(Text2ImgStage):
         from ldm.images import to_pil
         from ldm.pipeline import Pipeline
 
-        samples = first_samples(self.context.open_dataset("holdout"), len(prompts))
+        samples = first_samples(self.context.open_dataset("validation"), len(prompts))
         samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
         validation, unet = self.config.validation, self.components.unet
         unet.eval()

@@ -19,7 +19,7 @@ def load_frozen_parts(config, section=None) -> Components:
     """Components to train from: init_from (ours or a diffusers SD folder), else the model
     config, with the VAE / text encoder replaced by earlier stages' exports. `section`
     (init_from, vae_from, text_encoder_from) is config.text2img unless given."""
-    from ldm.checkpoint import load_component, load_model, read_model_config
+    from ldm.model_folder import load_component, load_model, read_model_config
     from ldm.models.components import build_components
 
     section = section or config.text2img
@@ -196,6 +196,6 @@ class Text2ImgStage(Stage):
             from ldm.training.diffusers_export import save_diffusers_finetune
 
             return save_diffusers_finetune(self.components.unet, Path(self.init_from()), path)
-        from ldm.checkpoint import save_model
+        from ldm.model_folder import save_model
 
         return save_model(self.components, path)

@@ -41,12 +41,12 @@ def test_parquet_files_are_read_by_extension(saved_dataset, tmp_path):
     assert {s["key"]: s["caption"] for s in build_dataset(config)}["4"] == "row 4"
 
 
-def test_holdout_rows_are_disjoint_from_training_rows(saved_dataset):
+def test_validation_rows_are_disjoint_from_training_rows(saved_dataset):
     path, _ = saved_dataset
-    config = folder_config(path, source="hf", caption_column="caption", holdout=2)
+    config = folder_config(path, source="hf", caption_column="caption", validation=2)
     train = {s["key"] for s in build_dataset(config)}
-    holdout = {s["key"] for s in build_dataset(config, split="holdout")}
-    assert len(holdout) + len(train) + 1 == 6 and not train & holdout  # +1: the truncated row
+    validation = {s["key"] for s in build_dataset(config, split="validation")}
+    assert len(validation) + len(train) + 1 == 6 and not train & validation  # +1: the truncated row
 
 
 def test_a_saved_dataset_dict_reads_the_configured_split(saved_dataset, tmp_path):

@@ -59,10 +59,10 @@ def test_coco_captions_are_drawn_from_the_image_s_own_captions_each_epoch(tmp_pa
     assert drawn <= {f"image 2 caption {c}" for c in range(5)} and len(drawn) > 1
 
 
-def test_coco_holdout_uses_the_first_caption(tmp_path):
+def test_coco_validation_uses_the_first_caption(tmp_path):
     config = coco_folder(tmp_path)
-    config.holdout = 4
-    assert all(s["caption"].endswith("caption 0") for s in build_dataset(config, split="holdout"))
+    config.validation = 4
+    assert all(s["caption"].endswith("caption 0") for s in build_dataset(config, split="validation"))
 
 
 def test_every_bad_or_odd_image_is_counted_by_reason(messy_folder):
@@ -127,18 +127,18 @@ def test_unusable_data_raises_data_error_naming_the_path(tmp_path, problem):
         assert "NAME.txt" in str(error.value) and "caption_from_folder" in str(error.value)
 
 
-def test_holdout_is_disjoint_from_train_and_the_same_for_every_seed(sidecar_folder):
-    config = folder_config(sidecar_folder, holdout=3)
+def test_validation_is_disjoint_from_train_and_the_same_for_every_seed(sidecar_folder):
+    config = folder_config(sidecar_folder, validation=3)
     train = {s["key"] for s in build_dataset(config, seed=0)}
-    holdout = {s["key"] for s in build_dataset(config, seed=0, split="holdout")}
-    assert len(train) == 9 and len(holdout) == 3 and not train & holdout
-    assert holdout == {s["key"] for s in build_dataset(config, seed=5, split="holdout")}
+    validation = {s["key"] for s in build_dataset(config, seed=0, split="validation")}
+    assert len(train) == 9 and len(validation) == 3 and not train & validation
+    assert validation == {s["key"] for s in build_dataset(config, seed=5, split="validation")}
 
 
-def test_holdout_has_no_augmentation_or_dropout(sidecar_folder):
-    config = folder_config(sidecar_folder, holdout=3, crop="random", random_flip=True, caption_dropout=1.0)
-    first = [(s["key"], s["caption"], s["pixels"]) for s in build_dataset(config, seed=0, split="holdout")]
-    second = [(s["key"], s["caption"], s["pixels"]) for s in build_dataset(config, seed=9, split="holdout")]
+def test_validation_has_no_augmentation_or_dropout(sidecar_folder):
+    config = folder_config(sidecar_folder, validation=3, crop="random", random_flip=True, caption_dropout=1.0)
+    first = [(s["key"], s["caption"], s["pixels"]) for s in build_dataset(config, seed=0, split="validation")]
+    second = [(s["key"], s["caption"], s["pixels"]) for s in build_dataset(config, seed=9, split="validation")]
     assert all(caption for _, caption, _ in first)
     assert all(a[0] == b[0] and torch.equal(a[2], b[2]) for a, b in zip(first, second))
     assert all(s["caption"] == "" for s in build_dataset(config, seed=0))

@@ -143,7 +143,7 @@ def test_tiny_vae_posterior_round_trip(tmp_path, sidecar_folder):
         posterior = vae.encode(pixels).latent_dist
         return posterior.mean, posterior.std  # (B, 4, R/2, R/2) each for the tiny KL-f2
 
-    dataset = build_dataset(folder_config(sidecar_folder, holdout=2))
+    dataset = build_dataset(folder_config(sidecar_folder, validation=2))
     cache = LatentCache(tmp_path / "cache", cache_key(fingerprint_module(vae), dataset.describe()))
     build_latent_cache(dataset, encode, cache, batch_size=4, progress=False)
     assert len(cache) == 10 and cache.has(cache.key)

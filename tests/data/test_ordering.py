@@ -1,7 +1,7 @@
 import torch
 
 from ldm.data import build_dataset, make_loader
-from ldm.data.ordering import holdout_split, rank_share
+from ldm.data.ordering import validation_split, rank_share
 
 from .fixtures import folder_config
 
@@ -15,11 +15,11 @@ def test_rank_shares_are_disjoint_complete_and_equal_when_padded():
     assert sorted(sum(unpadded, [])) == items
 
 
-def test_holdout_is_the_last_n_by_key_hash_and_disjoint():
+def test_validation_is_the_last_n_by_key_hash_and_disjoint():
     keys = [f"img{n}" for n in range(50)]
-    train, holdout = holdout_split(keys, 5)
-    assert len(holdout) == 5 and not set(train) & set(holdout) and len(train) + len(holdout) == 50
-    assert holdout_split(keys[::-1], 5)[1] == sorted(49 - i for i in holdout)  # independent of listing order
+    train, validation = validation_split(keys, 5)
+    assert len(validation) == 5 and not set(train) & set(validation) and len(train) + len(validation) == 50
+    assert validation_split(keys[::-1], 5)[1] == sorted(49 - i for i in validation)  # independent of listing order
 
 
 def crops(config, seed, epoch=0):

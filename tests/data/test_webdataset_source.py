@@ -92,15 +92,15 @@ def test_bad_samples_and_a_truncated_shard_are_counted_and_skipped(tmp_path):
     assert stats.skipped == {"unreadable": 1, "no caption": 1, "unreadable shard": 1}
 
 
-@pytest.mark.parametrize("problem", ["missing shard", "holdout", "too few shards"])
+@pytest.mark.parametrize("problem", ["missing shard", "validation", "too few shards"])
 def test_unusable_shards_raise_data_error(tmp_path, problem):
     pattern = write_shards(tmp_path / "shards")
-    config, world_size, expected = shard_config(pattern), 1, "holdout"
+    config, world_size, expected = shard_config(pattern), 1, "validation"
     if problem == "missing shard":
         config.path = pattern.replace("000003}", "000004}")
         expected = str(tmp_path / "shards" / "shard-000004.tar")
-    if problem == "holdout":
-        config.holdout = 2
+    if problem == "validation":
+        config.validation = 2
     if problem == "too few shards":
         world_size, expected = 8, "4 shards"
     with pytest.raises(DataError) as error:

@@ -5,7 +5,7 @@ import torch
 from configs import tiny_train_config
 from tiny_data import tiny_datasets
 
-from ldm.checkpoint import load_component
+from ldm.model_folder import load_component
 from ldm.training.loop import train
 
 
@@ -28,8 +28,8 @@ def test_few_steps_export_a_vae_with_measured_scaling_factor(tmp_path):
     assert abs(float((latents * vae_config.scaling_factor).std()) - 1.0) < 0.05
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert any("discriminator" in r for r in rows) and not any("discriminator" in r for r in rows if r.get("step") == 1)
-    metrics = [r for r in rows if "holdout_psnr" in r]
-    assert [r["step"] for r in metrics] == [2, 3] and all(0 < r["holdout_ssim"] <= 1 for r in metrics)
+    metrics = [r for r in rows if "validation_psnr" in r]
+    assert [r["step"] for r in metrics] == [2, 3] and all(0 < r["validation_ssim"] <= 1 for r in metrics)
 
 
 def test_fixed_scaling_factor_is_kept_and_text2img_uses_the_vae(tmp_path):

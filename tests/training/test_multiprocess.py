@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ldm.checkpoint import read_safetensors
+from ldm.model_folder import read_safetensors
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]

@@ -29,10 +29,10 @@ class TinyImages(Dataset):
         return {"pixels": pixels, "caption": caption, "key": f"{index:05d}"}
 
 
-def tiny_datasets(n: int = 8, resolution: int = 32, holdout: int = 4):
+def tiny_datasets(n: int = 8, resolution: int = 32, validation: int = 4):
     def open_dataset(split: str):
-        if split == "holdout":
-            return TinyImages(holdout, resolution, offset=1000)
+        if split == "validation":
+            return TinyImages(validation, resolution, offset=1000)
         return TinyImages(n, resolution)
 
     return open_dataset

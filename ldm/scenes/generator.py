@@ -1,7 +1,7 @@
 """Procedural landscape scenes with matching captions: license-clean text-to-image data.
 
 A scene is a few attributes (time of day, setting, optional mountains, trees, sun or
-moon, clouds, house). `sample_attributes` draws them, `scene_draw.draw_scene` paints them
+moon, clouds, house). `sample_attributes` draws them, `ldm.scenes.draw.draw_scene` paints them
 and `caption` describes them in varied words. Everything is a pure function of a seed,
 so any example can be regenerated alone:
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ldm.data.scene_draw import draw_scene
+from ldm.scenes.draw import draw_scene
 
 TIMES_OF_DAY = ("dawn", "noon", "dusk", "night")
 SETTINGS = ("lake", "meadow", "desert", "snowfield")

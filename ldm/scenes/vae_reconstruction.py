@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from ldm.data.scenes import make_scene, scene_seed
-from ldm.evaluation import seeds
+from ldm.scenes.generator import make_scene, scene_seed
+from ldm.scenes import seeds
 from ldm.metrics import psnr, ssim
 from ldm.images import from_pil
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ldm.evaluation.attribute_classifier import HEADS, load_classifier
+from ldm.scenes.attribute_classifier import HEADS, load_classifier
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "train_attribute_classifier.py"
 

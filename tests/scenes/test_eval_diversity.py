@@ -1,11 +1,11 @@
-"""Diversity figures (ldm/evaluation/diversity.py)."""
+"""Diversity figures (ldm/scenes/diversity.py)."""
 
 import math
 
 import pytest
 import torch
 
-from ldm.evaluation.diversity import mean_over_prompts, mean_pairwise_feature_distance, pixel_std
+from ldm.scenes.diversity import mean_over_prompts, mean_pairwise_feature_distance, pixel_std
 
 
 def test_identical_images_have_no_diversity():

@@ -6,8 +6,8 @@ import json
 import math
 from pathlib import Path
 
-from ldm.evaluation.attribute_classifier import HEADS
-from ldm.evaluation.model_evaluation import TARGET_SETTINGS
+from ldm.scenes.attribute_classifier import HEADS
+from ldm.scenes.model_evaluation import TARGET_SETTINGS
 
 
 def _percent(value: float | None) -> str:

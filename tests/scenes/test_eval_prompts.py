@@ -1,11 +1,11 @@
-"""Evaluation prompts (ldm/evaluation/prompts.py): splits, and asserting only what is said."""
+"""Evaluation prompts (ldm/scenes/prompts.py): splits, and asserting only what is said."""
 
 import json
 import re
 
 import pytest
 
-from ldm.data.scenes import (
+from ldm.scenes.generator import (
     CLOUD_WORDS,
     HELD_OUT,
     HOUSE_WORDS,
@@ -17,7 +17,7 @@ from ldm.data.scenes import (
     TREE_COUNT_WORDS,
     SceneAttributes,
 )
-from ldm.evaluation.prompts import EvalPrompt, build_prompts, read_prompt_file, stated_attributes
+from ldm.scenes.prompts import EvalPrompt, build_prompts, read_prompt_file, stated_attributes
 
 
 def pair(prompt: EvalPrompt) -> tuple[str, str]:

@@ -1,7 +1,7 @@
 """A small CNN that reads scene attributes off an image: one classification head per attribute.
 
 It is the judge of the quality evaluation, so it learns only from real scenes
-(`ldm.data.scenes.make_scene`), never from a model's outputs. Images go in as the
+(`ldm.scenes.generator.make_scene`), never from a model's outputs. Images go in as the
 project's pixel tensors, (B, 3, H, W) in [-1, 1], at any size; they are resized to
 `input_size` first.
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldm.data.scenes import MAX_TREES, POSITIONS, SETTINGS, TIMES_OF_DAY, SceneAttributes
+from ldm.scenes.generator import MAX_TREES, POSITIONS, SETTINGS, TIMES_OF_DAY, SceneAttributes
 
 DEFAULT_CLASSIFIER_PATH = Path(__file__).parent / "weights" / "scene_attributes.safetensors"
 FORMAT = "ldm-attribute-classifier/1"
@@ -169,7 +169,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Att
     """The classifier in `path`, in eval mode; raises ModelError with a one-line reason."""
     from safetensors import safe_open
 
-    from ldm.checkpoint import ModelError, load_state, read_safetensors
+    from ldm.model_folder import ModelError, load_state, read_safetensors
 
     path = Path(path)
     state = read_safetensors(path)  # refuses pickles, explains a missing or broken file

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ldm.evaluation.prompts import EvalPrompt
+from ldm.scenes.prompts import EvalPrompt
 
 GROUPS = ("seen", "heldout", "all")
 

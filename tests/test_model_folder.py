@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm.checkpoint import ModelError, load_model, save_model
+from ldm.model_folder import ModelError, load_model, save_model
 from ldm.pipeline import Pipeline
 from sd_folder import write_tiny_sd_folder
 
@@ -43,7 +43,7 @@ def test_saving_over_a_model_replaces_it_whole(tiny_components, tmp_path):
 
 def test_a_crash_while_saving_leaves_the_old_model(tiny_components, tmp_path, monkeypatch):
     folder = save_model(tiny_components, tmp_path / "model")
-    import ldm.checkpoint as checkpoint
+    import ldm.model_folder as checkpoint
 
     def crash(state, path):
         raise OSError(28, "No space left on device")

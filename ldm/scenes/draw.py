@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 if TYPE_CHECKING:
-    from ldm.data.scenes import SceneAttributes
+    from ldm.scenes.generator import SceneAttributes
 
 SUPERSAMPLE = 2
 

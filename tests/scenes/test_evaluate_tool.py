@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.evaluation.attribute_classifier import HEADS, AttributeClassifier, ClassifierConfig, save_classifier
-from ldm.evaluation.prompts import build_prompts
+from ldm.scenes.attribute_classifier import HEADS, AttributeClassifier, ClassifierConfig, save_classifier
+from ldm.scenes.prompts import build_prompts
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "evaluate.py"
 

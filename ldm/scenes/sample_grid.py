@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from ldm.evaluation.model_evaluation import PromptImages
+from ldm.scenes.model_evaluation import PromptImages
 
 LABEL_HEIGHT = 14
 GAP = 2

@@ -1,6 +1,6 @@
 """Dataset seeds reserved for evaluation, in one place so they stay apart.
 
-Each is a `seed` for `ldm.data.scenes.scene_seed(seed, index)`, which hashes the pair, so
+Each is a `seed` for `ldm.scenes.generator.scene_seed(seed, index)`, which hashes the pair, so
 two different dataset seeds give unrelated scene streams. Models are trained on small
 dataset seeds (tools/make_scenes.py defaults to 0); these sit far above any of those.
 """

@@ -1,11 +1,11 @@
-"""Scoring (ldm/evaluation/scoring.py): only what a prompt asserts is counted."""
+"""Scoring (ldm/scenes/scoring.py): only what a prompt asserts is counted."""
 
 import pytest
 
-from ldm.data.scenes import SceneAttributes
-from ldm.evaluation.attribute_classifier import scene_labels
-from ldm.evaluation.prompts import EvalPrompt
-from ldm.evaluation.scoring import score_predictions
+from ldm.scenes.generator import SceneAttributes
+from ldm.scenes.attribute_classifier import scene_labels
+from ldm.scenes.prompts import EvalPrompt
+from ldm.scenes.scoring import score_predictions
 
 BARE_SEEN = EvalPrompt("a lake at dawn", SceneAttributes("dawn", "lake"))
 TREES_SEEN = EvalPrompt("two trees in a meadow at noon", SceneAttributes("noon", "meadow", trees=2))

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from ldm.checkpoint import ModelError
-from ldm.data.scenes import SceneAttributes
-from ldm.evaluation import seeds
-from ldm.evaluation.attribute_classifier import (
+from ldm.model_folder import ModelError
+from ldm.scenes.generator import SceneAttributes
+from ldm.scenes import seeds
+from ldm.scenes.attribute_classifier import (
     DEFAULT_CLASSIFIER_PATH,
     HEADS,
     AttributeClassifier,
@@ -16,7 +16,7 @@ from ldm.evaluation.attribute_classifier import (
     save_classifier,
     scene_labels,
 )
-from ldm.evaluation.classifier_training import (
+from ldm.scenes.classifier_training import (
     accuracy_per_head,
     augment,
     gaussian_blur,

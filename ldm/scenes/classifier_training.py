@@ -2,7 +2,7 @@
 
 The data are real scenes only (split "all", so every (setting, time of day) pair,
 held-out ones included: the judge must know them all), from dataset seeds reserved in
-`ldm.evaluation.seeds`, rendered once and kept in memory at the classifier's input size.
+`ldm.scenes.seeds`, rendered once and kept in memory at the classifier's input size.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldm.data.scenes import make_scene, scene_seed
-from ldm.evaluation.attribute_classifier import AttributeClassifier, label_indices
+from ldm.scenes.generator import make_scene, scene_seed
+from ldm.scenes.attribute_classifier import AttributeClassifier, label_indices
 
 CHUNK = 256  # scenes converted to tensors at a time, so full-size renders never pile up
 

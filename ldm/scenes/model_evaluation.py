@@ -14,14 +14,14 @@ from dataclasses import asdict, dataclass
 import torch
 from PIL import Image
 
-from ldm.data.scene_draw import draw_scene
-from ldm.data.scenes import scene_seed
-from ldm.evaluation import seeds
-from ldm.evaluation.attribute_classifier import AttributeClassifier
-from ldm.evaluation.diversity import mean_over_prompts, mean_pairwise_feature_distance, pixel_std
-from ldm.evaluation.prompts import EvalPrompt
-from ldm.evaluation.scoring import score_predictions
-from ldm.evaluation.vae_reconstruction import reconstruction_scores
+from ldm.scenes.draw import draw_scene
+from ldm.scenes.generator import scene_seed
+from ldm.scenes import seeds
+from ldm.scenes.attribute_classifier import AttributeClassifier
+from ldm.scenes.diversity import mean_over_prompts, mean_pairwise_feature_distance, pixel_std
+from ldm.scenes.prompts import EvalPrompt
+from ldm.scenes.scoring import score_predictions
+from ldm.scenes.vae_reconstruction import reconstruction_scores
 from ldm.images import from_pil
 
 # The targets, checked on the "overall" accuracy of each group.

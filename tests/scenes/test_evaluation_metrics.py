@@ -1,4 +1,4 @@
-"""PSNR and SSIM (ldm/evaluation/metrics.py) against their definitions."""
+"""PSNR and SSIM (ldm/scenes/metrics.py) against their definitions."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Tests for the procedural scenes dataset (ldm/data/scenes.py) and tools/make_scenes.py."""
+"""Tests for the procedural scenes dataset (ldm/scenes/generator.py) and tools/make_scenes.py."""
 
 import dataclasses
 import importlib.util
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldm.data.scene_draw import draw_scene
-from ldm.data.scenes import (
+from ldm.scenes.draw import draw_scene
+from ldm.scenes.generator import (
     CLOUD_WORDS,
     HELD_OUT,
     HOUSE_WORDS,

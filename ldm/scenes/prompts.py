@@ -1,6 +1,6 @@
 """Evaluation prompts: scene captions paired with the attributes they state.
 
-A prompt is the caption of a scene (`ldm.data.scenes.caption`), so it describes exactly
+A prompt is the caption of a scene (`ldm.scenes.generator.caption`), so it describes exactly
 that scene: captions always name the time of day and the setting, and name every present
 feature (mountains, trees with their count, sun or moon with its position, clouds, house),
 never an absent one. Only what a prompt states is scored: "a lake at dawn" asserts
@@ -19,8 +19,8 @@ import random
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ldm.data.scenes import HELD_OUT, SceneAttributes, caption, sample_attributes, split_pairs
-from ldm.evaluation.attribute_classifier import scene_labels
+from ldm.scenes.generator import HELD_OUT, SceneAttributes, caption, sample_attributes, split_pairs
+from ldm.scenes.attribute_classifier import scene_labels
 
 PROMPT_SETS = ("seen", "heldout", "both")
 _SPLIT_OF_SET = {"seen": ["train"], "heldout": ["heldout"], "both": ["train", "heldout"]}

@@ -12,9 +12,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ldm.images import resized
+from ldm.settings import Pad
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom (PIL's crop box)
-Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
 
 # 16-bit grey images hold 0..65535; PIL's own conversion to 8 bits clips instead of scaling.
 _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")

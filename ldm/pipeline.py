@@ -15,8 +15,6 @@ the starting latents, the first timestep (strength) and the inpainting constrain
 
 from __future__ import annotations
 
-import dataclasses
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,61 +24,36 @@ from PIL import Image
 
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
-from ldm.diffusion.samplers import DEFAULT_SAMPLER, check_sampler_name, make_sampler
+from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
-from ldm.masks import Pad, composite, crop_box, make_canvas
+from ldm.masks import composite, crop_box, make_canvas
+from ldm.memory import available_bytes, gib, image_bytes
 from ldm.models.components import Components
-from ldm.png_info import GenerationParameters, edit_fields
+from ldm.png_info import ImageParameters
+from ldm.settings import (
+    DEFAULT_LIMITS,
+    GenerationError,
+    Limits,
+    Settings,
+    as_settings,
+    check_input_size,
+    check_settings,
+    check_size,
+)
 from ldm.timing import Stopwatch
-
-
-class GenerationError(ValueError):
-    """A request that cannot be generated; the message says which value is wrong."""
 
 
 @dataclass
 class GenerationResult:
     images: list[Image.Image]
-    parameters: list[GenerationParameters] = field(default_factory=list)  # one per image
+    parameters: list[ImageParameters] = field(default_factory=list)  # one per image
     timings: dict[str, float] = field(default_factory=dict)  # seconds: text, encode, sampling, decode
-    notes: list[str] = field(default_factory=list)  # worth telling the user: an input resized, a mask all black
+    notes: list[str] = field(default_factory=list)  # worth telling the user: an input resized, a prompt cut
 
     @property
     def seeds(self) -> list[int]:
         return [p.seed for p in self.parameters]
-
-
-def check_request(
-    width: Optional[int], height: Optional[int], steps: int, cfg: float, sampler: str, n: int = 1, strength: float = 1.0
-) -> None:
-    """Raises GenerationError naming the first bad value (None sizes mean the model's default)."""
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and (value <= 0 or value % 8):
-            raise GenerationError(f"{name} must be a positive multiple of 8, got {value}")
-    if steps < 1:
-        raise GenerationError(f"steps must be at least 1, got {steps}")
-    if cfg < 0:
-        raise GenerationError(f"cfg must not be negative, got {cfg}")
-    if n < 1:
-        raise GenerationError(f"n must be at least 1, got {n}")
-    if not 0.0 <= strength <= 1.0:
-        raise GenerationError(f"strength must be between 0 and 1, got {strength:g}")
-    try:
-        check_sampler_name(sampler)
-    except ValueError as error:
-        raise GenerationError(str(error)) from None
-
-
-def check_inpaint_request(mask_blur: float, crop_to_mask: Optional[int], pad: Optional[Pad]) -> None:
-    if mask_blur < 0:
-        raise GenerationError(f"mask blur must not be negative, got {mask_blur:g}")
-    if crop_to_mask is not None and crop_to_mask < 0:
-        raise GenerationError(f"crop-to-mask padding must not be negative, got {crop_to_mask}")
-    if pad is not None and len(pad) != 4:
-        raise GenerationError(f"pad needs 4 values (left, top, right, bottom), got {len(pad)}")
-    if pad is not None and min(pad) < 0:
-        raise GenerationError(f"pad must not be negative, got {','.join(map(str, pad))}")
 
 
 def make_generators(seeds: list[int]) -> list[torch.Generator]:
@@ -196,81 +169,63 @@ class Pipeline:
 
     def generate(
         self,
-        prompt: str,
-        negative: str = "",
-        n: int = 1,
-        steps: int = 20,
-        cfg: float = 7.5,
-        sampler: str = DEFAULT_SAMPLER,
-        seed: Optional[int] = None,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        prompt: str | Settings,
+        *,
         callback: Optional[Callable[[StepInfo], None]] = None,
         progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
     ) -> GenerationResult:
-        """`n` images of `prompt`; image k uses seed `seed + k` (random seed if None)."""
-        width = self.default_size if width is None else width
-        height = self.default_size if height is None else height
-        check_request(width, height, steps, cfg, sampler, n)
-        settings = GenerationParameters(prompt, negative, steps, sampler, cfg, 0, width, height, self.components.name)
+        """`n` images of `prompt` (a string with Settings' fields as keywords, or a Settings);
+        image k uses seed `seed + k` (a random seed if None)."""
+        settings = as_settings(prompt, options)
+        check_settings(settings, "txt2img", limits)
+        width, height = settings.width or self.default_size, settings.height or self.default_size
+        check_size(width, height, limits)
         result = GenerationResult(images=[])
-        run_batch = lambda seeds: self._run_batch(settings, seeds, result.timings, callback=callback, progress=progress)  # noqa: E731
-        return self._in_batches(result, settings, n, seed, batch_size, run_batch)
+        run_batch = lambda batch: self._run_batch(batch, width, height, result, callback=callback, progress=progress)  # noqa: E731
+        return self._in_batches(result, settings, "txt2img", (width, height), run_batch)
 
     def img2img(
         self,
-        prompt: str,
+        prompt: str | Settings,
         image: Image.Image,
-        strength: float = 0.75,
-        negative: str = "",
-        n: int = 1,
-        steps: int = 20,
-        cfg: float = 7.5,
-        sampler: str = DEFAULT_SAMPLER,
-        seed: Optional[int] = None,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        strength: Optional[float] = None,
+        *,
         callback: Optional[Callable[[StepInfo], None]] = None,
         progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
     ) -> GenerationResult:
         """`n` images of `prompt` that start from `image`, resized to `width` x `height` (by
         default its own size rounded to multiples of 8). The image is encoded, noised to the
-        timestep `strength` selects and denoised from there: the last int(steps * strength)
-        steps run. strength 1 ignores the image (the same as `generate` with the same seed);
-        a strength that leaves no step (0) returns the image's VAE round trip."""
-        check_request(width, height, steps, cfg, sampler, n, strength)
-        size = work_size(image.size, width, height)
+        timestep `strength` selects (default 0.75) and denoised from there: the last
+        int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
+        with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
+        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        check_settings(settings, "img2img", limits)
+        check_input_size(settings, "img2img", image.size, limits)
+        size = work_size(image.size, settings.width, settings.height)
+        check_size(*size, limits)
         result = GenerationResult(images=[])
         if size != image.size:
             result.notes.append("init image {}x{} resized to {}x{}".format(*image.size, *size))
         pixels = from_pil([resized(image.convert("RGB"), size)])  # (1, 3, H, W)
-        extra = edit_fields(strength)
-        settings = GenerationParameters(prompt, negative, steps, sampler, cfg, 0, *size, self.components.name, extra)
-        run_batch = lambda seeds: self._run_batch(settings, seeds, result.timings, pixels, None, strength, callback, progress)  # noqa: E731
-        return self._in_batches(result, settings, n, seed, batch_size, run_batch)
+        strength = settings.strength_for("img2img")
+        run_batch = lambda batch: self._run_batch(batch, *size, result, pixels, None, strength, callback, progress)  # noqa: E731
+        return self._in_batches(result, settings, "img2img", size, run_batch)
 
     def inpaint(
         self,
-        prompt: str,
+        prompt: str | Settings,
         image: Image.Image,
         mask: Optional[Image.Image] = None,
-        strength: float = 1.0,
-        mask_blur: float = 4,
-        crop_to_mask: Optional[int] = None,
-        pad: Optional[Pad] = None,
-        negative: str = "",
-        n: int = 1,
-        steps: int = 20,
-        cfg: float = 7.5,
-        sampler: str = DEFAULT_SAMPLER,
-        seed: Optional[int] = None,
-        width: Optional[int] = None,
-        height: Optional[int] = None,
-        batch_size: Optional[int] = None,
+        strength: Optional[float] = None,
+        *,
         callback: Optional[Callable[[StepInfo], None]] = None,
         progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
     ) -> GenerationResult:
         """Repaints the white part of `mask` (any mode; resized to the image) in `image`, and
         composites the result over the input through the mask feathered by `mask_blur`
@@ -285,21 +240,21 @@ class Pipeline:
         noised input, as img2img. An all-black mask returns the input unchanged; an all-white
         one (with a 4-channel U-Net) is img2img (txt2img at strength 1) with the same seed.
         """
-        check_request(width, height, steps, cfg, sampler, n, strength)
-        check_inpaint_request(mask_blur, crop_to_mask, pad)
-        if mask is None and pad is None:
+        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        check_settings(settings, "inpaint", limits)
+        check_input_size(settings, "inpaint", image.size, limits)
+        if mask is None and settings.pad is None:
             raise GenerationError("inpainting needs a mask (or an outpainting pad)")
         result = GenerationResult(images=[])
         if mask is not None and mask.size != image.size:
             result.notes.append("mask {}x{} resized to the image's {}x{}".format(*mask.size, *image.size))
-        canvas = make_canvas(image, mask, mask_blur, pad)
-        extra = edit_fields(strength, mask_blur, crop_to_mask, pad)
-        settings = GenerationParameters(prompt, negative, steps, sampler, cfg, 0, *canvas.image.size, self.components.name, extra)
+        canvas = make_canvas(image, mask, settings.mask_blur, settings.pad)
         if canvas.is_empty:
             result.notes.append("mask is all black: nothing to repaint; the input is returned unchanged")
-            return self._in_batches(result, settings, n, seed, batch_size, lambda seeds: [canvas.image.copy() for _ in seeds])
+            return self._in_batches(result, settings, "inpaint", canvas.image.size, lambda batch: [canvas.image.copy() for _ in batch])
         if canvas.is_full:
             result.notes.append("mask is all white: the whole image is repainted")
+        width, height, crop_to_mask = settings.width, settings.height, settings.crop_to_mask
 
         # The region the model sees, at the size it works at.
         if crop_to_mask is None:
@@ -314,11 +269,14 @@ class Pipeline:
         if canvas.is_full and not self.is_inpainting_model:
             region_mask = None
 
-        def run_batch(seeds: list[int]) -> list[Image.Image]:
-            inpainted = self._run_batch(settings, seeds, result.timings, pixels, region_mask, strength, callback, progress)
+        check_size(*size, limits)
+        strength = settings.strength_for("inpaint")
+
+        def run_batch(batch: list[Settings]) -> list[Image.Image]:
+            inpainted = self._run_batch(batch, *size, result, pixels, region_mask, strength, callback, progress)
             return [composite(each, canvas.image, canvas.feather, box) for each in inpainted]
 
-        return self._in_batches(result, settings, n, seed, batch_size, run_batch)
+        return self._in_batches(result, settings, "inpaint", canvas.image.size, run_batch)
 
     # ------------------------------------------------------------------ batches
 
@@ -327,21 +285,48 @@ class Pipeline:
         """A 9-channel U-Net: latents + mask + masked-image latents."""
         return self.components.unet.config.in_channels > self.components.vae.config.latent_channels
 
-    def _in_batches(self, result, settings, n, seed, batch_size, run_batch) -> GenerationResult:
-        """Fills `result` with `n` images made `batch_size` at a time by run_batch(seeds);
-        image k uses seed `seed + k` (a random seed if None)."""
-        seed = random.randrange(2**32) if seed is None else seed
-        batch_size = batch_size or n
-        for start in range(0, n, batch_size):
-            seeds = [seed + k for k in range(start, min(n, start + batch_size))]
-            result.images += run_batch(seeds)
-            result.parameters += [dataclasses.replace(settings, seed=s) for s in seeds]
+    def _in_batches(self, result, settings: Settings, mode: str, size: tuple[int, int], run_batch) -> GenerationResult:
+        """Fills `result` with `n` images made by run_batch(per-image settings), as many at a
+        time as fit in memory (or `batch_size`); image k uses seed `seed + k`."""
+        settings = settings.with_seed()
+        batch_size = settings.batch_size or self.fitting_batch_size(settings, size)
+        each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
+        for start in range(0, settings.n, batch_size):
+            batch = each[start : start + batch_size]
+            result.images += run_batch(batch)
+            result.parameters += [ImageParameters(s, mode, self.components.name, *size) for s in batch]
         return result
 
-    def _prompt_contexts(self, settings: GenerationParameters, count: int):
-        context = self.encode_text([settings.prompt] * count)
-        uncond = self.encode_text([settings.negative_prompt] * count) if settings.cfg_scale > 1.0 else None
+    def fitting_batch_size(self, settings: Settings, size: tuple[int, int]) -> int:
+        """How many images of `size` one batch can hold in the memory there is; GenerationError
+        when not even one fits."""
+        need = image_bytes(self.components, *size, guided=settings.cfg > 1.0)
+        have = available_bytes(self.components.device)
+        if need > have:
+            raise GenerationError(
+                "one {}x{} image needs about {} on {}, more than the {} available: choose a smaller size".format(
+                    *size, gib(need), self.components.device, gib(have)
+                )
+            )
+        return max(1, min(settings.n, have // need))
+
+    def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
+        first = batch[0]
+        for what, text in (("prompt", first.prompt), ("negative prompt", first.negative)):
+            note = self.truncation_note(what, text)
+            if note and note not in notes:
+                notes.append(note)
+        context = self.encode_text([s.prompt for s in batch])
+        uncond = self.encode_text([s.negative for s in batch]) if first.cfg > 1.0 else None
         return context, uncond
+
+    def truncation_note(self, what: str, text: str) -> Optional[str]:
+        """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""
+        encoder = self.components.text_encoder
+        count, room = encoder.count_tokens(text), encoder.max_tokens
+        if count <= room:
+            return None
+        return f"{what} is {count} tokens; the text encoder reads the first {room}, the rest is ignored"
 
     def _noise(self, generators: list[torch.Generator], width: int, height: int) -> torch.Tensor:
         from diffusers.utils.torch_utils import randn_tensor
@@ -349,17 +334,18 @@ class Pipeline:
         shape = self.latent_shape(len(generators), width, height)
         return randn_tensor(shape, generator=generators, device=self.components.device, dtype=self.components.dtype)
 
-    def _run_batch(self, settings, seeds, timings, pixels=None, mask=None, strength=1.0, callback=None, progress=True):
-        """One batch of decoded images: txt2img (no `pixels`), img2img from `pixels` (1, 3, H, W)
-        or inpainting them where `mask` (1, 1, H, W) is 1 (not yet composited)."""
+    def _run_batch(self, batch, width, height, result, pixels=None, mask=None, strength=1.0, callback=None, progress=True):
+        """One batch of decoded images, one per settings in `batch` (same prompt, own seeds):
+        txt2img (no `pixels`), img2img from `pixels` (1, 3, H, W) or inpainting them where
+        `mask` (1, 1, H, W) is 1 (not yet composited)."""
         if mask is None and self.is_inpainting_model:
             raise GenerationError("this model is an inpainting model (its U-Net takes a mask): use inpaint")
-        clock = Stopwatch(timings)
+        clock = Stopwatch(result.timings)
         device, dtype = self.components.device, self.components.dtype
+        settings, seeds = batch[0], [s.seed for s in batch]
         generators = make_generators(seeds)
-        context, uncond = self._prompt_contexts(settings, len(seeds))
+        context, uncond = self._prompt_contexts(batch, result.notes)
         clock.lap("text")
-        width, height = (settings.width, settings.height) if pixels is None else (pixels.shape[-1], pixels.shape[-2])
         # Random draws in diffusers' order (input posterior, noise, masked-input posterior) so
         # that a seed gives their image, ancestral samplers' noise included.
         init_latents = known_region = extra_channels = None
@@ -382,10 +368,16 @@ class Pipeline:
         if pixels is not None:
             clock.lap("encode")
         latents = self.sample(
-            context, uncond, noise, settings.steps, settings.cfg_scale, settings.sampler, generators, callback, progress,
+            context, uncond, noise, settings.steps, settings.cfg, settings.sampler, generators, callback, progress,
             init_latents=init_latents, strength=strength, known_region=known_region, extra_channels=extra_channels,
         )  # fmt: skip
         clock.lap("sampling")
-        images = to_pil(self.decode(latents))
+        decoded = self.decode(latents)  # (B, 3, H, W)
+        if not torch.isfinite(decoded).all():
+            raise GenerationError(
+                f"the images came out as NaN/infinite values (cfg {settings.cfg:g}, {dtype}): nothing was saved; "
+                "try a lower --cfg, or --dtype fp32"
+            )
+        images = to_pil(decoded)
         clock.lap("decode")
         return images

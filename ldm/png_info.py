@@ -4,45 +4,62 @@ tools around it (image browsers, metadata readers) parse:
     a lake at dawn
     Negative prompt: blurry
     Steps: 20, Sampler: dpm++2m, CFG scale: 7.5, Seed: 7, Size: 128x128, Model: scenes
+
+A value holding a comma, a colon or a newline is written as a JSON string, as AUTOMATIC1111
+quotes it, so that it reads back whole.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 
 from PIL import PngImagePlugin
 
+from ldm.settings import Settings
+
 NEGATIVE_PREFIX = "Negative prompt: "
 
 
-@dataclass
-class GenerationParameters:
-    prompt: str
-    negative_prompt: str
-    steps: int
-    sampler: str
-    cfg_scale: float
-    seed: int
+def quote(value: str) -> str:
+    """AUTOMATIC1111's rule: plain unless a comma, colon or newline would split or end it."""
+    if not any(mark in value for mark in ",:\n") and not value.startswith('"'):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def unquote(value: str) -> str:
+    if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+@dataclass(frozen=True)
+class ImageParameters:
+    """What one image was made with: its settings (with its own seed), mode, model and size."""
+
+    settings: Settings
+    mode: str
+    model: str
     width: int
     height: int
-    model: str
-    extra: dict | None = None  # further "Key: value" pairs (e.g. Denoising strength)
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    def fields(self) -> dict[str, str]:
+        return self.settings.png_fields(self.mode, self.model, self.width, self.height)
 
     def to_text(self) -> str:
-        lines = [self.prompt]
-        if self.negative_prompt:
-            lines.append(NEGATIVE_PREFIX + self.negative_prompt)
-        fields = {
-            "Steps": self.steps,
-            "Sampler": self.sampler,
-            "CFG scale": f"{self.cfg_scale:g}",
-            "Seed": self.seed,
-            "Size": f"{self.width}x{self.height}",
-            "Model": self.model,
-            **(self.extra or {}),
-        }
-        lines.append(", ".join(f"{key}: {value}" for key, value in fields.items()))
+        lines = [self.settings.prompt]
+        if self.settings.negative:
+            lines.append(NEGATIVE_PREFIX + self.settings.negative)
+        lines.append(", ".join(f"{key}: {quote(str(value))}" for key, value in self.fields().items()))
         return "\n".join(lines)
 
     def png_info(self) -> PngImagePlugin.PngInfo:
@@ -51,20 +68,7 @@ class GenerationParameters:
         return info
 
 
-def edit_fields(strength: float, mask_blur: float | None = None, crop_padding: int | None = None, pad=None) -> dict:
-    """The img2img / inpainting settings under the names AUTOMATIC1111 gives them (the
-    outpainting pad has none there: ours, space-separated so that no comma splits it)."""
-    fields = {"Denoising strength": f"{strength:g}"}
-    if mask_blur is not None:
-        fields["Mask blur"] = f"{mask_blur:g}"
-    if crop_padding is not None:
-        fields.update({"Inpaint area": "Only masked", "Masked area padding": crop_padding})
-    if pad is not None:
-        fields["Outpaint padding"] = " ".join(map(str, pad))
-    return fields
-
-
-_FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^"])*"|[^,]*)(?:,|$)')
+_FIELD = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^"\\])*"|[^,]*)(?:,|$)')
 
 
 def parse_parameters(text: str) -> dict:
@@ -79,5 +83,5 @@ def parse_parameters(text: str) -> dict:
         (target if target is not None else prompt_lines).append(line)
     result = {"prompt": "\n".join(prompt_lines), "negative_prompt": "\n".join(negative_lines)}
     for key, value in _FIELD.findall(settings):
-        result[key.strip()] = value.strip()
+        result[key.strip()] = unquote(value.strip())
     return result

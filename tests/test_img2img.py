@@ -8,7 +8,8 @@ from reference import LastLatents, diffusers_pipeline
 
 from ldm.diffusion.samplers import SAMPLER_NAMES, make_sampler
 from ldm.images import from_pil, to_pil, work_size
-from ldm.pipeline import GenerationError, Pipeline, make_generators
+from ldm.settings import GenerationError
+from ldm.pipeline import Pipeline, make_generators
 from ldm.png_info import parse_parameters
 
 STEPS = 4

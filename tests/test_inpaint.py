@@ -9,7 +9,8 @@ from reference import LastLatents, diffusers_pipeline
 
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.masks import crop_box
-from ldm.pipeline import GenerationError, Pipeline, make_generators
+from ldm.settings import GenerationError
+from ldm.pipeline import Pipeline, make_generators
 from ldm.png_info import parse_parameters
 
 STEPS = 4
@@ -176,7 +177,10 @@ def test_a_mask_of_another_size_is_resized_and_said_so(tiny_components, photo, s
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"pad": (0, 0, -8, 0)}, "pad must not be negative"),
     ({"pad": (1, 2)}, "pad needs 4 values"),
-    ({"mask_blur": -1}, "mask blur must not be negative"),
+    ({"mask_blur": -1}, "mask blur must be between 0 and 256 pixels, got -1"),
+    ({"mask_blur": 1e12}, "mask blur must be between 0 and 256 pixels"),
+    ({"mask_blur": float("nan")}, "mask blur must be between 0 and 256 pixels"),
+    ({"pad": (100_000, 0, 0, 0)}, "outpainted canvas 100032x32 is 3.2 megapixels, over the limit"),
     ({"crop_to_mask": -4}, "crop-to-mask padding must not be negative"),
     ({"strength": 1.5}, "strength must be between 0 and 1"),
 ])  # fmt: skip

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ldm.diffusion.samplers import SAMPLER_NAMES, UnknownSampler, make_sampler
-from ldm.pipeline import GenerationError, Pipeline
+from ldm.settings import GenerationError
+from ldm.pipeline import Pipeline
 
 
 def pixels(image):
@@ -50,8 +51,16 @@ def test_sizes_are_any_multiple_of_8(tiny_components):
     [
         ({"width": 30}, "width must be a positive multiple of 8"),
         ({"height": 0}, "height must be a positive multiple of 8"),
-        ({"steps": 0}, "steps must be at least 1"),
-        ({"cfg": -1.0}, "cfg must not be negative"),
+        ({"steps": 0}, "steps must be between 1 and 1000, got 0"),
+        ({"steps": 1_000_000}, "steps must be between 1 and 1000"),
+        ({"cfg": -1.0}, "cfg must be a finite number >= 0"),
+        ({"cfg": float("inf")}, "cfg must be a finite number"),
+        ({"cfg": float("nan")}, "cfg must be a finite number"),
+        ({"n": 100_000}, "n must be between 1 and 1000"),
+        ({"batch_size": -1}, "batch size must be at least 1"),
+        ({"seed": 10**23}, "seed must be between 0 and 2\\*\\*63-1"),
+        ({"seed": -1}, "seed must be between 0"),
+        ({"width": 100_000, "height": 100_000}, "image 100000x100000 is 10000.0 megapixels, over the limit"),
         ({"sampler": "plms"}, "known samplers: ddpm, ddim"),
     ],
 )

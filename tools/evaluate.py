@@ -87,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.scenes.prompts import build_prompts, read_prompt_file
     from ldm.scenes.report import markdown_report, write_json
     from ldm.scenes.sample_grid import pick_rows, sample_grid
-    from ldm.pipeline import GenerationError, Pipeline, check_request
+    from ldm.pipeline import Pipeline
+    from ldm.settings import GenerationError, Settings, check_settings
 
     try:
-        check_request(args.size, args.size, args.steps, args.cfg, args.sampler, args.n_per_prompt)
+        request = Settings(width=args.size, height=args.size, steps=args.steps, cfg=args.cfg, sampler=args.sampler)
+        check_settings(request.replace(n=args.n_per_prompt), "txt2img")
     except GenerationError as error:
         return _fail(str(error))
     try:

@@ -16,11 +16,11 @@ from ldm.cli.common import (
     run_command,
     save_png_atomic,
 )
-from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES
+from ldm.cli.options import OneLineParser, add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
+from ldm.settings import GenerationError, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
 PROG = "ldm-generate"
-DEFAULT_STRENGTH = 0.75  # img2img: AUTOMATIC1111's default denoising strength
 
 EXAMPLES = """examples:
   ldm-generate "a lake at dawn" --cfg 7.5
@@ -35,7 +35,7 @@ settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Generate images from a text prompt with a latent diffusion model.",
         epilog=EXAMPLES,
@@ -43,49 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", help="what to draw")
     add_model_arguments(parser)
-    add_sampling_arguments(parser)
-    parser.add_argument("--width", type=int, help="image width in pixels, a multiple of 8 (default: the model's size)")
-    parser.add_argument("--height", type=int, help="image height in pixels, a multiple of 8 (default: the model's size)")
-    parser.add_argument("--batch-size", type=int, help="images per U-Net batch (default: all --n at once)")
+    add_setting_arguments(parser, "img2img")
     parser.add_argument(
         "--init-image",
         metavar="FILE",
         help="image to image: start from this picture (resized to --width/--height when given, "
         "else used at its own size rounded to multiples of 8)",
     )
-    parser.add_argument(
-        "--strength",
-        type=float,
-        metavar="S",
-        help=f"with --init-image: how much of it is repainted, 0 (returned as is, through the VAE) "
-        f"to 1 (ignored: plain text to image) (default {DEFAULT_STRENGTH})",
-    )
-    add_output_argument(parser)
+    add_output_arguments(parser)
+    add_limit_arguments(parser)
     return parser
 
 
-def add_output_argument(parser: argparse.ArgumentParser) -> None:
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ldm-generate and ldm-inpaint, beside the settings."""
     parser.add_argument(
         "--out",
         default="outputs",
         metavar="FILE_OR_DIR",
         help="a .png file, or a folder that receives NNNNN-SEED.png files (default: outputs/)",
     )
-
-
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ldm-generate and ldm-inpaint."""
-    parser.add_argument("--negative", default="", metavar="TEXT", help="negative prompt: what to steer away from")
-    parser.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale; <= 1 turns guidance off (default 7.5)")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    parser.add_argument(
-        "--sampler",
-        default=DEFAULT_SAMPLER,
-        metavar="NAME",
-        help=f"one of {', '.join(SAMPLER_NAMES)} (default {DEFAULT_SAMPLER})",
-    )
-    parser.add_argument("--seed", type=int, help="seed of the first image (default: random, printed)")
-    parser.add_argument("--n", type=int, default=1, help="number of images (default 1)")
     parser.add_argument("--timings", action="store_true", help="print a wall-time breakdown on stderr")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -95,46 +72,50 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
-    import random
-
     from ldm.images import ImageError, load_image
-    from ldm.pipeline import GenerationError, check_request
 
     clock.lap("imports")
-    # Check cheap things before loading anything.
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    mode = "txt2img" if args.init_image is None else "img2img"
     if args.strength is not None and args.init_image is None:
         raise UsageError("--strength needs --init-image")
-    strength = args.strength if args.strength is not None else DEFAULT_STRENGTH
+    settings, limits = checked_settings(args, mode)
     try:
-        check_request(args.width, args.height, args.steps, args.cfg, args.sampler, args.n, strength)
         init_image = load_image(args.init_image, "init image") if args.init_image else None
+        if init_image is not None:
+            check_input_size(settings, mode, init_image.size, limits)
     except (GenerationError, ImageError) as error:
         raise UsageError(str(error)) from None
-    paths = output_paths(args.out, args.n, seed)
-    check_writable(paths)
-    pipe = load_pipeline(args, clock)
-    options = dict(
-        negative=args.negative,
-        n=args.n,
-        steps=args.steps,
-        cfg=args.cfg,
-        sampler=args.sampler,
-        seed=seed,
-        width=args.width,
-        height=args.height,
-        batch_size=args.batch_size,
-        progress=not args.quiet,
-    )
-    try:
+
+    def generate(pipe):
         if init_image is None:
-            result = pipe.generate(args.prompt, **options)
-        else:
-            result = pipe.img2img(args.prompt, init_image, strength, **options)
+            return pipe.generate(settings, limits=limits, progress=not args.quiet)
+        return pipe.img2img(settings, init_image, limits=limits, progress=not args.quiet)
+
+    produce(PROG, args, settings, generate, clock)
+    return 0
+
+
+def checked_settings(args: argparse.Namespace, mode: str) -> tuple[Settings, object]:
+    """The request's settings with a concrete seed, and its limits; cheap checks before loading anything."""
+    settings = settings_from_args(args, mode).with_seed()
+    limits = limits_from_args(args)
+    try:
+        check_settings(settings, mode, limits)
     except GenerationError as error:
         raise UsageError(str(error)) from None
-    finish(PROG, args, result, paths, clock)
-    return 0
+    return settings, limits
+
+
+def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, clock: Stopwatch) -> None:
+    """Loads the model, runs `generate(pipeline)`, tells the result's notes, saves its images."""
+    paths = output_paths(args.out, settings.n, settings.seed)
+    check_writable(paths)
+    pipe = load_pipeline(args, clock)
+    try:
+        result = generate(pipe)
+    except GenerationError as error:
+        raise UsageError(str(error)) from None
+    finish(prog, args, result, paths, clock)
 
 
 def load_pipeline(args: argparse.Namespace, clock: Stopwatch):

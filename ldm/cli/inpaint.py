@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ldm.cli.common import UsageError, add_model_arguments, check_writable, output_paths, run_command
-from ldm.cli.generate import add_output_argument, add_sampling_arguments, finish, load_pipeline
+from ldm.cli.common import UsageError, add_model_arguments, run_command
+from ldm.cli.generate import add_output_arguments, checked_settings, produce
+from ldm.cli.options import OneLineParser, add_limit_arguments, add_setting_arguments
+from ldm.settings import GenerationError, check_input_size
 from ldm.timing import Stopwatch
 
 PROG = "ldm-inpaint"
-DEFAULT_MASK_BLUR = 4.0  # AUTOMATIC1111's default
+# This command's own words for shared settings.
+HELPS = {
+    "strength": "how much of the masked region is repainted: below 1 starts from the noised image (default 1)",
+    "width": "width the region is inpainted at, a multiple of 8 (default: the image's, rounded; "
+    "with --crop-to-mask the model's); the output keeps the input's size",
+    "height": "height the region is inpainted at (as --width)",
+}
 
 EXAMPLES = """examples:
   ldm-inpaint "a red boat" --image lake.png --mask boat-mask.png
@@ -26,7 +34,7 @@ unmasked part of the image at every step."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description="Repaint the masked part of an image from a text prompt with a latent diffusion model.",
         epilog=EXAMPLES,
@@ -39,59 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="white = repaint, black = keep; resized to the image if needed (required unless --pad)",
     )
-    parser.add_argument(
-        "--strength",
-        type=float,
-        default=1.0,
-        metavar="S",
-        help="how much of the masked region is repainted: below 1 starts from the noised image (default 1)",
-    )
-    parser.add_argument(
-        "--mask-blur",
-        type=float,
-        default=DEFAULT_MASK_BLUR,
-        metavar="PX",
-        help=f"Gaussian blur (sigma, pixels) of the mask before thresholding, and the feather of the "
-        f"blend over the input; 0: hard edges (default {DEFAULT_MASK_BLUR:g})",
-    )
-    parser.add_argument(
-        "--crop-to-mask",
-        type=int,
-        metavar="PADDING",
-        help="inpaint only a crop around the mask (PADDING pixels wider on each side) at the model's "
-        "resolution (or --width/--height) and paste it back: small edits on large images",
-    )
-    parser.add_argument(
-        "--pad",
-        metavar="LEFT,TOP,RIGHT,BOTTOM",
-        help="outpaint: extend the canvas by these many pixels (one number: all sides) and paint the new border",
-    )
     add_model_arguments(parser)
-    add_sampling_arguments(parser)
-    parser.add_argument(
-        "--width",
-        type=int,
-        help="width the region is inpainted at, a multiple of 8 (default: the image's, rounded; "
-        "with --crop-to-mask the model's); the output keeps the input's size",
-    )
-    parser.add_argument("--height", type=int, help="height the region is inpainted at (as --width)")
-    parser.add_argument("--batch-size", type=int, help="images per U-Net batch (default: all --n at once)")
-    add_output_argument(parser)
+    add_setting_arguments(parser, "inpaint", HELPS)
+    add_output_arguments(parser)
+    add_limit_arguments(parser)
     return parser
-
-
-def parse_pad(text: str | None) -> tuple[int, int, int, int] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) == 1:
-        values = values * 4
-    if len(values) != 4:
-        raise UsageError(f"--pad must be LEFT,TOP,RIGHT,BOTTOM (or one number) in pixels, got {text!r}")
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,52 +59,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
-    import random
-
     from ldm.images import ImageError, load_image
-    from ldm.pipeline import GenerationError, check_inpaint_request, check_request
 
     clock.lap("imports")
-    # Check cheap things before loading anything.
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
     if args.image is None:
         raise UsageError("--image is required: the picture to inpaint")
     if args.mask is None and args.pad is None:
         raise UsageError("--mask is required (white = repaint, black = keep), or --pad to outpaint")
-    pad = parse_pad(args.pad)
+    settings, limits = checked_settings(args, "inpaint")
     try:
-        check_request(args.width, args.height, args.steps, args.cfg, args.sampler, args.n, args.strength)
-        check_inpaint_request(args.mask_blur, args.crop_to_mask, pad)
         image = load_image(args.image, "image")
         mask = load_image(args.mask, "mask") if args.mask else None
+        check_input_size(settings, "inpaint", image.size, limits)
     except (GenerationError, ImageError) as error:
         raise UsageError(str(error)) from None
-    paths = output_paths(args.out, args.n, seed)
-    check_writable(paths)
-    pipe = load_pipeline(args, clock)
-    try:
-        result = pipe.inpaint(
-            args.prompt,
-            image,
-            mask,
-            strength=args.strength,
-            mask_blur=args.mask_blur,
-            crop_to_mask=args.crop_to_mask,
-            pad=pad,
-            negative=args.negative,
-            n=args.n,
-            steps=args.steps,
-            cfg=args.cfg,
-            sampler=args.sampler,
-            seed=seed,
-            width=args.width,
-            height=args.height,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-        )
-    except GenerationError as error:
-        raise UsageError(str(error)) from None
-    finish(PROG, args, result, paths, clock)
+    produce(PROG, args, settings, lambda pipe: pipe.inpaint(settings, image, mask, limits=limits, progress=not args.quiet), clock)
     return 0
 
 

@@ -64,6 +64,14 @@ class OpenClipTextEncoder(nn.Module):
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         return self.tokenizer(list(prompts))  # (B, context_length) int64
 
+    @property
+    def max_tokens(self) -> int:
+        """Prompt tokens read; the rest is cut (the start and end marks take two places)."""
+        return self.config.context_length - 2
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer.encode(prompt))
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.tower.forward_intermediates(
             tokens,
@@ -96,6 +104,13 @@ class HFClipTextEncoder(nn.Module):
             truncation=True,
             return_tensors="pt",
         ).input_ids
+
+    @property
+    def max_tokens(self) -> int:
+        return self.tokenizer.model_max_length - 2
+
+    def count_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False).input_ids)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # Same as StableDiffusionPipeline: the last hidden state, final LayerNorm applied

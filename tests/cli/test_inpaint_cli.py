@@ -41,7 +41,10 @@ BAD_INPAINT = {
     "strength above 1": (["--image", "photo.png", "--mask", "mask.png", "--strength", "1.5"], "strength must be between 0 and 1"),
     "negative pad": (["--image", "photo.png", "--pad", "0,0,-8,0"], "pad must not be negative"),
     "negative pad, = form": (["--image", "photo.png", "--pad=-8,0,0,0"], "pad must not be negative"),
-    "pad not numbers": (["--image", "photo.png", "--pad", "wide"], "--pad must be LEFT,TOP,RIGHT,BOTTOM"),
+    "pad not numbers": (["--image", "photo.png", "--pad", "wide"], "argument --pad: must be LEFT,TOP,RIGHT,BOTTOM"),
+    "huge pad": (["--image", "photo.png", "--pad", "100000"], "outpainted canvas 200032x200032 is"),
+    "huge mask blur": (["--image", "photo.png", "--mask", "mask.png", "--mask-blur", "1e12"], "mask blur must be between 0 and 256"),
+    "steps not a number": (["--image", "photo.png", "--mask", "mask.png", "--steps", "many"], "argument --steps: invalid int value"),
     "negative crop padding": (["--image", "photo.png", "--mask", "mask.png", "--crop-to-mask", "-4"], "must not be negative"),
 }  # fmt: skip
 
@@ -92,12 +95,14 @@ BAD_IMG2IMG = {
     "init image not an image": (["--init-image", "notes.png"], "is not an image"),
     "strength above 1": (["--init-image", "photo.png", "--strength", "1.5"], "strength must be between 0 and 1"),
     "strength without image": (["--strength", "0.5"], "--strength needs --init-image"),
+    "init image over the pixel limit": (["--init-image", "big.png"], "input picture 2048x1536 is 3.1 megapixels, over the limit"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", BAD_IMG2IMG)
 def test_bad_img2img_input_is_one_line_and_exit_2(files, capsys, monkeypatch, case):
     monkeypatch.chdir(files)
+    Image.new("RGB", (2048, 1536)).save(files / "big.png")
     args, message = BAD_IMG2IMG[case]
     status, err = run_cli(generate.main, inpaint_args(files, *args), capsys)
     assert status == 2

@@ -1,0 +1,61 @@
+"""The command-line face of ldm.settings: one flag per setting, made from its declaration,
+and the namespace argparse returns turned back into a Settings."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from ldm.settings import DEFAULT_LIMITS, Limits, Settings, fields_of, option_of
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too ("prog: error: ..."), like every other input error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _argparse_type(parse):
+    if parse in (int, float, str):
+        return parse  # argparse words their errors itself: "invalid int value: 'x'"
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse names the type in its errors
+    return convert
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, mode: str, helps: dict[str, str] | None = None) -> None:
+    """A flag for every setting `mode` takes; `helps` overrides a help text for this command.
+    Defaults stay None in the namespace, so "not given" is told apart from "given the default"."""
+    helps = helps or {}
+    for each in fields_of(mode):
+        spec = option_of(each)
+        if spec.flag is None:
+            continue
+        text = helps.get(each.name, spec.help)
+        if each.default not in (None, "") and "(default" not in text:
+            text += f" (default {each.default})"
+        parser.add_argument(spec.flag, dest=each.name, type=_argparse_type(spec.parse), metavar=spec.metavar, help=text)
+
+
+def settings_from_args(args: argparse.Namespace, mode: str) -> Settings:
+    given = {each.name: getattr(args, each.name) for each in fields_of(mode) if getattr(args, each.name, None) is not None}
+    return Settings(**given)
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("limits", "checked before any work; raise them if your hardware has room")
+    for each in dataclasses.fields(Limits):
+        flag = "--" + each.name.replace("_", "-")
+        group.add_argument(flag, type=type(each.default), metavar="N", help=f"(default {each.default:g})")
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    given = {each.name: getattr(args, each.name) for each in dataclasses.fields(Limits) if getattr(args, each.name) is not None}
+    return dataclasses.replace(DEFAULT_LIMITS, **given)

@@ -1,0 +1,281 @@
+"""One settings object for a generation request, from the command line to the pipeline to
+the PNG `parameters` chunk (and the HTTP API): each option is declared once, here, with its
+command-line flag, its name in AUTOMATIC1111's PNG parameters and HTTP API, its help text
+and its check. Adding an option is a one-place change.
+
+    settings = Settings(prompt="a lake at dawn", cfg=7.5, seed=7)
+    check_settings(settings, "txt2img")          # GenerationError naming the first bad value
+    pipe.generate(settings)                      # or pipe.generate("a lake", cfg=7.5, seed=7)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
+from ldm.errors import LdmError
+
+MODES = ("txt2img", "img2img", "inpaint")
+EDIT_MODES = ("img2img", "inpaint")
+# How much of the picture img2img / inpainting repaints when the user does not say
+# (img2img: AUTOMATIC1111's default denoising strength).
+DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.75, "inpaint": 1.0}
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; A1111 and diffusers accept this range
+RANDOM_SEEDS = 2**32  # a random seed is drawn below this, as AUTOMATIC1111 does
+
+
+Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
+
+
+class GenerationError(LdmError, ValueError):
+    """A request that cannot be generated; the message says which value is wrong."""
+
+
+
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one setting shows outside Python."""
+
+    help: str
+    flag: Optional[str] = None  # command-line flag; None: not a flag (the prompt is positional)
+    label: Optional[str] = None  # key in the PNG `parameters` line (AUTOMATIC1111's name); None: not written
+    api: Optional[str] = None  # field of AUTOMATIC1111's /sdapi/v1 requests
+    metavar: Optional[str] = None
+    parse: Callable[[str], Any] = str  # command-line text -> value
+    show: Callable[[Any], str] = str  # value -> PNG text
+    modes: tuple[str, ...] = MODES  # the commands that take it
+
+
+def option(default, **spec) -> Any:
+    return field(default=default, metadata={"option": Option(**spec)})
+
+
+def parse_pad(text: str) -> Pad:
+    """'L,T,R,B' or one number for all sides."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) == 1:
+        values = values * 4
+    if len(values) != 4:
+        raise ValueError(f"must be LEFT,TOP,RIGHT,BOTTOM (or one number) in pixels, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def show_float(value: float) -> str:
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A generation request. None means "the default": the model's size for width/height,
+    a random seed, the mode's strength (txt2img 1, img2img 0.75, inpaint 1), all --n at once."""
+
+    prompt: str = option("", help="what to draw", api="prompt")
+    negative: str = option(
+        "", help="negative prompt: what to steer away from", flag="--negative", metavar="TEXT", api="negative_prompt"
+    )
+    steps: int = option(20, help="denoising steps", flag="--steps", label="Steps", api="steps", parse=int)
+    sampler: str = option(
+        DEFAULT_SAMPLER,
+        help=f"one of {', '.join(SAMPLER_NAMES)}",
+        flag="--sampler",
+        label="Sampler",
+        api="sampler_name",
+        metavar="NAME",
+    )
+    cfg: float = option(
+        7.5,
+        help="classifier-free guidance scale; <= 1 turns guidance off",
+        flag="--cfg",
+        label="CFG scale",
+        api="cfg_scale",
+        parse=float,
+        show=show_float,
+    )
+    seed: Optional[int] = option(
+        None, help="seed of the first image (default: random, printed)", flag="--seed", label="Seed", api="seed", parse=int
+    )
+    width: Optional[int] = option(
+        None, help="image width in pixels, a multiple of 8 (default: the model's size)", flag="--width", api="width", parse=int
+    )
+    height: Optional[int] = option(
+        None, help="image height in pixels, a multiple of 8 (default: the model's size)", flag="--height", api="height", parse=int
+    )
+    n: int = option(1, help="number of images", flag="--n", parse=int)
+    batch_size: Optional[int] = option(
+        None,
+        help="images per denoiser batch (default: as many as fit in memory, up to --n)",
+        flag="--batch-size",
+        api="batch_size",
+        parse=int,
+    )
+    strength: Optional[float] = option(
+        None,
+        help="how much of the picture is repainted: 0 returns it (through the VAE), 1 ignores it "
+        "(default: 0.75 for --init-image, 1 for inpainting)",
+        flag="--strength",
+        label="Denoising strength",
+        api="denoising_strength",
+        metavar="S",
+        parse=float,
+        show=show_float,
+        modes=EDIT_MODES,
+    )
+    mask_blur: float = option(
+        4.0,
+        help="Gaussian blur (sigma, pixels) of the mask before thresholding, and the feather of the blend "
+        "over the input; 0: hard edges",
+        flag="--mask-blur",
+        label="Mask blur",
+        api="mask_blur",
+        metavar="PX",
+        parse=float,
+        show=show_float,
+        modes=("inpaint",),
+    )
+    crop_to_mask: Optional[int] = option(
+        None,
+        help="inpaint only a crop around the mask (PADDING pixels wider on each side) at the model's "
+        "resolution (or --width/--height) and paste it back: small edits on large images",
+        flag="--crop-to-mask",
+        label="Masked area padding",
+        api="inpaint_full_res_padding",
+        metavar="PADDING",
+        parse=int,
+        modes=("inpaint",),
+    )
+    pad: Optional[Pad] = option(
+        None,
+        help="outpaint: extend the canvas by these many pixels (one number: all sides) and paint the new border",
+        flag="--pad",
+        label="Outpaint padding",  # not in AUTOMATIC1111; space-separated so that no comma splits it
+        metavar="LEFT,TOP,RIGHT,BOTTOM",
+        parse=parse_pad,
+        show=lambda pad: " ".join(map(str, pad)),
+        modes=("inpaint",),
+    )
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def strength_for(self, mode: str) -> float:
+        return DEFAULT_STRENGTH[mode] if self.strength is None else self.strength
+
+    def with_seed(self) -> "Settings":
+        """These settings with a concrete seed (a random one when none was given)."""
+        return self if self.seed is not None else self.replace(seed=random.randrange(RANDOM_SEEDS))
+
+    def png_fields(self, mode: str, model: str, width: int, height: int) -> dict[str, str]:
+        """The "Key: value" pairs of the PNG `parameters` line, in AUTOMATIC1111's order
+        (the prompts have lines of their own)."""
+        fields = {}
+        for each in fields_of(mode):
+            spec = option_of(each)
+            if each.name == "width":
+                fields.update({"Size": f"{width}x{height}", "Model": model})
+            value = self.strength_for(mode) if each.name == "strength" else getattr(self, each.name)
+            if spec.label is None or value is None:
+                continue
+            if each.name == "crop_to_mask":
+                fields["Inpaint area"] = "Only masked"
+            fields[spec.label] = spec.show(value)
+        return fields
+
+
+def option_of(each: dataclasses.Field) -> Option:
+    return each.metadata["option"]
+
+
+def fields_of(mode: str) -> list[dataclasses.Field]:
+    """The settings a mode takes, in declaration order."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    return [each for each in dataclasses.fields(Settings) if mode in option_of(each).modes]
+
+
+def as_settings(prompt: "str | Settings", options: dict) -> Settings:
+    """The Python API's two spellings: a Settings (with optional changes) or a prompt and keywords."""
+    if isinstance(prompt, Settings):
+        return prompt.replace(**options) if options else prompt
+    return Settings(prompt=prompt, **options)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds checked before any work; a user with the hardware for more raises them."""
+
+    max_pixels: int = 2048 * 1024  # per image (width x height), inputs at their own size included
+    max_steps: int = 1000  # a model's training timesteps: more steps than that repeat timesteps
+    max_images: int = 1000  # --n per command
+    max_mask_blur: float = 256.0  # pixels (sigma); AUTOMATIC1111's slider stops at 64
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def check_size(width: int, height: int, limits: Limits, what: str = "image") -> None:
+    if width * height > limits.max_pixels:
+        raise GenerationError(
+            f"{what} {width}x{height} is {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{limits.max_pixels / 1e6:.1f} (raise it with --max-pixels if your hardware has the memory)"
+        )
+
+
+def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raises GenerationError naming the first bad value; cheap, so it runs before any loading."""
+    for name in ("width", "height"):
+        value = getattr(settings, name)
+        if value is not None and (value <= 0 or value % 8):
+            raise GenerationError(f"{name} must be a positive multiple of 8, got {value}")
+    if settings.width and settings.height:
+        check_size(settings.width, settings.height, limits)
+    if not 1 <= settings.steps <= limits.max_steps:
+        raise GenerationError(f"steps must be between 1 and {limits.max_steps}, got {settings.steps}")
+    if not math.isfinite(settings.cfg) or settings.cfg < 0:
+        raise GenerationError(f"cfg must be a finite number >= 0, got {settings.cfg:g}")
+    if not 1 <= settings.n <= limits.max_images:
+        raise GenerationError(f"n must be between 1 and {limits.max_images}, got {settings.n}")
+    if settings.batch_size is not None and settings.batch_size < 1:
+        raise GenerationError(f"batch size must be at least 1, got {settings.batch_size}")
+    if settings.seed is not None and not 0 <= settings.seed <= MAX_SEED - (settings.n - 1):
+        raise GenerationError(f"seed must be between 0 and 2**63-1 (with room for n images), got {settings.seed}")
+    strength = settings.strength_for(mode)
+    if not 0.0 <= strength <= 1.0:  # NaN fails this too
+        raise GenerationError(f"strength must be between 0 and 1, got {strength:g}")
+    try:
+        check_sampler_name(settings.sampler)
+    except ValueError as error:
+        raise GenerationError(str(error)) from None
+    if mode == "inpaint":
+        check_inpaint_settings(settings, limits)
+
+
+def check_inpaint_settings(settings: Settings, limits: Limits) -> None:
+    if not 0 <= settings.mask_blur <= limits.max_mask_blur:  # NaN fails this too
+        raise GenerationError(f"mask blur must be between 0 and {limits.max_mask_blur:g} pixels, got {settings.mask_blur:g}")
+    if settings.crop_to_mask is not None and settings.crop_to_mask < 0:
+        raise GenerationError(f"crop-to-mask padding must not be negative, got {settings.crop_to_mask}")
+    pad = settings.pad
+    if pad is not None and len(pad) != 4:
+        raise GenerationError(f"pad needs 4 values (left, top, right, bottom), got {len(pad)}")
+    if pad is not None and min(pad) < 0:
+        raise GenerationError(f"pad must not be negative, got {','.join(map(str, pad))}")
+
+
+def check_input_size(settings: Settings, mode: str, image_size: tuple[int, int], limits: Limits = DEFAULT_LIMITS) -> None:
+    """The sizes an input picture leads to (its own size, or the outpainted canvas) within the limits."""
+    width, height = image_size
+    if mode == "inpaint" and settings.pad is not None:
+        left, top, right, bottom = settings.pad
+        width, height = width + left + right, height + top + bottom
+        check_size(width, height, limits, "outpainted canvas")
+    if settings.width is None or settings.height is None:
+        check_size(width, height, limits, "input picture")

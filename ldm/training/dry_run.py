@@ -198,7 +198,7 @@ def measure_activations(forward: Callable[[], object], root: nn.Module, units: t
     total and per checkpointed unit, and counting FLOPs."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    unit_names = [name for name, module in root.named_modules() if isinstance(module, units)]
+    unit_names = [name for name, module in root.named_modules() if name and isinstance(module, units)]
     outside = 0
     inside: dict[str, int] = defaultdict(int)  # unit -> elements of its leaves' outputs
     unit_outputs = 0

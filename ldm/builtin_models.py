@@ -48,7 +48,7 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
         return BUILTIN_MODELS[str(name_or_path)].path
     installed = [name for name in BUILTIN_MODELS if is_installed(name)]
     names = ", ".join(installed) if installed else "none installed"
-    raise UnknownModelError(f"model not found: {name_or_path} is not a folder nor a built-in model ({names})")
+    raise UnknownModelError(f"model folder not found: {name_or_path}, nor is it a built-in model ({names})")
 
 
 def folder_size(path: Path) -> int:

@@ -78,7 +78,7 @@ def test_names_resolve_to_package_folders_and_a_path_wins(tmp_path, monkeypatch)
 def test_unknown_name_lists_the_builtin_names():
     with pytest.raises(UnknownModelError, match="scenes"):
         resolve_model("sceens")
-    with pytest.raises(ModelError, match="not a folder nor a built-in model"):
+    with pytest.raises(ModelError, match="nor is it a built-in model"):
         Pipeline.load("sceens")
 
 

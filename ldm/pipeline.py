@@ -70,14 +70,15 @@ class Pipeline:
     def load(
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> "Pipeline":
-        """A model folder (ours or diffusers SD); None: the demo model shipped in the package."""
+        """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
+        that exists wins. None: the default built-in model."""
+        from ldm.builtin_models import UnknownModelError, resolve_model
         from ldm.model_folder import ModelError, load_model
-        from ldm.default_model import default_model_path
 
-        if path is None:
-            path = default_model_path()
-            if path is None:
-                raise ModelError("this install carries no built-in model: give a model folder")
+        try:
+            path = resolve_model(path)
+        except UnknownModelError as error:
+            raise ModelError(str(error)) from None
         return cls(load_model(path, device=device, dtype=dtype))
 
     # ------------------------------------------------------------------ geometry

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ldm.model_folder import ModelError
-    from ldm.default_model import default_model_path
+    from ldm.builtin_models import UnknownModelError, resolve_model
     from ldm.scenes.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
     from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
     from ldm.scenes.prompts import build_prompts, read_prompt_file
@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             prompts = read_prompt_file(args.prompts)
     except ValueError as error:
         return _fail(str(error))
-    model_path = Path(args.model) if args.model else default_model_path()
-    if model_path is None:
-        return _fail("no --model given and no built-in model is installed")
+    try:
+        model_path = resolve_model(args.model)
+    except UnknownModelError as error:
+        return _fail(str(error))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     try:
         pipe = Pipeline.load(model_path, device=device)

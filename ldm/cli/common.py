@@ -10,7 +10,20 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from ldm.builtin_models import DEFAULT_MODEL, UnknownModelError, list_models, resolve_model
+
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+class ListModels(argparse.Action):
+    """--list-models answers and exits before the other arguments (a prompt) are required."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(list_models())
+        parser.exit(0)
 
 
 class UsageError(Exception):
@@ -37,10 +50,12 @@ def run_command(prog: str, run, args: argparse.Namespace) -> int:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        metavar="DIR",
+        metavar="DIR|NAME",
         help="model folder: one written by ldm-train, or a diffusers-format Stable Diffusion "
-        "folder (model_index.json, unet/, vae/, text_encoder/, ...). Default: the built-in demo model.",
+        "folder (model_index.json, unet/, vae/, text_encoder/, ...); or a built-in model's name "
+        f"(--list-models; a path wins). Default: the built-in {DEFAULT_MODEL!r} model.",
     )
+    parser.add_argument("--list-models", action=ListModels, help="list the built-in models (name, size, what they draw) and exit")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if present, else cpu)")
     parser.add_argument(
         "--dtype",
@@ -75,14 +90,11 @@ def resolve_dtype(name: str, device):
 
 
 def resolve_model_path(model: str | None) -> Path:
-    if model:
-        return Path(model)
-    from ldm.default_model import default_model_path
-
-    path = default_model_path()
-    if path is None:
-        raise UsageError("no --model given and no built-in model is installed; pass --model DIR")
-    return path
+    """--model: an existing path wins; else a built-in model's name; none: the default one."""
+    try:
+        return resolve_model(model)
+    except UnknownModelError as error:
+        raise UsageError(f"{error}; see --list-models") from None
 
 
 def output_paths(out: str, n: int, first_seed: int) -> list[Path]:

@@ -8,16 +8,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ldm.bundled_configs import list_configs, resolve_config_path
 from ldm.cli.common import UsageError, fail
 
 PROG = "ldm-train"
 
 EXAMPLES = """examples:
-  ldm-train --config configs/cpu/text2img.yaml
-  ldm-train --config configs/text2img.yaml data.path='shards/{00000..00099}.tar' train.output_dir=runs/sd
-  ldm-train --config configs/text2img.yaml --resume latest
-  ldm-train --config configs/cpu/inpaint.yaml inpaint.init_from=runs/cpu-text2img/model
-  accelerate launch --num_processes 8 -m ldm.cli.train --config configs/text2img.yaml
+  ldm-train --list-configs
+  ldm-train --config cpu/text2img.yaml data.path=my_pictures/
+  ldm-train --config text2img.yaml --dry-run
+  ldm-train --config text2img.yaml data.path='shards/{00000..00099}.tar' train.output_dir=runs/sd
+  ldm-train --config text2img.yaml --resume latest
+  ldm-train --config cpu/inpaint.yaml inpaint.init_from=runs/cpu-text2img/model
+  ldm-train --config my_config.yaml
+  accelerate launch --num_processes 8 -m ldm.cli.train --config text2img.yaml
+
+--config takes a file, else the name of a bundled config (--list-configs); a file wins.
 
 Overrides use the config's dotted keys (values are YAML): train.lr=5e-5 train.max_steps=2000.
 The stage's product goes to OUTPUT/model (text2img, inpaint), OUTPUT/vae (autoencoder) or
@@ -32,7 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, metavar="FILE", help="training config (YAML); its `stage` picks what is trained")
+    parser.add_argument(
+        "--config",
+        metavar="FILE|NAME",
+        help="training config (YAML file, or a bundled config's name such as cpu/text2img.yaml); its `stage` picks what is trained",
+    )
+    parser.add_argument("--list-configs", action="store_true", help="list the bundled configs with their purpose, and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="build the model on the meta device and print its size, memory per GPU, FLOPs and data; train nothing, write nothing",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=1e-4")
     parser.add_argument(
         "--resume",
@@ -67,9 +83,11 @@ def preflight(args):
     from ldm.training.config import load_train_config
 
     try:
-        config = load_train_config(args.config, args.overrides)
+        config = load_train_config(resolve_config_path(args.config), args.overrides)
     except ConfigError as error:
         raise UsageError(str(error)) from None
+    if args.dry_run:
+        return config, None  # the dry run reports missing folders itself and writes nothing
     check_model_paths(config)
     output_dir = Path(config.train.output_dir)
     check_output_dir(output_dir)
@@ -101,11 +119,25 @@ def input_errors() -> tuple[type, ...]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_configs:
+        print(list_configs())
+        return 0
+    if not args.config:
+        parser.error("--config is required (ldm-train --list-configs shows the bundled ones)")
     try:
         config, resume = preflight(args)
     except UsageError as error:
         fail(PROG, str(error))
+    if args.dry_run:
+        from ldm.training.dry_run import dry_run_report
+
+        try:
+            print(dry_run_report(config))
+        except input_errors() as error:
+            fail(PROG, str(error).splitlines()[0])
+        return 0
     from ldm.training.loop import TrainingError, train
 
     bad_input = input_errors()

@@ -24,12 +24,14 @@ from typing import Callable, Optional
 import torch
 from PIL import Image
 
+from ldm.default_model import default_model_path
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, check_sampler_name, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
 from ldm.masks import Pad, composite, crop_box, make_canvas
+from ldm.model_folder import ModelError, load_model
 from ldm.models.components import Components
 from ldm.png_info import GenerationParameters, edit_fields
 from ldm.timing import Stopwatch
@@ -98,9 +100,6 @@ class Pipeline:
         cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD); None: the demo model shipped in the package."""
-        from ldm.model_folder import ModelError, load_model
-        from ldm.default_model import default_model_path
-
         if path is None:
             path = default_model_path()
             if path is None:

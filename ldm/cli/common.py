@@ -10,6 +10,9 @@ import tempfile
 from pathlib import Path
 from typing import NoReturn
 
+from ldm.default_model import default_model_path
+from ldm.timing import Stopwatch
+
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -24,8 +27,6 @@ def fail(prog: str, message: str, status: int = 2) -> NoReturn:
 
 def run_command(prog: str, run, args: argparse.Namespace) -> int:
     """Runs `run(args, clock)`; bad input and Ctrl-C end in one line on stderr, no traceback."""
-    from ldm.timing import Stopwatch
-
     try:
         return run(args, Stopwatch())
     except KeyboardInterrupt:
@@ -77,8 +78,6 @@ def resolve_dtype(name: str, device):
 def resolve_model_path(model: str | None) -> Path:
     if model:
         return Path(model)
-    from ldm.default_model import default_model_path
-
     path = default_model_path()
     if path is None:
         raise UsageError("no --model given and no built-in model is installed; pass --model DIR")

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     import random
 
+    # Project modules that pull in torch are imported after parsing: --help stays instant.
     from ldm.images import ImageError, load_image
     from ldm.pipeline import GenerationError, check_inpaint_request, check_request
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from ldm.cli.common import UsageError, fail
+from ldm.config import ConfigError
 
 PROG = "ldm-train"
 
@@ -63,7 +64,7 @@ def check_model_paths(config) -> None:
 
 def preflight(args):
     """Every check that can fail on bad input, before any training work starts."""
-    from ldm.config import ConfigError
+    # Project modules that pull in torch are imported after parsing: --help stays instant.
     from ldm.training.config import load_train_config
 
     try:
@@ -87,7 +88,6 @@ def preflight(args):
 def input_errors() -> tuple[type, ...]:
     """Exceptions that mean bad input (exit 2) rather than a failed run."""
     from ldm.model_folder import ModelError
-    from ldm.config import ConfigError
     from ldm.training.checkpoints import CheckpointError
 
     errors: tuple[type, ...] = (ConfigError, ModelError, CheckpointError)

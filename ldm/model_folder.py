@@ -24,11 +24,20 @@ import torch
 import yaml
 
 import ldm.config as config_module
-from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, to_dict
+from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, parse_yaml, to_dict
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
-from ldm.models.weights import PICKLE_SUFFIXES, ModelError, load_state, read_safetensors, refuse_pickle, write_safetensors
+from ldm.models.weights import (
+    PICKLE_SUFFIXES,
+    ModelError,
+    check_fits,
+    load_state,
+    read_safetensors,
+    refuse_pickle,
+    stored_shapes,
+    write_safetensors,
+)
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
@@ -133,11 +142,16 @@ def load_model(path: str | Path, device: torch.device | str | None = None, dtype
     return components.to(device=device, dtype=dtype).eval()
 
 
-def read_model_config(path: Path) -> ModelConfig:
+def _read_document(file: Path):
+    """A model or component YAML file as plain data; errors (a Python tag too) in one line."""
     try:
-        document = yaml.safe_load((path / CONFIG_FILE).read_text())
-    except yaml.YAMLError:
-        raise ModelError(f"{path / CONFIG_FILE} is not valid YAML") from None
+        return parse_yaml(file.read_text(), file)
+    except ConfigError as error:
+        raise ModelError(str(error)) from None
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    document = _read_document(path / CONFIG_FILE)
     if not isinstance(document, dict) or "model" not in document:
         raise ModelError(f"{path / CONFIG_FILE} has no 'model' section")
     try:
@@ -159,6 +173,10 @@ def _load_ours(path: Path) -> Components:
     # Build on the meta device: the weights are about to be replaced anyway.
     with torch.device("meta"):
         components = build_components(config)
+    # Every part is checked against its file's header before any memory is allocated.
+    for name, module in components.modules().items():
+        target = getattr(module, "tower", module)
+        check_fits(target, stored_shapes(path / WEIGHT_FILES[name]), name, CONFIG_FILE, WEIGHT_FILES[name])
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
         state = read_safetensors(path / WEIGHT_FILES[name])
@@ -169,8 +187,12 @@ def _load_ours(path: Path) -> Components:
 
 
 def _restore_buffers(components: Components) -> None:
+    _restore_text_buffers(components.text_encoder)
+
+
+def _restore_text_buffers(text_encoder) -> None:
     """Non-persistent buffers are not in the weights files; rebuild the ones we know."""
-    tower = getattr(components.text_encoder, "tower", None)
+    tower = getattr(text_encoder, "tower", None)
     if tower is not None and getattr(tower, "attn_mask", None) is not None:
         tower.attn_mask = tower.build_causal_mask()
 
@@ -245,17 +267,23 @@ def load_component(path: str | Path, kind: str):
         return getattr(components, kind), getattr(components.config, kind)
     if not is_component_folder(path):
         raise ModelError(f"{path} is neither a component folder ({COMPONENT_FILE}) nor a model folder")
-    document = yaml.safe_load((path / COMPONENT_FILE).read_text())
+    document = _read_document(path / COMPONENT_FILE)
     if not isinstance(document, dict) or document.get("kind") != kind:
         raise ModelError(f"{path} holds a {document.get('kind') if isinstance(document, dict) else '?'}, not a {kind}")
     try:
         config = from_dict(getattr(config_module, COMPONENT_CONFIGS[kind]), document["config"], kind)
     except ConfigError as error:
         raise ModelError(f"{path / COMPONENT_FILE}: {error}") from None
-    if kind == "vae":
-        module = build_vae(config)
-    else:
-        config.pretrained = None
-        module = build_text_encoder(config)
-    load_state(getattr(module, "tower", module), read_safetensors(path / WEIGHT_FILES[kind]), kind)
+    weights = path / WEIGHT_FILES[kind]
+    with torch.device("meta"):  # sizes are checked against the file before anything is allocated
+        if kind == "vae":
+            module = build_vae(config)
+        else:
+            config.pretrained = None  # the trained tower is in the weights file
+            module = build_text_encoder(config)
+    target = getattr(module, "tower", module)
+    check_fits(target, stored_shapes(weights), kind, COMPONENT_FILE, WEIGHT_FILES[kind])
+    target.to_empty(device="cpu")
+    load_state(target, read_safetensors(weights), kind)
+    _restore_text_buffers(module)
     return module, config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -208,15 +209,30 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def parse_yaml(text: str, source: str | Path) -> Any:
+    """Plain data from YAML text (safe_load); errors in one line naming `source`. A tag that
+    asks for a Python object (!!python/...) is refused as such, not as broken YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as error:
+        tag = re.search(r"tag '([^']+)'", str(error.problem))
+        if tag is None:
+            raise ConfigError(f"{source} is not valid YAML: {error.problem}") from None
+        name = tag.group(1).replace("tag:yaml.org,2002:", "!!")
+        line = f" line {error.problem_mark.line + 1}" if error.problem_mark else ""
+        raise ConfigError(
+            f"{source}{line} has a Python/unsafe YAML tag ({name}) that is refused: settings are read as plain data only"
+        ) from None
+    except yaml.YAMLError as error:
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"{source} is not valid YAML: {first}") from None
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        first = str(error).splitlines()[0]
-        raise ConfigError(f"{path} is not valid YAML: {first}") from None
+    data = parse_yaml(path.read_text(), path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings")
     return data

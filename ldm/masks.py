@@ -8,6 +8,8 @@ result is composited over the input, so pixels beyond the feather are the input'
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 from PIL import Image, ImageFilter
 

@@ -23,57 +23,25 @@ from typing import Callable, Iterator
 import torch
 import yaml
 
-from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
-from ldm.models.components import Components
+import ldm.config as config_module
+from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, parse_yaml, to_dict
+from ldm.models.autoencoder import build_vae
+from ldm.models.components import Components, build_components
+from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
+from ldm.models.weights import (
+    PICKLE_SUFFIXES,
+    ModelError,
+    check_fits,
+    load_state,
+    read_safetensors,
+    refuse_pickle,
+    stored_shapes,
+    write_safetensors,
+)
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
 WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "unet": "unet.safetensors"}
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
-
-
-class ModelError(Exception):
-    """A model path that cannot be loaded or saved; the message says why in one line."""
-
-
-# ----------------------------------------------------------------------------- tensors
-
-
-def refuse_pickle(path: Path) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ModelError(
-            f"{path} is a pickled checkpoint; refused because unpickling can run arbitrary code. "
-            "Convert it to .safetensors with a tool you trust."
-        )
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    refuse_pickle(path)
-    if not path.is_file():
-        raise ModelError(f"weights file not found: {path}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise ModelError(f"{path} is not a readable safetensors file ({error})") from None
-
-
-def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    # Contiguous, unshared copies: safetensors refuses views that share storage.
-    save_file({k: v.detach().contiguous().clone() for k, v in state.items()}, str(path))
-
-
-def load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0]
-        raise ModelError(f"{what} weights do not fit its config: {first}") from None
 
 
 # ----------------------------------------------------------------------------- saving
@@ -174,11 +142,16 @@ def load_model(path: str | Path, device: torch.device | str | None = None, dtype
     return components.to(device=device, dtype=dtype).eval()
 
 
-def read_model_config(path: Path) -> ModelConfig:
+def _read_document(file: Path):
+    """A model or component YAML file as plain data; errors (a Python tag too) in one line."""
     try:
-        document = yaml.safe_load((path / CONFIG_FILE).read_text())
-    except yaml.YAMLError:
-        raise ModelError(f"{path / CONFIG_FILE} is not valid YAML") from None
+        return parse_yaml(file.read_text(), file)
+    except ConfigError as error:
+        raise ModelError(str(error)) from None
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    document = _read_document(path / CONFIG_FILE)
     if not isinstance(document, dict) or "model" not in document:
         raise ModelError(f"{path / CONFIG_FILE} has no 'model' section")
     try:
@@ -188,8 +161,6 @@ def read_model_config(path: Path) -> ModelConfig:
 
 
 def _load_ours(path: Path) -> Components:
-    from ldm.models.components import build_components
-
     config = read_model_config(path)
     for name, file in WEIGHT_FILES.items():
         if not (path / file).is_file():
@@ -202,6 +173,10 @@ def _load_ours(path: Path) -> Components:
     # Build on the meta device: the weights are about to be replaced anyway.
     with torch.device("meta"):
         components = build_components(config)
+    # Every part is checked against its file's header before any memory is allocated.
+    for name, module in components.modules().items():
+        target = getattr(module, "tower", module)
+        check_fits(target, stored_shapes(path / WEIGHT_FILES[name]), name, CONFIG_FILE, WEIGHT_FILES[name])
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
         state = read_safetensors(path / WEIGHT_FILES[name])
@@ -212,27 +187,20 @@ def _load_ours(path: Path) -> Components:
 
 
 def _restore_buffers(components: Components) -> None:
+    _restore_text_buffers(components.text_encoder)
+
+
+def _restore_text_buffers(text_encoder) -> None:
     """Non-persistent buffers are not in the weights files; rebuild the ones we know."""
-    tower = getattr(components.text_encoder, "tower", None)
+    tower = getattr(text_encoder, "tower", None)
     if tower is not None and getattr(tower, "attn_mask", None) is not None:
         tower.attn_mask = tower.build_causal_mask()
-
-
-def load_openclip_text_weights(encoder, path: str | Path) -> None:
-    """Loads the text tower of a real OpenCLIP checkpoint (.safetensors) into `encoder`."""
-    state = read_safetensors(path)
-    # An OpenCLIP CLIP model keeps its text tower at top level beside `visual.*`.
-    text_state = {k: v for k, v in state.items() if not k.startswith("visual.") and not k.startswith("logit_")}
-    text_state = {k.removeprefix("text."): v for k, v in text_state.items()}
-    load_state(encoder.tower, text_state, "text encoder (OpenCLIP)")
 
 
 def load_diffusers_folder(path: Path) -> Components:
     """A diffusers-format Stable Diffusion folder, offline, safetensors only."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
-
-    from ldm.models.text_encoder import HFClipTextEncoder
 
     for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (path / sub).is_dir():
@@ -291,9 +259,6 @@ def is_component_folder(path: Path) -> bool:
 
 def load_component(path: str | Path, kind: str):
     """(module, config) of `kind` from a component folder or from a whole model folder."""
-    import ldm.config as config_module
-    from ldm.config import from_dict
-
     path = Path(path)
     if is_model_folder(path):
         if (path / "model_index.json").is_file():
@@ -302,21 +267,23 @@ def load_component(path: str | Path, kind: str):
         return getattr(components, kind), getattr(components.config, kind)
     if not is_component_folder(path):
         raise ModelError(f"{path} is neither a component folder ({COMPONENT_FILE}) nor a model folder")
-    document = yaml.safe_load((path / COMPONENT_FILE).read_text())
+    document = _read_document(path / COMPONENT_FILE)
     if not isinstance(document, dict) or document.get("kind") != kind:
         raise ModelError(f"{path} holds a {document.get('kind') if isinstance(document, dict) else '?'}, not a {kind}")
     try:
         config = from_dict(getattr(config_module, COMPONENT_CONFIGS[kind]), document["config"], kind)
     except ConfigError as error:
         raise ModelError(f"{path / COMPONENT_FILE}: {error}") from None
-    if kind == "vae":
-        from ldm.models.autoencoder import build_vae
-
-        module = build_vae(config)
-    else:
-        from ldm.models.text_encoder import build_text_encoder
-
-        config.pretrained = None
-        module = build_text_encoder(config)
-    load_state(getattr(module, "tower", module), read_safetensors(path / WEIGHT_FILES[kind]), kind)
+    weights = path / WEIGHT_FILES[kind]
+    with torch.device("meta"):  # sizes are checked against the file before anything is allocated
+        if kind == "vae":
+            module = build_vae(config)
+        else:
+            config.pretrained = None  # the trained tower is in the weights file
+            module = build_text_encoder(config)
+    target = getattr(module, "tower", module)
+    check_fits(target, stored_shapes(weights), kind, COMPONENT_FILE, WEIGHT_FILES[kind])
+    target.to_empty(device="cpu")
+    load_state(target, read_safetensors(weights), kind)
+    _restore_text_buffers(module)
     return module, config

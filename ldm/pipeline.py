@@ -22,6 +22,7 @@ from typing import Callable, Optional
 import torch
 from PIL import Image
 
+from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
@@ -29,6 +30,7 @@ from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
 from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
+from ldm.model_folder import ModelError, load_model
 from ldm.models.components import Components
 from ldm.png_info import ImageParameters
 from ldm.settings import (
@@ -72,9 +74,6 @@ class Pipeline:
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
         that exists wins. None: the default built-in model."""
-        from ldm.builtin_models import UnknownModelError, resolve_model
-        from ldm.model_folder import ModelError, load_model
-
         try:
             path = resolve_model(path)
         except UnknownModelError as error:

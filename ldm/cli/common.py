@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ldm.builtin_models import DEFAULT_MODEL, UnknownModelError, list_models, resolve_model
+from ldm.timing import Stopwatch
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -37,8 +38,6 @@ def fail(prog: str, message: str, status: int = 2) -> NoReturn:
 
 def run_command(prog: str, run, args: argparse.Namespace) -> int:
     """Runs `run(args, clock)`; bad input and Ctrl-C end in one line on stderr, no traceback."""
-    from ldm.timing import Stopwatch
-
     try:
         return run(args, Stopwatch())
     except KeyboardInterrupt:

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
+    # Project modules that pull in torch are imported after parsing: --help stays instant.
     from ldm.images import ImageError, load_image
 
     clock.lap("imports")

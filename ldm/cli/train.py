@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ldm.bundled_configs import list_configs, resolve_config_path
 from ldm.cli.common import UsageError, fail
+from ldm.config import ConfigError
 
 PROG = "ldm-train"
 
@@ -79,7 +80,7 @@ def check_model_paths(config) -> None:
 
 def preflight(args):
     """Every check that can fail on bad input, before any training work starts."""
-    from ldm.config import ConfigError
+    # Project modules that pull in torch are imported after parsing: --help stays instant.
     from ldm.training.config import load_train_config
 
     try:
@@ -105,7 +106,6 @@ def preflight(args):
 def input_errors() -> tuple[type, ...]:
     """Exceptions that mean bad input (exit 2) rather than a failed run."""
     from ldm.model_folder import ModelError
-    from ldm.config import ConfigError
     from ldm.training.checkpoints import CheckpointError
 
     errors: tuple[type, ...] = (ConfigError, ModelError, CheckpointError)

@@ -9,6 +9,10 @@ import torch
 from torch import nn
 
 from ldm.config import ModelConfig
+from ldm.diffusion.schedule import scheduler_config
+from ldm.models.autoencoder import build_vae
+from ldm.models.text_encoder import build_text_encoder
+from ldm.models.unet import build_unet
 
 
 @dataclass
@@ -46,11 +50,6 @@ class Components:
 
 def build_components(config: ModelConfig) -> Components:
     """Fresh (randomly initialised) components from a model config."""
-    from ldm.diffusion.schedule import scheduler_config
-    from ldm.models.autoencoder import build_vae
-    from ldm.models.text_encoder import build_text_encoder
-    from ldm.models.unet import build_unet
-
     text_encoder = build_text_encoder(config.text_encoder)
     return Components(
         vae=build_vae(config.vae),

@@ -7,10 +7,13 @@ diffusers-format Stable Diffusion folders. Both expose `tokenize`, `forward` and
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from ldm.config import TextEncoderConfig
+from ldm.config import ConfigError, TextEncoderConfig
+from ldm.models.weights import load_state, read_safetensors
 
 
 def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
@@ -18,8 +21,6 @@ def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
     if config.arch is None:
         return config
     import open_clip
-
-    from ldm.config import ConfigError
 
     model_config = open_clip.get_model_config(config.arch)
     if model_config is None:
@@ -121,7 +122,14 @@ class HFClipTextEncoder(nn.Module):
 def build_text_encoder(config: TextEncoderConfig) -> OpenClipTextEncoder:
     encoder = OpenClipTextEncoder(resolve_arch(config))
     if config.pretrained:
-        from ldm.model_folder import load_openclip_text_weights
-
         load_openclip_text_weights(encoder, config.pretrained)
     return encoder
+
+
+def load_openclip_text_weights(encoder: OpenClipTextEncoder, path: str | Path) -> None:
+    """Loads the text tower of a real OpenCLIP checkpoint (.safetensors) into `encoder`."""
+    state = read_safetensors(path)
+    # An OpenCLIP CLIP model keeps its text tower at top level beside `visual.*`.
+    text_state = {k: v for k, v in state.items() if not k.startswith("visual.") and not k.startswith("logit_")}
+    text_state = {k.removeprefix("text."): v for k, v in text_state.items()}
+    load_state(encoder.tower, text_state, "text encoder (OpenCLIP)")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.models.weights import ModelError, load_state, read_safetensors
 from ldm.scenes.generator import MAX_TREES, POSITIONS, SETTINGS, TIMES_OF_DAY, SceneAttributes
 
 DEFAULT_CLASSIFIER_PATH = Path(__file__).parent / "weights" / "scene_attributes.safetensors"
@@ -168,8 +169,6 @@ def save_classifier(model: AttributeClassifier, path: str | Path, record: dict |
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
     """The classifier in `path`, in eval mode; raises ModelError with a one-line reason."""
     from safetensors import safe_open
-
-    from ldm.model_folder import ModelError, load_state, read_safetensors
 
     path = Path(path)
     state = read_safetensors(path)  # refuses pickles, explains a missing or broken file

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldm.metrics import psnr, ssim
+from ldm.model_folder import save_component
+from ldm.models.autoencoder import build_vae
 from ldm.training.stages import Stage, StageContext, first_samples
 
 
@@ -66,8 +68,6 @@ class AutoencoderModule(nn.Module):
 
 class AutoencoderStage(Stage):
     def __init__(self, context: StageContext):
-        from ldm.models.autoencoder import build_vae
-
         super().__init__(context)
         settings = self.config.autoencoder
         self.vae = build_vae(self.config.model.vae)
@@ -112,8 +112,6 @@ class AutoencoderStage(Stage):
         return 1.0 / float(torch.cat(latents).std())
 
     def export(self) -> Path:
-        from ldm.model_folder import save_component
-
         vae_config = self.config.model.vae
         if vae_config.scaling_factor is None:
             vae_config = dataclasses.replace(vae_config, scaling_factor=self.measure_scaling_factor())

@@ -8,6 +8,8 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from ldm.data import make_loader
+
 
 class ResumableBatches:
     """Map-style datasets: each epoch is a permutation seeded by (seed, epoch); a global
@@ -85,8 +87,6 @@ class StreamBatches:
         self.batch_in_epoch = int(position["batch"])
 
     def __iter__(self) -> Iterator[dict]:
-        from ldm.data import make_loader
-
         loader = make_loader(self.dataset, self.batch_size, self.num_workers, self.seed)
         while True:
             skip = self.batch_in_epoch

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.model_folder import load_state, save_component
+from ldm.models.text_encoder import OpenClipTextEncoder, resolve_arch
 from ldm.training.stages import Stage, StageContext
 
 # open_clip's normalisation of [0, 1] pixels (OpenAI CLIP's dataset statistics).
@@ -21,8 +23,6 @@ IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
 def build_clip(config):
     import open_clip
     from open_clip.model import CLIPTextCfg, CLIPVisionCfg
-
-    from ldm.models.text_encoder import resolve_arch
 
     text = resolve_arch(config.model.text_encoder)
     vision = config.clip
@@ -91,9 +91,6 @@ class ClipStage(Stage):
         self.module.to(context.device).train()
 
     def export(self) -> Path:
-        from ldm.model_folder import load_state, save_component
-        from ldm.models.text_encoder import OpenClipTextEncoder
-
         text_config = self.config.model.text_encoder
         encoder = OpenClipTextEncoder(text_config)
         load_state(encoder.tower, text_tower_state(self.clip), "CLIP text tower")

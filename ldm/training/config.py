@@ -1,6 +1,6 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img | inpaint (see ldm.training.stages.STAGES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint (see STAGE_NAMES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
@@ -16,7 +16,11 @@ from typing import Optional, Union
 
 from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
 from ldm.data.config import DataConfig
+from ldm.diffusion.samplers import SAMPLER_NAMES
+from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 
+# What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
+STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -81,8 +85,6 @@ class Text2ImgSection:
 
 
 def _default_mask_kinds() -> dict[str, float]:
-    from ldm.training.random_masks import DEFAULT_MASK_KINDS
-
     return dict(DEFAULT_MASK_KINDS)
 
 
@@ -129,12 +131,8 @@ def validate_train(config: TrainConfig) -> None:
         if value < low:
             raise ConfigError(f"{key} must be at least {low}, got {value}")
 
-    from ldm.diffusion.samplers import SAMPLER_NAMES
-    from ldm.training.random_masks import check_mask_kinds
-    from ldm.training.stages import STAGES
-
     train = config.train
-    one_of("stage", config.stage, tuple(STAGES))
+    one_of("stage", config.stage, STAGE_NAMES)
     one_of("validation.sampler", config.validation.sampler, SAMPLER_NAMES)
     one_of("train.lr_schedule", train.lr_schedule, LR_SCHEDULES)
     one_of("train.mixed_precision", train.mixed_precision, MIXED_PRECISION)

@@ -11,9 +11,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ldm.model_folder import ModelError
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
+from ldm.images import to_pil
+from ldm.model_folder import ModelError
 from ldm.models.components import Components
+from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.random_masks import random_masks
 from ldm.training.stages import first_samples, make_grid
@@ -91,8 +93,6 @@ class InpaintStage(Text2ImgStage):
         prompts = self.config.validation.prompts
         if not prompts:
             return {}
-        from ldm.images import to_pil
-        from ldm.pipeline import Pipeline
 
         samples = first_samples(self.context.open_dataset("validation"), len(prompts))
         samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))

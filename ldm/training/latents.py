@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from ldm.data.latent_cache import CachedLatentDataset, LatentCache, build_latent_cache, cache_allowed, cache_key, fingerprint_module
+
 
 def vae_encoder(vae, device: torch.device):
     @torch.no_grad()
@@ -22,8 +24,6 @@ def vae_encoder(vae, device: torch.device):
 
 def cached_latents(dataset, vae, directory: Path, config, context):
     """The dataset's latents, from `directory` (built there first when missing or stale)."""
-    from ldm.data.latent_cache import CachedLatentDataset, LatentCache, build_latent_cache, cache_allowed, cache_key, fingerprint_module
-
     description = dataset.describe()
     if not cache_allowed(description):
         return dataset

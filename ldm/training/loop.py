@@ -14,12 +14,13 @@ from typing import Optional
 
 import torch
 
-from ldm.config import to_dict
+from ldm.data import build_dataset
 from ldm.training.batches import Randomness, make_batches
 from ldm.training.checkpoints import CheckpointError, TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
-from ldm.training.stages import OpenDataset, Stage, StageContext, build_stage
+from ldm.training.stage_registry import build_stage
+from ldm.training.stages import OpenDataset, Stage, StageContext
 
 # Our schedule names -> diffusers.optimization names (all with linear warm-up first).
 LR_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -71,8 +72,6 @@ def ldm_datasets(config: TrainConfig, rank: int, world_size: int) -> OpenDataset
     text2img applies it per step, with the step's randomness, for images and cached latents alike."""
 
     def open_dataset(split: str):
-        from ldm.data import build_dataset
-
         data = dataclasses.replace(config.data, caption_dropout=0.0)
         return build_dataset(data, seed=config.train.seed, rank=rank, world_size=world_size, split=split)
 
@@ -242,20 +241,3 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     result.skipped_steps = counters["skipped_steps"]
     return result
 
-
-def flat_hparams(config: TrainConfig) -> dict:
-    """Scalars for TensorBoard's hparams (lists become strings)."""
-    flat = {}
-
-    def walk(prefix: str, node) -> None:
-        for key, value in node.items():
-            name = f"{prefix}.{key}" if prefix else key
-            if isinstance(value, dict):
-                walk(name, value)
-            elif isinstance(value, (int, float, str, bool)):
-                flat[name] = value
-            elif value is not None:
-                flat[name] = str(value)
-
-    walk("", to_dict(config))
-    return flat

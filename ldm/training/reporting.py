@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 from tqdm.auto import tqdm
+
+from ldm.config import to_dict
+from ldm.training.config import TrainConfig
 
 
 class Reporter:
     def __init__(self, accelerator, output_dir: Path, config, start_step: int = 0):
-        from ldm.training.loop import flat_hparams
-
         self.accelerator = accelerator
         self.every = config.train.log_every
         self.main = accelerator.is_main_process
@@ -56,3 +56,21 @@ class Reporter:
         self.bar.close()
         if self.log_file is not None and not self.log_file.closed:
             self.log_file.close()
+
+
+def flat_hparams(config: TrainConfig) -> dict:
+    """Scalars for TensorBoard's hparams (lists become strings)."""
+    flat = {}
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else key
+            if isinstance(value, dict):
+                walk(name, value)
+            elif isinstance(value, (int, float, str, bool)):
+                flat[name] = value
+            elif value is not None:
+                flat[name] = str(value)
+
+    walk("", to_dict(config))
+    return flat

@@ -1,8 +1,8 @@
-"""What the shared loop needs from a training stage, and the registry of stages.
+"""What the shared loop needs from a training stage (the registry is ldm.training.stage_registry).
 
 A stage builds its networks and owns its loss; the loop (ldm.training.loop) owns steps,
-optimizer, accumulation, EMA, checkpoints, logging. To add a stage:
-subclass `Stage` in its own module and add a builder to STAGES.
+optimizer, accumulation, EMA, checkpoints, logging. To add a stage: subclass `Stage` in
+its own module, add it to STAGES in stage_registry and its name to STAGE_NAMES in config.
 """
 
 from __future__ import annotations
@@ -65,43 +65,6 @@ class Stage:
 
     def load_state(self, state: dict) -> None:
         pass
-
-
-def _autoencoder(context: StageContext) -> Stage:
-    from ldm.training.autoencoder_stage import AutoencoderStage
-
-    return AutoencoderStage(context)
-
-
-def _clip(context: StageContext) -> Stage:
-    from ldm.training.clip_stage import ClipStage
-
-    return ClipStage(context)
-
-
-def _text2img(context: StageContext) -> Stage:
-    from ldm.training.text2img_stage import Text2ImgStage
-
-    return Text2ImgStage(context)
-
-
-def _inpaint(context: StageContext) -> Stage:
-    from ldm.training.inpaint_stage import InpaintStage
-
-    return InpaintStage(context)
-
-
-# Builders import their module lazily: `ldm-train --help` must not wait for diffusers.
-STAGES: dict[str, Callable[[StageContext], Stage]] = {
-    "autoencoder": _autoencoder,
-    "clip": _clip,
-    "text2img": _text2img,
-    "inpaint": _inpaint,
-}
-
-
-def build_stage(context: StageContext) -> Stage:
-    return STAGES[context.config.stage](context)
 
 
 def make_grid(images: list, columns: Optional[int] = None):

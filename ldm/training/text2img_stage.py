@@ -11,7 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ldm.config import ConfigError
-from ldm.models.components import Components
+from ldm.model_folder import load_component, load_model, read_model_config, save_model
+from ldm.models.components import Components, build_components
+from ldm.pipeline import Pipeline
+from ldm.training.diffusers_export import save_diffusers_finetune
+from ldm.training.latents import cached_latents
 from ldm.training.stages import Stage, StageContext, make_grid
 
 
@@ -19,9 +23,6 @@ def load_frozen_parts(config, section=None) -> Components:
     """Components to train from: init_from (ours or a diffusers SD folder), else the model
     config, with the VAE / text encoder replaced by earlier stages' exports. `section`
     (init_from, vae_from, text_encoder_from) is config.text2img unless given."""
-    from ldm.model_folder import load_component, load_model, read_model_config
-    from ldm.models.components import build_components
-
     section = section or config.text2img
     if section.init_from:
         components = load_model(section.init_from)
@@ -162,8 +163,6 @@ class Text2ImgStage(Stage):
         if cache is False:
             return dataset
         directory = Path(cache) if isinstance(cache, str) else self.context.output_dir / "latent_cache"
-        from ldm.training.latents import cached_latents
-
         return cached_latents(dataset, self.components.vae, directory, self.config, self.context)
 
     # ------------------------------------------------------------------ outputs
@@ -172,7 +171,6 @@ class Text2ImgStage(Stage):
         prompts = self.config.validation.prompts
         if not prompts:
             return {}
-        from ldm.pipeline import Pipeline
 
         validation = self.config.validation
         unet = self.components.unet
@@ -193,9 +191,5 @@ class Text2ImgStage(Stage):
     def export(self) -> Path:
         path = self.context.output_dir / "model"
         if self.components.config is None:
-            from ldm.training.diffusers_export import save_diffusers_finetune
-
             return save_diffusers_finetune(self.components.unet, Path(self.init_from()), path)
-        from ldm.model_folder import save_model
-
         return save_model(self.components, path)

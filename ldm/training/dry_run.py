@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldm.config import from_dict
 from ldm.data.shards import REMOTE_PREFIXES
 from ldm.model_folder import (
     COMPONENT_FILE,
@@ -29,6 +30,10 @@ from ldm.model_folder import (
     is_component_folder,
     read_model_config,
 )
+from ldm.models.autoencoder import build_vae
+from ldm.models.components import build_components
+from ldm.training.autoencoder_stage import patch_discriminator
+from ldm.training.clip_stage import build_clip
 from ldm.training.config import TrainConfig
 
 GIB = 2**30
@@ -71,8 +76,6 @@ def _meta_pixels(config: TrainConfig, size: int | None = None) -> torch.Tensor:
 
 
 def _autoencoder_plan(config: TrainConfig) -> Plan:
-    from ldm.models.autoencoder import build_vae
-    from ldm.training.autoencoder_stage import patch_discriminator
 
     settings = config.autoencoder
     vae = build_vae(config.model.vae)
@@ -96,7 +99,6 @@ def _autoencoder_plan(config: TrainConfig) -> Plan:
 
 
 def _clip_plan(config: TrainConfig) -> Plan:
-    from ldm.training.clip_stage import build_clip
 
     clip = build_clip(config)
     text = config.model.text_encoder
@@ -110,7 +112,6 @@ def _denoiser_model_config(config: TrainConfig, init_from: str | None, section) 
     (config files only, no weights) into config.model; returns notes about what is missing."""
     import yaml
 
-    from ldm.config import from_dict
 
     notes = []
     if init_from:
@@ -142,7 +143,6 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.resnet import ResnetBlock2D
 
-    from ldm.models.components import build_components
 
     inpaint = config.stage == "inpaint"
     init_from = config.inpaint.init_from if inpaint else config.text2img.init_from

@@ -248,7 +248,9 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
 
 
 def data_totals(dataset, accelerator) -> DataStats:
-    """The dataset's counts (read, converted, skipped) summed over the processes."""
+    """The dataset's counts (read, converted, skipped) summed over the processes. Each process
+    counts a sample once; with several processes and more than one epoch, a sample that two
+    processes read in different epochs is counted by both (known limit: the sum may be high)."""
     stats = getattr(dataset, "stats", None) or DataStats()
     totals = accelerator.reduce(stats.totals().to(accelerator.device), reduction="sum")
     return DataStats.from_totals(totals)

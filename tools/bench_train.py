@@ -85,7 +85,7 @@ def run_baseline(args, work: Path) -> dict:
     from diffusers import DDPMScheduler
     from diffusers.optimization import get_scheduler
 
-    from ldm.data import build_dataset, make_loader
+    from ldm.data import build_dataset, make_batches
     from ldm.models.components import build_components
 
     config = bench_config(args, work)
@@ -99,14 +99,14 @@ def run_baseline(args, work: Path) -> dict:
     optimizer = torch.optim.AdamW(unet.parameters(), lr=config.train.lr)
     lr_scheduler = get_scheduler("constant", optimizer)
     dataset = build_dataset(dataclasses.replace(config.data), seed=0, split="train")
-    loader = make_loader(dataset, config.train.batch_size, 0, 0)
+    batches = make_batches(dataset, config.train.batch_size)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     vae.to(accelerator.device)
     text_encoder.to(accelerator.device)
     times, step = [], 0
     started = time.perf_counter()  # from one step's end to the next: data loading included, as in ours
     while step < args.steps:
-        for batch in loader:
+        for batch in batches.epoch_batches():
             with accelerator.accumulate(unet):
                 latents = vae.encode(batch["pixels"].to(accelerator.device)).latent_dist.sample()
                 latents = latents * vae.config.scaling_factor

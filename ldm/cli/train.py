@@ -118,6 +118,15 @@ def input_errors() -> tuple[type, ...]:
     return errors
 
 
+def training_summary(result) -> str:
+    """'trained 200 steps; data: 1200 images, 5 converted (5 CMYK->RGB), 3 skipped (2 unreadable,
+    1 too small)', naming the steps skipped for a non-finite loss or gradient when there are some."""
+    steps = f"trained {result.step} steps"
+    if result.skipped_steps:
+        steps += f" ({result.skipped_steps} not applied: non-finite loss or gradient)"
+    return f"{steps}; data: {result.data.summary()}"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -151,7 +160,7 @@ def main(argv=None) -> int:
         fail(PROG, str(error), status=1)
     except KeyboardInterrupt:
         fail(PROG, "interrupted; resume with --resume latest", status=130)
-    print(f"trained {result.step} steps ({result.skipped_steps} skipped); wrote {result.export_path}", file=sys.stderr)
+    print(f"{training_summary(result)}; wrote {result.export_path}", file=sys.stderr)
     return 0
 
 

@@ -18,11 +18,10 @@ Dataset = Union[IndexedImageDataset, WebDatasetShards]
 
 
 def build_dataset(config: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, split: str = "train") -> Dataset:
-    """The samples of this process (`rank` of `world_size`) for `split`: an IterableDataset
-    of {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str} with `.stats`.
-
-    The dataset is already split across processes: do not also shard its loader (e.g. with
-    accelerator.prepare). Raises DataError before any image is decoded for a missing path,
+    """The samples for `split`, {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str},
+    with `.stats`: a map-style dataset (imagefolder, hf) that ldm.data.make_batches splits
+    across processes, or a stream (webdataset) already split for process `rank` of
+    `world_size`. Do not also shard its loader (e.g. with accelerator.prepare). Raises DataError before any image is decoded for a missing path,
     no images, unreadable captions or metadata, or an unknown source or setting."""
     _check(config, rank, world_size, split)
     training = split == "train"
@@ -63,9 +62,8 @@ def _indexed(load: Callable[[DataConfig], Records]):
             "columns": [config.image_column, config.caption_column],
         }
         indices = train if split == "train" else validation
-        return IndexedImageDataset(
-            records, indices, transform, config.caption_dropout, seed, rank, world_size, split == "train", description
-        )
+        # Every process gets every sample: the sampler picks each one's share (ldm.data.batches).
+        return IndexedImageDataset(records, indices, transform, config.caption_dropout, seed, split == "train", description)
 
     return build
 

@@ -1,24 +1,27 @@
-"""Samples from a source with random access (a folder, a Hugging Face dataset), streamed.
+"""Samples from a source with random access (a folder, a Hugging Face dataset).
 
-An IterableDataset rather than a map-style one so that a bad image can simply be left out
-(a map-style dataset must return something for every index) and so that each epoch's
-order and split are computed here, from (seed, epoch, rank, worker), not by a sampler.
+A map-style dataset: which samples a process reads, and in which order, is the sampler's
+business (ldm.data.batches), so a run can resume mid-epoch without reading what it already
+trained on. The sampler asks for `dataset[(epoch, position)]`: the epoch seeds the sample's
+random crop, flip and caption draw. A bad image gives None, which the collate function
+drops from its batch (ldm.data.batches.collate_samples); `stats` counts it, with why.
 """
 
 from __future__ import annotations
 
 import copy
-import warnings
-from typing import Iterator, Optional, Protocol
+from typing import Iterator, Optional, Protocol, Union
 
 import torch
 
 from ldm.data.captions import choose_caption, drop_caption
 from ldm.data.decode import ImageSource, decode_image
-from ldm.data.ordering import SharedEpoch, epoch_order, rank_share, worker_share
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
 from ldm.data.transforms import ImageTransform
+
+# dataset[position] reads epoch 0; dataset[(epoch, position)] what the sampler asks for.
+Item = Union[int, tuple[int, int]]
 
 
 class Records(Protocol):
@@ -30,16 +33,20 @@ class Records(Protocol):
     def identity(self) -> str: ...
 
 
-class IndexedImageDataset(torch.utils.data.IterableDataset):
-    """Yields {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str}.
+def split_item(item: Item) -> tuple[int, int]:
+    """(epoch, position) of a dataset index as the sampler or a plain `dataset[i]` gives it."""
+    return (int(item[0]), int(item[1])) if isinstance(item, tuple) else (0, int(item))
 
-    training=True: shuffled each epoch, one caption drawn per epoch, caption dropout, and
-    every rank gets equally many samples: the order is padded to a multiple of
-    world_size and, with world_size > 1, a skipped sample is replaced by the next good one
-    of the same worker (DDP hangs when one rank runs out of batches before the others).
-    training=False (validation): fixed order, first caption, no dropout, no padding.
 
-    `stats` counts each sample once, however many epochs read it."""
+class IndexedImageDataset(torch.utils.data.Dataset):
+    """dataset[(epoch, position)] -> {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str},
+    or None for a sample that cannot be trained on (unreadable, too small, no caption).
+
+    training=True: one caption drawn per epoch, caption dropout, random crop/flip if set.
+    training=False (validation): first caption, no dropout. Iterating gives the readable
+    samples in fixed order (epoch 0), for evaluation and inspection.
+
+    `stats` counts each sample once, however many epochs or processes' workers read it."""
 
     def __init__(
         self,
@@ -48,8 +55,6 @@ class IndexedImageDataset(torch.utils.data.IterableDataset):
         transform: ImageTransform,
         caption_dropout: float,
         seed: int,
-        rank: int,
-        world_size: int,
         training: bool,
         description: dict,
     ):
@@ -58,62 +63,45 @@ class IndexedImageDataset(torch.utils.data.IterableDataset):
         self.indices = indices
         self.transform = transform
         self.caption_dropout = caption_dropout if training else 0.0
-        self.seed, self.rank, self.world_size, self.training = seed, rank, world_size, training
+        self.seed, self.training = seed, training
         self.description = description
         self.stats = DataStats()
-        self.worker_chunk = 1  # make_loader sets the batch size (see ordering.worker_share)
-        self._epoch = SharedEpoch()
+        self.caching = False  # set on caching views only
         self._counted = torch.zeros(len(records), dtype=torch.bool).share_memory_()
-        self._cache_skip: Optional[set[str]] = None  # set on caching views only
 
     # ------------------------------------------------------------------ interface
 
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
-
     def __len__(self) -> int:
-        """Samples this rank reads per epoch (fewer if some are skipped, when world_size is 1)."""
-        return len(rank_share(self.indices, self.rank, self.world_size, pad=self.training))
+        return len(self.indices)
+
+    def key(self, position: int) -> str:
+        """The key of sample `position`, without reading its image."""
+        return self.records.key(self.indices[position])
 
     def describe(self) -> dict:
         """What decides this dataset's pixels and captions (for the latent cache key)."""
         return {**self.description, "identity": self.records.identity(), "transform": self.transform.describe()}
 
-    def caching_view(self, skip_keys: set[str]) -> "IndexedImageDataset":
-        """All samples (every rank's), in fixed order, without `skip_keys` and with all
-        their captions: {"pixels", "captions": list[str], "key"}. Shares `stats`."""
+    def caching_view(self) -> "IndexedImageDataset":
+        """The same samples with all their captions: {"pixels", "captions": list[str], "key"}.
+        Shares `stats`."""
         view = copy.copy(self)
-        view._cache_skip = set(skip_keys)
+        view.caching = True
         return view
 
-    # ------------------------------------------------------------------ reading
+    def __getitem__(self, item: Item) -> Optional[dict]:
+        epoch, position = split_item(item)
+        if not 0 <= position < len(self.indices):
+            raise IndexError(f"sample {position} of {len(self.indices)}")
+        return self._read(self.indices[position], epoch)
 
     def __iter__(self) -> Iterator[dict]:
-        epoch = self._epoch.get()
-        if self._cache_skip is not None:
-            order = [i for i in self.indices if self.records.key(i) not in self._cache_skip]
-            mine = worker_share(order, self.worker_chunk)
-        else:
-            order = epoch_order(self.indices, self.seed, epoch, shuffle=self.training)
-            share = rank_share(order, self.rank, self.world_size, pad=self.training)
-            mine = worker_share(share, self.worker_chunk)
-        replace = self.training and self.world_size > 1 and self._cache_skip is None
-        for position, index in enumerate(mine):
-            sample = self._read(index, epoch)
-            if sample is None and replace:
-                sample = self._replacement(mine, position, epoch)
-                if sample is None:
-                    warnings.warn(f"rank {self.rank}: none of this worker's {len(mine)} samples is readable", stacklevel=2)
-                    return
+        for position in range(len(self)):
+            sample = self[position]
             if sample is not None:
                 yield sample
 
-    def _replacement(self, mine: list[int], position: int, epoch: int) -> Optional[dict]:
-        for step in range(1, len(mine)):
-            sample = self._read(mine[(position + step) % len(mine)], epoch)
-            if sample is not None:
-                return sample
-        return None
+    # ------------------------------------------------------------------ reading
 
     def _read(self, index: int, epoch: int) -> Optional[dict]:
         source, captions = self.records.read(index)
@@ -127,7 +115,7 @@ class IndexedImageDataset(torch.utils.data.IterableDataset):
         key = self.records.key(index)
         generator = sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None
         pixels = self.transform(decoded.image, generator)  # (3, R, R)
-        if self._cache_skip is not None:
+        if self.caching:
             return {"pixels": pixels, "captions": captions, "key": key}
         caption_rng = sample_generator(self.seed, epoch, index, "caption")
         caption = choose_caption(captions, caption_rng if self.training else None)

@@ -4,7 +4,7 @@
     if cache_allowed(description):                # False, with a warning, for random crop/flip
         cache = LatentCache(root, cache_key(fingerprint_module(vae), description))
         build_latent_cache(dataset, encode_fn, cache, batch_size)   # a no-op when complete
-        train_set = CachedLatentDataset(cache, caption_dropout, seed, rank, world_size)
+        train_set = CachedLatentDataset(cache, caption_dropout, seed)   # batch with make_batches
 
 Layout of root/<key>/:
     shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior; metadata
@@ -25,14 +25,15 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from ldm.data.captions import choose_caption, drop_caption
 from ldm.data.errors import DataError
-from ldm.data.ordering import SharedEpoch, epoch_order, rank_share, worker_share
+from ldm.data.batches import collate_samples
+from ldm.data.indexed import Item, split_item
 from ldm.data.randomness import sample_generator, stable_index
 
 CACHE_VERSION = 1
@@ -241,14 +242,14 @@ def build_latent_cache(
         return cache
     shards = cache.resume()
     done = {key for shard in shards for key in shard.keys}
-    view = dataset.caching_view(done)
-    view.worker_chunk = batch_size
-    loader = DataLoader(view, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_for_cache)
+    loader = _caching_loader(dataset, done, batch_size, num_workers)
     pending: dict[str, list] = {"keys": [], "captions": [], "mean": [], "std": []}
     number = 1 + max((int(s.file.removeprefix("shard-").split(".")[0]) for s in shards), default=-1)
     total = _cache_total(dataset)
     with tqdm(total=total, initial=len(done) if total else 0, desc="caching latents", unit="img", disable=not progress) as bar:
         for batch in loader:
+            if not batch:
+                continue  # every sample of this batch was unreadable
             mean, std = encode_fn(batch["pixels"])  # (B, C, h, w) each
             pending["keys"] += batch["key"]
             pending["captions"] += batch["captions"]
@@ -274,12 +275,15 @@ def _write_pending(cache: LatentCache, number: int, pending: dict[str, list], co
     return cache.write_shard(number, taken["keys"], taken["captions"], mean, std)
 
 
-def _collate_for_cache(samples: list[dict]) -> dict:
-    return {
-        "pixels": torch.stack([s["pixels"] for s in samples]),  # (B, 3, R, R)
-        "captions": [s["captions"] for s in samples],
-        "key": [s["key"] for s in samples],
-    }
+def _caching_loader(dataset, done: set[str], batch_size: int, num_workers: int) -> DataLoader:
+    """Batches of every sample (all processes'), in fixed order, but those in `done`, with
+    all their captions: {"pixels", "captions", "key"}; unreadable samples dropped."""
+    if isinstance(dataset, torch.utils.data.IterableDataset):
+        view = dataset.caching_view(done)
+        return DataLoader(view, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
+    view = dataset.caching_view()
+    todo = [position for position in range(len(view)) if view.key(position) not in done]
+    return DataLoader(view, batch_size=batch_size, sampler=todo, num_workers=num_workers, collate_fn=collate_samples)
 
 
 def _cache_total(dataset) -> Optional[int]:
@@ -290,34 +294,26 @@ def _cache_total(dataset) -> Optional[int]:
 # ----------------------------------------------------------------------------- reading for training
 
 
-class CachedLatentDataset(torch.utils.data.IterableDataset):
-    """Yields {"latent_mean": (C, h, w), "latent_std": (C, h, w), "caption": str, "key": str}
-    from a complete cache; one caption drawn per epoch and dropout applied here, at read
-    time, so that cached samples get a fresh draw every epoch. Latents are the unscaled
-    posterior: sample with mean + std * noise, then multiply by the VAE's scaling factor.
+class CachedLatentDataset(torch.utils.data.Dataset):
+    """dataset[(epoch, position)] -> {"latent_mean": (C, h, w), "latent_std": (C, h, w),
+    "caption": str, "key": str} from a complete cache; one caption drawn per epoch and
+    dropout applied here, at read time, so that cached samples get a fresh draw every epoch.
+    Latents are the unscaled posterior: sample with mean + std * noise, then multiply by
+    the VAE's scaling factor. Batched like the image datasets (ldm.data.make_batches)."""
 
-    Split and ordered like the image datasets: shuffled per (seed, epoch), padded so that
-    every rank gets as many samples, worker k makes batches k, k + W, ..."""
-
-    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0):
         super().__init__()
         self.cache = cache
         self.sample_keys = sorted(cache.keys())  # sorted: independent of the build order
-        self.caption_dropout, self.seed, self.rank, self.world_size = caption_dropout, seed, rank, world_size
-        self.worker_chunk = 1
-        self._epoch = SharedEpoch()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
+        self.caption_dropout, self.seed = caption_dropout, seed
 
     def __len__(self) -> int:
-        return len(rank_share(self.sample_keys, self.rank, self.world_size, pad=True))
+        return len(self.sample_keys)
 
-    def __iter__(self) -> Iterator[dict]:
-        epoch = self._epoch.get()
-        order = epoch_order(self.sample_keys, self.seed, epoch, shuffle=True)
-        for key in worker_share(rank_share(order, self.rank, self.world_size, pad=True), self.worker_chunk):
-            mean, std = self.cache.get(key)
-            generator = sample_generator(self.seed, epoch, stable_index(key), "caption")
-            caption = drop_caption(choose_caption(self.cache.captions(key), generator), self.caption_dropout, generator)
-            yield {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key}
+    def __getitem__(self, item: Item) -> dict:
+        epoch, position = split_item(item)
+        key = self.sample_keys[position]
+        mean, std = self.cache.get(key)
+        generator = sample_generator(self.seed, epoch, stable_index(key), "caption")
+        caption = drop_caption(choose_caption(self.cache.captions(key), generator), self.caption_dropout, generator)
+        return {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key}

@@ -1,19 +1,14 @@
-"""Which samples each process and DataLoader worker reads, in which order, per epoch.
+"""A stream's epoch, shared with DataLoader workers, and the validation split.
 
-The split is explicit (rank, world_size passed in) because under accelerate the dataset
-is built before, or without, torch.distributed being initialised.
+Which samples of a map-style dataset each process reads is ldm.data.batches' business.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence, TypeVar
+from typing import Sequence
 
 import torch
-
-from ldm.data.randomness import epoch_rng
-
-T = TypeVar("T")
 
 
 class SharedEpoch:
@@ -37,32 +32,3 @@ def validation_split(keys: Sequence[str], validation: int) -> tuple[list[int], l
     order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(keys[i].encode()).digest())
     cut = len(order) - min(validation, len(order))
     return sorted(order[:cut]), sorted(order[cut:])
-
-
-def epoch_order(items: Sequence[T], seed: int, epoch: int, shuffle: bool) -> list[T]:
-    order = list(items)
-    if shuffle:
-        epoch_rng(seed, epoch, "order").shuffle(order)
-    return order
-
-
-def rank_share(order: Sequence[T], rank: int, world_size: int, pad: bool) -> list[T]:
-    """Every world_size-th item from `rank`. With `pad`, the order is first wrapped around
-    to a multiple of world_size so that every rank gets as many items (under DDP a rank
-    with one batch more waits forever for the others)."""
-    order = list(order)
-    if pad and order and len(order) % world_size:
-        padding = world_size - len(order) % world_size
-        order += (order * (padding // len(order) + 1))[:padding]
-    return order[rank::world_size]
-
-
-def worker_share(items: Sequence[T], chunk: int = 1) -> list[T]:
-    """This DataLoader worker's items: chunks k, k + W, k + 2W, ... of `chunk` items each.
-    With chunk = batch size, worker k makes whole batches k, k + W, ..., and the loader,
-    which takes batches from workers in turn, returns them in single-process order."""
-    info = torch.utils.data.get_worker_info()
-    if info is None or info.num_workers == 1:
-        return list(items)
-    starts = range(info.id * chunk, len(items), info.num_workers * chunk)
-    return [item for start in starts for item in items[start : start + chunk]]

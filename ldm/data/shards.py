@@ -66,7 +66,6 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.description = description
         self.stats = DataStats()
-        self.worker_chunk = 1  # unused: shards, not samples, are split across workers
         self._epoch = SharedEpoch()
         self._cache_skip: Optional[set[str]] = None
 

@@ -33,4 +33,4 @@ def cached_latents(dataset, vae, directory: Path, config, context):
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the other processes read what the main one wrote
     # Caption dropout 0: text2img drops captions itself, per step.
-    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed, rank=context.rank, world_size=context.world_size)
+    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed)

@@ -14,8 +14,8 @@ from typing import Optional
 
 import torch
 
-from ldm.data import build_dataset
-from ldm.training.batches import Randomness, make_batches
+from ldm.data import DataStats, build_dataset, make_batches
+from ldm.training.batches import Randomness
 from ldm.training.checkpoints import CheckpointError, TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
@@ -34,8 +34,9 @@ class TrainingError(Exception):
 class TrainResult:
     step: int
     losses: list[float] = field(default_factory=list)  # per step of this run, mean over processes
-    skipped_steps: int = 0
+    skipped_steps: int = 0  # steps whose loss or gradient was not finite (not trained on)
     export_path: Optional[Path] = None
+    data: DataStats = field(default_factory=DataStats)  # images this run read, all processes
 
 
 def resolve_mixed_precision(requested: str, use_cpu: bool) -> str:
@@ -235,9 +236,21 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
             result.export_path = stage.export()
         reporter.note(f"exported {result.export_path}")
     accelerator.wait_for_everyone()
+    result.data = data_totals(raw_dataset, accelerator)
+    reporter.data(step, result.data)
     reporter.close()
     accelerator.end_training()
     result.step = step
     result.skipped_steps = counters["skipped_steps"]
     return result
+
+
+def data_totals(dataset, accelerator) -> DataStats:
+    """The dataset's counts (read, converted, skipped) summed over the processes. Each process
+    counts a sample once; with several processes and more than one epoch, a sample that two
+    processes read in different epochs is counted by both (known limit: the sum may be high)."""
+    stats = getattr(dataset, "stats", None) or DataStats()
+    totals = accelerator.reduce(stats.totals().to(accelerator.device), reduction="sum")
+    return DataStats.from_totals(totals)
+
 

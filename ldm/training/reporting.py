@@ -1,9 +1,13 @@
 """What a run reports while it trains: a progress bar (loss, it/s, ETA), TensorBoard
-through accelerate, and OUTPUT/log.jsonl with one plain JSON object per logged step."""
+through accelerate, and OUTPUT/log.jsonl with one plain JSON object per logged step.
+
+A resumed run replays the steps after its checkpoint: their rows are cut from log.jsonl and
+TensorBoard purges their events, so each step is logged once."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,8 +26,14 @@ class Reporter:
         self.log_file = None
         if self.main:
             output_dir.mkdir(parents=True, exist_ok=True)
-            self.log_file = open(output_dir / "log.jsonl", "a")
-            accelerator.init_trackers("train", config=flat_hparams(config))
+            log_path = output_dir / "log.jsonl"
+            # purge_step: TensorBoard drops the events from that step on (the replayed ones).
+            init_kwargs = {}
+            if start_step:
+                truncate_log(log_path, start_step)
+                init_kwargs = {"tensorboard": {"purge_step": start_step + 1}}
+            self.log_file = open(log_path, "a")
+            accelerator.init_trackers("train", config=flat_hparams(config), init_kwargs=init_kwargs)
         self.bar = tqdm(
             total=config.train.max_steps, initial=start_step, desc=config.stage, disable=not (self.main and config.train.progress), dynamic_ncols=True
         )
@@ -44,6 +54,15 @@ class Reporter:
         self.accelerator.log(values, step=step)
         self.log_file.write(json.dumps({"step": step, "time": round(time.time() - self.started, 3), **values}) + "\n")
         self.log_file.flush()
+
+    def data(self, step: int, stats) -> None:
+        """What the data layer read, converted and skipped (ldm.data.DataStats), as one row
+        of counts (TensorBoard: data/...) and a one-line note."""
+        counts = {"data/images": stats.seen, "data/converted": sum(stats.converted.values()), "data/skipped": sum(stats.skipped.values())}
+        counts.update({f"data/converted/{reason.replace(' ', '_')}": n for reason, n in stats.converted.items()})
+        counts.update({f"data/skipped/{reason.replace(' ', '_')}": n for reason, n in stats.skipped.items()})
+        self.log(step, counts)
+        self.note(f"data: {stats.summary()}")
 
     def note(self, message: str) -> None:
         if self.main:
@@ -74,3 +93,28 @@ def flat_hparams(config: TrainConfig) -> dict:
 
     walk("", to_dict(config))
     return flat
+def truncate_log(path: Path, step: int) -> None:
+    """Cuts log.jsonl before its first row of a step after `step` (what a resume from the
+    checkpoint of `step` replays). The file is replaced whole (written aside, then renamed):
+    a crash leaves the old log or the new one, never half of either."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row_step = json.loads(line).get("step")
+        except (json.JSONDecodeError, AttributeError):
+            row_step = None  # a line cut short by the kill
+        if isinstance(row_step, int) and row_step > step:
+            break
+        if line.endswith("\n"):
+            kept.append(line)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "w") as handle:
+            handle.writelines(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

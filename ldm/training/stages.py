@@ -81,11 +81,13 @@ def make_grid(images: list, columns: Optional[int] = None):
 
 
 def first_samples(dataset, n: int) -> list[dict]:
-    """Up to `n` samples from the start of a dataset (map-style or stream), for evaluation."""
+    """Up to `n` readable samples from the start of a dataset (map-style or stream), for evaluation."""
     import itertools
 
     from torch.utils.data import IterableDataset
 
-    if not isinstance(dataset, IterableDataset):
-        return [dataset[i] for i in range(min(n, len(dataset)))]
-    return list(itertools.islice(iter(dataset), n))
+    if isinstance(dataset, IterableDataset):
+        samples = iter(dataset)
+    else:  # unreadable samples read as None
+        samples = (dataset[i] for i in range(len(dataset)))
+    return list(itertools.islice((s for s in samples if s is not None), n))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ldm.data import DataError, build_dataset, make_loader
+from ldm.data import DataError, build_dataset, make_batches
 from ldm.data.latent_cache import (
     CachedLatentDataset,
     LatentCache,
@@ -109,13 +109,13 @@ def test_temporary_files_and_truncated_shards_are_never_served(tmp_path, sidecar
 def test_cached_dataset_yields_latents_with_captions_dropped_at_read_time(tmp_path, sidecar_folder):
     dataset = build_dataset(folder_config(sidecar_folder))
     cache = build_latent_cache(dataset, CountingEncoder(), make_cache(tmp_path, dataset), batch_size=4, progress=False)
-    samples = list(CachedLatentDataset(cache, caption_dropout=0.0))
+    cached = CachedLatentDataset(cache, caption_dropout=0.0)
+    samples = [cached[i] for i in range(len(cached))]
     assert len(samples) == 12 and {s["caption"] for s in samples} == {f"caption {n}" for n in range(12)}
     assert samples[0]["latent_mean"].shape == samples[0]["latent_std"].shape == (4, 4, 4)
-    assert all(s["caption"] == "" for s in CachedLatentDataset(cache, caption_dropout=1.0))
-    shares = [{s["key"] for s in CachedLatentDataset(cache, seed=1, rank=r, world_size=2)} for r in range(2)]
-    assert not shares[0] & shares[1] and len(shares[0] | shares[1]) == 12
-    batch = next(iter(make_loader(CachedLatentDataset(cache), batch_size=3, num_workers=2, seed=0)))
+    dropped = CachedLatentDataset(cache, caption_dropout=1.0)
+    assert all(dropped[(epoch, i)]["caption"] == "" for epoch in range(2) for i in range(12))
+    batch = next(make_batches(CachedLatentDataset(cache), batch_size=3, num_workers=2).epoch_batches())
     assert batch["latent_mean"].shape == (3, 4, 4, 4) and len(batch["caption"]) == 3
 
 

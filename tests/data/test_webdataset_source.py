@@ -3,7 +3,7 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from ldm.data import DataError, build_dataset, make_loader
+from ldm.data import DataError, build_dataset, make_batches
 
 from .fixtures import RESOLUTION, encoded, folder_config, messy_images, noise_image
 
@@ -45,7 +45,7 @@ def test_shards_split_disjointly_and_completely_across_ranks_and_workers(tmp_pat
     seen = []
     for rank in range(2):
         dataset = build_dataset(config, seed=3, rank=rank, world_size=2)
-        for batch in make_loader(dataset, batch_size=2, num_workers=2, seed=0):
+        for batch in make_batches(dataset, batch_size=2, num_workers=2).epoch_batches():
             seen += [(rank, key) for key in batch["key"]]
     keys = [key for _, key in seen]
     assert sorted(keys) == sorted(f"s{s}-{n:02d}" for s in range(SHARDS) for n in range(PER_SHARD))
@@ -57,7 +57,7 @@ def test_each_worker_reads_its_own_shards(tmp_path):
     dataset = build_dataset(shard_config(write_shards(tmp_path / "shards"), shuffle_buffer=0))
     # Worker k makes batch k, k + 2, ...; a batch of 5 = one whole shard, so each batch is
     # from a single shard and the workers' shards are distinct.
-    batches = [batch["key"] for batch in make_loader(dataset, batch_size=PER_SHARD, num_workers=2, seed=0)]
+    batches = [batch["key"] for batch in make_batches(dataset, batch_size=PER_SHARD, num_workers=2).epoch_batches()]
     shards = [{key.split("-")[0] for key in keys} for keys in batches]
     assert all(len(s) == 1 for s in shards) and len(set().union(*shards)) == SHARDS
 

@@ -1,5 +1,6 @@
-"""Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny data.
-usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS"""
+"""Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny images
+read from a folder by ldm.data, as ldm-train reads them.
+usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGE_FOLDER"""
 
 import sys
 from pathlib import Path
@@ -7,10 +8,10 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 from configs import tiny_train_config  # noqa: E402
-from tiny_data import tiny_datasets  # noqa: E402
 
 from ldm.training.loop import train  # noqa: E402
 
-output_dir, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+output_dir, batch, steps, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 config = tiny_train_config("text2img", output_dir, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
-train(config, open_dataset=tiny_datasets(n=8))
+config.data.path = images
+train(config)

@@ -1,5 +1,6 @@
 """Two CPU processes under accelerate give the weights one process gets with the same
 global batch: same samples, same noise (drawn for the global batch), averaged gradients.
+The images are read from a folder by ldm.data, the path ldm-train takes.
 
 `accelerate launch --cpu --num_processes 2` starts ONE process unless an MPI hostfile is
 configured (accelerate's simple launcher), so the processes are started by torchrun through
@@ -14,18 +15,20 @@ from pathlib import Path
 
 import pytest
 
+from tiny_data import tiny_image_folder
+
 from ldm.model_folder import read_safetensors
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
 
-def launch(output_dir, processes, batch, steps=2):
+def launch(output_dir, processes, batch, images, steps=3):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
-               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps)]
+               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -33,14 +36,18 @@ def launch(output_dir, processes, batch, steps=2):
 
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="accelerate CLI not installed")
 def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
-    launch(tmp_path / "one", 1, 4)
-    launch(tmp_path / "two", 2, 2)
+    # 8 images, global batch 4: the third step starts the second epoch.
+    images = tiny_image_folder(tmp_path / "images", n=8)
+    launch(tmp_path / "one", 1, 4, images)
+    launch(tmp_path / "two", 2, 2, images)
     one = read_safetensors(tmp_path / "one" / "model" / "unet.safetensors")
     two = read_safetensors(tmp_path / "two" / "model" / "unet.safetensors")
-    # Gradients differ only in float summation order (allreduce vs one batch); Adam turns
-    # that into weight differences well under its per-step move (lr 1e-3): 1e-4 is 10%.
+    # Gradients differ only in float summation order (allreduce vs one batch); Adam divides
+    # each gradient by its own running size, so a weight whose gradient is almost zero can
+    # move differently on rounding alone: 2e-4 is 20% of one step's move (lr 1e-3). Same
+    # samples and noise show in the losses, equal to 1e-6 through the epoch boundary.
     worst = max(float((one[k] - two[k]).abs().max()) for k in one)
-    assert worst < 1e-4, worst
+    assert worst < 2e-4, worst
     losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "log.jsonl").read_text().splitlines() if '"loss"' in line] for run in ("one", "two")]
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
     log_one = (tmp_path / "one" / "log.jsonl").read_text()

@@ -1,11 +1,16 @@
-"""Checkpoints and resume: same losses and weights as an uninterrupted run; a crash while
-writing a checkpoint leaves `latest` loadable; non-finite losses are skipped and counted."""
+"""Checkpoints and resume, on the path ldm-train takes (an image folder on disk, read by
+ldm.data through make_batches): same losses, weights and log as an uninterrupted run; a
+crash while writing a checkpoint leaves `latest` loadable; non-finite losses are skipped
+and counted."""
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from configs import tiny_train_config
-from tiny_data import tiny_datasets
+from tiny_data import tiny_image_folder
 
 from ldm.model_folder import read_safetensors
 from ldm.training import checkpoints
@@ -13,10 +18,30 @@ from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
 from ldm.training.loop import TrainingError, train
 
 
-def run(output_dir, resume=None):
+def on_disk(config, n: int = 8):
+    """`config` reading n tiny images from a folder next to its output folder."""
+    folder = Path(config.train.output_dir + "-images")
+    config.data.path = str(folder if folder.is_dir() else tiny_image_folder(folder, n))
+    return config
+
+
+def run(output_dir, resume=None, **settings):
     # 4 samples, global batch 2: 2 batches per epoch, so the runs cross epoch boundaries.
-    config = tiny_train_config("text2img", output_dir, max_steps=5, save_every=3, ema_decay=0.9, warmup_steps=2, lr_schedule="cosine")
-    return train(config, resume=resume, open_dataset=tiny_datasets(n=4))
+    settings = {"max_steps": 5, "save_every": 3, "ema_decay": 0.9, "warmup_steps": 2, "lr_schedule": "cosine", **settings}
+    return train(on_disk(tiny_train_config("text2img", output_dir, **settings), n=4), resume=resume)
+
+
+def logged_steps(output_dir) -> list[int]:
+    rows = [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+    return [row["step"] for row in rows if "loss" in row]
+
+
+def tensorboard_steps(output_dir, tag="loss") -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(output_dir / "logs" / "train"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
 
 
 def killed_during_step(monkeypatch, killed_step):
@@ -48,6 +73,29 @@ def test_resume_gives_the_same_losses_and_weights(tmp_path, monkeypatch):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):
+    from ldm.training.text2img_stage import Text2ImgModule
+
+    run(tmp_path / "whole")
+    forward = killed_during_step(monkeypatch, 4)  # steps 1-4 logged, checkpoint at 3
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split")
+    assert logged_steps(tmp_path / "split") == [1, 2, 3, 4]
+    monkeypatch.setattr(Text2ImgModule, "forward", forward)
+    run(tmp_path / "split", resume=resolve_checkpoint("latest", tmp_path / "split"))
+    assert logged_steps(tmp_path / "split") == logged_steps(tmp_path / "whole") == [1, 2, 3, 4, 5]
+    assert tensorboard_steps(tmp_path / "split") == tensorboard_steps(tmp_path / "whole") == [1, 2, 3, 4, 5]
+
+
+def test_resume_from_an_older_checkpoint_cuts_the_log_there(tmp_path):
+    run(tmp_path / "run", save_every=2, keep_last=3)
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    (tmp_path / "run" / "log.jsonl").write_text("\n".join(lines) + '\n{"step": 9, "lo')  # a row cut by a kill
+    run(tmp_path / "run", resume=tmp_path / "run" / "checkpoints" / "step-000002")
+    assert logged_steps(tmp_path / "run") == [1, 2, 3, 4, 5]
+    assert not list((tmp_path / "run").glob(".log.jsonl*"))
+
+
 def test_checkpoint_holds_everything_resume_needs(tmp_path, monkeypatch):
     killed_during_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
@@ -65,7 +113,7 @@ def test_checkpoint_holds_everything_resume_needs(tmp_path, monkeypatch):
 
 def test_keep_last_prunes_old_checkpoints(tmp_path):
     config = tiny_train_config("text2img", tmp_path / "run", max_steps=3, save_every=1, keep_last=2)
-    train(config, open_dataset=tiny_datasets())
+    train(on_disk(config))
     names = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert names == ["latest", "step-000002", "step-000003"]
 
@@ -83,12 +131,12 @@ def test_crash_while_writing_a_checkpoint_leaves_latest_loadable(tmp_path, monke
 
     monkeypatch.setattr(checkpoints, "write_safetensors", crashing_writer)
     with pytest.raises(KeyboardInterrupt):
-        train(config, open_dataset=tiny_datasets())
+        train(on_disk(config))
     latest = resolve_checkpoint("latest", tmp_path / "run")
     assert latest.name == "step-000002"
     assert load_checkpoint(latest).step == 2
     monkeypatch.setattr(checkpoints, "write_safetensors", original)
-    result = train(config, resume=latest, open_dataset=tiny_datasets())
+    result = train(config, resume=latest)
     assert result.step == 4
 
 
@@ -104,7 +152,7 @@ def test_non_finite_losses_are_skipped_counted_and_stop_training(tmp_path, monke
     monkeypatch.setattr(Text2ImgModule, "forward", sometimes_nan)
     config = tiny_train_config("text2img", tmp_path / "run", max_steps=20, save_every=100, max_bad_steps=3)
     with pytest.raises(TrainingError, match="3 consecutive steps"):
-        train(config, open_dataset=tiny_datasets())
+        train(on_disk(config))
     log = (tmp_path / "run" / "log.jsonl").read_text()
     assert '"step": 2, ' in log and '"skipped_steps": 1' in log and '"skipped_steps": 4' in log
 
@@ -115,8 +163,23 @@ def test_skipped_step_leaves_weights_unchanged(tmp_path, monkeypatch):
     forward = Text2ImgModule.forward
     monkeypatch.setattr(Text2ImgModule, "forward", lambda self, *a: (forward(self, *a)[0] * float("inf"), {}))
     config = tiny_train_config("text2img", tmp_path / "run", max_steps=2, save_every=1, max_bad_steps=5)
-    result = train(config, open_dataset=tiny_datasets())
+    result = train(on_disk(config))
     assert result.skipped_steps == 2
     a = read_safetensors(tmp_path / "run" / "checkpoints" / "step-000001" / "weights.safetensors")
     b = read_safetensors(tmp_path / "run" / "checkpoints" / "step-000002" / "weights.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a) and all(torch.isfinite(v).all() for v in b.values())
+
+
+def test_resume_decodes_only_the_images_it_trains_on(tmp_path, monkeypatch):
+    from ldm.data import indexed
+    from ldm.training.text2img_stage import Text2ImgModule
+
+    forward = killed_during_step(monkeypatch, 3)  # 4 images, batch 2: checkpoint at step 2, an epoch read
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run", save_every=2)
+    monkeypatch.setattr(Text2ImgModule, "forward", forward)
+    decoded = []
+    original = indexed.decode_image
+    monkeypatch.setattr(indexed, "decode_image", lambda source, min_size: decoded.append(source) or original(source, min_size=min_size))
+    run(tmp_path / "run", resume=resolve_checkpoint("latest", tmp_path / "run"), save_every=2)
+    assert len(decoded) == 3 * 2  # steps 3, 4 and 5; not the 4 images of steps 1 and 2

@@ -3,8 +3,12 @@ training tests run without image files: {"pixels": (3, R, R) in [-1, 1], "captio
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch.utils.data import Dataset
+
+from ldm.data.indexed import Item, split_item
 
 COLOURS = ["red", "green", "blue", "yellow"]
 
@@ -18,8 +22,8 @@ class TinyImages(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int) -> dict:
-        index = index + self.offset
+    def __getitem__(self, item: Item) -> dict:
+        index = split_item(item)[1] + self.offset
         g = torch.Generator().manual_seed(index)
         r = self.resolution
         top, bottom = torch.rand(3, 1, 1, generator=g) * 2 - 1, torch.rand(3, 1, 1, generator=g) * 2 - 1
@@ -36,3 +40,16 @@ def tiny_datasets(n: int = 8, resolution: int = 32, validation: int = 4):
         return TinyImages(n, resolution)
 
     return open_dataset
+
+
+def tiny_image_folder(folder: Path, n: int = 8, resolution: int = 32) -> Path:
+    """TinyImages written as PNGs with sidecar captions: what ldm-train reads from disk."""
+    from ldm.images import to_pil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = TinyImages(n, resolution)
+    for i in range(n):
+        sample = images[i]
+        to_pil(sample["pixels"][None])[0].save(folder / f"{sample['key']}.png")
+        (folder / f"{sample['key']}.txt").write_text(sample["caption"])
+    return folder

@@ -1,0 +1,158 @@
+"""Datasets -> batches, resumable mid-epoch: the one way ldm-train (and anyone) reads data.
+
+Map-style datasets (image folders, HF datasets, cached latents) go through
+ResumableBatches: each epoch is a permutation seeded by (seed, epoch); a global batch is
+the next batch_size * world_size positions, of which each process takes its own slice.
+The position is (epoch, batches done), so resuming starts the sampler at that batch:
+nothing already trained on is read again. Webdataset shards, which have no index, stream
+through StreamBatches.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ldm.data.errors import DataError
+
+
+def collate_samples(samples: list[Optional[dict]]) -> dict:
+    """Stacks tensors and lists the rest; None (a sample the dataset could not read, already
+    counted in its `stats`) is dropped, so a batch may be smaller than asked, or empty ({})."""
+    kept = [sample for sample in samples if sample is not None]
+    if not kept:
+        return {}
+    return {
+        name: torch.stack([s[name] for s in kept]) if isinstance(kept[0][name], torch.Tensor) else [s[name] for s in kept]
+        for name in kept[0]
+    }  # tensors (B, ...)
+
+
+def no_readable_sample(dataset) -> DataError:
+    stats = getattr(dataset, "stats", None)
+    counts = f" ({stats.summary()})" if stats is not None else ""
+    return DataError(f"no readable sample in a whole epoch of the training data{counts}")
+
+
+class ResumableBatches:
+    """Batches of a map-style dataset; `dataset[(epoch, position)]` is read for each sample.
+
+    One process with batch 2B sees exactly the samples two processes with B see together.
+    Every process gets the same number of batches (the last partial global batch of an epoch
+    is dropped), as DDP needs. A batch whose samples are all unreadable is passed over."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.global_batch = batch_size * world_size
+        self.batches_per_epoch = len(dataset) // self.global_batch
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"the training data has {len(dataset)} samples, fewer than one global batch "
+                f"({batch_size} x {world_size} processes): lower train.batch_size or add data"
+            )
+        self.epoch = 0
+        self.batch_in_epoch = 0
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch_in_epoch}
+
+    def seek(self, position: dict) -> None:
+        self.epoch = int(position["epoch"])
+        self.batch_in_epoch = int(position["batch"])
+
+    def batch_items(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
+        """This process's batches of `epoch` from batch `start` on, as (epoch, position) items."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        batches = []
+        for b in range(start, self.batches_per_epoch):
+            first = b * self.global_batch + self.rank * self.batch_size
+            batches.append([(epoch, position) for position in order[first : first + self.batch_size]])
+        return batches
+
+    def epoch_batches(self) -> Iterator[dict]:
+        """The rest of the current epoch; the position then moves to the next epoch."""
+        whole_epoch = self.batch_in_epoch == 0
+        loader = DataLoader(
+            self.dataset,
+            batch_sampler=self.batch_items(self.epoch, self.batch_in_epoch),
+            num_workers=self.num_workers,
+            collate_fn=collate_samples,
+        )
+        produced = False
+        for batch in loader:
+            self.batch_in_epoch += 1
+            if batch:
+                produced = True
+                yield batch
+        if whole_epoch and not produced:
+            raise no_readable_sample(self.dataset)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            yield from self.epoch_batches()
+
+
+class StreamBatches:
+    """Webdataset shards: the stream orders, splits across processes and applies its
+    randomness from (seed, epoch) itself. A stream has no index to seek, so resuming
+    mid-epoch reads past the consumed batches of that epoch and drops them untrained.
+    Whole epochs are never replayed."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,  # the epoch reaches them through shared memory
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.epoch = 0
+        self.batch_in_epoch = 0
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch_in_epoch}
+
+    def seek(self, position: dict) -> None:
+        self.epoch = int(position["epoch"])
+        self.batch_in_epoch = int(position["batch"])
+
+    def epoch_batches(self) -> Iterator[dict]:
+        skip = self.batch_in_epoch
+        self.dataset.set_epoch(self.epoch)
+        produced = False
+        for i, batch in enumerate(self.loader):
+            produced = True
+            if i < skip:
+                continue
+            self.batch_in_epoch += 1
+            yield batch
+        if not produced:
+            raise no_readable_sample(self.dataset)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        while True:
+            yield from self.epoch_batches()
+
+
+def make_batches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0):
+    """Resumable batches of `dataset` for process `rank` of `world_size`: iterate for
+    endless epochs, or call `epoch_batches()` for the rest of one; `position()` / `seek()`."""
+    if isinstance(dataset, IterableDataset):
+        # Streams are split across processes by ldm.data itself (rank/world_size at build time).
+        return StreamBatches(dataset, batch_size, seed, num_workers)
+    return ResumableBatches(dataset, batch_size, seed, rank, world_size, num_workers)

@@ -52,6 +52,30 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
+def current_umask() -> int:
+    try:  # Linux: read it without changing it (os.umask sets it, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def give_usual_permissions(folder: Path) -> None:
+    """What the umask allows a new file or folder, for everything under `folder`: some
+    writers (safetensors) make their files private (0600)."""
+    umask = current_umask()
+    folder.chmod(0o777 & ~umask)
+    for entry in folder.rglob("*"):
+        if entry.is_symlink():
+            continue
+        executable = entry.is_dir() or entry.stat().st_mode & 0o100
+        entry.chmod((0o777 if executable else 0o666) & ~umask)
+
+
 def _new_empty_file(path: Path) -> None:
     # 0o666 filtered by the umask: the permissions any program's new file gets (mkstemp's are 0600).
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -87,6 +111,7 @@ def publish_new_file(source: Path, target: Path) -> bool:
     """Gives the complete file `source` the name `target` only if no file has that name
     (atomically, so two processes never both get it); `source` is removed on success.
     False, with `source` untouched, when `target` is taken."""
+    _fsync_file(source)
     try:
         os.link(source, target)
     except FileExistsError:
@@ -129,6 +154,7 @@ def replacing_folder(path: Union[str, Path]) -> Iterator[Path]:
     os.mkdir(staging, 0o777)  # the umask applies, as to any new folder (mkdtemp's is 0700)
     try:
         yield staging
+        give_usual_permissions(staging)
         _fsync_tree(staging)
         _swap_in(staging, path)
     except BaseException:
@@ -185,10 +211,11 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None) -> list[Path]:
+def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None, suffix: str = "") -> list[Path]:
     """Recovers or removes what crashed writes left in `folder` (only those beside `name`
-    when given): an old folder whose target is missing is renamed back; every other
-    leftover of a writer no longer running is deleted. Returns the paths recovered."""
+    when given, or beside names ending in `suffix`): an old folder whose target is missing
+    is renamed back; every other leftover of a writer no longer running is deleted.
+    Returns the paths recovered."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -197,7 +224,7 @@ def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None) -> lis
     entries = sorted(folder.iterdir(), key=lambda p: 0 if ".old-" in p.name else 1)
     for entry in entries:
         match = LEFTOVER.match(entry.name)
-        if not match or (name is not None and match["name"] != name):
+        if not match or (name is not None and match["name"] != name) or not match["name"].endswith(suffix):
             continue
         if _writer_is_running(_writer_pid(match["tag"])):
             continue

@@ -132,3 +132,15 @@ def test_temporary_names_are_leftover_names(tmp_path):
 
     match = LEFTOVER.match(temporary_name(tmp_path / "x.png", "old").name)
     assert match["name"] == "x.png" and match["kind"] == "old" and match["tag"].startswith(f"{os.getpid()}-")
+
+
+def test_private_files_written_into_a_folder_get_the_usual_permissions(tmp_path, umask_022):
+    from safetensors.torch import save_file
+    import torch
+
+    with replacing_folder(tmp_path / "model") as staging:
+        save_file({"a": torch.zeros(2)}, str(staging / "w.safetensors"))  # safetensors writes 0600
+        (staging / "run.sh").write_text("")
+        (staging / "run.sh").chmod(0o700)
+    assert mode(tmp_path / "model" / "w.safetensors") == 0o644
+    assert mode(tmp_path / "model" / "run.sh") == 0o755

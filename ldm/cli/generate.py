@@ -169,7 +169,7 @@ def finish(prog: str, args: argparse.Namespace, result, paths, clock: Stopwatch)
 def save_all(result, paths) -> None:
     for image, parameters, path in zip(result.images, result.parameters, paths):
         try:
-            save_png_atomic(image, path, parameters.png_info())
+            path = save_png_atomic(image, path, parameters.png_info())  # the next number if a concurrent run took it
         except OSError as error:
             raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
         print(f"{path}  (seed {parameters.seed})", file=sys.stderr)

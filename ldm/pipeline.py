@@ -28,6 +28,7 @@ from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, check_sampler_name, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
+from ldm.errors import LdmError
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
 from ldm.masks import Pad, composite, crop_box, make_canvas
 from ldm.models.components import Components
@@ -35,7 +36,7 @@ from ldm.png_info import GenerationParameters, edit_fields
 from ldm.timing import Stopwatch
 
 
-class GenerationError(ValueError):
+class GenerationError(LdmError, ValueError):
     """A request that cannot be generated; the message says which value is wrong."""
 
 

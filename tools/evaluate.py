@@ -21,25 +21,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-try:
-    import ldm  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ldm.scenes.prompts import PROMPT_SETS  # noqa: E402  (light: no torch model code runs)
+from ldm.cli.common import OneLineArgumentParser, report_error
+from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 
 PROG = "evaluate.py"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Report bad arguments as a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the built-in demo model)")
     parser.add_argument("--classifier", metavar="PATH", type=Path, help="attribute classifier .safetensors (default: the shipped one)")
     parser.add_argument("--n-per-prompt", type=int, default=8, help="images per prompt (default 8)")
@@ -71,11 +60,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
@@ -92,23 +76,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_request(args.size, args.size, args.steps, args.cfg, args.sampler, args.n_per_prompt)
     except GenerationError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
     try:
         if args.prompts in PROMPT_SETS:
             prompts = build_prompts(args.prompts, args.prompts_per_pair, args.seed)
         else:
             prompts = read_prompt_file(args.prompts)
     except ValueError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
     model_path = Path(args.model) if args.model else default_model_path()
     if model_path is None:
-        return _fail("no --model given and no built-in model is installed")
+        return report_error(PROG, "no --model given and no built-in model is installed")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     try:
         pipe = Pipeline.load(model_path, device=device)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
     except ModelError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
 
     settings = EvalSettings(
         n_per_prompt=args.n_per_prompt,

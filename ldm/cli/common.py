@@ -22,9 +22,21 @@ class UsageError(LdmError):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def fail(prog: str, message: str, status: int = 2) -> NoReturn:
+def report_error(prog: str, message: str, status: int = 2) -> int:
+    """Prints the one line a command ends with on bad input; returns the exit status."""
     print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    return status
+
+
+def fail(prog: str, message: str, status: int = 2) -> NoReturn:
+    raise SystemExit(report_error(prog, message, status))
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Reports bad arguments as one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def run_command(prog: str, run, args: argparse.Namespace) -> int:

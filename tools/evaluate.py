@@ -21,7 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ldm.cli.common import OneLineArgumentParser, report_error
+from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
+from ldm.files import write_file_atomic
 from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 
 PROG = "evaluate.py"
@@ -113,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = markdown_report(report, model_path.name)
-    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    # Each file replaced whole: a crash leaves the previous evaluation's, never half of one.
+    write_file_atomic(args.out / "report.md", markdown)
     write_json(report, args.out / "report.json")
-    sample_grid(pick_rows(results)).save(args.out / "grid.png")
-    with open(args.out / "prompts.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(p.to_dict()) + "\n" for p in prompts)
+    save_png_atomic(sample_grid(pick_rows(results)), args.out / "grid.png")
+    write_file_atomic(args.out / "prompts.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in prompts))
     print(markdown)
     print(f"wrote {args.out}/report.md, report.json, grid.png, prompts.jsonl", file=sys.stderr)
     return 0

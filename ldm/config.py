@@ -19,8 +19,10 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ldm.errors import LdmError
 
-class ConfigError(ValueError):
+
+class ConfigError(LdmError, ValueError):
     """A config that cannot be used; the message names the offending key or file."""
 
 

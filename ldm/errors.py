@@ -1,5 +1,8 @@
-"""The base of every error ldm raises on purpose: its message is meant for the user, in one line."""
+"""The one base of every ldm error, so a caller can catch all of them with one clause.
+
+Each error's message is one line a user can act on; commands print it and exit 2 (bad
+input) or 1 (a failed run). This module imports nothing, so anything may import it."""
 
 
 class LdmError(Exception):
-    """Bad input or a state the user can fix; commands print the message and exit 2."""
+    """Base of every error ldm raises on purpose (bad input, unreadable files, failed runs)."""

@@ -10,11 +10,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ldm.errors import LdmError
+
 # Model sizes are whole latent cells: multiples of the KL-f8 autoencoder's 8 pixels.
 SIZE_MULTIPLE = 8
 
 
-class ImageError(ValueError):
+class ImageError(LdmError, ValueError):
     """An input image that cannot be used; the message names the file and why, in one line."""
 
 

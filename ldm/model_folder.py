@@ -13,9 +13,6 @@ Weights are never read from pickles: unpickling runs arbitrary code from the fil
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -38,6 +35,7 @@ from ldm.models.weights import (
     stored_shapes,
     write_safetensors,
 )
+from ldm.files import clean_leftovers, replacing_folder
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
@@ -70,52 +68,24 @@ def save_model(components: Components, path: str | Path) -> Path:
 def staged_folder(path: Path, replaceable: Callable[[Path], bool], what: str) -> Iterator[Path]:
     """Yields an empty staging folder beside `path`; when the block ends without an error,
     the staging folder becomes `path` (an old folder there is replaced only if
-    `replaceable(old)`); on an error it is removed. A crash leaves the old folder or none,
-    never half of one."""
+    `replaceable(old)`, checked before any work); on an error it is removed. The old folder
+    stays reachable until the new one is whole (ldm.files); leftovers of earlier crashed
+    saves of `path` are recovered or removed first."""
     parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and not replaceable(path):
+        raise ModelError(f"{path} exists and is not a {what}; not replacing it")
+    in_block = False
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=parent))
+        clean_leftovers(parent, path.name)
+        with replacing_folder(path) as staging:
+            in_block = True
+            yield staging
+            in_block = False
     except OSError as error:
-        raise ModelError(f"cannot write {what} {path}: {error.strerror}") from None
-    try:
-        yield staging
-        _fsync_tree(staging)
-        _usual_permissions(staging)
-        _replace_dir(staging, path, replaceable, what)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _fsync_tree(folder: Path) -> None:
-    for file in folder.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp makes a private (0700) folder; a model folder gets what the umask allows."""
-    umask = os.umask(0)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for entry in folder.rglob("*"):
-        entry.chmod((0o777 if entry.is_dir() else 0o666) & ~umask)
-
-
-def _replace_dir(new: Path, target: Path, replaceable: Callable[[Path], bool], what: str) -> None:
-    """Renames `new` to `target`. A directory cannot be atomically swapped for another on
-    POSIX, so the old one is first moved aside and removed only after the new one is in."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if not replaceable(target):
-        raise ModelError(f"{target} exists and is not a {what}; not replacing it")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+        if in_block:  # the caller's own write failed: its error, unchanged
+            raise
+        raise ModelError(f"cannot write {what} {path}: {error.strerror or error}") from None
 
 
 # ----------------------------------------------------------------------------- loading

@@ -21,25 +21,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-try:
-    import ldm  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ldm.scenes.prompts import PROMPT_SETS  # noqa: E402  (light: no torch model code runs)
+from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
+from ldm.files import write_file_atomic
+from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 
 PROG = "evaluate.py"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Report bad arguments as a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the built-in demo model)")
     parser.add_argument("--classifier", metavar="PATH", type=Path, help="attribute classifier .safetensors (default: the shipped one)")
     parser.add_argument("--n-per-prompt", type=int, default=8, help="images per prompt (default 8)")
@@ -71,11 +61,6 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _fail(message: str) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
@@ -94,24 +79,24 @@ def main(argv: list[str] | None = None) -> int:
         request = Settings(width=args.size, height=args.size, steps=args.steps, cfg=args.cfg, sampler=args.sampler)
         check_settings(request.replace(n=args.n_per_prompt), "txt2img")
     except GenerationError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
     try:
         if args.prompts in PROMPT_SETS:
             prompts = build_prompts(args.prompts, args.prompts_per_pair, args.seed)
         else:
             prompts = read_prompt_file(args.prompts)
     except ValueError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
     try:
         model_path = resolve_model(args.model)
     except UnknownModelError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     try:
         pipe = Pipeline.load(model_path, device=device)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
     except ModelError as error:
-        return _fail(str(error))
+        return report_error(PROG, str(error))
 
     settings = EvalSettings(
         n_per_prompt=args.n_per_prompt,
@@ -132,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.mkdir(parents=True, exist_ok=True)
     markdown = markdown_report(report, model_path.name)
-    (args.out / "report.md").write_text(markdown, encoding="utf-8")
+    # Each file replaced whole: a crash leaves the previous evaluation's, never half of one.
+    write_file_atomic(args.out / "report.md", markdown)
     write_json(report, args.out / "report.json")
-    sample_grid(pick_rows(results)).save(args.out / "grid.png")
-    with open(args.out / "prompts.jsonl", "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(p.to_dict()) + "\n" for p in prompts)
+    save_png_atomic(sample_grid(pick_rows(results)), args.out / "grid.png")
+    write_file_atomic(args.out / "prompts.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in prompts))
     print(markdown)
     print(f"wrote {args.out}/report.md, report.json, grid.png, prompts.jsonl", file=sys.stderr)
     return 0

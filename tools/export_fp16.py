@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ldm.cli.common import report_error
 
 
 def main(argv=None) -> int:
@@ -27,8 +27,7 @@ def main(argv=None) -> int:
         components = load_model(args.source)
         save_model(components.to(dtype=torch.float16), args.target)
     except ModelError as error:
-        print(f"export_fp16: error: {error}", file=sys.stderr)
-        return 2
+        return report_error("export_fp16", str(error))
     size = sum(f.stat().st_size for f in Path(args.target).iterdir()) / 2**20
     print(f"wrote {args.target} ({size:.1f} MiB)")
     return 0

@@ -16,33 +16,21 @@ import argparse
 import io
 import json
 import multiprocessing
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
 
-try:
-    import ldm  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from ldm.cli.common import OneLineArgumentParser
+from ldm.files import clean_leftovers, replacing_folder
 from ldm.scenes.generator import SPLITS, make_scene, scene_caption, scene_seed
 
 FORMATS = ("folder", "webdataset")
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Report bad arguments as a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(prog="make_scenes.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="make_scenes.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--n", type=int, default=1000, help="number of examples")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 8, >= 32)")
@@ -112,33 +100,18 @@ def _write_webdataset(examples, out: Path, shard_size: int) -> None:
             writer.close()
 
 
-def _move_into_place(built: Path, out: Path) -> None:
-    """Rename `built` to `out`, replacing an existing `out` (only reachable when allowed)."""
-    if not out.exists():
-        built.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-    out.rename(old / out.name)
-    built.rename(out)
-    shutil.rmtree(old)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     out = args.out_dir.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    clean_leftovers(out.parent, out.name)  # what an earlier killed run left
+    # A crash leaves OUT_DIR absent/untouched or complete (ldm.files).
+    with replacing_folder(out) as built:
         examples = tqdm(_examples(args), total=args.n, unit="img", file=sys.stderr, desc="scenes")
         if args.format == "folder":
             _write_folder(examples, built)
         else:
             _write_webdataset(examples, built, args.shard_size)
-        built.chmod(0o755)  # mkdtemp makes it 0700; the dataset should read like any directory
-        _move_into_place(built, out)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
     print(f"wrote {args.n} scenes to {out}", file=sys.stderr)
     return 0
 

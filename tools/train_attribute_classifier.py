@@ -19,21 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-try:
-    import ldm  # noqa: F401
-except ModuleNotFoundError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Report bad arguments as a single line (no usage dump), exit code 2."""
-
-    def error(self, message: str) -> None:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+from ldm.cli.common import OneLineArgumentParser
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(prog="train_attribute_classifier.py", description=__doc__.split("\n\n")[0])
+    parser = OneLineArgumentParser(prog="train_attribute_classifier.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="where to write the .safetensors file")
     parser.add_argument("--n", type=int, default=6000, help="training scenes (default 6000)")
     parser.add_argument("--val-n", type=int, default=1000, help="fresh scenes for the accuracy report (default 1000)")

@@ -1,17 +1,21 @@
 """What every ldm command shares: device/dtype choice, the model argument, error exits,
-and atomic PNG writing. Nothing heavy is imported at module level, so `--help` is instant."""
+and crash-safe PNG writing (ldm.files) under names that never overwrite an image the user
+did not name. Nothing heavy is imported at module level, so `--help` is instant."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-import tempfile
+import time
 from pathlib import Path
 from typing import NoReturn
 
 from ldm.builtin_models import DEFAULT_MODEL, UnknownModelError, list_models, resolve_model
 from ldm.timing import Stopwatch
+from ldm.errors import LdmError
+from ldm.files import clean_leftovers, publish_new_file, temporary_name, writing_file
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -27,13 +31,25 @@ class ListModels(argparse.Action):
         parser.exit(0)
 
 
-class UsageError(Exception):
+class UsageError(LdmError):
     """Bad input from the user: printed as one line, exit status 2."""
 
 
-def fail(prog: str, message: str, status: int = 2) -> NoReturn:
+def report_error(prog: str, message: str, status: int = 2) -> int:
+    """Prints the one line a command ends with on bad input; returns the exit status."""
     print(f"{prog}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+    return status
+
+
+def fail(prog: str, message: str, status: int = 2) -> NoReturn:
+    raise SystemExit(report_error(prog, message, status))
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Reports bad arguments as one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def run_command(prog: str, run, args: argparse.Namespace) -> int:
@@ -96,9 +112,24 @@ def resolve_model_path(model: str | None) -> Path:
         raise UsageError(f"{error}; see --list-models") from None
 
 
+class NumberedOutput(type(Path())):
+    """An output name ldm chose in a folder (NNNNN-SEED.png), not one the user named: it
+    never replaces a file; when the number is taken by the time the image is saved (a
+    concurrent run), the next free number is used."""
+
+    def number(self) -> int:
+        return int(self.name.split("-", 1)[0])
+
+    def with_number(self, number: int) -> "NumberedOutput":
+        return NumberedOutput(self.with_name(f"{number:05d}-{self.name.split('-', 1)[1]}"))
+
+    def number_is_free(self) -> bool:
+        return not any(self.parent.glob(f"{self.number():05d}-*.png"))
+
+
 def output_paths(out: str, n: int, first_seed: int) -> list[Path]:
-    """FILE.png: that file (FILE-k.png for several); otherwise a folder of NNNNN-SEED.png,
-    numbered after the files already there so nothing is overwritten."""
+    """FILE.png: that file (FILE-k.png for several), replaced if it exists; otherwise a folder
+    of NNNNN-SEED.png, numbered after the files already there and never overwriting one."""
     target = Path(out)
     if target.suffix.lower() == ".png":
         if n == 1:
@@ -106,11 +137,27 @@ def output_paths(out: str, n: int, first_seed: int) -> list[Path]:
         return [target.with_name(f"{target.stem}-{k}.png") for k in range(n)]
     existing = [p.name[:5] for p in target.glob("*.png")] if target.is_dir() else []
     start = 1 + max((int(s) for s in existing if s.isdigit()), default=-1)
-    return [target / f"{start + k:05d}-{first_seed + k}.png" for k in range(n)]
+    return [NumberedOutput(target / f"{start + k:05d}-{first_seed + k}.png") for k in range(n)]
+
+
+# Temporary PNGs of versions before ldm.files (".NAME.png.XXXXXXXX.tmp", no writer PID):
+# removed once they are old enough that no writer can still be at work on them.
+LEGACY_TEMPORARY_PNG = re.compile(r"^\..+\.png\.[A-Za-z0-9_]{8}\.tmp$")
+LEGACY_AGE_S = 600
+
+
+def clean_png_leftovers(folder: Path) -> None:
+    """Removes the temporary PNGs of runs that crashed (their writer is gone)."""
+    clean_leftovers(folder, suffix=".png")
+    now = time.time()
+    for entry in folder.glob(".*.tmp"):
+        if LEGACY_TEMPORARY_PNG.match(entry.name) and entry.is_file() and now - entry.stat().st_mtime > LEGACY_AGE_S:
+            entry.unlink(missing_ok=True)
 
 
 def check_writable(paths: list[Path]) -> None:
-    """Fails before any work if the outputs cannot be written (parent not creatable or not writable)."""
+    """Fails before any work if the outputs cannot be written (parent not creatable or not
+    writable); removes the temporary PNGs crashed runs left there."""
     for parent in {p.parent for p in paths}:
         try:
             parent.mkdir(parents=True, exist_ok=True)
@@ -118,19 +165,25 @@ def check_writable(paths: list[Path]) -> None:
             raise UsageError(f"cannot create output folder {parent}: {error.strerror}") from None
         if not os.access(parent, os.W_OK):
             raise UsageError(f"output folder {parent} is not writable")
+        clean_png_leftovers(parent)
     for path in paths:
         if path.is_dir():
             raise UsageError(f"output {path} is a folder")
 
 
-def save_png_atomic(image, path: Path, pnginfo=None) -> None:
-    """Writes to a temporary file beside `path` and renames it: no half-written PNGs."""
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+def save_png_atomic(image, path: Path, pnginfo=None) -> Path:
+    """Writes the PNG under a temporary name beside `path` and renames it (no half-written
+    PNGs), with the usual (umask) permissions. A NumberedOutput never replaces a file: it
+    takes the next free number. Returns the path written."""
+    if not isinstance(path, NumberedOutput):
+        with writing_file(path) as temp:
+            image.save(temp, format="PNG", pnginfo=pnginfo)
+        return path
+    temp = temporary_name(path)
     try:
         image.save(temp, format="PNG", pnginfo=pnginfo)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
+        while not (path.number_is_free() and publish_new_file(temp, path)):
+            path = path.with_number(path.number() + 1)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path

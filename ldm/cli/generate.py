@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ldm.cli.common import (
+    OneLineArgumentParser,
     UsageError,
     add_model_arguments,
     check_writable,
@@ -16,7 +17,7 @@ from ldm.cli.common import (
     run_command,
     save_png_atomic,
 )
-from ldm.cli.options import OneLineParser, add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
+from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
 from ldm.settings import GenerationError, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
@@ -35,7 +36,7 @@ settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = OneLineArgumentParser(
         prog=PROG,
         description="Generate images from a text prompt with a latent diffusion model.",
         epilog=EXAMPLES,
@@ -151,7 +152,7 @@ def finish(prog: str, args: argparse.Namespace, result, paths, clock: Stopwatch)
 def save_all(result, paths) -> None:
     for image, parameters, path in zip(result.images, result.parameters, paths):
         try:
-            save_png_atomic(image, path, parameters.png_info())
+            path = save_png_atomic(image, path, parameters.png_info())  # the next number if a concurrent run took it
         except OSError as error:
             raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
         print(f"{path}  (seed {parameters.seed})", file=sys.stderr)

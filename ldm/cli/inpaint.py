@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ldm.cli.common import UsageError, add_model_arguments, run_command
+from ldm.cli.common import OneLineArgumentParser, UsageError, add_model_arguments, run_command
 from ldm.cli.generate import add_output_arguments, checked_settings, produce
-from ldm.cli.options import OneLineParser, add_limit_arguments, add_setting_arguments
+from ldm.cli.options import add_limit_arguments, add_setting_arguments
 from ldm.settings import GenerationError, check_input_size
 from ldm.timing import Stopwatch
 
@@ -34,7 +34,7 @@ unmasked part of the image at every step."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = OneLineArgumentParser(
         prog=PROG,
         description="Repaint the masked part of an image from a text prompt with a latent diffusion model.",
         epilog=EXAMPLES,

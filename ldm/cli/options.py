@@ -9,13 +9,6 @@ import dataclasses
 from ldm.settings import DEFAULT_LIMITS, Limits, Settings, fields_of, option_of
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line too ("prog: error: ..."), like every other input error."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _argparse_type(parse):
     if parse in (int, float, str):
         return parse  # argparse words their errors itself: "invalid int value: 'x'"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from ldm.bundled_configs import list_configs, resolve_config_path
 from ldm.cli.common import UsageError, fail
 from ldm.config import ConfigError
+from ldm.files import create_exclusive, temporary_name
 
 PROG = "ldm-train"
 
@@ -62,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 def check_output_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=path)
-        os.close(handle)
-        os.unlink(probe)
+        probe = temporary_name(path / "write-test")
+        create_exclusive(probe)
+        probe.unlink()
     except OSError as error:
         raise UsageError(f"output directory {path} cannot be written: {error.strerror or error}") from None
 
@@ -92,6 +91,10 @@ def preflight(args):
     check_model_paths(config)
     output_dir = Path(config.train.output_dir)
     check_output_dir(output_dir)
+    from ldm.training.checkpoints import clean_run_leftovers
+
+    # Before resolving `latest`: a checkpoint a kill left aside is put back first.
+    clean_run_leftovers(output_dir)
     resume = None
     if args.resume:
         from ldm.training.checkpoints import CheckpointError, resolve_checkpoint

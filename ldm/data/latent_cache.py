@@ -11,7 +11,7 @@ Layout of root/<key>/:
                               "keys" and "captions" (JSON): the captions index
     manifest.json             written last: the shards, their byte sizes and sample count
 
-Every file is written to a temporary name and renamed (os.replace), so a killed build
+Every file is written to a temporary name and renamed (ldm.files), so a killed build
 leaves whole shards or none. A cache without a manifest, or whose shards do not match it,
 is never served: building again keeps its whole shards and encodes only the rest.
 Build on one process (the main one) and let the others wait.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from ldm.data.errors import DataError
 from ldm.data.batches import collate_samples
 from ldm.data.indexed import Item, split_item
 from ldm.data.randomness import sample_generator, stable_index
+from ldm.files import writing_file
 
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
@@ -215,14 +215,8 @@ class LatentCache:
         self._index = None
 
     def _atomic_write(self, name: str, write: Callable[[Path], None]) -> None:
-        temporary = self.folder / f".{name}.tmp-{os.getpid()}"
-        try:
+        with writing_file(self.folder / name) as temporary:
             write(temporary)
-            with open(temporary, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.folder / name)
-        finally:
-            temporary.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- building

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ldm.errors import LdmError
+
 
 def _registry() -> dict[str, tuple[Any, dict, bool]]:
     """name -> (scheduler class, config overrides, whether its step() takes a generator)."""
@@ -37,7 +39,7 @@ SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m
 DEFAULT_SAMPLER = "dpm++2m"
 
 
-class UnknownSampler(ValueError):
+class UnknownSampler(LdmError, ValueError):
     pass
 
 

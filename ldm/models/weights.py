@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
+from ldm.errors import LdmError
+
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
-class ModelError(Exception):
+class ModelError(LdmError):
     """A model path that cannot be loaded or saved; the message says why in one line."""
 
 

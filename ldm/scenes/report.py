@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from ldm.files import write_file_atomic
 from ldm.scenes.attribute_classifier import HEADS
 from ldm.scenes.model_evaluation import TARGET_SETTINGS
 
@@ -105,4 +106,4 @@ def write_json(report: dict, path: Path) -> None:
             return [clean(v) for v in value]
         return value
 
-    path.write_text(json.dumps(clean(report), indent=1) + "\n", encoding="utf-8")
+    write_file_atomic(path, json.dumps(clean(report), indent=1) + "\n")

@@ -11,17 +11,18 @@
 
 accelerate's save_state pickles optimizer, scheduler and RNG state; unpickling runs code
 from the file, so none of it is used. A checkpoint folder is written under a temporary
-name and renamed when complete, and `latest` is replaced only after that: a process killed
-at any moment leaves `latest` naming a checkpoint that loads.
+name and renamed when complete (ldm.files: a step saved again keeps its old folder reachable
+until the new one is whole), and `latest` is replaced only after that: a process killed at
+any moment leaves `latest` naming a checkpoint that loads, once the next start has recovered
+the leftovers (clean_run_leftovers). Resuming from a checkpoint points `latest` at it, so a
+later `--resume latest` continues that branch, not the abandoned newer one.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +30,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from ldm.errors import LdmError
+from ldm.files import clean_leftovers, replacing_folder, write_file_atomic
 from ldm.model_folder import ModelError, read_safetensors, write_safetensors
 
 LATEST = "latest"
@@ -36,7 +39,7 @@ TRAINER_FILE = "trainer.json"
 REQUIRED_FILES = (TRAINER_FILE, "weights.safetensors", "optimizer.safetensors", "rng.safetensors")
 
 
-class CheckpointError(Exception):
+class CheckpointError(LdmError):
     """A resume path that is not a usable checkpoint; one line saying why."""
 
 
@@ -143,18 +146,10 @@ def save_checkpoint(state: TrainingState, checkpoints_dir: Path, keep_last: int)
     """Writes step-NNNNNN/ atomically, points `latest` at it, and prunes old ones."""
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / checkpoint_name(state.step)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=checkpoints_dir))
-    try:
+    # The same step saved again (e.g. at the end) replaces its folder; `latest` may name
+    # it, so the old one stays reachable until the new one is whole.
+    with replacing_folder(final) as staging:
         _write_files(state, staging)
-        for file in staging.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        if final.exists():  # the same step saved again (e.g. at the end): replace it
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     _write_latest(checkpoints_dir, final.name)
     prune_checkpoints(checkpoints_dir, keep_last)
     return final
@@ -186,24 +181,50 @@ def _write_files(state: TrainingState, folder: Path) -> None:
 
 
 def _write_latest(checkpoints_dir: Path, name: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=".latest.", dir=checkpoints_dir)
-    with os.fdopen(handle, "w") as file:
-        file.write(name + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, checkpoints_dir / LATEST)
+    write_file_atomic(checkpoints_dir / LATEST, name + "\n")
+
+
+def point_latest_at(checkpoints_dir: Path, checkpoint: Path) -> None:
+    """Called on resume: `latest` names the checkpoint the run continues from (by name when
+    it is in `checkpoints_dir`, else by absolute path), so a crash before the next save
+    cannot leave `--resume latest` on an abandoned branch. Newer checkpoints of that branch
+    stay on disk (prune spares them) until this run saves the same steps again."""
+    inside = checkpoint.resolve().parent == checkpoints_dir.resolve()
+    pointer = checkpoint.name if inside else str(checkpoint.resolve())
+    if _latest_pointer(checkpoints_dir) != pointer:
+        checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        _write_latest(checkpoints_dir, pointer)
+
+
+def _latest_pointer(checkpoints_dir: Path) -> Optional[str]:
+    pointer = checkpoints_dir / LATEST
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _step_of(name: str) -> Optional[int]:
+    number = name.removeprefix("step-")
+    return int(number) if name.startswith("step-") and number.isdigit() else None
 
 
 def prune_checkpoints(checkpoints_dir: Path, keep_last: int) -> None:
-    """Keeps the newest `keep_last` checkpoints (and whatever `latest` names); removes the
-    temporary folders of interrupted writes."""
-    latest = (checkpoints_dir / LATEST).read_text().strip() if (checkpoints_dir / LATEST).is_file() else None
-    complete = sorted(p for p in checkpoints_dir.glob("step-*") if p.is_dir())
+    """Keeps the newest `keep_last` checkpoints up to the one `latest` names (and that one);
+    newer ones are an abandoned branch a resume went back from, replaced when this run gets
+    there. Leftovers of interrupted writes are removed."""
+    latest = _latest_pointer(checkpoints_dir)
+    latest_step = _step_of(latest) if latest is not None else None
+    complete = sorted(p for p in checkpoints_dir.glob("step-*") if p.is_dir() and _step_of(p.name) is not None)
+    if latest_step is not None:
+        complete = [p for p in complete if _step_of(p.name) <= latest_step]
     for old in complete[:-keep_last]:
         if old.name != latest:
             shutil.rmtree(old, ignore_errors=True)
-    for temp in checkpoints_dir.glob(".step-*.tmp-*"):
-        shutil.rmtree(temp, ignore_errors=True)
+    clean_leftovers(checkpoints_dir)
+
+
+def clean_run_leftovers(output_dir: Path) -> list[Path]:
+    """At the start of a run: recovers the folders a killed replace left aside (a checkpoint
+    saved again, the exported model) and removes stale temporary files and folders."""
+    return clean_leftovers(output_dir) + clean_leftovers(output_dir / "checkpoints")
 
 
 # ----------------------------------------------------------------------------- reading

@@ -16,7 +16,16 @@ import torch
 
 from ldm.data import DataStats, build_dataset, make_batches
 from ldm.training.batches import Randomness
-from ldm.training.checkpoints import CheckpointError, TrainingState, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from ldm.errors import LdmError
+from ldm.training.checkpoints import (
+    CheckpointError,
+    TrainingState,
+    capture_rng,
+    load_checkpoint,
+    point_latest_at,
+    restore_rng,
+    save_checkpoint,
+)
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
 from ldm.training.stage_registry import build_stage
@@ -26,7 +35,7 @@ from ldm.training.stages import OpenDataset, Stage, StageContext
 LR_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
-class TrainingError(Exception):
+class TrainingError(LdmError):
     """Training cannot go on (e.g. repeated non-finite losses); one line saying why."""
 
 
@@ -148,6 +157,8 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
         counters.update({k: v for k, v in state.counters.items() if k != "stage"})
         restore_rng(state.rng)
         step = state.step
+        if accelerator.is_main_process:  # `--resume latest` now continues this branch
+            point_latest_at(output_dir / "checkpoints", resume)
 
     reporter = Reporter(accelerator, output_dir, config, start_step=step)
     reporter.note(f"{config.stage}: {world} process(es), global batch {settings.batch_size * settings.grad_accum * world}, "

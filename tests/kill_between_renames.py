@@ -1,0 +1,61 @@
+"""kill -9 at the dangerous moment of a folder replace: a child process runs a save that
+stops just before the new folder is renamed into place (announcing it with a marker file);
+the test SIGKILLs it there, as a power cut or the OOM killer would.
+
+Child side: `stop_before_rename_into(target, marker)` wraps os.rename/os.replace so that the
+rename of a temporary folder (".NAME.tmp-*") onto `target` never happens. Parent side:
+`run_until_killed(code, marker)`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def stop_before_rename_into(target: Path, marker: Path) -> None:
+    target = os.path.abspath(target)
+
+    def wrap(rename):
+        def stopping(source, destination, *args, **kwargs):
+            if os.path.abspath(destination) == target and ".tmp-" in os.path.basename(source):
+                stop_here(marker)
+            return rename(source, destination, *args, **kwargs)
+
+        return stopping
+
+    os.rename = wrap(os.rename)
+    os.replace = wrap(os.replace)
+
+
+def stop_here(marker: Path) -> None:
+    """Child side: announce the dangerous moment and wait there for the kill."""
+    Path(marker).write_text(str(os.getpid()))
+    while True:
+        time.sleep(60)
+
+
+def run_until_killed(code: str, marker: Path, timeout: float = 300) -> None:
+    """Runs `code` in a fresh Python, SIGKILLs it once `marker` appears, and reaps it. Fails
+    if the child ends on its own first (it never reached the dangerous moment)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(TESTS), str(TESTS / "training")]),
+                   "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", code], env=environment, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        if child.poll() is not None:
+            raise AssertionError(f"the child ended (status {child.returncode}) before the rename: {child.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            child.kill()
+            child.wait()
+            raise AssertionError("the child never reached the rename")
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()  # reaped: its PID is no longer a running writer
+    child.stderr.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldm.errors import LdmError
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -26,7 +28,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 DEFAULT_MODEL = "scenes"
 
 
-class UnknownModelError(LookupError):
+class UnknownModelError(LdmError, LookupError):
     """Neither an existing path nor an installed built-in model's name."""
 
 

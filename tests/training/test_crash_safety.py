@@ -23,7 +23,7 @@ def next_start(run_dir, tmp_path, resume="latest"):
     """What `ldm-train --config ... --resume latest` does before training: its checkpoint."""
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(tiny_train_dict("text2img", run_dir)))
-    return preflight(argparse.Namespace(config=str(config), overrides=[], resume=resume))[1]
+    return preflight(argparse.Namespace(config=str(config), overrides=[], resume=resume, dry_run=False))[1]
 
 
 def tiny_state(step, value):

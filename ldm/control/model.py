@@ -20,14 +20,25 @@ CONTROL_FILE = "control.json"
 CONFIG_FILE = "config.json"  # diffusers' name
 
 
-def controlnet_from_unet(unet, vae_scale: int):
+def controlnet_from_unet(unet, vae_scale: int, latent_channels: int = 4):
     """A ControlNet for `unet`; its control-image embedding downsamples pixels by the VAE's
-    `vae_scale` (8 for KL-f8), so that it lands on the latent grid."""
+    `vae_scale` (8 for KL-f8), so that it lands on the latent grid. It reads the
+    `latent_channels` latents only: an inpainting U-Net's mask channels are not its input
+    (as diffusers' ControlNet inpainting pipeline feeds it)."""
     from diffusers import ControlNetModel
 
     stages = int(math.log2(vae_scale)) + 1
     channels = tuple(16 * 2**k for k in range(stages))  # (16, 32, 64, 128) for KL-f8
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    if net.config.in_channels != latent_channels:
+        old = net.conv_in
+        narrow = torch.nn.Conv2d(latent_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
+        with torch.no_grad():
+            narrow.weight.copy_(old.weight[:, :latent_channels])  # (out, C, k, k): the latents' part
+            narrow.bias.copy_(old.bias)
+        net.conv_in = narrow.to(old.weight)
+        net.register_to_config(in_channels=latent_channels)
+    return net
 
 
 def is_controlnet_folder(path: Path) -> bool:

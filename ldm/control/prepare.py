@@ -20,16 +20,25 @@ def active_controls(
     active = []
     for k, unit in enumerate(units):
         net = controlnets.serving(unit).load(device, dtype)
-        picture = unit.image.convert("RGB")
-        if picture.size != tuple(size):
-            note = "control image {} {}x{} resized to {}x{}".format(k, *picture.size, *size)
+        if unit.image.size != tuple(size):
+            note = "control image {} {}x{} resized to {}x{}".format(k, *unit.image.size, *size)
             if note not in notes:
                 notes.append(note)
-            # Resized before the preprocessor, so edges and region borders stay crisp.
-            picture = picture.resize(size, Image.Resampling.LANCZOS)
-        image = control_tensor(control_image(unit.type, picture), size)  # (1, 3, H, W)
-        active.append(ActiveControl(net, image, unit.scale, unit.start, unit.end))
+        active.append(ActiveControl(net, control_input(unit.type, unit.image, size), unit.scale, unit.start, unit.end))
     return active
+
+
+def control_map(control_type: str, picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The control image the ControlNet reads, at `size`: the picture resized before the
+    preprocessor runs, so that edges and region borders stay crisp."""
+    picture = picture.convert("RGB")
+    if picture.size != tuple(size):
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return control_image(control_type, picture)
+
+
+def control_input(control_type: str, picture: Image.Image, size: tuple[int, int]):
+    return control_tensor(control_map(control_type, picture, size), size)  # (1, 3, H, W) in [0, 1]
 
 
 def crop_controls(units: Sequence[ControlUnit], canvas_size: tuple[int, int], box) -> tuple[ControlUnit, ...]:

@@ -91,12 +91,19 @@ def _inpaint(context: StageContext) -> Stage:
     return InpaintStage(context)
 
 
+def _controlnet(context: StageContext) -> Stage:
+    from ldm.training.controlnet_stage import ControlNetStage
+
+    return ControlNetStage(context)
+
+
 # Builders import their module lazily: `ldm-train --help` must not wait for diffusers.
 STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "autoencoder": _autoencoder,
     "clip": _clip,
     "text2img": _text2img,
     "inpaint": _inpaint,
+    "controlnet": _controlnet,
 }
 
 

@@ -85,5 +85,6 @@ def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] 
     except (OSError, ValueError, json.JSONDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"cannot read ControlNet folder {path}: {first}") from None
-    cast = {"dtype": dtype} if dtype is not None else {}
+    # Only a dtype that changes something: diffusers warns on every dtype cast.
+    cast = {"dtype": dtype} if dtype not in (None, next(model.parameters()).dtype) else {}
     return model.to(device=device, **cast).eval().requires_grad_(False)

@@ -130,3 +130,33 @@ def test_inpaint_matches_diffusers(request, fixture, edges, photo, sampler, stre
     pipe.inpaint("a lake at dawn", photo, mask, strength, controls=(unit,), mask_blur=0, seed=3, steps=STEPS, cfg=CFG,
                  sampler=sampler, callback=last, progress=False)  # fmt: skip
     close(last.latents, expected)
+
+
+def test_a_control_image_of_another_size_is_resized_and_said(tiny_components, controlnet, photo):
+    pipe = Pipeline(tiny_components, ControlNets.of(edges=("canny", controlnet)))
+    big = photo.resize((64, 48))
+    options = dict(steps=2, seed=4, sampler="ddim", progress=False)
+    result = pipe.generate("a lake", controls=(ControlUnit(big),), **options)
+    assert result.notes == ["control image 0 64x48 resized to 32x32"]
+    same = pipe.generate("a lake", controls=(ControlUnit(big.resize((32, 32), Image.Resampling.LANCZOS)),), **options)
+    assert result.images[0].tobytes() == same.images[0].tobytes()
+    assert pipe.generate("a lake", **options).images[0].tobytes() != same.images[0].tobytes()
+
+
+def test_inpainting_a_crop_cuts_the_control_image_to_it(tiny_components, controlnet, photo, square_mask):
+    """With --crop-to-mask the control image (covering the whole picture) is cut to the crop."""
+    import numpy as np
+
+    from ldm.control.prepare import crop_controls
+
+    control = Image.fromarray(255 - np.asarray(photo)).resize((64, 64))
+    (unit,) = crop_controls((ControlUnit(control),), (32, 32), (4, 4, 28, 28))
+    assert unit.image.tobytes() == control.resize((32, 32), Image.Resampling.LANCZOS).crop((4, 4, 28, 28)).tobytes()
+
+    pipe = Pipeline(tiny_components, ControlNets.of(edges=("canny", controlnet)))
+    options = dict(crop_to_mask=4, width=32, height=32, mask_blur=0, steps=2, seed=4, sampler="ddim", progress=False)
+    steered = pipe.inpaint("a boat", photo, square_mask, controls=(ControlUnit(control),), **options)
+    plain = pipe.inpaint("a boat", photo, square_mask, **options)
+    assert steered.images[0].size == photo.size
+    assert steered.images[0].tobytes() != plain.images[0].tobytes()
+    assert any(note.startswith("control image 0 ") for note in steered.notes)

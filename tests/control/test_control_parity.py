@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 from reference import LastLatents, diffusers_pipeline
+from tiny_controlnets import steering_controlnet
 
 from ldm.control.denoiser import ActiveControl, control_tensor
 from ldm.control.library import ControlNets
@@ -109,8 +110,6 @@ def test_img2img_matches_diffusers(tiny_components, controlnet, edges, photo, sa
 @pytest.mark.parametrize("fixture", ["tiny_components", "tiny_inpainting_components"])
 def test_inpaint_matches_diffusers(request, fixture, edges, photo, sampler, strength):
     from diffusers import StableDiffusionControlNetInpaintPipeline
-
-    from conftest import steering_controlnet
 
     components = request.getfixturevalue(fixture)
     controlnet = steering_controlnet(components, 1)

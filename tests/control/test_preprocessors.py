@@ -5,8 +5,7 @@ from PIL import Image, ImageFilter
 
 from ldm.control.preprocessors import PREPROCESSORS, control_image
 from ldm.control.units import CONTROL_TYPES, ControlUnit, check_control_units
-from ldm.scenes.layout import COLOURS, layout_labels
-from ldm.scenes.layout import scene_layout
+from ldm.scenes.layout import COLOURS, layout_labels, scene_layout
 
 
 def test_every_control_type_has_a_preprocessor():

@@ -8,7 +8,12 @@ import numpy as np
 from PIL import Image
 
 from ldm.scenes.draw import SUN_COLOURS, draw_scene, draw_scene_with_layout
-from ldm.scenes.generator import SceneAttributes, make_scene, scene_attributes, scene_seed
+from ldm.scenes.generator import (
+    SceneAttributes,
+    make_scene,
+    scene_attributes,
+    scene_seed,
+)
 from ldm.scenes.layout import REGIONS, layout_image, layout_labels, scene_layout
 
 

@@ -5,10 +5,9 @@ ldm-generate --controlnet loads."""
 import pytest
 import torch
 from PIL import Image
-
-from configs import tiny_train_dict
 from tiny_data import TinyImages, tiny_datasets
 
+from configs import tiny_train_dict
 from ldm.config import ConfigError, from_dict
 from ldm.training.config import TrainConfig
 from ldm.training.loop import train

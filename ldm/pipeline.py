@@ -23,6 +23,9 @@ import torch
 from PIL import Image
 
 from ldm.builtin_models import UnknownModelError, resolve_model
+from ldm.control.denoiser import ActiveControl, with_controls
+from ldm.control.library import ControlNets
+from ldm.control.prepare import active_controls, crop_controls
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
@@ -65,20 +68,26 @@ def make_generators(seeds: list[int]) -> list[torch.Generator]:
 
 
 class Pipeline:
-    def __init__(self, components: Components):
+    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None):
         self.components = components
+        self.controlnets = controlnets or ControlNets()
 
     @classmethod
     def load(
-        cls, path: str | Path | None = None, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        controlnets: tuple[str | Path, ...] = (),
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
-        that exists wins. None: the default built-in model."""
+        that exists wins. None: the default built-in model. The folder's ControlNets
+        (controlnet/<name>/) and the `controlnets` folders can steer it."""
         try:
             path = resolve_model(path)
         except UnknownModelError as error:
             raise ModelError(str(error)) from None
-        return cls(load_model(path, device=device, dtype=dtype))
+        return cls(load_model(path, device=device, dtype=dtype), ControlNets.for_model(path, controlnets))
 
     # ------------------------------------------------------------------ geometry
 
@@ -138,6 +147,7 @@ class Pipeline:
         strength: float = 1.0,
         known_region: Optional[KnownRegion] = None,
         extra_channels: Optional[torch.Tensor] = None,
+        controls: tuple[ActiveControl, ...] = (),
     ) -> torch.Tensor:
         """Denoises in latent space and returns clean latents (B, C, h, w).
 
@@ -146,6 +156,7 @@ class Pipeline:
         running only the last int(steps * strength) steps; when that is none, `init_latents`
         come back as they are. strength 1 starts from pure noise, whatever `init_latents`.
         Inpainting adds `known_region` (4-channel U-Nets) or `extra_channels` (9-channel).
+        `controls`: ControlNets whose residuals steer every denoiser call in their window.
         """
         if init_latents is None and strength < 1.0:
             raise GenerationError("strength below 1 needs init_latents to start from")
@@ -162,7 +173,8 @@ class Pipeline:
         after_step = None
         if known_region is not None:
             after_step = keep_known_region(known_region, noise, chosen.scheduler, timesteps)
-        model = GuidedModel(self.components.unet, context, uncond_context, cfg)
+        denoiser = with_controls(self.components.unet, controls, len(timesteps))
+        model = GuidedModel(denoiser, context, uncond_context, cfg)
         return denoise(model, chosen, latents, timesteps, generators, extra_channels, after_step, callback, progress)
 
     # ------------------------------------------------------------------ the whole job
@@ -263,6 +275,8 @@ class Pipeline:
             size = (width or self.default_size, height or self.default_size)
             box = crop_box(canvas.repaint, crop_to_mask, size[0] / size[1])
         pixels = from_pil([resized(canvas.image.crop(box), size)])  # (1, 3, H, W)
+        if settings.controls and (crop_to_mask is not None or settings.pad is not None):
+            settings = settings.replace(controls=crop_controls(settings.controls, canvas.image.size, box))
         region_mask = mask_from_pil(canvas.repaint.crop(box).resize(size, Image.BILINEAR))  # (1, 1, H, W)
 
         # A 4-channel U-Net with nothing to keep is plain img2img (txt2img at strength 1).
@@ -289,6 +303,8 @@ class Pipeline:
         """Fills `result` with `n` images made by run_batch(per-image settings), as many at a
         time as fit in memory (or `batch_size`); image k uses seed `seed + k`."""
         settings = settings.with_seed()
+        if settings.controls:  # each unit names its ControlNet: an error now, before any work
+            settings = settings.replace(controls=self.controlnets.resolve(settings.controls))
         batch_size = settings.batch_size or self.fitting_batch_size(settings, size)
         each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
         for start in range(0, settings.n, batch_size):
@@ -354,6 +370,7 @@ class Pipeline:
             if strength < 1.0 or (mask is not None and not self.is_inpainting_model):
                 init_latents = self.encode_images(pixels, generators)  # (B, C, h, w)
         noise = self._noise(generators, width, height)  # (B, C, h, w)
+        controls = active_controls(self.controlnets, settings.controls or (), (width, height), device, dtype, result.notes)
         if mask is not None:
             mask = mask.to(device=device, dtype=dtype)
             small_mask = latent_mask(mask, noise.shape[-2:])  # (1, 1, h, w)
@@ -370,6 +387,7 @@ class Pipeline:
         latents = self.sample(
             context, uncond, noise, settings.steps, settings.cfg, settings.sampler, generators, callback, progress,
             init_latents=init_latents, strength=strength, known_region=known_region, extra_channels=extra_channels,
+            controls=tuple(controls),
         )  # fmt: skip
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)

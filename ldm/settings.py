@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from ldm.control_units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
 from ldm.errors import LdmError
 
@@ -50,6 +51,7 @@ class Option:
     parse: Callable[[str], Any] = str  # command-line text -> value
     show: Callable[[Any], str] = str  # value -> PNG text
     modes: tuple[str, ...] = MODES  # the commands that take it
+    expand: Optional[Callable[[Any], dict[str, str]]] = None  # value -> several PNG "Key: value" pairs
 
 
 def option(default, **spec) -> Any:
@@ -163,6 +165,11 @@ class Settings:
         modes=("inpaint",),
     )
 
+    # ControlNet units; their command-line flags are ldm.cli.control_options' (one unit per --control).
+    controls: Optional[tuple[ControlUnit, ...]] = option(
+        None, help="control images steering the ControlNets", expand=control_png_fields
+    )
+
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
@@ -182,6 +189,8 @@ class Settings:
             if each.name == "width":
                 fields.update({"Size": f"{width}x{height}", "Model": model})
             value = self.strength_for(mode) if each.name == "strength" else getattr(self, each.name)
+            if spec.expand is not None and value:
+                fields.update(spec.expand(value))
             if spec.label is None or value is None:
                 continue
             if each.name == "crop_to_mask":
@@ -256,6 +265,10 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         raise GenerationError(str(error)) from None
     if mode == "inpaint":
         check_inpaint_settings(settings, limits)
+    try:
+        check_control_units(settings.controls or ())
+    except ValueError as error:
+        raise GenerationError(str(error)) from None
 
 
 def check_inpaint_settings(settings: Settings, limits: Limits) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from ldm.diffusion.samplers import make_sampler
 
 
-def diffusers_pipeline(pipeline_class, components, sampler: str):
+def diffusers_pipeline(pipeline_class, components, sampler: str, **parts):
     """`pipeline_class` (e.g. StableDiffusionInpaintPipeline) on our VAE and U-Net, with the
-    scheduler our sampler `sampler` uses."""
+    scheduler our sampler `sampler` uses; `parts`: more of its parts (e.g. controlnet=...)."""
     pipe = pipeline_class(
+        **parts,
         vae=components.vae,
         text_encoder=None,
         tokenizer=None,

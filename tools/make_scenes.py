@@ -1,10 +1,13 @@
 """Write a procedural scenes dataset (see ldm/scenes/generator.py) to disk.
 
     python tools/make_scenes.py OUT_DIR --n 1000 --size 128 --seed 0 --split train \
-        --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite]
+        --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite] [--control-maps]
 
 folder:     OUT_DIR/00000000.png ... + metadata.jsonl (Hugging Face "imagefolder" layout)
 webdataset: OUT_DIR/scenes-000000.tar ... holding KEY.png, KEY.txt (caption), KEY.json (attributes)
+--control-maps: also OUT_DIR/control/layout/KEY.png (the exact layout map, ldm/scenes/layout.py)
+            and OUT_DIR/control/canny/KEY.png (OpenCV edges), the ControlNet stage's
+            controlnet.control_dir, named after the samples' keys
 
 The dataset is built in a temporary directory next to OUT_DIR and renamed into place at
 the end, so OUT_DIR is either absent/untouched or complete.
@@ -24,7 +27,10 @@ from tqdm import tqdm
 
 from ldm.cli.common import OneLineArgumentParser
 from ldm.files import clean_leftovers, replacing_folder
-from ldm.scenes.generator import SPLITS, make_scene, scene_caption, scene_seed
+from ldm.control.preprocessors import canny
+from ldm.scenes.draw import draw_scene_with_layout
+from ldm.scenes.generator import SPLITS, scene_attributes, scene_caption, scene_seed
+from ldm.control.layout_map import layout_image
 
 FORMATS = ("folder", "webdataset")
 
@@ -40,6 +46,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shard-size", type=int, default=1000, help="examples per webdataset shard")
     parser.add_argument("--workers", type=int, default=1, help="processes drawing images")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
+    parser.add_argument(
+        "--control-maps", action="store_true", help="also write each scene's layout and canny maps under OUT_DIR/control/"
+    )
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
@@ -56,18 +65,32 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def render_example(job: tuple[int, int, int, str]) -> tuple[str, bytes, str, dict]:
-    """(seed, index, size, split) -> (key, PNG bytes, caption, attributes); runs in worker processes."""
-    seed, index, size, split = job
+def render_example(job: tuple[int, int, int, str, bool]) -> tuple[str, bytes, str, dict, dict[str, bytes]]:
+    """(seed, index, size, split, control_maps) -> (key, PNG bytes, caption, attributes,
+    {control type: map PNG bytes}); runs in worker processes."""
+    seed, index, size, split, control_maps = job
     example_seed = scene_seed(seed, index)
-    image, attrs = make_scene(example_seed, size, split)
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    return f"{index:08d}", png.getvalue(), scene_caption(example_seed, attrs), attrs.to_dict()
+    attrs = scene_attributes(example_seed, split)
+    image, labels = draw_scene_with_layout(attrs, example_seed, size)
+    maps = {"layout": _png(layout_image(labels)), "canny": _png(canny(image))} if control_maps else {}
+    return f"{index:08d}", _png(image), scene_caption(example_seed, attrs), attrs.to_dict(), maps
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _write_maps(out: Path, key: str, maps: dict[str, bytes]) -> None:
+    for control_type, png in maps.items():
+        folder = out / "control" / control_type
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{key}.png").write_bytes(png)
 
 
 def _examples(args: argparse.Namespace) -> Iterator[tuple[str, bytes, str, dict]]:
-    jobs = [(args.seed, index, args.size, args.split) for index in range(args.n)]
+    jobs = [(args.seed, index, args.size, args.split, args.control_maps) for index in range(args.n)]
     if args.workers == 1:
         yield from map(render_example, jobs)
         return
@@ -77,8 +100,9 @@ def _examples(args: argparse.Namespace) -> Iterator[tuple[str, bytes, str, dict]
 
 def _write_folder(examples, out: Path) -> None:
     with open(out / "metadata.jsonl", "w", encoding="utf-8") as metadata:
-        for key, png, text, attributes in examples:
+        for key, png, text, attributes, maps in examples:
             (out / f"{key}.png").write_bytes(png)
+            _write_maps(out, key, maps)
             record = {"file_name": f"{key}.png", "text": text, "attributes": attributes}
             metadata.write(json.dumps(record) + "\n")
 
@@ -88,7 +112,8 @@ def _write_webdataset(examples, out: Path, shard_size: int) -> None:
 
     writer = None
     try:
-        for count, (key, png, text, attributes) in enumerate(examples):
+        for count, (key, png, text, attributes, maps) in enumerate(examples):
+            _write_maps(out, key, maps)
             if count % shard_size == 0:
                 if writer:
                     writer.close()

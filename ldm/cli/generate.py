@@ -17,6 +17,7 @@ from ldm.cli.common import (
     run_command,
     save_png_atomic,
 )
+from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
 from ldm.settings import GenerationError, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
@@ -29,6 +30,8 @@ EXAMPLES = """examples:
   ldm-generate "a red boat" --model runs/boats/model --sampler euler-a --steps 30 --out boat.png
   ldm-generate "a castle" --model ~/sd-2-1-base --width 512 --height 768 --negative "blurry"
   ldm-generate "the same street in winter" --init-image street.png --strength 0.6
+  ldm-generate "a lake at dusk" --control layout.png --control-type layout
+  ldm-generate "a lake at dusk" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
 
 Image k of a run with --seed S equals a lone run with --seed S+k. Each PNG carries its
 settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read those
@@ -51,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image to image: start from this picture (resized to --width/--height when given, "
         "else used at its own size rounded to multiples of 8)",
     )
+    add_control_arguments(parser)
     add_output_arguments(parser)
     add_limit_arguments(parser)
     return parser
@@ -100,6 +104,10 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
 def checked_settings(args: argparse.Namespace, mode: str) -> tuple[Settings, object]:
     """The request's settings with a concrete seed, and its limits; cheap checks before loading anything."""
     settings = settings_from_args(args, mode).with_seed()
+    if args.control:
+        settings = settings.replace(controls=control_units(args))
+    elif args.controlnet or any(getattr(args, f"control_{name}") for name, *_ in PER_UNIT.values()):
+        raise UsageError("the control flags need a --control IMAGE")
     limits = limits_from_args(args)
     try:
         check_settings(settings, mode, limits)
@@ -121,14 +129,17 @@ def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, c
 
 
 def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
+    from ldm.control.library import ControlNets
     from ldm.model_folder import ModelError, load_model
     from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    path = resolve_model_path(args.model)
     try:
-        pipe = Pipeline(load_model(resolve_model_path(args.model), device=device, dtype=dtype))
-    except ModelError as error:
+        controlnets = ControlNets.for_model(path, args.controlnet or ())
+        pipe = Pipeline(load_model(path, device=device, dtype=dtype), controlnets)
+    except (ModelError, GenerationError) as error:
         raise UsageError(str(error)) from None
     clock.lap("load")
     return pipe

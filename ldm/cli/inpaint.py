@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ldm.cli.common import OneLineArgumentParser, UsageError, add_model_arguments, run_command
+from ldm.cli.control_options import add_control_arguments
 from ldm.cli.generate import add_output_arguments, checked_settings, produce
 from ldm.cli.options import add_limit_arguments, add_setting_arguments
 from ldm.settings import GenerationError, check_input_size
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_arguments(parser)
     add_setting_arguments(parser, "inpaint", HELPS)
+    add_control_arguments(parser)
     add_output_arguments(parser)
     add_limit_arguments(parser)
     return parser

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ldm.control.layout_map import REGIONS
+
 if TYPE_CHECKING:
     from ldm.scenes.generator import SceneAttributes
 
@@ -62,6 +64,20 @@ SLOTS = 5  # trees and the house each take their own column, so they can be coun
 
 def draw_scene(attrs: SceneAttributes, seed: int, size: int) -> Image.Image:
     """Draw `attrs` as a `size` x `size` RGB image; the same seed gives identical pixels."""
+    return _render(attrs, seed, size, None)
+
+
+def draw_scene_with_layout(attrs: SceneAttributes, seed: int, size: int) -> tuple[Image.Image, np.ndarray]:
+    """The scene and its layout: a (size, size) array of ldm.scenes.layout.REGIONS indices,
+    drawn from the very shapes (same random draws) the scene is drawn from."""
+    labels = np.zeros((size * SUPERSAMPLE,) * 2, dtype=np.uint8)  # all sky to begin with
+    scene = _render(attrs, seed, size, labels)
+    small = Image.fromarray(labels).resize((size, size), Image.Resampling.NEAREST)
+    return scene, np.asarray(small)
+
+
+def _render(attrs: SceneAttributes, seed: int, size: int, labels: np.ndarray | None) -> Image.Image:
+    """draw_scene; with `labels` (supersampled), each region's index is painted there too."""
     if size < 8:
         raise ValueError(f"size must be at least 8, got {size}")
     rng = random.Random(f"{seed}:draw")
@@ -84,13 +100,24 @@ def draw_scene(attrs: SceneAttributes, seed: int, size: int) -> Image.Image:
         ImageDraw.Draw(image).ellipse(_box(centre, radius), fill=SUN_COLOURS[attrs.time_of_day])
     elif attrs.celestial == "moon":
         _draw_moon(image, centre, radius)
+    if labels is not None and attrs.celestial:
+        _label_celestial(labels, attrs.celestial, centre, radius)
 
     land = np.zeros((s, s, 4), dtype=np.uint8)
     if attrs.mountains:
         _mountains(land, s, horizon, rng)
+        if labels is not None:
+            labels[land[..., 3] > 0] = REGIONS.index("mountains")
     _ground(land, attrs.setting, s, horizon, waterline, rng)
+    if labels is not None:
+        labels[horizon:] = REGIONS.index("ground")
+        labels[waterline:] = REGIONS.index("water" if attrs.setting == "lake" else "ground")
     features = Image.new("RGBA", (s, s), (0, 0, 0, 0))
-    windows = _draw_standing_features(features, attrs, s, horizon, waterline, rng)
+    feature_labels = Image.new("L", (s, s), 0) if labels is not None else None
+    windows = _draw_standing_features(features, attrs, s, horizon, waterline, rng, feature_labels)
+    if feature_labels is not None:
+        painted = np.asarray(feature_labels)
+        labels[painted > 0] = painted[painted > 0]
 
     light = np.array(LIGHT_TINT[attrs.time_of_day], dtype=np.float32)
     land_light = np.broadcast_to(light, (s, s, 3)).copy()
@@ -104,6 +131,8 @@ def draw_scene(attrs: SceneAttributes, seed: int, size: int) -> Image.Image:
             draw.rectangle(box, fill=WINDOW_GLOW)
     if attrs.setting == "lake":
         scene = _reflect(scene, waterline, rng)
+        if labels is not None:  # the mirrored shore and trees are water too
+            labels[waterline:] = REGIONS.index("water")
     return scene.resize((size, size), Image.Resampling.LANCZOS)
 
 
@@ -275,9 +304,16 @@ def _ground(land: np.ndarray, setting: str, s: int, horizon: int, waterline: int
 
 
 def _draw_standing_features(
-    layer: Image.Image, attrs: SceneAttributes, s: int, horizon: int, waterline: int, rng: random.Random
+    layer: Image.Image,
+    attrs: SceneAttributes,
+    s: int,
+    horizon: int,
+    waterline: int,
+    rng: random.Random,
+    labels: Image.Image | None = None,
 ) -> list[list[float]]:
-    """Draw trees and the house, far to near; return window boxes that should glow at night."""
+    """Draw trees and the house, far to near; return window boxes that should glow at night.
+    With `labels` ("L"), each shape is painted there too, in its region's index."""
     kinds = ["house"] * attrs.house + ["tree"] * attrs.trees
     slots = rng.sample(range(SLOTS), len(kinds))
     placed = []
@@ -289,9 +325,11 @@ def _draw_standing_features(
             t = rng.uniform(0.15, 0.75)
             base = horizon + t * (s - horizon)
         placed.append((base, kind, x, t))
-    draw = ImageDraw.Draw(layer)
+    colour_pen = ImageDraw.Draw(layer)
+    label_pen = ImageDraw.Draw(labels) if labels is not None else None
     windows = []
     for base, kind, x, t in sorted(placed):
+        draw = colour_pen if label_pen is None else _TwoPens(colour_pen, label_pen, REGIONS.index(kind))
         if kind == "house":
             windows += _draw_house(draw, x, base, (0.13 + 0.1 * t) * s, attrs.setting == "snowfield", rng)
         elif attrs.setting == "snowfield":
@@ -299,6 +337,34 @@ def _draw_standing_features(
         else:
             _draw_round_tree(draw, x, base, (0.15 + 0.15 * t) * s, rng)
     return windows
+
+
+class _TwoPens:
+    """Draws each shape in colour and, with the same geometry, in one label on a second image."""
+
+    def __init__(self, colour: ImageDraw.ImageDraw, labels: ImageDraw.ImageDraw, label: int):
+        self.colour, self.labels, self.label = colour, labels, label
+
+    def rectangle(self, shape, fill) -> None:
+        self.colour.rectangle(shape, fill=fill)
+        self.labels.rectangle(shape, fill=self.label)
+
+    def ellipse(self, shape, fill) -> None:
+        self.colour.ellipse(shape, fill=fill)
+        self.labels.ellipse(shape, fill=self.label)
+
+    def polygon(self, shape, fill) -> None:
+        self.colour.polygon(shape, fill=fill)
+        self.labels.polygon(shape, fill=self.label)
+
+
+def _label_celestial(labels: np.ndarray, celestial: str, centre: tuple[float, float], radius: float) -> None:
+    disc = Image.new("L", (labels.shape[1], labels.shape[0]), 0)
+    draw = ImageDraw.Draw(disc)
+    draw.ellipse(_box(centre, radius), fill=255)
+    if celestial == "moon":  # the same bite _draw_moon takes out of the disc
+        draw.ellipse(_box((centre[0] + 0.55 * radius, centre[1] - 0.2 * radius), radius), fill=0)
+    labels[np.asarray(disc) > 0] = REGIONS.index(celestial)
 
 
 def _draw_round_tree(draw: ImageDraw.ImageDraw, x: float, base: float, height: float, rng: random.Random) -> None:

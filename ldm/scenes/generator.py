@@ -185,8 +185,13 @@ def scene_seed(seed: int, index: int) -> int:
 
 def make_scene(seed: int, size: int = 128, split: str = "all") -> tuple[Image.Image, SceneAttributes]:
     """Sample attributes for `seed` from `split` and draw them as a `size` x `size` RGB image."""
-    attrs = sample_attributes(random.Random(f"{seed}:attributes"), split)
+    attrs = scene_attributes(seed, split)
     return draw_scene(attrs, seed, size), attrs
+
+
+def scene_attributes(seed: int, split: str = "all") -> SceneAttributes:
+    """The attributes make_scene(seed, ..., split) draws."""
+    return sample_attributes(random.Random(f"{seed}:attributes"), split)
 
 
 def scene_caption(seed: int, attrs: SceneAttributes) -> str:

@@ -1,10 +1,10 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img | inpaint (see STAGE_NAMES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet (see STAGE_NAMES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
-    autoencoder / clip / text2img / inpaint: {...}   # stage settings
+    autoencoder / clip / text2img / inpaint / controlnet: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
 """
 
@@ -20,7 +20,7 @@ from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 
 # What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
-STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint")
+STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -99,6 +99,20 @@ class InpaintSection:
 
 
 @dataclass
+class ControlNetSection:
+    """Stage `controlnet`: a ControlNet for a frozen text-to-image model folder. Loss settings
+    (min_snr_gamma, noise_offset) are the text2img section's; data.caption_dropout drops text."""
+
+    init_from: Optional[str] = None  # required: the model folder (ours or diffusers SD) it steers
+    control_type: str = "canny"  # a preprocessor name (ldm.control.preprocessors), recorded with the export
+    # A folder of control maps named after the samples' keys (KEY.png, e.g. tools/make_scenes.py
+    # --control-maps' OUT/control/layout); null: the preprocessor computes them from each image.
+    control_dir: Optional[str] = None
+    control_dropout: float = 0.1  # share of samples trained with a blank control image
+    name: Optional[str] = None  # the export's folder name, OUTPUT/controlnet/<name>; default: control_type
+
+
+@dataclass
 class ValidationSection:
     prompts: list[str] = field(default_factory=list)
     every: int = 0  # 0: only at the end (when there are prompts)
@@ -118,6 +132,7 @@ class TrainConfig:
     clip: ClipSection = field(default_factory=ClipSection)
     text2img: Text2ImgSection = field(default_factory=Text2ImgSection)
     inpaint: InpaintSection = field(default_factory=InpaintSection)
+    controlnet: ControlNetSection = field(default_factory=ControlNetSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def __post_init__(self) -> None:
@@ -157,8 +172,20 @@ def validate_train(config: TrainConfig) -> None:
         check_mask_kinds(config.inpaint.mask_kinds)
     except ValueError as error:
         raise ConfigError(f"inpaint.mask_kinds: {error}") from None
+    check_controlnet_section(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
+
+
+def check_controlnet_section(config: TrainConfig) -> None:
+    from ldm.control_units import CONTROL_TYPES
+
+    section = config.controlnet
+    one_of("controlnet.control_type", section.control_type, CONTROL_TYPES)
+    if not 0.0 <= section.control_dropout <= 1.0:
+        raise ConfigError(f"controlnet.control_dropout must be in [0, 1], got {section.control_dropout}")
+    if config.stage == "controlnet" and not section.init_from:
+        raise ConfigError("controlnet.init_from is required: the text-to-image model folder the ControlNet steers")
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

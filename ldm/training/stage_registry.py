@@ -11,6 +11,7 @@ from typing import Callable
 
 from ldm.training.autoencoder_stage import AutoencoderStage
 from ldm.training.clip_stage import ClipStage
+from ldm.training.controlnet_stage import ControlNetStage
 from ldm.training.inpaint_stage import InpaintStage
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text2img_stage import Text2ImgStage
@@ -20,6 +21,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "clip": ClipStage,
     "text2img": Text2ImgStage,
     "inpaint": InpaintStage,
+    "controlnet": ControlNetStage,
 }
 
 

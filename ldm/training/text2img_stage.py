@@ -110,6 +110,10 @@ class Text2ImgModule(nn.Module):
         """What the U-Net sees besides timestep and context: the noisy latents (inpainting adds channels)."""
         return noisy
 
+    def predict(self, model_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch: dict, randomness):
+        """The denoiser's eps or v prediction (controlnet adds its residuals here)."""
+        return self.unet(model_input, timesteps, encoder_hidden_states=context).sample
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
         if self.min_snr_gamma:
@@ -121,7 +125,7 @@ class Text2ImgModule(nn.Module):
         context = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
         model_input = self.unet_input(noisy, batch, randomness)
-        prediction = self.unet(model_input, timesteps, encoder_hidden_states=context.to(noisy.dtype)).sample
+        prediction = self.predict(model_input, timesteps, context.to(noisy.dtype), batch, randomness)
         loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
 

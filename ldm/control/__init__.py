@@ -1,0 +1,8 @@
+"""ControlNet: steering generation with a control image (edges, a layout map) as well as words.
+
+units.py          what a request asks for (image, type, scale, start/end window), checked cheaply
+preprocessors.py  control types by name: a picture -> the control image a ControlNet reads
+model.py          ControlNetModel from a U-Net, ControlNet folders (save atomically, load offline)
+library.py        the ControlNets a pipeline can use, and which one serves a unit
+denoiser.py       the U-Net call with the ControlNets' residuals added (wrapped by guidance)
+"""

@@ -1,0 +1,142 @@
+"""Stage `controlnet`: a ControlNet (diffusers ControlNetModel.from_unet) learns to steer a
+frozen text-to-image model with control images. Its zero convolutions make step 0 the base
+model exactly. Control images come from a folder of maps named after the samples' keys
+(controlnet.control_dir) or from the preprocessor run on each training image; text and
+control are each dropped (data.caption_dropout, controlnet.control_dropout) so that
+guidance works with and without either. Noise, targets, loss, EMA, resume: text2img's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ldm.control.library import ControlNets
+from ldm.control.model import controlnet_from_unet, save_controlnet
+from ldm.control.prepare import control_input, control_map
+from ldm.control_units import ControlUnit
+from ldm.images import ImageError, load_image, to_pil
+from ldm.model_folder import ModelError
+from ldm.models.components import Components
+from ldm.training.config import Text2ImgSection
+from ldm.training.stages import first_samples, make_grid
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+
+
+class ControlImages:
+    """A batch's control images: the maps in `control_dir` named after the samples' keys
+    (KEY.png), else the preprocessor's output from the samples' own pixels."""
+
+    def __init__(self, control_type: str, control_dir: Optional[Path]):
+        self.control_type = control_type
+        self.control_dir = control_dir
+
+    def pictures(self, batch: dict) -> list[Image.Image]:
+        if self.control_dir is None:
+            return to_pil(batch["pixels"])
+        try:
+            return [load_image(self.control_dir / Path(key).with_suffix(".png"), "control map") for key in batch["key"]]
+        except ImageError as error:
+            raise ValueError(f"controlnet.control_dir: {error}") from None
+
+    def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
+        inputs = [control_input(self.control_type, picture, size) for picture in self.pictures(batch)]
+        return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
+
+
+class ControlNetModule(Text2ImgModule):
+    """The frozen U-Net stays a submodule (its call is part of the loss) but trains nothing:
+    only the ControlNet's parameters require gradients, so only they are checkpointed."""
+
+    def __init__(self, components: Components, controlnet, scheduler, text2img, caption_dropout, control_images, control_dropout):
+        super().__init__(components, scheduler, caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
+        self.controlnet = controlnet
+        self.control_images = control_images
+        self.control_dropout = control_dropout
+        self.vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+
+    def predict(self, model_input, timesteps, context, batch, randomness):
+        height, width = (side * self.vae_scale for side in model_input.shape[-2:])
+        control = self.control_images(batch, (width, height)).to(model_input)  # (B, 3, H, W)
+        keep = randomness.rand((len(control),)) >= self.control_dropout  # (B,)
+        control = control * keep.to(control)[:, None, None, None]  # dropped: a blank map
+        down, mid = self.controlnet(
+            model_input, timesteps, encoder_hidden_states=context, controlnet_cond=control, return_dict=False
+        )
+        return self.unet(
+            model_input, timesteps, encoder_hidden_states=context,
+            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+        ).sample  # fmt: skip
+
+
+class ControlNetStage(Text2ImgStage):
+    def load_components(self) -> Components:
+        try:
+            return load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.controlnet.init_from))
+        except ModelError as error:
+            raise ModelError(f"controlnet.init_from: {error}") from None
+
+    def init_from(self):
+        return self.config.controlnet.init_from
+
+    def make_module(self, components: Components, scheduler) -> nn.Module:
+        config, section = self.config, self.config.controlnet
+        components.unet.eval().requires_grad_(False)
+        vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+        self.controlnet = controlnet_from_unet(components.unet, vae_scale, components.vae.config.latent_channels)
+        self.controlnet.to(self.context.device).train()
+        if config.train.gradient_checkpointing:
+            self.controlnet.enable_gradient_checkpointing()
+        self.control_images = ControlImages(section.control_type, Path(section.control_dir) if section.control_dir else None)
+        return ControlNetModule(
+            components, self.controlnet, scheduler, config.text2img, config.data.caption_dropout,
+            self.control_images, section.control_dropout,
+        )  # fmt: skip
+
+    @property
+    def name(self) -> str:
+        return self.config.controlnet.name or self.config.controlnet.control_type
+
+    def training_data(self, dataset):
+        if self.control_images.control_dir is None:
+            return dataset  # the preprocessor reads the pixels: no latent cache
+        return super().training_data(dataset)
+
+    def evaluate(self, step: int) -> dict:
+        """A row per validation prompt: the control map, the image made with it, the image
+        made without it (same seed), and the map laid over the controlled image."""
+        prompts = self.config.validation.prompts
+        if not prompts:
+            return {}
+        from ldm.pipeline import Pipeline
+
+        samples = first_samples(self.context.open_dataset("validation"), len(prompts))
+        samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
+        validation = self.config.validation
+        options = dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
+        self.controlnet.eval()
+        try:
+            pipeline = Pipeline(self.components, ControlNets.of(**{self.name: (self.control_images.control_type, self.controlnet)}))
+            images = []
+            for i, prompt in enumerate(prompts):
+                sample = samples[i % len(samples)]
+                picture = self.control_images.pictures({"pixels": sample["pixels"][None], "key": [sample["key"]]})[0]
+                size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
+                control = control_map(self.control_images.control_type, picture, size)
+                unit = ControlUnit(control, "raw", model=self.name)
+                steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]
+                plain = pipeline.generate(prompt, width=size[0], height=size[1], **options).images[0]
+                images += [control, steered, plain, Image.blend(steered, control, 0.4)]
+        finally:
+            self.controlnet.train()
+        folder = self.context.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_grid(images, columns=4).save(folder / f"step-{step:06d}.png")
+        return {}
+
+    def export(self) -> Path:
+        path = self.context.output_dir / "controlnet" / self.name
+        return save_controlnet(self.controlnet, self.config.controlnet.control_type, path)

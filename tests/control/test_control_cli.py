@@ -1,0 +1,98 @@
+"""ldm-generate / ldm-inpaint with --control: the model folder's ControlNets, --controlnet
+folders, the PNG's ControlNet entries, and bad input (one line, exit 2, no file)."""
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from ldm.control.model import load_controlnet, save_controlnet
+from ldm.png_info import parse_parameters
+
+
+@pytest.fixture
+def controlled_model_dir(tiny_model_dir, controlnet):
+    save_controlnet(controlnet, "canny", tiny_model_dir / "controlnet" / "edges")
+    return tiny_model_dir
+
+
+def run_cli(module, *args):
+    process = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True)
+    return process.returncode, process.stderr
+
+
+def test_a_saved_controlnet_loads_back_equal(tmp_path, controlnet):
+    path = save_controlnet(controlnet, "layout", tmp_path / "net")
+    again = load_controlnet(path)
+    assert all(a.equal(b) for a, b in zip(controlnet.state_dict().values(), again.state_dict().values()))
+    assert not list(tmp_path.glob(".*"))  # no staging leftovers
+
+
+def test_generate_with_the_models_controlnet(controlled_model_dir, tmp_path, photo):
+    photo.resize((48, 48)).save(tmp_path / "photo.png")
+    out = tmp_path / "out.png"
+    status, stderr = run_cli(
+        "ldm.cli.generate", "a lake", "--model", controlled_model_dir, "--steps", 2, "--seed", 1, "--out", out,
+        "--control", tmp_path / "photo.png", "--control-type", "canny", "--control-scale", 0.5, "--control-end", 0.5,
+    )  # fmt: skip
+    assert status == 0, stderr
+    assert "control image 0 48x48 resized to 32x32" in stderr
+    parameters = parse_parameters(Image.open(out).text["parameters"])
+    assert parameters["ControlNet 0"] == "Module: canny, Model: edges, Weight: 0.5, Guidance Start: 0, Guidance End: 0.5"
+
+
+def test_a_diffusers_controlnet_folder_and_two_units(tiny_model_dir, tmp_path, controlnet, second_controlnet, photo, edges):
+    controlnet.save_pretrained(tmp_path / "sd-canny", safe_serialization=True)  # no control.json: type not recorded
+    save_controlnet(second_controlnet, "layout", tmp_path / "scene")
+    photo.save(tmp_path / "photo.png")
+    edges.save(tmp_path / "edges.png")
+    out = tmp_path / "out.png"
+    status, stderr = run_cli(
+        "ldm.cli.inpaint", "a boat", "--model", tiny_model_dir, "--image", tmp_path / "photo.png",
+        "--mask", tmp_path / "edges.png", "--steps", 2, "--seed", 1, "--out", out,
+        "--controlnet", tmp_path / "sd-canny", "--controlnet", tmp_path / "scene",
+        "--control", tmp_path / "edges.png", "--control-type", "canny",
+        "--control", tmp_path / "photo.png", "--control-type", "layout", "--control-scale", 1, "--control-scale", 0.3,
+    )  # fmt: skip
+    assert status == 0, stderr
+    parameters = parse_parameters(Image.open(out).text["parameters"])
+    assert parameters["ControlNet 0"].startswith("Module: canny, Model: sd-canny, Weight: 1,")
+    assert parameters["ControlNet 1"].startswith("Module: layout, Model: scene, Weight: 0.3,")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--control-type", "depth"], "control: unknown control type 'depth'; known types: canny, layout, raw"),
+        (["--control-scale", "-1"], "control: control scale must be a finite number >= 0, got -1"),
+        (["--control-start", "0.8", "--control-end", "0.2"], "control: control start (0.8) is after its end (0.2)"),
+        (["--control-type", "layout"], "no ControlNet for control type 'layout'; the model has: edges (canny)"),
+        (["--control-model", "pose"], "no ControlNet named 'pose'; the model has: edges (canny)"),
+        (["--control-scale", "1", "--control-scale", "2"], "--control-scale has 2 value(s) for 1 --control image(s)"),
+    ],
+)
+def test_bad_control_input_is_one_line_and_no_file(controlled_model_dir, tmp_path, photo, args, message):
+    photo.save(tmp_path / "photo.png")
+    out = tmp_path / "out" / "x.png"
+    status, stderr = run_cli("ldm.cli.generate", "a lake", "--model", controlled_model_dir, "--steps", 1, "--out", out,
+                             "--control", tmp_path / "photo.png", *args)  # fmt: skip
+    assert status == 2
+    assert stderr.strip() == f"ldm-generate: error: {message}"
+    assert not out.exists()
+
+
+def test_unreadable_control_image_and_model_without_controlnet(tiny_model_dir, tmp_path, photo):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "x.png"
+    status, stderr = run_cli("ldm.cli.generate", "a", "--model", tiny_model_dir, "--out", out, "--control", tmp_path / "broken.png")
+    assert (status, stderr.strip()) == (2, f"ldm-generate: error: control image {tmp_path / 'broken.png'} is not an image")
+    photo.save(tmp_path / "photo.png")
+    status, stderr = run_cli("ldm.cli.generate", "a", "--model", tiny_model_dir, "--steps", 1, "--out", out,
+                             "--control", tmp_path / "photo.png", "--control-type", "canny")  # fmt: skip
+    assert status == 2
+    assert stderr.strip() == (
+        "ldm-generate: error: no ControlNet for control type 'canny'; "
+        "the model has no ControlNet (give one with --controlnet DIR)"
+    )
+    assert not out.exists()

@@ -1,0 +1,108 @@
+"""Stage `controlnet`: a ControlNet for a frozen text2img model folder that starts as the
+base model exactly, trains only itself, resumes exactly, and exports a folder that
+ldm-generate --controlnet loads."""
+
+import pytest
+import torch
+from PIL import Image
+from tiny_data import TinyImages, tiny_datasets
+
+from configs import tiny_train_dict
+from ldm.config import ConfigError, from_dict
+from ldm.training.config import TrainConfig
+from ldm.training.loop import train
+
+
+def controlnet_config(tmp_path, init_from, controlnet=None, validation=None, **train_settings):
+    data = tiny_train_dict("controlnet", tmp_path / "run", **train_settings)
+    data["controlnet"] = {"init_from": str(init_from), "control_type": "raw", **(controlnet or {})}
+    if validation:
+        data["validation"] = validation
+    return from_dict(TrainConfig, data)
+
+
+def test_at_step_zero_the_output_is_the_base_models_exactly(tmp_path, tiny_model_dir):
+    from ldm.training.batches import Randomness
+    from ldm.training.stages import StageContext, build_stage
+
+    config = controlnet_config(tmp_path, tiny_model_dir, controlnet={"control_dropout": 0.0})
+    stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path, tiny_datasets()))
+    module = stage.module
+    batch = {key: [TinyImages()[i][key] for i in range(2)] for key in ("pixels", "caption", "key")}
+    batch["pixels"] = torch.stack(batch["pixels"])
+    g = torch.Generator().manual_seed(0)
+    latents, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
+    timesteps = torch.tensor([5, 800])
+    with torch.no_grad():
+        controlled = module.predict(latents, timesteps, context, batch, Randomness(0, 0, 0))
+        base = module.unet(latents, timesteps, encoder_hidden_states=context).sample
+        control = stage.control_images(batch, (32, 32))
+    assert control.abs().sum() > 0  # a real control image went in
+    assert torch.equal(controlled, base)
+    assert all(not p.requires_grad for p in module.unet.parameters())
+    assert {name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad} == {"controlnet"}
+
+
+def test_training_exports_a_controlnet_that_generation_loads(tmp_path, tiny_model_dir):
+    from ldm.control.model import control_type_of
+    from ldm.control_units import ControlUnit
+    from ldm.model_folder import read_safetensors
+    from ldm.pipeline import Pipeline
+
+    validation = {"prompts": ["red over blue"], "steps": 2}
+    result = train(controlnet_config(tmp_path, tiny_model_dir, validation=validation, max_steps=3), open_dataset=tiny_datasets())
+    assert result.export_path == tmp_path / "run" / "controlnet" / "raw"
+    assert control_type_of(result.export_path) == "raw"
+    assert (tmp_path / "run" / "samples" / "step-000003.png").is_file()
+    assert Image.open(tmp_path / "run" / "samples" / "step-000003.png").size == (4 * 32, 32)
+    # The base U-Net is untouched: the model folder's weights are what the stage started from.
+    trained_unet = read_safetensors(tiny_model_dir / "unet.safetensors")
+    pipe = Pipeline.load(tiny_model_dir, controlnets=(result.export_path,))
+    assert all(torch.equal(pipe.components.unet.state_dict()[k], v) for k, v in trained_unet.items())
+    unit = ControlUnit(Image.new("RGB", (32, 32), "white"), "raw", 2.0)
+    steered = pipe.generate("red", controls=(unit,), steps=2, seed=1, progress=False)
+    plain = pipe.generate("red", steps=2, seed=1, progress=False)
+    assert steered.parameters[0].fields()["ControlNet 0"].startswith("Module: none, Model: raw, Weight: 2,")
+    assert steered.images[0].tobytes() != plain.images[0].tobytes()  # three steps moved the zero convolutions
+
+
+def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
+    from ldm.training.checkpoints import resolve_checkpoint
+
+    settings = dict(controlnet={"control_type": "canny"}, ema_decay=0.9)
+    straight = train(controlnet_config(tmp_path / "a", tiny_model_dir, max_steps=4, **settings), open_dataset=tiny_datasets())
+    train(controlnet_config(tmp_path / "b", tiny_model_dir, max_steps=2, **settings), open_dataset=tiny_datasets())
+    resumed = train(
+        controlnet_config(tmp_path / "b", tiny_model_dir, max_steps=4, **settings),
+        resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),
+        open_dataset=tiny_datasets(),
+    )
+    assert resumed.losses == straight.losses[2:]
+    from ldm.model_folder import read_safetensors
+
+    a = read_safetensors(straight.export_path / "diffusion_pytorch_model.safetensors")
+    b = read_safetensors(resumed.export_path / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_control_maps_from_a_folder_by_key(tmp_path, tiny_model_dir):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for i in range(8):
+        Image.new("RGB", (16, 16), (30 * i, 0, 255)).save(maps / f"{i:05d}.png")  # keys 00000..; resized to 32
+    config = controlnet_config(tmp_path, tiny_model_dir, controlnet={"control_dir": str(maps)}, max_steps=2)
+    assert train(config, open_dataset=tiny_datasets()).step == 2
+    (maps / "00003.png").unlink()
+    config = controlnet_config(tmp_path / "again", tiny_model_dir, controlnet={"control_dir": str(maps)}, max_steps=4)
+    with pytest.raises(ValueError, match="controlnet.control_dir: control map file not found"):
+        train(config, open_dataset=tiny_datasets())
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"init_from": None}, "controlnet.init_from is required"),
+    ({"control_type": "depth"}, "controlnet.control_type is 'depth'; expected one of canny, layout, raw"),
+    ({"control_dropout": 1.5}, r"controlnet.control_dropout must be in \[0, 1\], got 1.5"),
+])  # fmt: skip
+def test_bad_controlnet_sections_are_config_errors(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        controlnet_config(tmp_path, "model", controlnet=section)

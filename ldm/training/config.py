@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
+from ldm.control_units import CONTROL_TYPES
 from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES
@@ -178,7 +179,6 @@ def validate_train(config: TrainConfig) -> None:
 
 
 def check_controlnet_section(config: TrainConfig) -> None:
-    from ldm.control_units import CONTROL_TYPES
 
     section = config.controlnet
     one_of("controlnet.control_type", section.control_type, CONTROL_TYPES)

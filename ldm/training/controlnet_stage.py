@@ -21,6 +21,7 @@ from ldm.control_units import ControlUnit
 from ldm.images import ImageError, load_image, to_pil
 from ldm.model_folder import ModelError
 from ldm.models.components import Components
+from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.stages import first_samples, make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
@@ -111,7 +112,6 @@ class ControlNetStage(Text2ImgStage):
         prompts = self.config.validation.prompts
         if not prompts:
             return {}
-        from ldm.pipeline import Pipeline
 
         samples = first_samples(self.context.open_dataset("validation"), len(prompts))
         samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))

@@ -23,7 +23,8 @@ def controlnet_config(tmp_path, init_from, controlnet=None, validation=None, **t
 
 def test_at_step_zero_the_output_is_the_base_models_exactly(tmp_path, tiny_model_dir):
     from ldm.training.batches import Randomness
-    from ldm.training.stages import StageContext, build_stage
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
 
     config = controlnet_config(tmp_path, tiny_model_dir, controlnet={"control_dropout": 0.0})
     stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path, tiny_datasets()))

@@ -41,6 +41,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="model folder: one written by ldm-train, or a diffusers-format Stable Diffusion "
         "folder (model_index.json, unet/, vae/, text_encoder/, ...). Default: the built-in demo model.",
     )
+    add_device_arguments(parser)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if present, else cpu)")
     parser.add_argument(
         "--dtype",

@@ -1,47 +1,35 @@
 """A server on a tiny model, driven in-process through FastAPI's TestClient."""
 
-import base64
-import io
-
 import pytest
-from fastapi.testclient import TestClient
-from PIL import Image
+import torch
+from server_helpers import make_client
+from tiny import tiny_model_dict
 
 from ldm.pipeline import Pipeline
-from ldm.server.app import ServerOptions, create_app
 from ldm.server.worker import ModelEntry, Worker
 from ldm.settings import Limits
 
 TEST_LIMITS = Limits(max_pixels=64 * 64, max_steps=2000, max_images=8)
 
 
-def png_b64(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
+@pytest.fixture
+def other_model_dir(tmp_path):
+    """A second tiny model, named "other", to switch to."""
+    from ldm.config import model_config_from_dict
+    from ldm.model_folder import save_model
+    from ldm.models.components import build_components
 
-
-def open_b64(text: str) -> Image.Image:
-    return Image.open(io.BytesIO(base64.b64decode(text)))
+    torch.manual_seed(1)
+    components = build_components(model_config_from_dict(tiny_model_dict(name="other"))).eval()
+    return save_model(components, tmp_path / "other-model")
 
 
 @pytest.fixture
-def worker(tiny_components, tiny_model_dir):
-    entry = ModelEntry("tiny-model", tiny_model_dir)
-    loaded = []
-
-    def loader(path):
-        loaded.append(path)
-        return Pipeline.load(path)
-
-    worker = Worker(Pipeline(tiny_components), entry, [entry], loader, TEST_LIMITS, max_queue=2)
-    worker.loaded = loaded
+def worker(tiny_components, tiny_model_dir, other_model_dir):
+    entries = [ModelEntry("tiny-model", tiny_model_dir), ModelEntry("other-model", other_model_dir)]
+    worker = Worker(Pipeline(tiny_components), entries[0], entries, Pipeline.load, TEST_LIMITS, max_queue=2)
     yield worker
     worker.close()
-
-
-def make_client(worker, **options):
-    return TestClient(create_app(worker, ServerOptions(**options)), raise_server_exceptions=False)
 
 
 @pytest.fixture

@@ -58,39 +58,3 @@ def in_thread(call):
 def make_client(worker, **options):
     return TestClient(create_app(worker, ServerOptions(**options)), raise_server_exceptions=False)
 
-
-class RunningServer:
-    """A real `ldm-serve` process on a free port of 127.0.0.1 (the same code as the console script)."""
-
-    def __init__(self, *args, timeout: float = 180):
-        import re
-        import subprocess
-        import sys
-
-        command = [sys.executable, "-m", "ldm.cli.serve", "--port", "0", *map(str, args)]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        found = threading.Event()
-
-        def read():
-            for line in self.process.stderr:
-                self.lines.append(line)
-                match = re.search(r"listening on (http://\S+)", line)
-                if match:
-                    self.url = match.group(1)
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(timeout):
-            self.stop()
-            raise AssertionError("ldm-serve did not start: " + "".join(self.lines))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(30)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()

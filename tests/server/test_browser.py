@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from server_helpers import RunningServer
+
+from ldm.server.process import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
@@ -21,7 +22,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 @pytest.fixture
 def page(tiny_model_dir):
-    with RunningServer("--model", tiny_model_dir) as server, sync_api.sync_playwright() as playwright:
+    with ServerProcess("--model", tiny_model_dir) as server, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors = []

@@ -6,7 +6,8 @@ import sys
 
 import httpx
 import pytest
-from server_helpers import RunningServer
+
+from ldm.server.process import ServerProcess
 
 
 def run_cli(*args):
@@ -15,7 +16,7 @@ def run_cli(*args):
 
 
 def test_serves_the_api_and_the_page(tiny_model_dir):
-    with RunningServer("--model", tiny_model_dir) as server:
+    with ServerProcess("--model", tiny_model_dir) as server:
         assert server.url.startswith("http://127.0.0.1:")
         answer = httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 3}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["images"]) == 1

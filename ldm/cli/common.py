@@ -71,6 +71,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         f"(--list-models; a path wins). Default: the built-in {DEFAULT_MODEL!r} model.",
     )
     parser.add_argument("--list-models", action=ListModels, help="list the built-in models (name, size, what they draw) and exit")
+    add_device_arguments(parser)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if present, else cpu)")
     parser.add_argument(
         "--dtype",

@@ -1,0 +1,138 @@
+"""ldm-serve: a web page and an AUTOMATIC1111-compatible HTTP API on a model kept loaded."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from ldm.cli.common import UsageError, add_device_arguments, resolve_device, resolve_dtype, resolve_model_path, run_command
+from ldm.cli.options import OneLineParser, add_limit_arguments, limits_from_args
+from ldm.timing import Stopwatch
+
+PROG = "ldm-serve"
+API_KEY_VARIABLE = "LDM_SERVE_API_KEY"
+
+EXAMPLES = f"""examples:
+  ldm-serve                                  # the built-in model on http://127.0.0.1:7860
+  ldm-serve --model runs/scenes/model --model ~/sd-2-1-base   # switch with /sdapi/v1/options
+  ldm-serve --host 0.0.0.0 --api-key SECRET  # reachable from other machines, with a key
+
+Clients of AUTOMATIC1111's API (/sdapi/v1/txt2img, img2img, progress, ...) work unchanged;
+the API's own documentation is at /docs. The key can also come from ${API_KEY_VARIABLE}."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description="Serve a latent diffusion model: a web page and AUTOMATIC1111's HTTP API.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="model folder (ours or diffusers SD); repeat to offer several, the first is loaded "
+        "(default: the built-in demo model)",
+    )
+    add_device_arguments(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860, as AUTOMATIC1111)")
+    parser.add_argument("--api-key", metavar="KEY", help="require this key on every request (Bearer token, or Basic auth password)")
+    parser.add_argument("--insecure", action="store_true", help="allow another address than localhost without --api-key")
+    group = parser.add_argument_group("server limits")
+    group.add_argument("--max-upload-bytes", type=int, default=32 * 1024 * 1024, metavar="N", help="request body size (default 32 MiB)")
+    group.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs waiting; beyond it: 503 (default 8)")
+    add_limit_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(PROG, run, build_parser().parse_args(argv))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def model_entries(paths: list[str] | None):
+    """One entry per --model, titled by its folder name (made unique)."""
+    from ldm.server.worker import ModelEntry
+
+    entries, titles = [], set()
+    for given in paths or [None]:
+        path = resolve_model_path(given)
+        if not path.is_dir():
+            raise UsageError(f"model folder not found: {path}")
+        title, k = path.name, 1
+        while title in titles:
+            k += 1
+            title = f"{path.name}-{k}"
+        titles.add(title)
+        entries.append(ModelEntry(title, path))
+    return entries
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Bound before the model loads, so a busy port fails in a second, not after the load."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except (OSError, OverflowError) as error:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {getattr(error, 'strerror', None) or error}") from None
+    sock.listen(128)
+    return sock
+
+
+def run(args: argparse.Namespace, clock: Stopwatch) -> int:
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    if not is_loopback(args.host) and not api_key and not args.insecure:
+        raise UsageError(f"listening on {args.host} lets other machines in: give --api-key KEY (or --insecure)")
+    for name in ("max_upload_bytes", "max_queue", "port"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    limits = limits_from_args(args)
+    entries = model_entries(args.model)
+    sock = listening_socket(args.host, args.port)
+
+    import uvicorn
+
+    from ldm.model_folder import ModelError, load_model
+    from ldm.pipeline import Pipeline
+    from ldm.server.app import ServerOptions, create_app
+    from ldm.server.worker import Worker
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+
+    def loader(path: Path) -> Pipeline:
+        return Pipeline(load_model(path, device=device, dtype=dtype))
+
+    try:
+        pipeline = loader(entries[0].path)
+    except ModelError as error:
+        raise UsageError(str(error)) from None
+    worker = Worker(pipeline, entries[0], entries, loader, limits, max_queue=args.max_queue)
+    app = create_app(worker, ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes))
+    host, port = sock.getsockname()[:2]
+    print(f"{PROG}: {entries[0].title} on {device}; listening on http://{host}:{port}", file=sys.stderr, flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])
+    worker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""AUTOMATIC1111's /sdapi/v1 request and response JSON <-> our Settings and results.
+
+The request fields come from ldm.settings: every Settings field that declares its A1111 name
+(`api`) is a field of the request, so a new setting reaches the HTTP API without an edit
+here. Only A1111's own spellings of what we express differently are handled by hand: seed -1,
+sampler + scheduler names, batch_size x n_iter, the inpainting area and the input images.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ldm.server.codec import decode_image, mask_image, png_base64
+from ldm.server.samplers import OURS_TO_A1111, sampler_from_a1111
+from ldm.settings import DEFAULT_STRENGTH, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
+
+# A1111's defaults where they differ from ours and clients rely on them.
+A1111_STRENGTH = DEFAULT_STRENGTH["img2img"]  # 0.75 for img2img and inpainting alike
+A1111_MASK_PADDING = 32  # inpaint_full_res_padding
+
+
+def _settings_fields(mode: str) -> dict[str, Any]:
+    """Request fields for the settings `mode` takes, typed and documented as in Settings."""
+    hints = typing.get_type_hints(Settings)
+    fields = {}
+    for each in fields_of(mode):
+        spec = option_of(each)
+        if spec.api is not None:
+            fields[spec.api] = (Optional[hints[each.name]], Field(None, description=spec.help))
+    return fields
+
+
+_OPEN = ConfigDict(extra="allow")  # A1111 clients send many fields we do not use
+_COMMON = {
+    "sampler_index": (Optional[str], Field(None, description="older clients' name for sampler_name")),
+    "scheduler": (Optional[str], Field(None, description="A1111 >= 1.9: 'Automatic' or 'Karras'")),
+    "n_iter": (Optional[int], Field(None, description="batches of batch_size images, one after another")),
+}
+Txt2ImgRequest: type[BaseModel] = create_model("Txt2ImgRequest", __config__=_OPEN, **_settings_fields("txt2img"), **_COMMON)
+Img2ImgRequest: type[BaseModel] = create_model(
+    "Img2ImgRequest",
+    __config__=_OPEN,
+    **_settings_fields("inpaint"),
+    **_COMMON,
+    init_images=(list[str], Field(description="one base64 image (a data: URL too)")),
+    mask=(Optional[str], Field(None, description="base64 mask: white (or opaque) is repainted")),
+    inpainting_mask_invert=(Optional[int], Field(None, description="1: black is repainted")),
+    inpaint_full_res=(Optional[bool], Field(None, description="inpaint only the masked area, at full resolution")),
+    include_init_images=(Optional[bool], Field(None, description="echo the input images in `parameters`")),
+)
+
+
+class PngInfoRequest(BaseModel):
+    image: str = Field(description="base64 PNG")
+
+
+@dataclass
+class Job:
+    """One request in our terms: `iterations` runs of `settings` (n = images per run)."""
+
+    mode: str
+    settings: Settings
+    iterations: int = 1
+    image: Optional[Image.Image] = None
+    mask: Optional[Image.Image] = None
+
+    def settings_of(self, iteration: int) -> Settings:
+        """Image k of the whole job has seed + k, as in A1111 and ldm-generate."""
+        return self.settings.replace(seed=self.settings.seed + iteration * self.settings.n)
+
+
+def job_from_request(request: BaseModel, limits: Limits) -> Job:
+    """Checks a txt2img or img2img request and turns it into a Job; GenerationError names
+    the first bad value."""
+    body = request.model_dump()
+    edit = "init_images" in body
+    mode = "txt2img" if not edit else ("inpaint" if body.get("mask") else "img2img")
+    given = {}
+    for each in fields_of(mode):
+        api = option_of(each).api
+        if api is not None and body.get(api) is not None:
+            given[each.name] = body[api]
+    if given.get("seed") == -1:  # A1111's "random"
+        del given["seed"]
+    sampler = sampler_from_a1111(body.get("sampler_name") or body.get("sampler_index"), body.get("scheduler"))
+    if sampler is not None:
+        given["sampler"] = sampler
+    if edit and given.get("strength") is None:
+        given["strength"] = A1111_STRENGTH
+    if mode == "inpaint":
+        given.pop("crop_to_mask", None)
+        if body.get("inpaint_full_res"):
+            padding = body.get("inpaint_full_res_padding")
+            given["crop_to_mask"] = A1111_MASK_PADDING if padding is None else padding
+    per_batch = given.get("batch_size", 1)
+    iterations = 1 if body.get("n_iter") is None else body["n_iter"]
+    if per_batch < 1 or iterations < 1:
+        raise GenerationError(f"batch_size and n_iter must be at least 1, got {per_batch} and {iterations}")
+    # Checked as the whole job (all its images and seeds), run as `iterations` runs.
+    whole = Settings(**given).replace(n=per_batch * iterations, batch_size=per_batch).with_seed()
+    check_settings(whole, mode, limits)
+    job = Job(mode, whole.replace(n=per_batch), iterations)
+    if edit:
+        job.image, job.mask = _input_images(body, mode, limits)
+        check_input_size(whole, mode, job.image.size, limits)
+    return job
+
+
+def _input_images(body: dict, mode: str, limits: Limits) -> tuple[Image.Image, Optional[Image.Image]]:
+    images = body["init_images"]
+    if len(images) != 1:
+        raise GenerationError(f"init_images must hold one image, got {len(images)}")
+    image = decode_image(images[0], "init_images[0]", limits.max_pixels)
+    mask = None
+    if mode == "inpaint":
+        mask = mask_image(decode_image(body["mask"], "mask", limits.max_pixels), bool(body.get("inpainting_mask_invert")))
+    return image, mask
+
+
+def response(request: BaseModel, job: Job, result, model_title: str, interrupted: bool, timestamp: str) -> dict:
+    """A1111's answer: base64 PNGs carrying their parameters, the request, and `info` (a JSON string)."""
+    parameters = request.model_dump()
+    if not parameters.get("include_init_images"):
+        parameters.update({"init_images": None, "mask": None} if "init_images" in parameters else {})
+    first = result.parameters[0] if result.parameters else None
+    settings = job.settings
+    infotexts = [each.to_text() for each in result.parameters]
+    info = {
+        "prompt": settings.prompt,
+        "all_prompts": [settings.prompt] * len(result.images),
+        "negative_prompt": settings.negative,
+        "all_negative_prompts": [settings.negative] * len(result.images),
+        "seed": settings.seed,
+        "all_seeds": result.seeds,
+        "subseed": -1,
+        "all_subseeds": [-1] * len(result.images),
+        "subseed_strength": 0,
+        "width": first.width if first else settings.width,
+        "height": first.height if first else settings.height,
+        "sampler_name": OURS_TO_A1111[settings.sampler],
+        "cfg_scale": settings.cfg,
+        "steps": settings.steps,
+        "batch_size": settings.n,
+        "n_iter": job.iterations,
+        "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else None,
+        "sd_model_name": model_title,
+        "index_of_first_image": 0,
+        "infotexts": infotexts,
+        "styles": [],
+        "job_timestamp": timestamp,
+        "clip_skip": 1,
+        "is_using_inpainting_conditioning": job.mode == "inpaint",
+        "version": "ldm",
+        "interrupted": interrupted,
+        "notes": result.notes,
+    }
+    images = [png_base64(image, each.png_info()) for image, each in zip(result.images, result.parameters, strict=True)]
+    return {"images": images, "parameters": parameters, "info": json.dumps(info)}

@@ -1,0 +1,155 @@
+"""The HTTP face of the worker: AUTOMATIC1111's /sdapi/v1 routes and the web page at /.
+
+Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail`;
+an unexpected failure is a 500 whose body says only that (the traceback goes to the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from typing import Optional
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+
+from ldm.errors import LdmError
+from ldm.model_folder import ModelError
+from ldm.png_info import parse_parameters
+from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
+from ldm.server.codec import decode_image, png_base64
+from ldm.server.guards import ApiKeyGuard, BodyLimit
+from ldm.server.samplers import sampler_list, scheduler_list
+from ldm.server.worker import Busy, Worker
+
+log = logging.getLogger("ldm.serve")
+STATIC = resources.files("ldm.server") / "static"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    api_key: Optional[str] = None
+    max_upload_bytes: int = 32 * 1024 * 1024
+
+
+def _error(status: int, kind: str, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": kind, "detail": message}, status_code=status, headers=headers)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    """Pydantic's error list as one line: "steps: Input should be a valid integer; ..."."""
+    parts = []
+    for each in error.errors():
+        if each.get("type") == "json_invalid":
+            return f"malformed JSON: {each.get('ctx', {}).get('error', each.get('msg'))}"
+        where = ".".join(str(part) for part in each.get("loc", ()) if part != "body")
+        parts.append(f"{where}: {each.get('msg')}" if where else str(each.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_, error: RequestValidationError):
+        return _error(422, "ValidationError", _validation_message(error))
+
+    async def bad_request(_, error: Exception):
+        return _error(400, type(error).__name__, str(error))
+
+    app.add_exception_handler(LdmError, bad_request)
+    app.add_exception_handler(ModelError, bad_request)  # a model switch to a broken folder
+
+    @app.exception_handler(Busy)
+    async def busy(_, error: Busy):
+        return _error(503, "Busy", str(error), {"Retry-After": str(error.retry_after)})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_, error: HTTPException):
+        return _error(error.status_code, "HTTPError", str(error.detail), getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_, error: Exception):
+        log.error("unexpected error", exc_info=error)
+        return _error(500, "InternalError", "internal error; the server log has the details")
+
+
+def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> FastAPI:
+    app = FastAPI(title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1")
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=options.max_upload_bytes)
+    if options.api_key:
+        app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    async def run_job(request, job):
+        outcome = await asyncio.wrap_future(worker.generate(job))
+        return response(request, job, outcome.result, worker.model.title, outcome.interrupted, outcome.timestamp)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(str(STATIC / "index.html"))
+
+    @app.post("/sdapi/v1/txt2img")
+    async def txt2img(request: Txt2ImgRequest):
+        return await run_job(request, job_from_request(request, worker.limits))
+
+    @app.post("/sdapi/v1/img2img")
+    async def img2img(request: Img2ImgRequest):
+        return await run_job(request, job_from_request(request, worker.limits))
+
+    @app.get("/sdapi/v1/progress")
+    async def progress(skip_current_image: bool = False):
+        snapshot = worker.progress.snapshot(worker.queued, with_image=not skip_current_image)
+        preview = snapshot.pop("preview")
+        snapshot["current_image"] = png_base64(preview) if preview is not None else None
+        snapshot["textinfo"] = None
+        return snapshot
+
+    @app.post("/sdapi/v1/interrupt")
+    async def interrupt():
+        worker.interrupt()
+        return {}
+
+    @app.get("/sdapi/v1/samplers")
+    async def samplers():
+        return sampler_list()
+
+    @app.get("/sdapi/v1/schedulers")
+    async def schedulers():
+        return scheduler_list()
+
+    @app.get("/sdapi/v1/sd-models")
+    async def sd_models():
+        return [
+            {"title": m.title, "model_name": m.title, "hash": None, "sha256": None, "filename": str(m.path), "config": None}
+            for m in worker.models
+        ]
+
+    @app.get("/sdapi/v1/options")
+    async def get_options():
+        return {"sd_model_checkpoint": worker.model.title, "samples_format": "png"}
+
+    @app.post("/sdapi/v1/options")
+    async def set_options(changes: dict):
+        """Only sd_model_checkpoint has an effect (it switches the model, after the jobs
+        queued before it); A1111's other options are accepted and ignored."""
+        title = changes.get("sd_model_checkpoint")
+        if title is not None:
+            await asyncio.wrap_future(worker.switch_model(str(title)))
+
+    @app.post("/sdapi/v1/png-info")
+    async def png_info(request: PngInfoRequest):
+        image = decode_image(request.image, "image", worker.limits.max_pixels)
+        text = image.info.get("parameters") or ""
+        items = {k: v for k, v in image.info.items() if isinstance(v, str) and k != "parameters"}
+        parsed = parse_parameters(text) if text else {}
+        if parsed:  # A1111's key names for the prompts
+            parsed = {"Prompt": parsed.pop("prompt"), "Negative prompt": parsed.pop("negative_prompt"), **parsed}
+        return {"info": text, "items": items, "parameters": parsed}
+
+    return app
+

@@ -1,0 +1,175 @@
+"""One thread owns the model and runs jobs from a bounded queue, one at a time: the model is
+never used by two requests at once, and a full queue answers at once (Busy) instead of
+letting requests pile up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from ldm.pipeline import GenerationResult, Pipeline
+from ldm.server.a1111 import Job
+from ldm.server.progress import Progress
+from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits
+
+log = logging.getLogger("ldm.serve")
+
+
+class Busy(Exception):
+    """The queue is full; try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"the server is busy ({retry_after} s of work queued): try again later")
+        self.retry_after = retry_after
+
+
+class _Interrupted(Exception):
+    """Raised from the sampling callback to stop the running job (POST /interrupt)."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    title: str  # what /sd-models lists and /options selects
+    path: Path
+
+
+@dataclass
+class Outcome:
+    result: GenerationResult
+    interrupted: bool
+    timestamp: str
+
+
+@dataclass
+class _Task:
+    run: Callable[[], object]
+    future: Future = field(default_factory=Future)
+
+
+class Worker:
+    """Runs generation and model switches in submission order on its own thread."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        model: ModelEntry,
+        models: list[ModelEntry],
+        loader: Callable[[Path], Pipeline],
+        limits: Limits = DEFAULT_LIMITS,
+        max_queue: int = 8,
+    ):
+        self.pipeline, self.model, self.models = pipeline, model, models
+        self.loader, self.limits = loader, limits
+        self.progress = Progress()
+        self._queue: queue.Queue[Optional[_Task]] = queue.Queue(maxsize=max_queue)
+        self._interrupt = threading.Event()
+        self._seconds_per_job = 1.0  # running mean, for Retry-After
+        self._thread = threading.Thread(target=self._loop, name="ldm-serve-worker", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, run: Callable[[], object]) -> Future:
+        """Queues `run`; Busy when the queue is full. A cancelled future (its client left
+        before it started) is skipped."""
+        task = _Task(run)
+        try:
+            self._queue.put_nowait(task)
+        except queue.Full:
+            raise Busy(self.retry_after()) from None
+        return task.future
+
+    def generate(self, job: Job) -> Future:
+        return self.submit(lambda: self._generate(job))
+
+    def switch_model(self, title: str) -> Future:
+        entry = next((m for m in self.models if m.title == title), None)
+        if entry is None:
+            known = ", ".join(m.title for m in self.models)
+            raise GenerationError(f"unknown model {title!r}; known models: {known}")
+        return self.submit(lambda: self._switch(entry))
+
+    def interrupt(self) -> None:
+        """Stops the running job (not the queued ones), as A1111 does."""
+        if self.progress.busy:
+            self._interrupt.set()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil((self.queued + 1) * self._seconds_per_job))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _loop(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            if not task.future.set_running_or_notify_cancel():
+                continue
+            started = time.monotonic()
+            try:
+                task.future.set_result(task.run())
+            except BaseException as error:  # the thread outlives every job; the caller sees the error
+                if not isinstance(error, (GenerationError, _Interrupted)):
+                    log.exception("job failed")
+                task.future.set_exception(error)
+            self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
+
+    def _generate(self, job: Job) -> Outcome:
+        self._interrupt.clear()
+        self.progress.begin(job.mode, job.iterations)
+        result, interrupted = GenerationResult(images=[]), False
+        try:
+            for iteration in range(job.iterations):
+                self.progress.at_iteration(iteration)
+                try:
+                    self._check_interrupt()
+                    part = self._run(job, iteration)
+                except _Interrupted:
+                    interrupted = True
+                    break
+                result.images += part.images
+                result.parameters += part.parameters
+                result.notes += [note for note in part.notes if note not in result.notes]
+        finally:
+            self.progress.end(interrupted)
+        return Outcome(result, interrupted, self.progress.timestamp)
+
+    def _run(self, job: Job, iteration: int) -> GenerationResult:
+        settings = job.settings_of(iteration)
+        options = {"callback": self._on_step, "progress": False, "limits": self.limits}
+        if job.mode == "txt2img":
+            return self.pipeline.generate(settings, **options)
+        if job.mode == "img2img":
+            return self.pipeline.img2img(settings, job.image, **options)
+        return self.pipeline.inpaint(settings, job.image, job.mask, **options)
+
+    def _on_step(self, info) -> None:
+        self.progress.at_step(info.step, info.total, info.latents)
+        self._check_interrupt()
+
+    def _check_interrupt(self) -> None:
+        if self._interrupt.is_set():
+            raise _Interrupted()
+
+    def _switch(self, entry: ModelEntry) -> None:
+        if entry == self.model:
+            return
+        pipeline = self.loader(entry.path)  # the old model serves until the new one is whole
+        self.pipeline, self.model = pipeline, entry
+        log.info("model %s loaded from %s", entry.title, entry.path)

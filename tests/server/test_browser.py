@@ -1,0 +1,102 @@
+"""The page in a real browser (headless Chromium from the system, driven by Playwright) against a
+real ldm-serve on a tiny model: generate, paint a mask and inpaint, read a PNG's parameters back."""
+
+import base64
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldm.server.process import ServerProcess
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM) and not os.environ.get("CI"):
+    pytest.skip("no chromium on this machine (CI installs it)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI") else __import__("playwright.sync_api").sync_api
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture
+def page(tiny_model_dir):
+    with ServerProcess("--model", tiny_model_dir) as server, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url + "/")
+        page.wait_for_function("document.querySelectorAll('#sampler_name option').length > 0")
+        yield page
+        assert errors == [], errors
+        browser.close()
+
+
+def image_of(figure) -> Image.Image:
+    source = figure.locator("img").get_attribute("src")
+    return Image.open(io.BytesIO(base64.b64decode(source.partition(",")[2])))
+
+
+def test_generate_inpaint_and_read_parameters_back(page, photo, tmp_path):
+    page.fill("#prompt", "a red circle")
+    page.fill("#steps", "3")
+    page.fill("#seed", "7")
+    page.select_option("#sampler_name", "Euler a")
+    page.click("#generate")
+    page.wait_for_selector("#gallery figure")
+    first = page.locator("#gallery figure").first
+    generated = image_of(first)
+    assert generated.size == (32, 32)
+    assert "Seed: 7" in first.locator("figcaption").inner_text() and "Sampler: euler-a" in first.locator("figcaption").inner_text()
+    page.wait_for_selector("#generate:enabled")
+    page.screenshot(path=tmp_path / "generated.png")
+
+    # Inpainting: upload a picture, paint a stroke across its middle, generate.
+    photo.save(tmp_path / "photo.png")
+    page.set_input_files("#init-file", str(tmp_path / "photo.png"))
+    page.wait_for_selector("#mask", state="visible")
+    page.fill("#mask_blur", "0")
+    page.fill("#brush", "6")
+    page.locator("#brush").dispatch_event("input")
+    box = page.locator("#mask").bounding_box()
+    middle_y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.3, middle_y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.7, middle_y, steps=5)
+    page.mouse.up()
+    page.fill("#denoising_strength", "1")
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#gallery figure').length == 2")
+    newest = page.locator("#gallery figure").first
+    inpainted = np.asarray(image_of(newest).convert("RGB")).astype(int)
+    original = np.asarray(photo.convert("RGB")).astype(int)
+    assert "Mask blur: 0" in newest.locator("figcaption").inner_text()
+    np.testing.assert_array_equal(inpainted[:4], original[:4])  # far from the stroke: kept
+    assert np.abs(inpainted[14:18, 12:20] - original[14:18, 12:20]).mean() > 10  # under it: repainted
+    page.wait_for_selector("#generate:enabled")
+    page.screenshot(path=tmp_path / "inpainted.png")
+
+    # Clear leaves no mask: the next request is img2img of the whole picture.
+    page.click("#clear-mask")
+    assert page.evaluate("maskDataUrl()") is None
+
+    # A PNG read back fills the form with its parameters.
+    generated.save(tmp_path / "generated-image.png", pnginfo=_parameters_of(generated))
+    page.fill("#prompt", "something else")
+    page.fill("#seed", "-1")
+    page.set_input_files("#png-file", str(tmp_path / "generated-image.png"))
+    page.wait_for_function("document.getElementById('prompt').value == 'a red circle'")
+    assert page.input_value("#seed") == "7" and page.input_value("#steps") == "3"
+    assert page.input_value("#sampler_name") == "Euler a"
+    page.screenshot(path=tmp_path / "parameters-read.png")
+    print("screenshots in", tmp_path)
+
+
+def _parameters_of(image):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("parameters", image.text["parameters"])
+    return info

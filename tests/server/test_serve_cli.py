@@ -1,0 +1,54 @@
+"""ldm-serve as a user starts it: a real process answering HTTP; bad arguments -> one line, exit 2."""
+
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from ldm.server.process import ServerProcess
+
+
+def run_cli(*args):
+    process = subprocess.run([sys.executable, "-m", "ldm.cli.serve", *map(str, args)], capture_output=True, text=True, timeout=120)
+    return process.returncode, process.stderr
+
+
+def test_serves_the_api_and_the_page(tiny_model_dir):
+    with ServerProcess("--model", tiny_model_dir) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        answer = httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 3}, timeout=60)
+        assert answer.status_code == 200 and len(answer.json()["images"]) == 1
+        assert httpx.get(server.url + "/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-model"
+        assert "<form" in httpx.get(server.url + "/").text
+
+
+def test_another_address_needs_a_key_or_insecure(tiny_model_dir):
+    status, stderr = run_cli("--model", tiny_model_dir, "--host", "0.0.0.0")
+    assert status == 2 and stderr == "ldm-serve: error: listening on 0.0.0.0 lets other machines in: give --api-key KEY (or --insecure)\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "{tmp}/nowhere"], "model folder not found"),
+        (["--model", "{tmp}"], "is not a model folder"),
+        (["--max-queue", "0"], "--max-queue must be positive, got 0"),
+        (["--port", "x"], "invalid int value"),
+    ],
+)
+def test_bad_arguments(tiny_model_dir, tmp_path, args, message):
+    args = [a.format(tmp=tmp_path) for a in args]
+    if args[0] != "--model":
+        args = ["--model", tiny_model_dir, *args]
+    status, stderr = run_cli(*args)
+    assert status == 2 and message in stderr and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_a_busy_port_is_one_line(tiny_model_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        status, stderr = run_cli("--model", tiny_model_dir, "--port", taken.getsockname()[1])
+    assert status == 2 and "cannot listen on 127.0.0.1:" in stderr and "Traceback" not in stderr, stderr

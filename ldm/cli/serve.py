@@ -9,8 +9,8 @@ import socket
 import sys
 from pathlib import Path
 
-from ldm.cli.common import UsageError, add_device_arguments, resolve_device, resolve_dtype, resolve_model_path, run_command
-from ldm.cli.options import OneLineParser, add_limit_arguments, limits_from_args
+from ldm.cli.common import OneLineArgumentParser, UsageError, add_device_arguments, resolve_device, resolve_dtype, resolve_model_path, run_command
+from ldm.cli.options import add_limit_arguments, limits_from_args
 from ldm.timing import Stopwatch
 
 PROG = "ldm-serve"
@@ -26,7 +26,7 @@ the API's own documentation is at /docs. The key can also come from ${API_KEY_VA
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
+    parser = OneLineArgumentParser(
         prog=PROG,
         description="Serve a latent diffusion model: a web page and AUTOMATIC1111's HTTP API.",
         epilog=EXAMPLES,

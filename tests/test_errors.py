@@ -13,13 +13,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ldm"
 
 
 def error_classes():
-    """(module, class name) of every class in ldm that derives from an exception class."""
+    """(module, class name) of every public class in ldm that derives from an exception class
+    (a private one, like the server's interrupt signal, is control flow, not an error)."""
     found = []
     for file in sorted(PACKAGE.rglob("*.py")):
         module = ".".join(file.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
         for node in ast.parse(file.read_text()).body:
             bases = [ast.unparse(base) for base in getattr(node, "bases", [])]
-            if isinstance(node, ast.ClassDef) and any(b.endswith(("Error", "Exception")) for b in bases):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") and any(b.endswith(("Error", "Exception")) for b in bases):
                 found.append((module, node.name))
     return found
 

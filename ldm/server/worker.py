@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ldm.errors import LdmError
 from ldm.pipeline import GenerationResult, Pipeline
 from ldm.server.a1111 import Job
 from ldm.server.progress import Progress
@@ -22,7 +23,7 @@ from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits
 log = logging.getLogger("ldm.serve")
 
 
-class Busy(Exception):
+class Busy(LdmError):
     """The queue is full; try again after `retry_after` seconds."""
 
     def __init__(self, retry_after: int):

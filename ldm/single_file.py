@@ -149,7 +149,10 @@ def _infer_open_clip(state, facts) -> dict:
 
 
 def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig, layout: str) -> Components:
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+    )
 
     from ldm.diffusion.schedule import scheduler_config
     from ldm.models.autoencoder import build_vae

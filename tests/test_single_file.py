@@ -5,16 +5,16 @@ layouts, bad files."""
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-
 from conftest import build_tiny
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from reference import diffusers_pipeline
+from sd_folder import write_tiny_sd_folder
+
 from ldm.config import to_dict
 from ldm.diffusers_conversion import save_as_diffusers
 from ldm.model_folder import ModelError, load_model
 from ldm.pipeline import Pipeline, make_generators
 from ldm.single_file import read_metadata, save_single_file
-from reference import diffusers_pipeline
-from sd_folder import write_tiny_sd_folder
 
 # Shaped as real SD checkpoints are, only narrower: 32 norm groups, attention heads as the
 # layout facts say (SD 1.x: 8 per block; SD 2.x and the text towers: 64 channels each).

@@ -5,10 +5,10 @@ layouts, bad files."""
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from reference import diffusers_pipeline
 from sd_folder import write_tiny_sd_folder
+from tiny import build_tiny
 
 from ldm.config import to_dict
 from ldm.diffusers_conversion import save_as_diffusers

@@ -36,6 +36,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, replacing_folder
+from ldm.single_file import load_single_file
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
@@ -96,14 +97,15 @@ def is_model_folder(path: Path) -> bool:
 
 
 def load_model(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
-    """Loads our model folder or a diffusers-format Stable Diffusion folder, for inference."""
+    """Loads our model folder, a diffusers-format Stable Diffusion folder or a single
+    original-layout .safetensors checkpoint, for inference."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"model folder not found: {path}")
     if path.is_file():
-        refuse_pickle(path)
-        raise ModelError(f"{path} is a file; a model is a folder with {CONFIG_FILE} (or model_index.json)")
-    if (path / CONFIG_FILE).is_file():
+
+        components = load_single_file(path)
+    elif (path / CONFIG_FILE).is_file():
         components = _load_ours(path)
     elif (path / "model_index.json").is_file():
         components = load_diffusers_folder(path)

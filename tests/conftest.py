@@ -8,19 +8,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import tiny_model_dict  # noqa: E402
+from tiny import build_tiny  # noqa: E402
 
 # Tiny models gain nothing from intra-op threads, and on a busy machine their spinning
 # makes every op many times slower.
 torch.set_num_threads(1)
-
-
-def build_tiny(**overrides):
-    from ldm.config import model_config_from_dict
-    from ldm.models.components import build_components
-
-    torch.manual_seed(0)
-    return build_components(model_config_from_dict(tiny_model_dict(**overrides))).eval()
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ def _byte_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def write_tiny_sd_folder(components, path: Path) -> Path:
+def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -39,7 +39,7 @@ def write_tiny_sd_folder(components, path: Path) -> Path:
             hidden_size=components.unet.config.cross_attention_dim,
             intermediate_size=64,
             num_hidden_layers=2,
-            num_attention_heads=2,
+            num_attention_heads=text_heads,
             max_position_embeddings=77,
             bos_token_id=vocab["<|startoftext|>"],
             eos_token_id=vocab["<|endoftext|>"],

@@ -36,3 +36,14 @@ def tiny_model_dict(**overrides) -> dict:
             node = node[part]
         node[last] = value
     return data
+
+
+def build_tiny(**overrides):
+    """Tiny components (seeded) from TINY_MODEL with `section__key=value` changes."""
+    import torch
+
+    from ldm.config import model_config_from_dict
+    from ldm.models.components import build_components
+
+    torch.manual_seed(0)
+    return build_components(model_config_from_dict(tiny_model_dict(**overrides))).eval()

@@ -1,0 +1,61 @@
+"""ldm-convert: a model between formats: ours, diffusers folders, single original-layout files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ldm.cli.common import UsageError, run_command
+from ldm.cli.common import OneLineArgumentParser
+
+PROG = "ldm-convert"
+EXAMPLES = """examples:
+  ldm-convert runs/scenes/model scenes.safetensors       one file, as AUTOMATIC1111/ComfyUI load
+  ldm-convert runs/scenes/model scenes-diffusers/        a diffusers folder
+  ldm-convert sd-v1-5.safetensors sd15/                  a single file to a diffusers folder
+
+SRC is any model ldm loads (an ldm model folder, a diffusers folder, a .safetensors file in
+the original Stable Diffusion layout). A DST ending in .safetensors is one file; anything
+else is a diffusers folder. Pickled checkpoints (.ckpt) are refused."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineArgumentParser(
+        prog=PROG,
+        description="Convert a model to one .safetensors file (original SD layout) or a diffusers folder.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("src", help="model to read")
+    parser.add_argument("dst", help="FILE.safetensors or a folder")
+    return parser
+
+
+def run(args: argparse.Namespace, clock) -> int:
+    from ldm.diffusers_conversion import save_as_diffusers
+    from ldm.model_folder import ModelError, load_model
+    from ldm.single_file import save_single_file
+
+    source, target = Path(args.src), Path(args.dst)
+    if source.resolve() == target.resolve():
+        raise UsageError("SRC and DST are the same path")
+    try:
+        components = load_model(source)
+        if target.suffix.lower() == ".safetensors":
+            save_single_file(components, target)
+        else:
+            save_as_diffusers(components, target, source=source)
+    except ModelError as error:
+        raise UsageError(str(error)) from None
+    clock.lap("convert")
+    print(f"{PROG}: wrote {target} ({clock.report()})", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(PROG, run, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

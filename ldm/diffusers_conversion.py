@@ -1,0 +1,76 @@
+"""Any loadable model -> a diffusers-format Stable Diffusion folder, for tools that read those.
+
+Our open_clip text tower becomes the transformers CLIPTextModel SD 2.x folders hold, through
+diffusers' own open_clip conversion; "penultimate" models keep one layer fewer, as SD 2.x's
+folders do. A model that came from a diffusers folder is that folder with its U-Net replaced.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ldm.diffusion.samplers import make_sampler
+from ldm.model_folder import ModelError, load_state, staged_folder
+from ldm.models.clip_tokenizer import clip_tokenizer
+from ldm.models.components import Components
+from ldm.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
+from ldm.training.diffusers_export import is_diffusers_folder, save_diffusers_finetune
+
+
+def save_as_diffusers(components: Components, path: str | Path, source: Path | None = None) -> Path:
+    path = Path(path)
+    if source is not None and is_diffusers_folder(source):
+        return save_diffusers_finetune(components.unet, source, path)
+    if getattr(components.text_encoder, "tower", None) is None:
+        raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
+    from diffusers import StableDiffusionPipeline
+
+
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=hf_text_model(components),
+        tokenizer=clip_tokenizer(pad_token="!"),  # open_clip pads with id 0, which is "!"
+        unet=components.unet,
+        scheduler=make_sampler("ddim", components.scheduler_config).scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:
+        pipe.save_pretrained(staging, safe_serialization=True)
+    return path
+
+
+def hf_text_model(components: Components):
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = components.config.text_encoder
+    used = config.layers - (1 if config.layer == "penultimate" else 0)
+    tokenizer = clip_tokenizer()
+    model = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=config.vocab_size,
+            hidden_size=config.width,
+            intermediate_size=int(config.width * config.mlp_ratio),
+            num_hidden_layers=used,
+            num_attention_heads=config.heads,
+            max_position_embeddings=config.context_length,
+            hidden_act="gelu",  # open_clip's text towers use exact GELU
+            projection_dim=config.embed_dim,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=0,
+        )
+    )
+    original = open_clip_to_original(components.text_encoder.tower.state_dict())
+    converted = convert_open_clip_checkpoint(model, original, prefix=OPEN_CLIP_PREFIX)
+    expected = model.state_dict().keys()
+    weights = {}
+    for key, value in converted.items():
+        bare = key.removeprefix("text_model.")
+        name = bare if bare in expected else f"text_model.{bare}"
+        if name in expected:  # layers past the one used, and the projection, are not part of it
+            weights[name] = value
+    load_state(model, weights, "text encoder")
+    return model.eval()

@@ -1,0 +1,187 @@
+"""LoRA files: read both key layouts, apply at a weight as low-rank deltas, unload exactly.
+
+Layouts (one file may hold U-Net and text-encoder parts):
+  kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
+                                    .lora_up.weight, .alpha      (lora_te_... for the text encoder)
+  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>)
+
+A delta W += weight * alpha / rank * (up @ down) is added to the module's weight in place;
+the originals are kept so that unloading restores them bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ldm.model_folder import ModelError, read_safetensors
+from ldm.models.components import Components
+
+KOHYA_PARTS = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
+PEFT_PARTS = {"unet.": "unet", "text_encoder.": "text_encoder"}
+
+
+class LoraError(ModelError):
+    """A LoRA file that cannot be used with this model; the message names the mismatch."""
+
+
+@dataclass
+class LoraDelta:
+    part: str  # "unet" or "text_encoder"
+    module: str  # the module's name as in named_modules()
+    up: torch.Tensor  # (out, rank[, 1, 1])
+    down: torch.Tensor  # (rank, in[, kh, kw])
+    alpha: float
+
+    def delta(self, shape: torch.Size) -> torch.Tensor:
+        rank = self.down.shape[0]
+        product = self.up.flatten(1).double() @ self.down.flatten(1).double()  # (out, in * kh * kw)
+        return (product * (self.alpha / rank)).reshape(shape)
+
+
+@dataclass
+class Lora:
+    name: str
+    path: Path
+    deltas: list[LoraDelta]
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        return file_hash(self.path)
+
+
+def file_hash(path: Path) -> str:
+    """AUTOMATIC1111's LoRA hash: the first 12 hex digits of the file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]
+
+
+def read_lora(path: str | Path, components: Components) -> Lora:
+    """Reads a LoRA file and matches every part of it to a module of `components`."""
+    path = Path(path)
+    state = read_safetensors(path)
+    deltas = _kohya_deltas(state, components, path) if any(k.startswith("lora_") for k in state) else _peft_deltas(state, components, path)
+    if not deltas:
+        raise LoraError(f"{path} holds no LoRA weights (no lora_unet_*/lora_te_* or unet.*.lora_A keys)")
+    for item in deltas:
+        _check_fits(item, components, path)
+    return Lora(name=path.stem, path=path, deltas=deltas)
+
+
+def _module_index(module: torch.nn.Module) -> dict[str, str]:
+    """Underscored module names (kohya's) -> dotted names."""
+    index = {}
+    for name, child in module.named_modules():
+        if isinstance(child, (torch.nn.Linear, torch.nn.Conv2d)):
+            index[name.replace(".", "_")] = name
+            index[("text_model." + name).replace(".", "_")] = name  # transformers 4 kept a text_model level
+    return index
+
+
+def _target(components: Components, part: str) -> torch.nn.Module:
+    module = getattr(components, part)
+    return getattr(module, "model", module)  # an HF text encoder wraps its CLIPTextModel
+
+
+def _kohya_deltas(state, components, path) -> list[LoraDelta]:
+    deltas, indices = [], {}
+    for key in state:
+        if not key.endswith(".lora_down.weight"):
+            continue
+        stem = key.removesuffix(".lora_down.weight")
+        prefix = next((p for p in KOHYA_PARTS if stem.startswith(p)), None)
+        if prefix is None:
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected lora_unet_* or lora_te_*)")
+        part = KOHYA_PARTS[prefix]
+        if part not in indices:
+            indices[part] = _module_index(_target(components, part))
+        name = indices[part].get(stem[len(prefix) :])
+        if name is None:
+            raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
+        alpha = state.get(stem + ".alpha")
+        down = state[key]
+        up = _required(state, stem + ".lora_up.weight", path)
+        deltas.append(LoraDelta(part, name, up, down, float(alpha) if alpha is not None else float(down.shape[0])))
+    return deltas
+
+
+def _peft_deltas(state, components, path) -> list[LoraDelta]:
+    deltas = []
+    for key in state:
+        if not key.endswith(".lora_A.weight"):
+            continue
+        stem = key.removesuffix(".lora_A.weight")
+        prefix = next((p for p in PEFT_PARTS if stem.startswith(p)), None)
+        if prefix is None:
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected unet.* or text_encoder.*)")
+        part, name = PEFT_PARTS[prefix], stem[len(prefix) :]
+        modules = dict(_target(components, part).named_modules())
+        if name not in modules and name.removeprefix("text_model.") in modules:
+            name = name.removeprefix("text_model.")
+        if name not in modules:
+            raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
+        down, up = state[key], _required(state, stem + ".lora_B.weight", path)
+        alpha = state.get(stem + ".alpha")
+        deltas.append(LoraDelta(part, name, up, down, float(alpha) if alpha is not None else float(down.shape[0])))
+    return deltas
+
+
+def _required(state, key, path) -> torch.Tensor:
+    if key not in state:
+        raise LoraError(f"{path}: {key!r} is missing")
+    return state[key]
+
+
+def _check_fits(item: LoraDelta, components: Components, path: Path) -> None:
+    weight = dict(_target(components, item.part).named_modules())[item.module].weight
+    out_features, in_features = item.up.shape[0], item.down.flatten(1).shape[1]
+    if (out_features, in_features) != (weight.shape[0], weight[0].numel()) or item.up.shape[1] != item.down.shape[0]:
+        raise LoraError(
+            f"{path}: LoRA for {item.part} {item.module} is {out_features}x{in_features} (rank {item.down.shape[0]}), "
+            f"the model's weight is {tuple(weight.shape)}"
+        )
+
+
+class AppliedLoras:
+    """LoRAs added into a model's weights; `unload()` puts the originals back exactly."""
+
+    def __init__(self, components: Components):
+        self.components = components
+        self.originals: dict[tuple[str, str], torch.Tensor] = {}
+        self.applied: list[tuple[Lora, float]] = []
+
+    @torch.no_grad()
+    def apply(self, lora: Lora, weight: float = 1.0) -> None:
+        self.applied.append((lora, weight))
+        if weight == 0:
+            return  # the base model, exactly
+        for item in lora.deltas:
+            module = dict(_target(self.components, item.part).named_modules())[item.module]
+            key = (item.part, item.module)
+            if key not in self.originals:
+                self.originals[key] = module.weight.detach().clone()
+            summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
+            module.weight.copy_(summed.to(module.weight.dtype))
+
+    @torch.no_grad()
+    def unload(self) -> None:
+        for (part, name), original in self.originals.items():
+            dict(_target(self.components, part).named_modules())[name].weight.copy_(original)
+        self.originals.clear()
+        self.applied.clear()
+
+
+def apply_loras(components: Components, loras: list[tuple[str | Path, float]]) -> AppliedLoras:
+    """Reads every file first (a bad one changes nothing), then applies them in order."""
+    read = [(read_lora(path, components), weight) for path, weight in loras]
+    applied = AppliedLoras(components)
+    for lora, weight in read:
+        applied.apply(lora, weight)
+    return applied

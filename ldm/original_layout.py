@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ldm.errors import LdmError
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
@@ -25,7 +27,7 @@ VAE_RESNET_PARTS = {"conv_shortcut": "nin_shortcut"}
 VAE_ATTENTION_PARTS = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
-class LayoutError(ValueError):
+class LayoutError(LdmError, ValueError):
     """A state dict with a key the original layout has no place for."""
 
 

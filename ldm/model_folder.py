@@ -5,7 +5,8 @@ Our format is one directory:
     model.yaml                 the resolved model config (everything needed to rebuild)
     vae.safetensors            diffusers AutoencoderKL state dict
     text_encoder.safetensors   open_clip TextTransformer state dict (open_clip's key names)
-    unet.safetensors           diffusers UNet2DConditionModel state dict
+    denoiser.safetensors       diffusers UNet2DConditionModel or PixArtTransformer2DModel state dict
+                               (folders written before the DiT have unet.safetensors; still read)
 
 Weights are never read from pickles: unpickling runs arbitrary code from the file.
 """
@@ -25,10 +26,12 @@ import yaml
 
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
 from ldm.models.components import Components
+from ldm.models.denoiser import restore_buffers
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
-WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "unet": "unet.safetensors"}
+WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "denoiser": "denoiser.safetensors"}
+OLD_WEIGHT_FILES = {"denoiser": "unet.safetensors"}  # read when the current name is absent
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 
@@ -91,7 +94,7 @@ def save_model(components: Components, path: str | Path) -> Path:
         states = {
             "vae": components.vae.state_dict(),
             "text_encoder": text_tower.state_dict(),
-            "unet": components.unet.state_dict(),
+            "denoiser": components.denoiser.state_dict(),
         }
         for name, state in states.items():
             write_safetensors(state, staging / WEIGHT_FILES[name])
@@ -191,7 +194,8 @@ def _load_ours(path: Path) -> Components:
     from ldm.models.components import build_components
 
     config = read_model_config(path)
-    for name, file in WEIGHT_FILES.items():
+    files = {name: weight_file(path, name) for name in WEIGHT_FILES}
+    for name, file in files.items():
         if not (path / file).is_file():
             pickled = [p.name for p in path.glob(f"{name}.*") if p.suffix in PICKLE_SUFFIXES]
             if pickled:
@@ -204,11 +208,19 @@ def _load_ours(path: Path) -> Components:
         components = build_components(config)
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        state = read_safetensors(path / WEIGHT_FILES[name])
+        state = read_safetensors(path / files[name])
         target.to_empty(device="cpu")
         load_state(target, state, name)
     _restore_buffers(components)
     return components
+
+
+def weight_file(path: Path, name: str) -> str:
+    """The file that holds `name`'s weights in the model folder `path` (an older name if only that exists)."""
+    old = OLD_WEIGHT_FILES.get(name)
+    if old and not (path / WEIGHT_FILES[name]).is_file() and (path / old).is_file():
+        return old
+    return WEIGHT_FILES[name]
 
 
 def _restore_buffers(components: Components) -> None:
@@ -216,6 +228,7 @@ def _restore_buffers(components: Components) -> None:
     tower = getattr(components.text_encoder, "tower", None)
     if tower is not None and getattr(tower, "attn_mask", None) is not None:
         tower.attn_mask = tower.build_causal_mask()
+    restore_buffers(components.denoiser)
 
 
 def load_openclip_text_weights(encoder, path: str | Path) -> None:
@@ -257,7 +270,7 @@ def load_diffusers_folder(path: Path) -> Components:
     return Components(
         vae=vae,
         text_encoder=HFClipTextEncoder(text_model, tokenizer),
-        unet=unet,
+        denoiser=unet,
         scheduler_config=scheduler_config,
         config=None,
         name=path.name,

@@ -23,8 +23,12 @@ TINY_MODEL = {
         "norm_num_groups": 4,
         "sample_size": 16,
     },
+    # Used where `denoiser: dit` (tests parametrised over both backbones set it).
+    "dit": {"layers": 2, "heads": 2, "head_dim": 8, "sample_size": 16},
     "scheduler": {"beta_schedule": "scaled_linear"},
 }
+
+BACKBONES = ["unet", "dit"]
 
 
 def tiny_model_dict(**overrides) -> dict:
@@ -36,3 +40,14 @@ def tiny_model_dict(**overrides) -> dict:
             node = node[part]
         node[last] = value
     return data
+
+
+def build_tiny(**overrides):
+    """Components of the tiny model (with `tiny_model_dict` overrides), seeded."""
+    import torch
+
+    from ldm.config import model_config_from_dict
+    from ldm.models.components import build_components
+
+    torch.manual_seed(0)
+    return build_components(model_config_from_dict(tiny_model_dict(**overrides))).eval()

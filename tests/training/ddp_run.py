@@ -1,5 +1,5 @@
 """Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny data.
-usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS"""
+usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS BACKBONE"""
 
 import sys
 from pathlib import Path
@@ -11,6 +11,6 @@ from tiny_data import tiny_datasets  # noqa: E402
 
 from ldm.training.loop import train  # noqa: E402
 
-output_dir, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-config = tiny_train_config("text2img", output_dir, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
+output_dir, batch, steps, backbone = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
 train(config, open_dataset=tiny_datasets(n=8))

@@ -24,7 +24,7 @@ TINY_MODEL = {
         "sample_size": 16,
     },
     # Used where `denoiser: dit` (tests parametrised over both backbones set it).
-    "dit": {"layers": 2, "heads": 2, "head_dim": 8, "sample_size": 16},
+    "dit": {"layers": 2, "heads": 4, "head_dim": 16, "sample_size": 16},
     "scheduler": {"beta_schedule": "scaled_linear"},
 }
 

@@ -92,6 +92,27 @@ class UNetConfig:
 
 
 @dataclass
+class DiTConfig:
+    """diffusers PixArtTransformer2DModel (PixArt-alpha): patches of the latents, adaLN-single
+    timestep conditioning, cross-attention to the text tokens. Defaults: PixArt-alpha at 512 px."""
+
+    layers: int = 28
+    heads: int = 16
+    head_dim: int = 72  # width = heads x head_dim (1152)
+    patch_size: int = 2
+    in_channels: int = 4
+    out_channels: int = 4  # the prediction's channels (the latent channels)
+    # PixArt's learned variance: twice the output channels, the second half unused here.
+    learned_sigma: bool = False
+    sample_size: int = 64  # latent cells per side the position embeddings are made for
+    caption_channels: Optional[int] = None  # null = the text encoder width
+
+    @property
+    def width(self) -> int:
+        return self.heads * self.head_dim
+
+
+@dataclass
 class SchedulerConfig:
     """Noise schedule shared by training and sampling (a diffusers scheduler config)."""
 
@@ -110,16 +131,24 @@ class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    denoiser: str = "unet"  # unet | dit: which of the two sections below is built
     unet: UNetConfig = field(default_factory=UNetConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:
         validate_model(self)
 
+    @property
+    def denoiser_config(self) -> Union[UNetConfig, DiTConfig]:
+        """The section of the chosen denoiser."""
+        return getattr(self, self.denoiser)
+
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 TEXT_LAYERS = ("last", "penultimate")
+DENOISERS = ("unet", "dit")
 
 
 def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -133,16 +162,18 @@ def validate_model(config: ModelConfig) -> None:
     one_of("model.scheduler.beta_schedule", config.scheduler.beta_schedule, BETA_SCHEDULES)
     one_of("model.scheduler.prediction_type", config.scheduler.prediction_type, PREDICTION_TYPES)
     one_of("model.text_encoder.layer", config.text_encoder.layer, TEXT_LAYERS)
+    one_of("model.denoiser", config.denoiser, DENOISERS)
     if config.text_encoder.layer == "penultimate" and config.text_encoder.layers < 2:
         raise ConfigError("model.text_encoder.layer 'penultimate' needs at least 2 layers")
-    if config.vae.latent_channels not in (config.unet.out_channels,):
+    section, denoiser = f"model.{config.denoiser}", config.denoiser_config
+    if config.vae.latent_channels not in (denoiser.out_channels,):
         raise ConfigError(
-            f"model.unet.out_channels ({config.unet.out_channels}) must equal "
+            f"{section}.out_channels ({denoiser.out_channels}) must equal "
             f"model.vae.latent_channels ({config.vae.latent_channels})"
         )
-    if config.unet.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
+    if denoiser.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
         raise ConfigError(
-            f"model.unet.in_channels is {config.unet.in_channels}; expected "
+            f"{section}.in_channels is {denoiser.in_channels}; expected "
             f"{config.vae.latent_channels} (text-to-image) or "
             f"{2 * config.vae.latent_channels + 1} (inpainting)"
         )

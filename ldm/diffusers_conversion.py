@@ -14,13 +14,15 @@ from ldm.model_folder import ModelError, load_state, staged_folder
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
+from ldm.single_file import require_unet
 from ldm.training.diffusers_export import is_diffusers_folder, save_diffusers_finetune
 
 
 def save_as_diffusers(components: Components, path: str | Path, source: Path | None = None) -> Path:
     path = Path(path)
+    require_unet(components, "a Stable Diffusion diffusers folder")
     if source is not None and is_diffusers_folder(source):
-        return save_diffusers_finetune(components.unet, source, path)
+        return save_diffusers_finetune(components.denoiser, source, path)
     if getattr(components.text_encoder, "tower", None) is None:
         raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
     from diffusers import StableDiffusionPipeline
@@ -30,7 +32,7 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
         vae=components.vae,
         text_encoder=hf_text_model(components),
         tokenizer=clip_tokenizer(pad_token="!"),  # open_clip pads with id 0, which is "!"
-        unet=components.unet,
+        unet=components.denoiser,
         scheduler=make_sampler("ddim", components.scheduler_config).scheduler,
         safety_checker=None,
         feature_extractor=None,

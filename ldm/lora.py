@@ -20,8 +20,8 @@ import torch
 from ldm.model_folder import ModelError, read_safetensors
 from ldm.models.components import Components
 
-KOHYA_PARTS = {"lora_unet_": "unet", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
-PEFT_PARTS = {"unet.": "unet", "text_encoder.": "text_encoder"}
+KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
+PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder"}
 
 
 class LoraError(ModelError):
@@ -30,7 +30,7 @@ class LoraError(ModelError):
 
 @dataclass
 class LoraDelta:
-    part: str  # "unet" or "text_encoder"
+    part: str  # "denoiser" or "text_encoder": the Components attribute it changes
     module: str  # the module's name as in named_modules()
     up: torch.Tensor  # (out, rank[, 1, 1])
     down: torch.Tensor  # (rank, in[, kh, kw])

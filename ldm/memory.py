@@ -20,11 +20,11 @@ GPU_SHARE = 0.8
 
 def image_bytes(components, width: int, height: int, guided: bool) -> int:
     """Peak bytes one image of width x height adds to a batch (denoiser step or VAE decode)."""
-    vae, denoiser = components.vae.config, components.unet.config
+    vae, denoiser = components.vae.config, components.denoiser.config
     dtype_bytes = torch.empty((), dtype=components.dtype).element_size()
     scale = 2 ** (len(vae.block_out_channels) - 1)
     cells = (width // scale) * (height // scale)
-    widest = getattr(denoiser, "block_out_channels", None) or [getattr(denoiser, "num_attention_heads", 16) * 72]
+    widest = getattr(denoiser, "block_out_channels", None) or [denoiser.num_attention_heads * denoiser.attention_head_dim]
     denoise = cells * widest[0] * dtype_bytes * DENOISER_LIVE_TENSORS * (2 if guided else 1)
     decode = width * height * vae.block_out_channels[0] * dtype_bytes * DECODER_LIVE_TENSORS
     return max(denoise, decode)

@@ -5,7 +5,8 @@ Our format is one directory:
     model.yaml                 the resolved model config (everything needed to rebuild)
     vae.safetensors            diffusers AutoencoderKL state dict
     text_encoder.safetensors   open_clip TextTransformer state dict (open_clip's key names)
-    unet.safetensors           diffusers UNet2DConditionModel state dict
+    denoiser.safetensors       diffusers UNet2DConditionModel or PixArtTransformer2DModel state dict
+                               (folders written before the DiT have unet.safetensors; still read)
 
 Weights are never read from pickles: unpickling runs arbitrary code from the file.
 """
@@ -24,6 +25,7 @@ import ldm.config as config_module
 from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, parse_yaml, to_dict
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
+from ldm.diffusion.denoiser import restore_buffers
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.weights import (
     PICKLE_SUFFIXES,
@@ -40,7 +42,8 @@ from ldm.single_file import load_single_file
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1
-WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "unet": "unet.safetensors"}
+WEIGHT_FILES = {"vae": "vae.safetensors", "text_encoder": "text_encoder.safetensors", "denoiser": "denoiser.safetensors"}
+OLD_WEIGHT_FILES = {"denoiser": "unet.safetensors"}  # read when the current name is absent
 
 
 # ----------------------------------------------------------------------------- saving
@@ -58,7 +61,7 @@ def save_model(components: Components, path: str | Path) -> Path:
         states = {
             "vae": components.vae.state_dict(),
             "text_encoder": text_tower.state_dict(),
-            "unet": components.unet.state_dict(),
+            "denoiser": components.denoiser.state_dict(),
         }
         for name, state in states.items():
             write_safetensors(state, staging / WEIGHT_FILES[name])
@@ -134,7 +137,8 @@ def read_model_config(path: Path) -> ModelConfig:
 
 def _load_ours(path: Path) -> Components:
     config = read_model_config(path)
-    for name, file in WEIGHT_FILES.items():
+    files = {name: weight_file(path, name) for name in WEIGHT_FILES}
+    for name, file in files.items():
         if not (path / file).is_file():
             pickled = [p.name for p in path.glob(f"{name}.*") if p.suffix in PICKLE_SUFFIXES]
             if pickled:
@@ -151,15 +155,24 @@ def _load_ours(path: Path) -> Components:
         check_fits(target, stored_shapes(path / WEIGHT_FILES[name]), name, CONFIG_FILE, WEIGHT_FILES[name])
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        state = read_safetensors(path / WEIGHT_FILES[name])
+        state = read_safetensors(path / files[name])
         target.to_empty(device="cpu")
         load_state(target, state, name)
     _restore_buffers(components)
     return components
 
 
+def weight_file(path: Path, name: str) -> str:
+    """The file that holds `name`'s weights in the model folder `path` (an older name if only that exists)."""
+    old = OLD_WEIGHT_FILES.get(name)
+    if old and not (path / WEIGHT_FILES[name]).is_file() and (path / old).is_file():
+        return old
+    return WEIGHT_FILES[name]
+
+
 def _restore_buffers(components: Components) -> None:
     _restore_text_buffers(components.text_encoder)
+    restore_buffers(components.denoiser)
 
 
 def _restore_text_buffers(text_encoder) -> None:
@@ -197,7 +210,7 @@ def load_diffusers_folder(path: Path) -> Components:
     return Components(
         vae=vae,
         text_encoder=HFClipTextEncoder(text_model, tokenizer),
-        unet=unet,
+        denoiser=unet,
         scheduler_config=scheduler_config,
         config=None,
         name=path.name,

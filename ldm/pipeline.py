@@ -98,7 +98,18 @@ class Pipeline:
 
     @property
     def default_size(self) -> int:
-        return self.components.unet.config.sample_size * self.vae_scale
+        return self.components.denoiser.config.sample_size * self.vae_scale
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels per denoiser input cell: the VAE's scale times a DiT's patch size."""
+        return self.vae_scale * getattr(self.components.denoiser.config, "patch_size", 1)
+
+    def check_model_size(self, width: int, height: int) -> None:
+        """A DiT cuts the latents into patches: sizes must tile into whole patches."""
+        multiple = self.size_multiple
+        if width % multiple or height % multiple:
+            raise GenerationError(f"this model needs width and height in multiples of {multiple} pixels, got {width}x{height}")
 
     def latent_shape(self, n: int, width: int, height: int) -> tuple[int, int, int, int]:
         channels = self.components.vae.config.latent_channels
@@ -173,7 +184,7 @@ class Pipeline:
         after_step = None
         if known_region is not None:
             after_step = keep_known_region(known_region, noise, chosen.scheduler, timesteps)
-        denoiser = with_controls(self.components.unet, controls, len(timesteps))
+        denoiser = with_controls(self.components.denoiser, controls, len(timesteps))
         model = GuidedModel(denoiser, context, uncond_context, cfg)
         return denoise(model, chosen, latents, timesteps, generators, extra_channels, after_step, callback, progress)
 
@@ -297,7 +308,7 @@ class Pipeline:
     @property
     def is_inpainting_model(self) -> bool:
         """A 9-channel U-Net: latents + mask + masked-image latents."""
-        return self.components.unet.config.in_channels > self.components.vae.config.latent_channels
+        return self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
 
     def _in_batches(self, result, settings: Settings, mode: str, size: tuple[int, int], run_batch) -> GenerationResult:
         """Fills `result` with `n` images made by run_batch(per-image settings), as many at a
@@ -355,7 +366,8 @@ class Pipeline:
         txt2img (no `pixels`), img2img from `pixels` (1, 3, H, W) or inpainting them where
         `mask` (1, 1, H, W) is 1 (not yet composited)."""
         if mask is None and self.is_inpainting_model:
-            raise GenerationError("this model is an inpainting model (its U-Net takes a mask): use inpaint")
+            raise GenerationError("this model is an inpainting model (its denoiser takes a mask): use inpaint")
+        self.check_model_size(width, height)
         clock = Stopwatch(result.timings)
         device, dtype = self.components.device, self.components.dtype
         settings, seeds = batch[0], [s.seed for s in batch]

@@ -177,7 +177,7 @@ def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig
     return Components(
         vae=vae,
         text_encoder=text_encoder,
-        unet=unet,
+        denoiser=unet,
         scheduler_config=scheduler_config(config.scheduler),
         config=config if layout == "sd2" else None,  # ours only with our (open_clip) text tower
         name=config.name,
@@ -221,9 +221,16 @@ def _hf_clip_name(model, bare: str) -> str:
 # ----------------------------------------------------------------------------- saving
 
 
+def require_unet(components: Components, what: str) -> None:
+    """Stable Diffusion's layouts have a U-Net; a DiT model has no place in them."""
+    if components.config is not None and components.config.denoiser != "unet":
+        raise ModelError(f"{what} holds a U-Net; this model's denoiser is a {components.config.denoiser}")
+
+
 def original_state(components: Components) -> dict[str, torch.Tensor]:
     """All weights under their original Stable Diffusion names."""
-    state = unet_to_original(components.unet.state_dict(), components.unet.config)
+    require_unet(components, "an original-layout single file")
+    state = unet_to_original(components.denoiser.state_dict(), components.denoiser.config)
     state.update(vae_to_original(components.vae.state_dict(), components.vae.config))
     tower = getattr(components.text_encoder, "tower", None)
     if tower is not None:

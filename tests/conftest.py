@@ -8,22 +8,34 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import build_tiny  # noqa: E402
+from tiny import BACKBONES, build_tiny  # noqa: E402
 
 # Tiny models gain nothing from intra-op threads, and on a busy machine their spinning
 # makes every op many times slower.
 torch.set_num_threads(1)
 
 
+@pytest.fixture(params=BACKBONES)
+def backbone(request) -> str:
+    """Each test that runs a denoiser runs for the U-Net and the DiT."""
+    return request.param
+
+
 @pytest.fixture
-def tiny_components():
+def tiny_components(backbone):
+    return build_tiny(denoiser=backbone)
+
+
+@pytest.fixture
+def tiny_unet_components():
+    """For comparisons with diffusers' Stable Diffusion folders, which hold a U-Net."""
     return build_tiny()
 
 
 @pytest.fixture
-def tiny_inpainting_components():
-    """A 9-channel U-Net: latents + mask + masked-image latents, as SD2-inpainting."""
-    return build_tiny(unet__in_channels=9)
+def tiny_inpainting_components(backbone):
+    """A 9-channel denoiser: latents + mask + masked-image latents, as SD2-inpainting."""
+    return build_tiny(denoiser=backbone, **{f"{backbone}__in_channels": 9})
 
 
 @pytest.fixture

@@ -5,22 +5,72 @@ text encoder or tokenizer of their own."""
 
 from __future__ import annotations
 
+import torch
+from diffusers.configuration_utils import FrozenDict
+
 from ldm.diffusion.samplers import make_sampler
 
 
+class DiTAsUNet(torch.nn.Module):
+    """A PixArt transformer called the way Stable Diffusion pipelines call their U-Net, so
+    that their img2img and inpainting loops can be the reference for a DiT too. The call
+    follows PixArtAlphaPipeline's, written here apart from ldm's adapter."""
+
+    def __init__(self, dit):
+        super().__init__()
+        self.dit = dit
+        self.config = FrozenDict({**dit.config, "time_cond_proj_dim": None})
+
+    @property
+    def dtype(self):
+        return self.dit.dtype
+
+    @property
+    def device(self):
+        return self.dit.device
+
+    def forward(self, sample, timestep, encoder_hidden_states, return_dict=False, **unused):
+        timestep = timestep[None] if timestep.dim() == 0 else timestep
+        out = self.dit(
+            sample,
+            encoder_hidden_states=encoder_hidden_states,
+            timestep=timestep.expand(sample.shape[0]),
+            added_cond_kwargs={"resolution": None, "aspect_ratio": None},
+            return_dict=False,
+        )[0]
+        return (out,)
+
+
 def diffusers_pipeline(pipeline_class, components, sampler: str, **parts):
-    """`pipeline_class` (e.g. StableDiffusionInpaintPipeline) on our VAE and U-Net, with the
-    scheduler our sampler `sampler` uses; `parts`: more of its parts (e.g. controlnet=...)."""
+    """`pipeline_class` (e.g. StableDiffusionInpaintPipeline) on our VAE and denoiser (a DiT
+    dressed as a U-Net), with the scheduler our sampler `sampler` uses; `parts`: more of its
+    parts (e.g. controlnet=...)."""
+    denoiser = components.denoiser
     pipe = pipeline_class(
         **parts,
         vae=components.vae,
         text_encoder=None,
         tokenizer=None,
-        unet=components.unet,
+        unet=DiTAsUNet(denoiser) if type(denoiser).__name__ == "PixArtTransformer2DModel" else denoiser,
         scheduler=make_sampler(sampler, components.scheduler_config).scheduler,
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pixart_pipeline(components, sampler: str):
+    """diffusers' PixArtAlphaPipeline on our VAE and DiT, with the scheduler of `sampler`."""
+    from diffusers import PixArtAlphaPipeline
+
+    pipe = PixArtAlphaPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=components.vae,
+        transformer=components.denoiser,
+        scheduler=make_sampler(sampler, components.scheduler_config).scheduler,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

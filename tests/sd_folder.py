@@ -36,7 +36,7 @@ def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(vocab),
-            hidden_size=components.unet.config.cross_attention_dim,
+            hidden_size=components.denoiser.config.cross_attention_dim,
             intermediate_size=64,
             num_hidden_layers=2,
             num_attention_heads=text_heads,
@@ -52,7 +52,7 @@ def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
         vae=components.vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=components.unet,
+        unet=components.denoiser,
         scheduler=make_sampler("ddim", components.scheduler_config).scheduler,
         safety_checker=None,
         feature_extractor=None,

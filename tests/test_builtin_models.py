@@ -84,7 +84,7 @@ def test_unknown_name_lists_the_builtin_names():
 
 def test_pipeline_loads_a_builtin_by_name():
     pipe = Pipeline.load("scenes")
-    assert pipe.components.unet.config.sample_size == 16
+    assert pipe.components.denoiser.config.sample_size == 16
 
 
 def cli(*args):

@@ -19,6 +19,10 @@ def test_tiny_config_round_trips():
         (tiny_model_dict(scheduler__beta_schedule="quadratic"), "model.scheduler.beta_schedule is 'quadratic'"),
         (tiny_model_dict(text_encoder__layer="middle"), "model.text_encoder.layer"),
         (tiny_model_dict(unet__in_channels=5), "model.unet.in_channels is 5"),
+        (tiny_model_dict(denoiser="transformer"), "^model.denoiser is 'transformer'; expected one of unet, dit$"),
+        (tiny_model_dict(denoiser="dit", dit__in_channels=5), "model.dit.in_channels is 5"),
+        (tiny_model_dict(denoiser="dit", dit__out_channels=8), "model.dit.out_channels \\(8\\) must equal"),
+        (tiny_model_dict(dit__heads="two"), "model.dit.heads must be int"),
     ],
 )
 def test_bad_keys_and_values_are_named(data, message):

@@ -14,7 +14,7 @@ from ldm.pipeline import Pipeline, make_generators
 from ldm.png_info import parse_parameters
 
 STEPS = 4
-MODELS = {4: "tiny_components", 9: "tiny_inpainting_components"}  # fixtures, by U-Net input channels
+MODELS = {4: "tiny_components", 9: "tiny_inpainting_components"}  # fixtures, by denoiser input channels
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -24,7 +24,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
 @pytest.mark.parametrize("unet_channels", [4, 9])
-def test_matches_diffusers_inpaint(request, photo, unet_channels, sampler, strength):
+def test_matches_diffusers_inpaint(request, backbone, photo, unet_channels, sampler, strength):
     from diffusers import StableDiffusionInpaintPipeline
 
     components = request.getfixturevalue(MODELS[unet_channels])
@@ -52,7 +52,7 @@ def test_matches_diffusers_inpaint(request, photo, unet_channels, sampler, stren
 
 
 @pytest.mark.parametrize("unet_channels", [4, 9])
-def test_outside_the_mask_pixels_are_the_input_exactly(request, photo, square_mask, unet_channels):
+def test_outside_the_mask_pixels_are_the_input_exactly(request, backbone, photo, square_mask, unet_channels):
     components = request.getfixturevalue(MODELS[unet_channels])
     result = Pipeline(components).inpaint("a cat", photo, square_mask, mask_blur=0, steps=STEPS, seed=1, n=2, progress=False)
     inside = np.asarray(square_mask) == 255

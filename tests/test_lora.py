@@ -20,7 +20,7 @@ def random_lora(components, seed=0) -> dict[str, torch.Tensor]:
     """peft-layout weights (module -> A, B) for the U-Net's attention linears, B not zero."""
     generator = torch.Generator().manual_seed(seed)
     weights = {}
-    for name, module in components.unet.named_modules():
+    for name, module in components.denoiser.named_modules():
         if any(name.endswith("." + t) for t in TARGETS) and isinstance(module, torch.nn.Linear):
             weights[name] = (
                 torch.randn(RANK, module.in_features, generator=generator) * 0.3,

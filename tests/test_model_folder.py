@@ -19,7 +19,15 @@ def generate(pipe, **kwargs):
 def test_save_then_load_generates_identical_images(tiny_components, tmp_path):
     before = generate(Pipeline(tiny_components)).images[0]
     folder = save_model(tiny_components, tmp_path / "model")
-    assert sorted(os.listdir(folder)) == ["model.yaml", "text_encoder.safetensors", "unet.safetensors", "vae.safetensors"]
+    assert sorted(os.listdir(folder)) == ["denoiser.safetensors", "model.yaml", "text_encoder.safetensors", "vae.safetensors"]
+    after = generate(Pipeline.load(folder)).images[0]
+    assert np.array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_folders_from_before_the_dit_load_their_unet_safetensors(tiny_unet_components, tmp_path):
+    folder = save_model(tiny_unet_components, tmp_path / "model")
+    (folder / "denoiser.safetensors").rename(folder / "unet.safetensors")
+    before = generate(Pipeline(tiny_unet_components)).images[0]
     after = generate(Pipeline.load(folder)).images[0]
     assert np.array_equal(np.asarray(before), np.asarray(after))
 
@@ -31,13 +39,13 @@ def test_loaded_model_keeps_its_config(tiny_model_dir):
     assert components.name == "tiny"
 
 
-def test_saving_over_a_model_replaces_it_whole(tiny_components, tmp_path):
+def test_saving_over_a_model_replaces_it_whole(tiny_components, tmp_path, backbone):
     folder = save_model(tiny_components, tmp_path / "model")
     with torch.no_grad():
-        tiny_components.unet.conv_out.bias.add_(1.0)
+        tiny_components.denoiser.proj_out.bias.add_(1.0) if backbone == "dit" else tiny_components.denoiser.conv_out.bias.add_(1.0)
     save_model(tiny_components, folder)
     reloaded = load_model(folder)
-    assert torch.equal(reloaded.unet.conv_out.bias, tiny_components.unet.conv_out.bias)
+    assert all(torch.equal(a, b) for a, b in zip(reloaded.denoiser.state_dict().values(), tiny_components.denoiser.state_dict().values()))
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging or backup left
 
 
@@ -60,7 +68,7 @@ def test_pickled_weights_are_refused(tiny_model_dir, tmp_path):
     pickle_file.write_bytes(b"\x80\x04not really")
     with pytest.raises(ModelError, match="pickle"):
         load_model(pickle_file)
-    (tiny_model_dir / "unet.safetensors").rename(tiny_model_dir / "unet.bin")
+    (tiny_model_dir / "denoiser.safetensors").rename(tiny_model_dir / "denoiser.bin")
     with pytest.raises(ModelError, match="pickled checkpoint; refused because unpickling can run arbitrary code"):
         load_model(tiny_model_dir)
 
@@ -84,10 +92,10 @@ def test_corrupt_weights_are_reported(tiny_model_dir):
         load_model(tiny_model_dir)
 
 
-def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_components, tmp_path):
+def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_unet_components, tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    folder = write_tiny_sd_folder(tiny_components, tmp_path)
+    folder = write_tiny_sd_folder(tiny_unet_components, tmp_path)
     pipe = Pipeline.load(folder)
     assert pipe.components.config is None and pipe.components.text_encoder.width == 32
     ours = pipe.generate("a red boat", negative="fog", steps=4, cfg=6.0, seed=9, sampler="ddim", progress=False)
@@ -118,18 +126,18 @@ def test_saved_folder_is_readable_like_any_new_file(tiny_components, tmp_path):
     assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {0o644}
 
 
-def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_components, tmp_path):
+def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_unet_components, tmp_path):
     from ldm.training.diffusers_export import save_diffusers_finetune
 
-    source = write_tiny_sd_folder(tiny_components, tmp_path)
+    source = write_tiny_sd_folder(tiny_unet_components, tmp_path)
     with torch.no_grad():
-        tiny_components.unet.conv_out.bias.add_(1.0)
-    out = save_diffusers_finetune(tiny_components.unet, source, tmp_path / "finetuned")
+        tiny_unet_components.denoiser.conv_out.bias.add_(1.0)
+    out = save_diffusers_finetune(tiny_unet_components.denoiser, source, tmp_path / "finetuned")
     loaded = load_model(out)
-    assert torch.equal(loaded.unet.conv_out.bias, tiny_components.unet.conv_out.bias)
+    assert torch.equal(loaded.denoiser.conv_out.bias, tiny_unet_components.denoiser.conv_out.bias)
     assert (out / "tokenizer" / "tokenizer.json").is_file()  # the rest of the source came along
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "not-a-model" / "notes.txt").write_text("mine")
     with pytest.raises(ModelError, match="not a diffusers model folder; not replacing it"):
-        save_diffusers_finetune(tiny_components.unet, source, tmp_path / "not-a-model")
+        save_diffusers_finetune(tiny_unet_components.denoiser, source, tmp_path / "not-a-model")
     assert (tmp_path / "not-a-model" / "notes.txt").read_text() == "mine"

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny import build_tiny
 
 from ldm.diffusion.samplers import SAMPLER_NAMES, UnknownSampler, make_sampler
 from ldm.settings import GenerationError
@@ -44,6 +45,13 @@ def test_sizes_are_any_multiple_of_8(tiny_components):
     pipe = Pipeline(tiny_components)
     result = pipe.generate("a lake", steps=2, seed=0, width=24, height=40, progress=False)
     assert result.images[0].size == (24, 40)
+
+
+def test_a_dit_refuses_sizes_its_patches_do_not_tile():
+    pipe = Pipeline(build_tiny(denoiser="dit", dit__patch_size=8))  # 2 pixels a latent cell x 8 = 16 a patch
+    with pytest.raises(GenerationError, match="^this model needs width and height in multiples of 16 pixels, got 24x32$"):
+        pipe.generate("a lake", steps=1, seed=0, width=24, height=32, progress=False)
+    assert pipe.generate("a lake", steps=1, seed=0, width=32, height=48, progress=False).images[0].size == (32, 48)
 
 
 @pytest.mark.parametrize(

@@ -83,7 +83,7 @@ def test_exported_file_uses_the_original_key_names(tiny_components, tmp_path):
 def test_diffusers_from_single_file_draws_the_same_images(tiny_components, tmp_path):
     path = save_single_file(tiny_components, tmp_path / "tiny.safetensors")
     config = tmp_path / "config"  # the local config diffusers needs to stay offline
-    tiny_components.unet.save_config(config / "unet")
+    tiny_components.denoiser.save_config(config / "unet")
     tiny_components.vae.save_config(config / "vae")
     offline = {"config": str(config), "local_files_only": True}
     unet = UNet2DConditionModel.from_single_file(str(path), subfolder="unet", **offline).eval()
@@ -124,7 +124,7 @@ def test_sd1_layout_file_matches_the_diffusers_folder_it_was_made_from(tmp_path,
     for part in ("vae", "unet"):
         assert same_weights(getattr(loaded, part), getattr(original, part))
     assert same_weights(loaded.text_encoder.model, original.text_encoder.model)
-    assert loaded.unet.config.in_channels == in_channels
+    assert loaded.denoiser.config.in_channels == in_channels
     ids = torch.tensor([[512, 40, 41, 42, 513] + [513] * 72])  # within the tiny byte vocabulary
     assert torch.equal(loaded.text_encoder(ids), original.text_encoder(ids))
 

@@ -23,8 +23,12 @@ TINY_MODEL = {
         "norm_num_groups": 4,
         "sample_size": 16,
     },
+    # Used where `denoiser: dit` (tests parametrised over both backbones set it).
+    "dit": {"layers": 2, "heads": 4, "head_dim": 16, "sample_size": 16},
     "scheduler": {"beta_schedule": "scaled_linear"},
 }
+
+BACKBONES = ["unet", "dit"]
 
 
 def tiny_model_dict(**overrides) -> dict:
@@ -39,7 +43,7 @@ def tiny_model_dict(**overrides) -> dict:
 
 
 def build_tiny(**overrides):
-    """Tiny components (seeded) from TINY_MODEL with `section__key=value` changes."""
+    """Components of the tiny model (with `tiny_model_dict` overrides), seeded."""
     import torch
 
     from ldm.config import model_config_from_dict

@@ -69,7 +69,7 @@ def diffusers_twin(pipe, sampler):
         vae=pipe.components.vae,
         text_encoder=None,
         tokenizer=None,
-        unet=pipe.components.unet,
+        unet=pipe.components.denoiser,
         scheduler=make_sampler(sampler, pipe.components.scheduler_config).scheduler,
         safety_checker=None,
         feature_extractor=None,
@@ -114,7 +114,7 @@ def runners(pipe, args):
 
 def count_unet_calls(pipe, run) -> int:
     calls = []
-    handle = pipe.components.unet.register_forward_hook(lambda *_: calls.append(1))
+    handle = pipe.components.denoiser.register_forward_hook(lambda *_: calls.append(1))
     run()
     handle.remove()
     return len(calls)

@@ -91,7 +91,7 @@ def run_baseline(args, work: Path) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(0)
     parts = build_components(config.model)
-    vae, text_encoder, unet = parts.vae, parts.text_encoder, parts.unet
+    vae, text_encoder, unet = parts.vae, parts.text_encoder, parts.denoiser
     vae.requires_grad_(False)
     text_encoder.requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
@@ -141,7 +141,7 @@ def unet_flops_and_matmul_rate(args, work: Path) -> dict:
 
     config = bench_config(args, work)
     parts = build_components(config.model)
-    unet = parts.unet.train()
+    unet = parts.denoiser.train()
     b = config.train.batch_size
     size = config.data.resolution // config.model.vae.downsample_factor
     latents = torch.randn(b, config.model.vae.latent_channels, size, size)

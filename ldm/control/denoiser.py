@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from ldm.control_units import active_weight
+from ldm.diffusion.denoiser import backbone
+from ldm.settings import GenerationError
 
 
 @dataclass
@@ -68,4 +70,8 @@ class ControlledDenoiser:
 
 def with_controls(denoiser, controls: Sequence[ActiveControl], total_steps: int):
     """`denoiser` itself without controls; else the ControlledDenoiser around it."""
-    return ControlledDenoiser(denoiser, controls, total_steps) if controls else denoiser
+    if not controls:
+        return denoiser
+    if backbone(denoiser) != "unet":
+        raise GenerationError("ControlNets steer U-Net models; this model's denoiser is a DiT")
+    return ControlledDenoiser(denoiser, controls, total_steps)

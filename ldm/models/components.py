@@ -11,6 +11,7 @@ from torch import nn
 from ldm.config import ModelConfig
 from ldm.diffusion.schedule import scheduler_config
 from ldm.models.autoencoder import build_vae
+from ldm.models.dit import build_dit
 from ldm.models.text_encoder import build_text_encoder
 from ldm.models.unet import build_unet
 
@@ -19,13 +20,13 @@ from ldm.models.unet import build_unet
 class Components:
     vae: nn.Module  # diffusers AutoencoderKL; vae.config.scaling_factor scales latents
     text_encoder: nn.Module  # tokenize(prompts) -> ids; forward(ids) -> (B, L, width)
-    unet: nn.Module  # diffusers UNet2DConditionModel
+    denoiser: nn.Module  # diffusers UNet2DConditionModel or PixArtTransformer2DModel (ldm.diffusion.denoiser)
     scheduler_config: dict  # diffusers scheduler config: the model's noise schedule
     config: Optional[ModelConfig] = None  # ours; None for imported diffusers folders
     name: str = "ldm"
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"vae": self.vae, "text_encoder": self.text_encoder, "unet": self.unet}
+        return {"vae": self.vae, "text_encoder": self.text_encoder, "denoiser": self.denoiser}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
         for module in self.modules().values():
@@ -41,11 +42,11 @@ class Components:
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.denoiser.parameters()).dtype
 
 
 def build_components(config: ModelConfig) -> Components:
@@ -54,8 +55,14 @@ def build_components(config: ModelConfig) -> Components:
     return Components(
         vae=build_vae(config.vae),
         text_encoder=text_encoder,
-        unet=build_unet(config.unet, text_encoder.width),
+        denoiser=build_denoiser(config, text_encoder.width),
         scheduler_config=scheduler_config(config.scheduler),
         config=config,
         name=config.name,
     )
+
+
+def build_denoiser(config: ModelConfig, text_width: int) -> nn.Module:
+    """The denoiser `model.denoiser` names, from its section of the config."""
+    build = {"unet": build_unet, "dit": build_dit}[config.denoiser]
+    return build(config.denoiser_config, text_width)

@@ -67,7 +67,7 @@ class ControlNetModule(Text2ImgModule):
         down, mid = self.controlnet(
             model_input, timesteps, encoder_hidden_states=context, controlnet_cond=control, return_dict=False
         )
-        return self.unet(
+        return self.denoiser(
             model_input, timesteps, encoder_hidden_states=context,
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
         ).sample  # fmt: skip
@@ -85,9 +85,9 @@ class ControlNetStage(Text2ImgStage):
 
     def make_module(self, components: Components, scheduler) -> nn.Module:
         config, section = self.config, self.config.controlnet
-        components.unet.eval().requires_grad_(False)
+        components.denoiser.eval().requires_grad_(False)
         vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
-        self.controlnet = controlnet_from_unet(components.unet, vae_scale, components.vae.config.latent_channels)
+        self.controlnet = controlnet_from_unet(components.denoiser, vae_scale, components.vae.config.latent_channels)
         self.controlnet.to(self.context.device).train()
         if config.train.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()

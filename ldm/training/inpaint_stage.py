@@ -1,6 +1,6 @@
 """Stage `inpaint`: a text-to-image model fine-tuned into a 9-channel inpainting model, as
-SD2-inpainting was made. The U-Net's first convolution grows from C latent channels to
-C + 1 + C (noisy latents, the mask at latent size, the masked image's latents); the new
+SD2-inpainting was made. The denoiser's input convolution (a U-Net's conv_in, a DiT's patch
+embedding) grows from C latent channels to C + 1 + C (noisy latents, the mask at latent size, the masked image's latents); the new
 input weights start at zero, so step 0 is the text-to-image model exactly. Each sample
 gets a random mask (ldm.training.random_masks); everything else (frozen VAE and text
 encoder, caption dropout, eps/v targets, min-SNR, EMA, export) is the text2img stage's."""
@@ -15,6 +15,7 @@ from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixel
 from ldm.images import to_pil
 from ldm.model_folder import ModelError
 from ldm.models.components import Components
+from ldm.diffusion.denoiser import backbone
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.random_masks import random_masks
@@ -22,10 +23,18 @@ from ldm.training.stages import first_samples, make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 
 
-def widen_to_inpainting(unet, latent_channels: int) -> None:
-    """conv_in: C -> 2C + 1 input channels; the extra ones weigh zero, so the U-Net's output
-    does not depend on them until training moves those weights. Bias kept."""
-    old = unet.conv_in
+def input_conv_owner(denoiser) -> tuple[nn.Module, str]:
+    """(module, attribute) of the denoiser's first convolution, the one that sees the input channels."""
+    if backbone(denoiser) == "dit":
+        return denoiser.pos_embed, "proj"  # PixArt's patch embedding: a patch_size-strided conv
+    return denoiser, "conv_in"
+
+
+def widen_to_inpainting(denoiser, latent_channels: int) -> None:
+    """Input convolution: C -> 2C + 1 input channels; the extra ones weigh zero, so the
+    denoiser's output does not depend on them until training moves those weights. Bias kept."""
+    owner, name = input_conv_owner(denoiser)
+    old = getattr(owner, name)
     wide = nn.Conv2d(
         2 * latent_channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding,
         device=old.weight.device, dtype=old.weight.dtype,
@@ -34,9 +43,9 @@ def widen_to_inpainting(unet, latent_channels: int) -> None:
         wide.weight.zero_()
         wide.weight[:, : old.in_channels] = old.weight  # (out, 2C + 1, k, k)
         wide.bias.copy_(old.bias)
-    unet.conv_in = wide
+    setattr(owner, name, wide)
     # The diffusers config travels with the weights (save_pretrained, is_inpainting_model).
-    unet.register_to_config(in_channels=2 * latent_channels + 1)
+    denoiser.register_to_config(in_channels=2 * latent_channels + 1)
 
 
 class InpaintModule(Text2ImgModule):
@@ -44,7 +53,7 @@ class InpaintModule(Text2ImgModule):
         super().__init__(components, scheduler, caption_dropout, noise_offset, min_snr_gamma)
         self.mask_kinds = mask_kinds
 
-    def unet_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
+    def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
         """The noisy latents + the mask + the masked image's latents, prepared as the
         pipeline prepares them at inference (ldm.diffusion.inpainting)."""
         pixels = batch["pixels"]  # (B, 3, H, W)
@@ -67,11 +76,11 @@ class InpaintStage(Text2ImgStage):
         except ModelError as error:
             raise ModelError(f"inpaint.init_from: {error}") from None
         latent_channels = components.vae.config.latent_channels
-        if components.unet.config.in_channels == latent_channels:
-            widen_to_inpainting(components.unet, latent_channels)
+        if components.denoiser.config.in_channels == latent_channels:
+            widen_to_inpainting(components.denoiser, latent_channels)
         # else: already an inpainting model (2C + 1 channels), fine-tuned as it is.
         if components.config is not None:
-            components.config.unet.in_channels = components.unet.config.in_channels
+            components.config.denoiser_config.in_channels = components.denoiser.config.in_channels
         return components
 
     def init_from(self):
@@ -96,8 +105,8 @@ class InpaintStage(Text2ImgStage):
 
         samples = first_samples(self.context.open_dataset("validation"), len(prompts))
         samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
-        validation, unet = self.config.validation, self.components.unet
-        unet.eval()
+        validation, denoiser = self.config.validation, self.components.denoiser
+        denoiser.eval()
         try:
             pipeline = Pipeline(self.components)
             images = []
@@ -112,7 +121,7 @@ class InpaintStage(Text2ImgStage):
                 )  # fmt: skip
                 images += [image, result.images[0]]
         finally:
-            unet.train()
+            denoiser.train()
         folder = self.context.output_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         make_grid(images, columns=2).save(folder / f"step-{step:06d}.png")

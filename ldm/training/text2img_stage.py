@@ -1,4 +1,4 @@
-"""Stage `text2img`: the U-Net learns to denoise latents of a frozen VAE, conditioned on a
+"""Stage `text2img`: the denoiser (U-Net or DiT) learns to denoise latents of a frozen VAE, conditioned on a
 frozen text encoder; eps or v targets, caption dropout (for classifier-free guidance),
 optional min-SNR-gamma weighting, noise offset and zero-terminal-SNR schedules."""
 
@@ -13,6 +13,7 @@ from torch import nn
 from ldm.config import ConfigError
 from ldm.model_folder import load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
+from ldm.diffusion.denoiser import denoise_call
 from ldm.pipeline import Pipeline
 from ldm.training.diffusers_export import save_diffusers_finetune
 from ldm.training.latents import cached_latents
@@ -59,12 +60,12 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
 
 
 class Text2ImgModule(nn.Module):
-    """Only the U-Net is a registered (trained, DDP-synchronised) submodule; the frozen VAE
+    """Only the denoiser is a registered (trained, DDP-synchronised) submodule; the frozen VAE
     and text encoder sit in a plain tuple so DDP and the checkpoints leave them alone."""
 
     def __init__(self, components: Components, scheduler, caption_dropout: float, noise_offset: float, min_snr_gamma):
         super().__init__()
-        self.unet = components.unet
+        self.denoiser = components.denoiser
         self.frozen = (components.vae, components.text_encoder)
         self.scheduler = scheduler
         self.caption_dropout = caption_dropout
@@ -78,9 +79,9 @@ class Text2ImgModule(nn.Module):
             mean, std = batch["latent_mean"].float(), batch["latent_std"].float()
         else:
             with torch.no_grad():
-                posterior = vae.encode(batch["pixels"].to(self.unet.device)).latent_dist
+                posterior = vae.encode(batch["pixels"].to(self.denoiser.device)).latent_dist
             mean, std = posterior.mean, posterior.std
-        mean, std = mean.to(self.unet.device), std.to(self.unet.device)
+        mean, std = mean.to(self.denoiser.device), std.to(self.denoiser.device)
         return (mean + std * randomness.randn(mean.shape)) * vae.config.scaling_factor  # (B, 4, h, w)
 
     def context(self, captions: list[str], randomness) -> torch.Tensor:
@@ -90,7 +91,7 @@ class Text2ImgModule(nn.Module):
         captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
         encoder = self.frozen[1]
         with torch.no_grad():
-            return encoder(encoder.tokenize(captions).to(self.unet.device))  # (B, L, D)
+            return encoder(encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
 
     def noised(self, latents: torch.Tensor, randomness) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy latents, the eps or v target, timesteps) for clean `latents`."""
@@ -106,13 +107,13 @@ class Text2ImgModule(nn.Module):
             target = noise
         return noisy, target, timesteps
 
-    def unet_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
-        """What the U-Net sees besides timestep and context: the noisy latents (inpainting adds channels)."""
+    def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
+        """What the denoiser sees besides timestep and context: the noisy latents (inpainting adds channels)."""
         return noisy
 
     def predict(self, model_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch: dict, randomness):
         """The denoiser's eps or v prediction (controlnet adds its residuals here)."""
-        return self.unet(model_input, timesteps, encoder_hidden_states=context).sample
+        return denoise_call(self.denoiser, model_input, timesteps, context)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
@@ -124,7 +125,7 @@ class Text2ImgModule(nn.Module):
         latents = self.latents(batch, randomness)
         context = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
-        model_input = self.unet_input(noisy, batch, randomness)
+        model_input = self.denoiser_input(noisy, batch, randomness)
         prediction = self.predict(model_input, timesteps, context.to(noisy.dtype), batch, randomness)
         loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
@@ -141,9 +142,9 @@ class Text2ImgStage(Stage):
         components.to(device=context.device)
         for part in (components.vae, components.text_encoder):
             part.eval().requires_grad_(False)
-        components.unet.train().requires_grad_(True)
+        components.denoiser.train().requires_grad_(True)
         if config.train.gradient_checkpointing:
-            components.unet.enable_gradient_checkpointing()
+            components.denoiser.enable_gradient_checkpointing()
         scheduler = DDPMScheduler.from_config(components.scheduler_config)
         self.module = self.make_module(components, scheduler)
 
@@ -177,8 +178,8 @@ class Text2ImgStage(Stage):
             return {}
 
         validation = self.config.validation
-        unet = self.components.unet
-        unet.eval()
+        denoiser = self.components.denoiser
+        denoiser.eval()
         try:
             pipeline = Pipeline(self.components)
             images = [
@@ -186,7 +187,7 @@ class Text2ImgStage(Stage):
                 for p in prompts
             ]
         finally:
-            unet.train()
+            denoiser.train()
         samples = self.context.output_dir / "samples"
         samples.mkdir(parents=True, exist_ok=True)
         make_grid(images).save(samples / f"step-{step:06d}.png")
@@ -195,5 +196,5 @@ class Text2ImgStage(Stage):
     def export(self) -> Path:
         path = self.context.output_dir / "model"
         if self.components.config is None:
-            return save_diffusers_finetune(self.components.unet, Path(self.init_from()), path)
+            return save_diffusers_finetune(self.components.denoiser, Path(self.init_from()), path)
         return save_model(self.components, path)

@@ -8,7 +8,7 @@ def steering_controlnet(components, seed: int):
     training), so that it changes the result and parity tests can fail."""
     from ldm.control.model import controlnet_from_unet
 
-    net = controlnet_from_unet(components.unet, vae_scale=2, latent_channels=4)
+    net = controlnet_from_unet(components.denoiser, vae_scale=2, latent_channels=4)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in net.named_parameters():

@@ -18,10 +18,10 @@ TRAIN = {
 }
 
 
-def tiny_train_dict(stage: str, output_dir, **train) -> dict:
+def tiny_train_dict(stage: str, output_dir, backbone: str = "unet", **train) -> dict:
     return {
         "stage": stage,
-        "model": tiny_model_dict(),
+        "model": tiny_model_dict(denoiser=backbone),
         "data": {"source": "imagefolder", "path": "unused", "resolution": 32, "caption_dropout": 0.1},
         "train": {**copy.deepcopy(TRAIN), "output_dir": str(output_dir), **train},
         "autoencoder": {"scaling_samples": 4, "eval_samples": 4},
@@ -29,8 +29,8 @@ def tiny_train_dict(stage: str, output_dir, **train) -> dict:
     }
 
 
-def tiny_train_config(stage: str, output_dir, **train):
+def tiny_train_config(stage: str, output_dir, backbone: str = "unet", **train):
     from ldm.config import from_dict
     from ldm.training.config import TrainConfig
 
-    return from_dict(TrainConfig, tiny_train_dict(stage, output_dir, **train))
+    return from_dict(TrainConfig, tiny_train_dict(stage, output_dir, backbone, **train))

@@ -1,6 +1,6 @@
 """Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny images
 read from a folder by ldm.data, as ldm-train reads them.
-usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGE_FOLDER"""
+usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGE_FOLDER BACKBONE"""
 
 import sys
 from pathlib import Path
@@ -11,7 +11,7 @@ from configs import tiny_train_config  # noqa: E402
 
 from ldm.training.loop import train  # noqa: E402
 
-output_dir, batch, steps, images = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-config = tiny_train_config("text2img", output_dir, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
+output_dir, batch, steps, images, backbone = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
 config.data.path = images
 train(config)

@@ -64,6 +64,11 @@ def test_unknown_key_in_file_and_override(tmp_path):
     assert_one_line_error(ldm_train("--config", path, "train.learning_rate=3"), "train.learning_rate")
 
 
+def test_unknown_denoiser_names_the_known_ones(tmp_path):
+    path = write_config(tmp_path)
+    assert_one_line_error(ldm_train("--config", path, "model.denoiser=mamba"), "model.denoiser is 'mamba'", "unet, dit")
+
+
 def test_output_dir_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

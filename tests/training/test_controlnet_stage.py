@@ -36,11 +36,11 @@ def test_at_step_zero_the_output_is_the_base_models_exactly(tmp_path, tiny_model
     timesteps = torch.tensor([5, 800])
     with torch.no_grad():
         controlled = module.predict(latents, timesteps, context, batch, Randomness(0, 0, 0))
-        base = module.unet(latents, timesteps, encoder_hidden_states=context).sample
+        base = module.denoiser(latents, timesteps, encoder_hidden_states=context).sample
         control = stage.control_images(batch, (32, 32))
     assert control.abs().sum() > 0  # a real control image went in
     assert torch.equal(controlled, base)
-    assert all(not p.requires_grad for p in module.unet.parameters())
+    assert all(not p.requires_grad for p in module.denoiser.parameters())
     assert {name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad} == {"controlnet"}
 
 
@@ -59,7 +59,7 @@ def test_training_exports_a_controlnet_that_generation_loads(tmp_path, tiny_mode
     # The base U-Net is untouched: the model folder's weights are what the stage started from.
     trained_unet = read_safetensors(tiny_model_dir / "unet.safetensors")
     pipe = Pipeline.load(tiny_model_dir, controlnets=(result.export_path,))
-    assert all(torch.equal(pipe.components.unet.state_dict()[k], v) for k, v in trained_unet.items())
+    assert all(torch.equal(pipe.components.denoiser.state_dict()[k], v) for k, v in trained_unet.items())
     unit = ControlUnit(Image.new("RGB", (32, 32), "white"), "raw", 2.0)
     steered = pipe.generate("red", controls=(unit,), steps=2, seed=1, progress=False)
     plain = pipe.generate("red", steps=2, seed=1, progress=False)

@@ -103,7 +103,7 @@ save_model(components, model)
 """, marker)
     next_start(tmp_path / "run", tmp_path, resume=None)
     reloaded = load_model(model)
-    assert torch.equal(reloaded.unet.conv_out.bias, tiny_components.unet.conv_out.bias)
+    assert torch.equal(reloaded.denoiser.conv_out.bias, tiny_components.denoiser.conv_out.bias)
     assert not [name for name in os.listdir(tmp_path / "run") if name.startswith(".")]  # no .model.tmp-* copy left
 
 

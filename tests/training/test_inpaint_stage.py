@@ -23,24 +23,26 @@ def inpaint_config(tmp_path, init_from, **train_settings):
     return from_dict(TrainConfig, data)
 
 
-# ----------------------------------------------------------------------------- the widened U-Net
+# ----------------------------------------------------------------------------- the widened denoiser
 
 
-def test_widened_unet_at_step_zero_is_the_text2img_unet(tiny_components):
-    from ldm.training.inpaint_stage import widen_to_inpainting
+def test_widened_denoiser_at_step_zero_is_the_text2img_denoiser(tiny_components):
+    from ldm.diffusion.denoiser import denoise_call
+    from ldm.training.inpaint_stage import input_conv_owner, widen_to_inpainting
 
-    unet = tiny_components.unet
-    wide = copy.deepcopy(unet)
+    denoiser = tiny_components.denoiser
+    wide = copy.deepcopy(denoiser)
     widen_to_inpainting(wide, latent_channels=4)
-    assert wide.config.in_channels == 9 and wide.conv_in.in_channels == 9
+    owner, name = input_conv_owner(wide)
+    assert wide.config.in_channels == 9 and getattr(owner, name).in_channels == 9
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 16, 16, generator=g)
     context = torch.randn(2, 77, 32, generator=g)
     timesteps = torch.tensor([10, 900])
     with torch.no_grad():
-        expected = unet(latents, timesteps, encoder_hidden_states=context).sample
+        expected = denoise_call(denoiser, latents, timesteps, context)
         for extra in (torch.zeros(2, 5, 16, 16), 100 * torch.randn(2, 5, 16, 16, generator=g)):
-            got = wide(torch.cat([latents, extra], dim=1), timesteps, encoder_hidden_states=context).sample
+            got = denoise_call(wide, torch.cat([latents, extra], dim=1), timesteps, context)
             assert torch.equal(got, expected)
 
 
@@ -88,7 +90,7 @@ def test_bad_mask_kinds_are_config_errors(tmp_path):
 # ----------------------------------------------------------------------------- the stage
 
 
-def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, tiny_model_dir, photo, square_mask):
+def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, tiny_model_dir, photo, square_mask, backbone):
     from ldm.model_folder import read_model_config, read_safetensors
     from ldm.cli import inpaint
     from ldm.pipeline import Pipeline
@@ -99,10 +101,11 @@ def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, ti
     result = train(config, open_dataset=tiny_datasets())
     assert result.step == 3 and all(torch.isfinite(torch.tensor(result.losses)))
     folder = result.export_path
-    assert read_model_config(folder).unet.in_channels == 9
+    assert read_model_config(folder).denoiser_config.in_channels == 9
     assert Pipeline.load(folder).is_inpainting_model
     # Training reached the new input channels (mask + masked latents) and kept the old ones.
-    weight = read_safetensors(folder / "unet.safetensors")["conv_in.weight"]  # (out, 9, 3, 3)
+    conv = {"unet": "conv_in.weight", "dit": "pos_embed.proj.weight"}[backbone]
+    weight = read_safetensors(folder / "denoiser.safetensors")[conv]  # (out, 9, k, k)
     assert weight[:, 4:].abs().sum() > 0
     assert (tmp_path / "run" / "samples" / "step-000003.png").is_file()
 
@@ -118,7 +121,7 @@ def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, ti
 
 
 def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
-    # The widened U-Net and the per-step masks are rebuilt identically on resume.
+    # The widened denoiser and the per-step masks are rebuilt identically on resume.
     from ldm.training.checkpoints import resolve_checkpoint
 
     straight = train(inpaint_config(tmp_path / "a", tiny_model_dir, max_steps=4), open_dataset=tiny_datasets())

@@ -23,25 +23,25 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
 
-def launch(output_dir, processes, batch, images, steps=3):
+def launch(output_dir, processes, batch, images, backbone, steps=3):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
-               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images)]
+               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="accelerate CLI not installed")
-def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
+def test_two_processes_match_one_with_the_same_global_batch(tmp_path, backbone):
     # 8 images, global batch 4: the third step starts the second epoch.
     images = tiny_image_folder(tmp_path / "images", n=8)
-    launch(tmp_path / "one", 1, 4, images)
-    launch(tmp_path / "two", 2, 2, images)
-    one = read_safetensors(tmp_path / "one" / "model" / "unet.safetensors")
-    two = read_safetensors(tmp_path / "two" / "model" / "unet.safetensors")
+    launch(tmp_path / "one", 1, 4, images, backbone)
+    launch(tmp_path / "two", 2, 2, images, backbone)
+    one = read_safetensors(tmp_path / "one" / "model" / "denoiser.safetensors")
+    two = read_safetensors(tmp_path / "two" / "model" / "denoiser.safetensors")
     # Gradients differ only in float summation order (allreduce vs one batch); Adam divides
     # each gradient by its own running size, so a weight whose gradient is almost zero can
     # move differently on rounding alone: 2e-4 is 20% of one step's move (lr 1e-3). Same

@@ -25,10 +25,10 @@ def on_disk(config, n: int = 8):
     return config
 
 
-def run(output_dir, resume=None, **settings):
+def run(output_dir, resume=None, backbone="unet", **settings):
     # 4 samples, global batch 2: 2 batches per epoch, so the runs cross epoch boundaries.
     settings = {"max_steps": 5, "save_every": 3, "ema_decay": 0.9, "warmup_steps": 2, "lr_schedule": "cosine", **settings}
-    return train(on_disk(tiny_train_config("text2img", output_dir, **settings), n=4), resume=resume)
+    return train(on_disk(tiny_train_config("text2img", output_dir, backbone, **settings), n=4), resume=resume)
 
 
 def logged_steps(output_dir) -> list[int]:
@@ -58,18 +58,18 @@ def killed_during_step(monkeypatch, killed_step):
     return forward
 
 
-def test_resume_gives_the_same_losses_and_weights(tmp_path, monkeypatch):
+def test_resume_gives_the_same_losses_and_weights(tmp_path, monkeypatch, backbone):
     from ldm.training.text2img_stage import Text2ImgModule
 
-    whole = run(tmp_path / "whole")
+    whole = run(tmp_path / "whole", backbone=backbone)
     forward = killed_during_step(monkeypatch, 4)  # after the checkpoint at step 3
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "split")
+        run(tmp_path / "split", backbone=backbone)
     monkeypatch.setattr(Text2ImgModule, "forward", forward)
-    second = run(tmp_path / "split", resume=resolve_checkpoint("latest", tmp_path / "split"))
+    second = run(tmp_path / "split", resume=resolve_checkpoint("latest", tmp_path / "split"), backbone=backbone)
     assert second.losses == pytest.approx(whole.losses[3:], abs=1e-6)
-    a = read_safetensors(tmp_path / "whole" / "model" / "unet.safetensors")
-    b = read_safetensors(tmp_path / "split" / "model" / "unet.safetensors")
+    a = read_safetensors(tmp_path / "whole" / "model" / "denoiser.safetensors")
+    b = read_safetensors(tmp_path / "split" / "model" / "denoiser.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 

@@ -9,8 +9,8 @@ from tiny_data import tiny_datasets
 from ldm.training.loop import train
 
 
-def test_few_steps_write_a_model_folder_that_generates(tmp_path):
-    config = tiny_train_config("text2img", tmp_path / "run", max_steps=3, ema_decay=0.9)
+def test_few_steps_write_a_model_folder_that_generates(tmp_path, backbone):
+    config = tiny_train_config("text2img", tmp_path / "run", backbone, max_steps=3, ema_decay=0.9)
     config.validation.prompts = ["red over blue", "green over red"]
     config.validation.steps = 2
     result = train(config, open_dataset=tiny_datasets())
@@ -27,27 +27,27 @@ def test_few_steps_write_a_model_folder_that_generates(tmp_path):
     assert any((tmp_path / "run" / "logs").rglob("events.out.tfevents.*"))
 
 
-def test_exported_weights_are_the_ema_weights(tmp_path):
+def test_exported_weights_are_the_ema_weights(tmp_path, backbone):
     from ldm.model_folder import read_safetensors
 
-    config = tiny_train_config("text2img", tmp_path / "run", max_steps=2, ema_decay=0.5)
+    config = tiny_train_config("text2img", tmp_path / "run", backbone, max_steps=2, ema_decay=0.5)
     result = train(config, open_dataset=tiny_datasets())
-    exported = read_safetensors(result.export_path / "unet.safetensors")
+    exported = read_safetensors(result.export_path / "denoiser.safetensors")
     ema = read_safetensors(tmp_path / "run" / "checkpoints" / "step-000002" / "ema.safetensors")
     trained = read_safetensors(tmp_path / "run" / "checkpoints" / "step-000002" / "weights.safetensors")
     from ldm.models.components import build_components
 
-    name = "conv_in.weight"
+    name = {"unet": "conv_in.weight", "dit": "pos_embed.proj.weight"}[backbone]
     # EMA shadow parameters follow the order of the trained module's parameters.
-    order = [n for n, _ in build_components(config.model).unet.named_parameters()]
+    order = [n for n, _ in build_components(config.model).denoiser.named_parameters()]
     index = order.index(name)
     assert torch.equal(exported[name], ema[f"ema.shadow_params.{index}"])
-    assert not torch.equal(exported[name], trained[f"unet.{name}"])
+    assert not torch.equal(exported[name], trained[f"denoiser.{name}"])
 
 
-def test_loss_falls_on_a_fixed_batch(tmp_path):
-    # Two samples, the whole dataset in one batch, no caption dropout: the U-Net can overfit.
-    config = tiny_train_config("text2img", tmp_path / "run", max_steps=25, lr=3e-3, save_every=1000, batch_size=2, max_grad_norm=None)
+def test_loss_falls_on_a_fixed_batch(tmp_path, backbone):
+    # Two samples, the whole dataset in one batch, no caption dropout: the denoiser can overfit.
+    config = tiny_train_config("text2img", tmp_path / "run", backbone, max_steps=25, lr=3e-3, save_every=1000, batch_size=2, max_grad_norm=None)
     config.data.caption_dropout = 0.0
     # Same noise and timesteps every step: a fixed batch in the strict sense.
     from ldm.training import batches
@@ -62,8 +62,8 @@ def test_loss_falls_on_a_fixed_batch(tmp_path):
     assert last < first / 4, (first, last)
 
 
-def test_min_snr_noise_offset_and_zero_terminal_snr_run(tmp_path):
-    config = tiny_train_config("text2img", tmp_path / "run", max_steps=2, gradient_checkpointing=True, grad_accum=2)
+def test_min_snr_noise_offset_and_zero_terminal_snr_run(tmp_path, backbone):
+    config = tiny_train_config("text2img", tmp_path / "run", backbone, max_steps=2, gradient_checkpointing=True, grad_accum=2)
     config.model.scheduler.rescale_betas_zero_snr = True
     config.model.scheduler.prediction_type = "v_prediction"
     config.text2img.min_snr_gamma = 5.0

@@ -47,3 +47,21 @@ def test_overrides_and_bad_values(tmp_path):
         load_train_config(file, ["train.lr_schedule=wiggly"])
     with pytest.raises(ConfigError, match="train.max_steps"):
         load_train_config(file, ["train.max_steps=0"])
+
+
+def test_dit_scale_config_matches_pixart_alpha():
+    import torch
+
+    from ldm.models.components import build_denoiser
+    from ldm.models.text_encoder import resolve_arch
+
+    config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img-dit.yaml")
+    assert config.model.denoiser == "dit"
+    text = resolve_arch(config.model.text_encoder)
+    with torch.device("meta"):
+        dit = build_denoiser(config.model, text.width)
+    assert type(dit).__name__ == "PixArtTransformer2DModel"
+    assert len(dit.transformer_blocks) == 28 and dit.inner_dim == 1152 == 16 * 72
+    assert dit.config.patch_size == 2 and dit.config.out_channels == 4  # learned sigma off
+    assert dit.caption_projection.linear_1.in_features == text.width == 1024  # T5-less: CLIP's width
+    assert dit.config.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512

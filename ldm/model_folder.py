@@ -152,7 +152,7 @@ def _load_ours(path: Path) -> Components:
     # Every part is checked against its file's header before any memory is allocated.
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        check_fits(target, stored_shapes(path / WEIGHT_FILES[name]), name, CONFIG_FILE, WEIGHT_FILES[name])
+        check_fits(target, stored_shapes(path / files[name]), name, CONFIG_FILE, files[name])
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
         state = read_safetensors(path / files[name])

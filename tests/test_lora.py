@@ -107,7 +107,7 @@ def test_a_lora_for_another_model_is_a_one_line_error_naming_it(tiny_components,
         read_lora(wrong, tiny_components)
     assert "\n" not in str(error.value)
     missing = write_lora({"down_blocks.9.attentions.0.proj_in": (a, b)}, tmp_path / "other.safetensors", "peft")
-    with pytest.raises(LoraError, match="down_blocks.9.attentions.0.proj_in' is not in this model's unet"):
+    with pytest.raises(LoraError, match="down_blocks.9.attentions.0.proj_in' is not in this model's denoiser"):
         read_lora(missing, tiny_components)
     pickle = tmp_path / "style.pt"
     pickle.write_bytes(b"x")
@@ -121,3 +121,9 @@ def test_file_hash_is_a1111s_short_sha256(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes(b"lora bytes")
     assert file_hash(path) == hashlib.sha256(b"lora bytes").hexdigest()[:12]
+
+
+@pytest.fixture
+def backbone() -> str:
+    """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
+    return "unet"

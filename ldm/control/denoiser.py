@@ -41,13 +41,16 @@ class ControlledDenoiser:
     """`denoiser(sample, t, encoder_hidden_states=..., return_dict=False)` with the controls'
     residuals; call k is step k of `total_steps` (one call per step, as the loop makes)."""
 
+    backbone = "unet"  # called as a U-Net (ldm.diffusion.denoiser.denoise_call)
+
     def __init__(self, denoiser, controls: Sequence[ActiveControl], total_steps: int):
         self.denoiser = denoiser
         self.controls = list(controls)
         self.total_steps = total_steps
         self.step = 0
 
-    def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, return_dict: bool = False):
+    def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, encoder_attention_mask=None,
+                 return_dict: bool = False):  # fmt: skip
         down, mid = None, None
         for control in self.controls:
             scale = control.scale * active_weight(self.step, self.total_steps, control.start, control.end)
@@ -63,7 +66,7 @@ class ControlledDenoiser:
             mid = m if mid is None else mid + m
         self.step += 1
         return self.denoiser(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states,
+            sample, timestep, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
             down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=return_dict,
         )  # fmt: skip
 

@@ -22,3 +22,9 @@ def edges():
     draw.line([(2, 4), (29, 20)], fill="white", width=2)
     draw.rectangle([8, 18, 20, 28], outline="white")
     return image
+
+
+@pytest.fixture
+def backbone() -> str:
+    """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
+    return "unet"

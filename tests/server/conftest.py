@@ -36,3 +36,9 @@ def worker(tiny_components, tiny_model_dir, other_model_dir):
 def client(worker):
     with make_client(worker) as client:
         yield client
+
+
+@pytest.fixture
+def backbone() -> str:
+    """The server is backbone-agnostic; its tests run on the U-Net only (time)."""
+    return "unet"

@@ -94,8 +94,8 @@ def test_a_job_whose_client_left_before_it_started_is_skipped(worker):
 
 
 def test_a_failed_switch_keeps_the_model_that_serves(client, worker, other_model_dir):
-    (other_model_dir / "unet.safetensors").write_bytes(b"not safetensors")
+    (other_model_dir / "denoiser.safetensors").write_bytes(b"not safetensors")
     answer = client.post("/sdapi/v1/options", json={"sd_model_checkpoint": "other-model"})
-    assert answer.status_code == 400 and "unet" in answer.json()["detail"], answer.text
+    assert answer.status_code == 400 and "denoiser.safetensors" in answer.json()["detail"], answer.text
     assert client.get("/sdapi/v1/options").json()["sd_model_checkpoint"] == "tiny-model"
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}).status_code == 200

@@ -57,7 +57,7 @@ def test_training_exports_a_controlnet_that_generation_loads(tmp_path, tiny_mode
     assert (tmp_path / "run" / "samples" / "step-000003.png").is_file()
     assert Image.open(tmp_path / "run" / "samples" / "step-000003.png").size == (4 * 32, 32)
     # The base U-Net is untouched: the model folder's weights are what the stage started from.
-    trained_unet = read_safetensors(tiny_model_dir / "unet.safetensors")
+    trained_unet = read_safetensors(tiny_model_dir / "denoiser.safetensors")
     pipe = Pipeline.load(tiny_model_dir, controlnets=(result.export_path,))
     assert all(torch.equal(pipe.components.denoiser.state_dict()[k], v) for k, v in trained_unet.items())
     unit = ControlUnit(Image.new("RGB", (32, 32), "white"), "raw", 2.0)
@@ -107,3 +107,9 @@ def test_control_maps_from_a_folder_by_key(tmp_path, tiny_model_dir):
 def test_bad_controlnet_sections_are_config_errors(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):
         controlnet_config(tmp_path, "model", controlnet=section)
+
+
+@pytest.fixture
+def backbone() -> str:
+    """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
+    return "unet"

@@ -75,3 +75,9 @@ def test_steps_not_applied_are_not_called_skipped_images(capsys, tmp_path, monke
     status, lines = run_cli(capsys, tmp_path, "text2img", tiny_image_folder(tmp_path / "images", n=4), train={"max_bad_steps": 10})
     assert status == 0, lines
     assert lines[-1].startswith("trained 3 steps (3 not applied: non-finite loss or gradient); data: 4 images, 0 converted, 0 skipped")
+
+
+@pytest.fixture
+def backbone() -> str:
+    """The data report does not depend on the backbone; the inpaint case needs a model folder."""
+    return "unet"

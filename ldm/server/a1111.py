@@ -16,7 +16,9 @@ from typing import Any, Optional
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ldm.control.library import ControlNets
 from ldm.server.codec import decode_image, mask_image, png_base64
+from ldm.server.controlnet_units import control_units
 from ldm.server.samplers import OURS_TO_A1111, sampler_from_a1111
 from ldm.settings import DEFAULT_STRENGTH, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
 
@@ -41,6 +43,7 @@ _COMMON = {
     "sampler_index": (Optional[str], Field(None, description="older clients' name for sampler_name")),
     "scheduler": (Optional[str], Field(None, description="A1111 >= 1.9: 'Automatic' or 'Karras'")),
     "n_iter": (Optional[int], Field(None, description="batches of batch_size images, one after another")),
+    "alwayson_scripts": (Optional[dict], Field(None, description="ControlNet units: {'controlnet': {'args': [unit, ...]}}")),
 }
 Txt2ImgRequest: type[BaseModel] = create_model("Txt2ImgRequest", __config__=_OPEN, **_settings_fields("txt2img"), **_COMMON)
 Img2ImgRequest: type[BaseModel] = create_model(
@@ -75,9 +78,9 @@ class Job:
         return self.settings.replace(seed=self.settings.seed + iteration * self.settings.n)
 
 
-def job_from_request(request: BaseModel, limits: Limits) -> Job:
+def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[ControlNets] = None) -> Job:
     """Checks a txt2img or img2img request and turns it into a Job; GenerationError names
-    the first bad value."""
+    the first bad value. ControlNet units' model names are read against `controlnets`."""
     body = request.model_dump()
     edit = "init_images" in body
     mode = "txt2img" if not edit else ("inpaint" if body.get("mask") else "img2img")
@@ -91,6 +94,8 @@ def job_from_request(request: BaseModel, limits: Limits) -> Job:
     sampler = sampler_from_a1111(body.get("sampler_name") or body.get("sampler_index"), body.get("scheduler"))
     if sampler is not None:
         given["sampler"] = sampler
+    image, mask = _input_images(body, mode, limits) if edit else (None, None)
+    given["controls"] = control_units(body.get("alwayson_scripts"), controlnets or ControlNets(), limits.max_pixels, image) or None
     if edit and given.get("strength") is None:
         given["strength"] = A1111_STRENGTH
     if mode == "inpaint":
@@ -105,10 +110,9 @@ def job_from_request(request: BaseModel, limits: Limits) -> Job:
     # Checked as the whole job (all its images and seeds), run as `iterations` runs.
     whole = Settings(**given).replace(n=per_batch * iterations, batch_size=per_batch).with_seed()
     check_settings(whole, mode, limits)
-    job = Job(mode, whole.replace(n=per_batch), iterations)
+    job = Job(mode, whole.replace(n=per_batch), iterations, image, mask)
     if edit:
-        job.image, job.mask = _input_images(body, mode, limits)
-        check_input_size(whole, mode, job.image.size, limits)
+        check_input_size(whole, mode, image.size, limits)
     return job
 
 

@@ -23,6 +23,7 @@ from ldm.model_folder import ModelError
 from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
 from ldm.server.codec import decode_image, png_base64
+from ldm.server.controlnet_units import MODULE_LIST, model_list
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.samplers import sampler_list, scheduler_list
 from ldm.server.worker import Busy, Worker
@@ -95,11 +96,11 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets))
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):
@@ -140,6 +141,15 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         title = changes.get("sd_model_checkpoint")
         if title is not None:
             await asyncio.wrap_future(worker.switch_model(str(title)))
+
+    @app.get("/controlnet/model_list")
+    async def controlnet_models():
+        """The ControlNet extension's route: the loaded model's ControlNets by name."""
+        return {"model_list": model_list(worker.pipeline.controlnets)}
+
+    @app.get("/controlnet/module_list")
+    async def controlnet_modules():
+        return {"module_list": MODULE_LIST}
 
     @app.post("/sdapi/v1/png-info")
     async def png_info(request: PngInfoRequest):

@@ -15,6 +15,7 @@ the starting latents, the first timestep (strength) and the inpainting constrain
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -190,6 +191,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the whole job
 
+    def request(self, prompt: str | Settings, options: dict) -> Settings:
+        """The settings of a request, with the sampler, steps and cfg it leaves out taken from
+        the model's own sampling defaults (its config's `sampling` section), else the
+        generation defaults: the one place where the model's defaults apply."""
+        config = self.components.config
+        model_defaults = dataclasses.asdict(config.sampling) if config is not None else None
+        return as_settings(prompt, options).with_defaults(model_defaults)
+
     def generate(
         self,
         prompt: str | Settings,
@@ -201,7 +210,7 @@ class Pipeline:
     ) -> GenerationResult:
         """`n` images of `prompt` (a string with Settings' fields as keywords, or a Settings);
         image k uses seed `seed + k` (a random seed if None)."""
-        settings = as_settings(prompt, options)
+        settings = self.request(prompt, options)
         check_settings(settings, "txt2img", limits)
         width, height = settings.width or self.default_size, settings.height or self.default_size
         check_size(width, height, limits)
@@ -225,7 +234,7 @@ class Pipeline:
         timestep `strength` selects (default 0.75) and denoised from there: the last
         int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
         with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
-        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        settings = self.request(prompt, {**options, **({} if strength is None else {"strength": strength})})
         check_settings(settings, "img2img", limits)
         check_input_size(settings, "img2img", image.size, limits)
         size = work_size(image.size, settings.width, settings.height)
@@ -263,7 +272,7 @@ class Pipeline:
         noised input, as img2img. An all-black mask returns the input unchanged; an all-white
         one (with a 4-channel U-Net) is img2img (txt2img at strength 1) with the same seed.
         """
-        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        settings = self.request(prompt, {**options, **({} if strength is None else {"strength": strength})})
         check_settings(settings, "inpaint", limits)
         check_input_size(settings, "inpaint", image.size, limits)
         if mask is None and settings.pad is None:

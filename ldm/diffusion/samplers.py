@@ -18,6 +18,7 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
         EulerAncestralDiscreteScheduler,
         EulerDiscreteScheduler,
         HeunDiscreteScheduler,
+        LCMScheduler,
         UniPCMultistepScheduler,
     )
 
@@ -31,11 +32,13 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
         "dpm++2m": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": False}, True),
         "dpm++2m-karras": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": True}, True),
         "unipc": (UniPCMultistepScheduler, {}, False),
+        # Latent consistency models: each step jumps to x0 and re-noises to the next timestep.
+        "lcm": (LCMScheduler, {}, True),
     }
 
 
 # The names, without importing diffusers (for argument parsing and error messages).
-SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc")
+SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm")
 DEFAULT_SAMPLER = "dpm++2m"
 
 

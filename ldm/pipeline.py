@@ -192,11 +192,10 @@ class Pipeline:
     # ------------------------------------------------------------------ the whole job
 
     def request(self, prompt: str | Settings, options: dict) -> Settings:
-        """The settings of a request, with the sampler, steps and cfg it leaves out taken from
-        the model's own sampling defaults (its config's `sampling` section), else the
-        generation defaults: the one place where the model's defaults apply."""
+        """The request's settings; the sampler, steps and cfg it leaves out come from the
+        model's `sampling` config, else the generation defaults (the one place they apply)."""
         config = self.components.config
-        model_defaults = dataclasses.asdict(config.sampling) if config is not None else None
+        model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
         return as_settings(prompt, options).with_defaults(model_defaults)
 
     def generate(

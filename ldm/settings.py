@@ -191,6 +191,11 @@ class Settings:
         the generation defaults."""
         generation = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG}
         model = {name: value for name, value in (model_defaults or {}).items() if value is not None}
+        if self.sampler is None and model.get("sampler", DEFAULT_SAMPLER) not in SAMPLER_NAMES:
+            raise GenerationError(
+                f"the model's default sampler (sampling.sampler in its config) is {model['sampler']!r}, "
+                f"not one of {', '.join(SAMPLER_NAMES)}; pass --sampler"
+            )
         chosen = {**generation, **model}
         return self.replace(**{name: chosen[name] for name in generation if getattr(self, name) is None})
 

@@ -64,10 +64,10 @@ class ControlledDenoiser:
             image = control.image.to(device=sample.device, dtype=sample.dtype).expand(len(sample), -1, -1, -1)
             # Inpainting U-Nets take mask channels after the latents; a ControlNet sees the latents.
             latents = sample[:, : net.config.in_channels]  # (B, C, h, w)
-            # A ControlNet made from a guidance-distilled U-Net takes its guidance embedding too.
-            cond = timestep_cond if getattr(net.config, "time_cond_proj_dim", None) else None
+            # No timestep_cond for the ControlNet: diffusers' has no guidance embedding (on an
+            # LCM student it is the teacher's ControlNet); the U-Net below takes it.
             d, m = net(latents, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=image,
-                       conditioning_scale=scale, timestep_cond=cond, return_dict=False)  # fmt: skip
+                       conditioning_scale=scale, return_dict=False)  # fmt: skip
             down = d if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
         self.step += 1

@@ -27,6 +27,7 @@ from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.control.denoiser import ActiveControl, with_controls
 from ldm.control.library import ControlNets
 from ldm.control.prepare import active_controls, crop_controls
+from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
@@ -335,7 +336,7 @@ class Pipeline:
     def fitting_batch_size(self, settings: Settings, size: tuple[int, int]) -> int:
         """How many images of `size` one batch can hold in the memory there is; GenerationError
         when not even one fits."""
-        need = image_bytes(self.components, *size, guided=settings.cfg > 1.0)
+        need = image_bytes(self.components, *size, guided=self.two_passes(settings.cfg))
         have = available_bytes(self.components.device)
         if need > have:
             raise GenerationError(
@@ -351,9 +352,20 @@ class Pipeline:
             note = self.truncation_note(what, text)
             if note and note not in notes:
                 notes.append(note)
+        distilled = "the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"
+        if first.negative and self.guidance_distilled and distilled not in notes:
+            notes.append(distilled)
         context = self.encode_text([s.prompt for s in batch])
-        uncond = self.encode_text([s.negative for s in batch]) if first.cfg > 1.0 else None
+        uncond = self.encode_text([s.negative for s in batch]) if self.two_passes(first.cfg) else None
         return context, uncond
+
+    @property
+    def guidance_distilled(self) -> bool:
+        return guidance_embedding_width(self.components.denoiser) is not None
+
+    def two_passes(self, cfg: float) -> bool:
+        """Whether guidance makes an unconditional pass beside the conditional one."""
+        return cfg > 1.0 and not self.guidance_distilled
 
     def truncation_note(self, what: str, text: str) -> Optional[str]:
         """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""

@@ -60,9 +60,10 @@ def test_one_conditional_denoiser_call_per_step(lcm_components):
     calls = []
     hook = lcm_components.denoiser.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
     try:
-        pipe.generate("a lake", negative="blurry", sampler="lcm", steps=3, cfg=8.0, seed=0, n=2, progress=False)
+        result = pipe.generate("a lake", negative="blurry", sampler="lcm", steps=3, cfg=8.0, seed=0, n=2, progress=False)
     finally:
         hook.remove()
+    assert result.notes == ["the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"]
     assert len(calls) == 3
     assert all(len(call["encoder_hidden_states"]) == 2 for call in calls)  # no unconditional half
     assert all(call["timestep_cond"].shape == (2, EMBEDDING) for call in calls)

@@ -115,3 +115,14 @@ def test_a_given_setting_wins_over_the_models(lcm_with_defaults):
 def test_without_model_defaults_the_generation_defaults_apply():
     result = Pipeline(build_tiny()).generate("a lake", seed=0, steps=1, progress=False)
     assert used(result) == ("dpm++2m", 1, 7.5)
+
+
+def test_callbacks_see_lcms_clean_latents_estimate(lcm_components):
+    """LCM names its x0 estimate `denoised`; callbacks (previews) get it as predicted_x0."""
+    pipe = Pipeline(lcm_components)
+    seen = []
+    result = pipe.generate("a lake", sampler="lcm", steps=2, seed=0, callback=seen.append, progress=False)
+    assert len(seen) == 2 and all(info.predicted_x0 is not None for info in seen)
+    assert torch.equal(seen[-1].predicted_x0, seen[-1].latents)  # LCM's last step is its estimate
+    assert (seen[0].predicted_x0 - seen[0].latents).abs().max() > 1e-3  # before: re-noised
+    assert result.images

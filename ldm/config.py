@@ -89,6 +89,8 @@ class UNetConfig:
     cross_attention_dim: Optional[int] = None
     use_linear_projection: bool = False
     upcast_attention: bool = False
+    # Width of a guidance-scale embedding added to the timestep's (LCM students); null = none.
+    time_cond_proj_dim: Optional[int] = None
 
 
 @dataclass
@@ -127,6 +129,16 @@ class SchedulerConfig:
 
 
 @dataclass
+class SamplingDefaults:
+    """How the model samples best when the user does not say (e.g. an LCM student: lcm, 4
+    steps, cfg 1.5); null = the generation defaults. Checked when used (ldm.settings)."""
+
+    sampler: Optional[str] = None
+    steps: Optional[int] = None
+    cfg: Optional[float] = None
+
+
+@dataclass
 class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -135,6 +147,7 @@ class ModelConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def __post_init__(self) -> None:
         validate_model(self)

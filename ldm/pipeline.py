@@ -15,6 +15,7 @@ the starting latents, the first timestep (strength) and the inpainting constrain
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,6 +27,7 @@ from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.control.denoiser import ActiveControl, with_controls
 from ldm.control.library import ControlNets
 from ldm.control.prepare import active_controls, crop_controls
+from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
@@ -190,6 +192,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the whole job
 
+    def request(self, prompt: str | Settings, options: dict) -> Settings:
+        """The request's settings; the sampler, steps and cfg it leaves out come from the
+        model's `sampling` config, else the generation defaults (the one place they apply)."""
+        config = self.components.config
+        model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
+        return as_settings(prompt, options).with_defaults(model_defaults)
+
     def generate(
         self,
         prompt: str | Settings,
@@ -201,7 +210,7 @@ class Pipeline:
     ) -> GenerationResult:
         """`n` images of `prompt` (a string with Settings' fields as keywords, or a Settings);
         image k uses seed `seed + k` (a random seed if None)."""
-        settings = as_settings(prompt, options)
+        settings = self.request(prompt, options)
         check_settings(settings, "txt2img", limits)
         width, height = settings.width or self.default_size, settings.height or self.default_size
         check_size(width, height, limits)
@@ -225,7 +234,7 @@ class Pipeline:
         timestep `strength` selects (default 0.75) and denoised from there: the last
         int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
         with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
-        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        settings = self.request(prompt, {**options, **({} if strength is None else {"strength": strength})})
         check_settings(settings, "img2img", limits)
         check_input_size(settings, "img2img", image.size, limits)
         size = work_size(image.size, settings.width, settings.height)
@@ -263,7 +272,7 @@ class Pipeline:
         noised input, as img2img. An all-black mask returns the input unchanged; an all-white
         one (with a 4-channel U-Net) is img2img (txt2img at strength 1) with the same seed.
         """
-        settings = as_settings(prompt, {**options, **({} if strength is None else {"strength": strength})})
+        settings = self.request(prompt, {**options, **({} if strength is None else {"strength": strength})})
         check_settings(settings, "inpaint", limits)
         check_input_size(settings, "inpaint", image.size, limits)
         if mask is None and settings.pad is None:
@@ -327,7 +336,7 @@ class Pipeline:
     def fitting_batch_size(self, settings: Settings, size: tuple[int, int]) -> int:
         """How many images of `size` one batch can hold in the memory there is; GenerationError
         when not even one fits."""
-        need = image_bytes(self.components, *size, guided=settings.cfg > 1.0)
+        need = image_bytes(self.components, *size, guided=self.two_passes(settings.cfg))
         have = available_bytes(self.components.device)
         if need > have:
             raise GenerationError(
@@ -343,9 +352,20 @@ class Pipeline:
             note = self.truncation_note(what, text)
             if note and note not in notes:
                 notes.append(note)
+        distilled = "the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"
+        if first.negative and self.guidance_distilled and distilled not in notes:
+            notes.append(distilled)
         context = self.encode_text([s.prompt for s in batch])
-        uncond = self.encode_text([s.negative for s in batch]) if first.cfg > 1.0 else None
+        uncond = self.encode_text([s.negative for s in batch]) if self.two_passes(first.cfg) else None
         return context, uncond
+
+    @property
+    def guidance_distilled(self) -> bool:
+        return guidance_embedding_width(self.components.denoiser) is not None
+
+    def two_passes(self, cfg: float) -> bool:
+        """Whether guidance makes an unconditional pass beside the conditional one."""
+        return cfg > 1.0 and not self.guidance_distilled
 
     def truncation_note(self, what: str, text: str) -> Optional[str]:
         """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""

@@ -27,6 +27,8 @@ EDIT_MODES = ("img2img", "inpaint")
 DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.75, "inpaint": 1.0}
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; A1111 and diffusers accept this range
 RANDOM_SEEDS = 2**32  # a random seed is drawn below this, as AUTOMATIC1111 does
+DEFAULT_STEPS = 20
+DEFAULT_CFG = 7.5
 
 
 Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
@@ -78,24 +80,34 @@ def show_float(value: float) -> str:
 @dataclass(frozen=True)
 class Settings:
     """A generation request. None means "the default": the model's size for width/height,
-    a random seed, the mode's strength (txt2img 1, img2img 0.75, inpaint 1), all --n at once."""
+    a random seed, the mode's strength (txt2img 1, img2img 0.75, inpaint 1), all --n at once,
+    and for sampler, steps and cfg the model's own sampling defaults, else dpm++2m, 20, 7.5
+    (`with_defaults`)."""
 
     prompt: str = option("", help="what to draw", api="prompt")
     negative: str = option(
         "", help="negative prompt: what to steer away from", flag="--negative", metavar="TEXT", api="negative_prompt"
     )
-    steps: int = option(20, help="denoising steps", flag="--steps", label="Steps", api="steps", parse=int)
-    sampler: str = option(
-        DEFAULT_SAMPLER,
-        help=f"one of {', '.join(SAMPLER_NAMES)}",
+    steps: Optional[int] = option(
+        None,
+        help=f"denoising steps (default: the model's own, else {DEFAULT_STEPS})",
+        flag="--steps",
+        label="Steps",
+        api="steps",
+        parse=int,
+    )
+    sampler: Optional[str] = option(
+        None,
+        help=f"one of {', '.join(SAMPLER_NAMES)} (default: the model's own, else {DEFAULT_SAMPLER})",
         flag="--sampler",
         label="Sampler",
         api="sampler_name",
         metavar="NAME",
     )
-    cfg: float = option(
-        7.5,
-        help="classifier-free guidance scale; <= 1 turns guidance off",
+    cfg: Optional[float] = option(
+        None,
+        help="classifier-free guidance scale; <= 1 turns guidance off (default: the model's own, else "
+        f"{DEFAULT_CFG:g}); a guidance-distilled (LCM) model takes it as an input, one pass per step",
         flag="--cfg",
         label="CFG scale",
         api="cfg_scale",
@@ -173,6 +185,20 @@ class Settings:
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
+    def with_defaults(self, model_defaults: Optional[dict[str, Any]] = None) -> "Settings":
+        """These settings with sampler, steps and cfg where None taken from `model_defaults`
+        (a model config's `sampling` section; None values in it count as unset), else from
+        the generation defaults."""
+        generation = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG}
+        model = {name: value for name, value in (model_defaults or {}).items() if value is not None}
+        if self.sampler is None and model.get("sampler", DEFAULT_SAMPLER) not in SAMPLER_NAMES:
+            raise GenerationError(
+                f"the model's default sampler (sampling.sampler in its config) is {model['sampler']!r}, "
+                f"not one of {', '.join(SAMPLER_NAMES)}; pass --sampler"
+            )
+        chosen = {**generation, **model}
+        return self.replace(**{name: chosen[name] for name in generation if getattr(self, name) is None})
+
     def strength_for(self, mode: str) -> float:
         return DEFAULT_STRENGTH[mode] if self.strength is None else self.strength
 
@@ -182,13 +208,15 @@ class Settings:
 
     def png_fields(self, mode: str, model: str, width: int, height: int) -> dict[str, str]:
         """The "Key: value" pairs of the PNG `parameters` line, in AUTOMATIC1111's order
-        (the prompts have lines of their own)."""
+        (the prompts have lines of their own). Settings the pipeline has not filled in from
+        the model show the generation defaults."""
+        shown = self.with_defaults()
         fields = {}
         for each in fields_of(mode):
             spec = option_of(each)
             if each.name == "width":
                 fields.update({"Size": f"{width}x{height}", "Model": model})
-            value = self.strength_for(mode) if each.name == "strength" else getattr(self, each.name)
+            value = shown.strength_for(mode) if each.name == "strength" else getattr(shown, each.name)
             if spec.expand is not None and value:
                 fields.update(spec.expand(value))
             if spec.label is None or value is None:
@@ -246,9 +274,10 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
             raise GenerationError(f"{name} must be a positive multiple of 8, got {value}")
     if settings.width and settings.height:
         check_size(settings.width, settings.height, limits)
-    if not 1 <= settings.steps <= limits.max_steps:
+    # sampler, steps and cfg may still be None (the model's defaults): checked once filled in.
+    if settings.steps is not None and not 1 <= settings.steps <= limits.max_steps:
         raise GenerationError(f"steps must be between 1 and {limits.max_steps}, got {settings.steps}")
-    if not math.isfinite(settings.cfg) or settings.cfg < 0:
+    if settings.cfg is not None and (not math.isfinite(settings.cfg) or settings.cfg < 0):
         raise GenerationError(f"cfg must be a finite number >= 0, got {settings.cfg:g}")
     if not 1 <= settings.n <= limits.max_images:
         raise GenerationError(f"n must be between 1 and {limits.max_images}, got {settings.n}")
@@ -260,7 +289,8 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
     if not 0.0 <= strength <= 1.0:  # NaN fails this too
         raise GenerationError(f"strength must be between 0 and 1, got {strength:g}")
     try:
-        check_sampler_name(settings.sampler)
+        if settings.sampler is not None:
+            check_sampler_name(settings.sampler)
     except ValueError as error:
         raise GenerationError(str(error)) from None
     if mode == "inpaint":

@@ -35,7 +35,11 @@ EXAMPLES = """examples:
 
 Image k of a run with --seed S equals a lone run with --seed S+k. Each PNG carries its
 settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read those
-(and `ldm-generate` itself, later) can reproduce it."""
+(and `ldm-generate` itself, later) can reproduce it.
+
+A model may declare its own sampling defaults (model.yaml: `sampling: {sampler, steps, cfg}`,
+e.g. lcm, 4 steps, cfg 1.5 for a distilled model): they apply where --sampler, --steps or
+--cfg is not given, and the PNG parameters show the values used."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,8 +49,12 @@ class ControlledDenoiser:
         self.total_steps = total_steps
         self.step = 0
 
+    @property
+    def config(self):
+        return self.denoiser.config  # what guidance asks of the model (its guidance embedding)
+
     def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, encoder_attention_mask=None,
-                 return_dict: bool = False):  # fmt: skip
+                 timestep_cond=None, return_dict: bool = False):  # fmt: skip
         down, mid = None, None
         for control in self.controls:
             scale = control.scale * active_weight(self.step, self.total_steps, control.start, control.end)
@@ -60,6 +64,8 @@ class ControlledDenoiser:
             image = control.image.to(device=sample.device, dtype=sample.dtype).expand(len(sample), -1, -1, -1)
             # Inpainting U-Nets take mask channels after the latents; a ControlNet sees the latents.
             latents = sample[:, : net.config.in_channels]  # (B, C, h, w)
+            # No timestep_cond for the ControlNet: diffusers' has no guidance embedding (on an
+            # LCM student it is the teacher's ControlNet); the U-Net below takes it.
             d, m = net(latents, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=image,
                        conditioning_scale=scale, return_dict=False)  # fmt: skip
             down = d if down is None else [a + b for a, b in zip(down, d)]
@@ -67,7 +73,7 @@ class ControlledDenoiser:
         self.step += 1
         return self.denoiser(
             sample, timestep, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=return_dict,
+            timestep_cond=timestep_cond, down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=return_dict,
         )  # fmt: skip
 
 

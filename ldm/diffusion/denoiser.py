@@ -30,18 +30,31 @@ def learned_sigma(model: nn.Module) -> bool:
     return config.out_channels % 2 == 0 and predicted in (config.in_channels, (config.in_channels - 1) // 2)
 
 
+def guidance_embedding_width(model: nn.Module) -> Optional[int]:
+    """The width of the guidance-scale embedding a guidance-distilled U-Net takes (its
+    config's `time_cond_proj_dim`); None for a denoiser that is guided the classic way."""
+    return getattr(model.config, "time_cond_proj_dim", None)
+
+
 def denoise_call(
     model: nn.Module,
     latents: torch.Tensor,
     timestep: torch.Tensor,
     context: torch.Tensor,
     mask: Optional[torch.Tensor] = None,
+    timestep_cond: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The prediction (eps or v, per the schedule) for `latents` (B, C_in, h, w) at `timestep`
     (a scalar or (B,)), given text `context` (B, L, D) and an optional (B, L) token mask
-    (1 = attend); returns (B, C, h, w)."""
+    (1 = attend); returns (B, C, h, w). `timestep_cond` (B, time_cond_proj_dim): the
+    guidance-scale embedding of a guidance-distilled (LCM) U-Net."""
     if backbone(model) == "unet":
-        return model(latents, timestep, encoder_hidden_states=context, encoder_attention_mask=mask, return_dict=False)[0]
+        return model(
+            latents, timestep, encoder_hidden_states=context, encoder_attention_mask=mask, timestep_cond=timestep_cond,
+            return_dict=False,
+        )[0]  # fmt: skip
+    if timestep_cond is not None:
+        raise TypeError("a DiT takes no guidance-scale embedding (timestep_cond)")
     timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(len(latents))  # (B,)
     out = model(
         latents,

@@ -6,7 +6,20 @@ from typing import Optional
 
 import torch
 
-from ldm.diffusion.denoiser import denoise_call
+from ldm.diffusion.denoiser import denoise_call, guidance_embedding_width
+
+
+def guidance_scale_embedding(scale: torch.Tensor, width: int) -> torch.Tensor:
+    """Sinusoidal features (B, width) of guidance scales (B,), scaled by 1000 as timesteps are:
+    what a guidance-distilled (LCM) U-Net adds to its timestep embedding (the VDM formula
+    diffusers' LatentConsistencyModelPipeline uses)."""
+    half = width // 2
+    # In float32 throughout, as diffusers computes it: an ulp at angles of thousands shows.
+    step = torch.log(torch.tensor(10000.0)) / (half - 1)
+    frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -step)  # (half,)
+    angles = (scale.float() * 1000.0)[:, None] * frequencies[None, :]  # (B, half)
+    features = torch.cat([angles.sin(), angles.cos()], dim=1)  # (B, 2 * half)
+    return torch.nn.functional.pad(features, (0, width % 2))  # (B, width)
 
 
 class GuidedModel:
@@ -14,7 +27,10 @@ class GuidedModel:
 
     `context` and `uncond_context` are (B, L, D) text embeddings, with optional (B, L) token
     masks. With scale <= 1 (or no unconditional context) the unconditional pass is skipped:
-    plain conditional output.
+    plain conditional output. A guidance-distilled denoiser (one with a guidance-scale
+    embedding, as LCM students have) gets the scale as that embedding instead: one
+    conditional call, no unconditional pass. Its scale counts as diffusers' pipelines count
+    it (w = scale - 1, LCM's own formulation).
     """
 
     def __init__(
@@ -28,7 +44,12 @@ class GuidedModel:
     ):
         self.denoiser = denoiser
         self.scale = scale
-        self.guided = uncond_context is not None and scale > 1.0
+        width = guidance_embedding_width(denoiser)
+        self.timestep_cond = None
+        if width is not None:
+            scales = torch.full((len(context),), scale - 1.0)  # (B,)
+            self.timestep_cond = guidance_scale_embedding(scales, width).to(context.device, context.dtype)  # (B, width)
+        self.guided = width is None and uncond_context is not None and scale > 1.0
         # Unconditional first, as diffusers orders them, so batched results match.
         self.context = torch.cat([uncond_context, context]) if self.guided else context
         self.mask = mask
@@ -38,7 +59,7 @@ class GuidedModel:
     def __call__(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         if self.guided:
             model_input = torch.cat([model_input, model_input])  # (2B, C, h, w)
-        out = denoise_call(self.denoiser, model_input, timestep, self.context, self.mask)
+        out = denoise_call(self.denoiser, model_input, timestep, self.context, self.mask, self.timestep_cond)
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)

@@ -18,6 +18,7 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
         EulerAncestralDiscreteScheduler,
         EulerDiscreteScheduler,
         HeunDiscreteScheduler,
+        LCMScheduler,
         UniPCMultistepScheduler,
     )
 
@@ -31,11 +32,13 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
         "dpm++2m": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": False}, True),
         "dpm++2m-karras": (DPMSolverMultistepScheduler, {**dpm, "use_karras_sigmas": True}, True),
         "unipc": (UniPCMultistepScheduler, {}, False),
+        # Latent consistency models: each step jumps to x0 and re-noises to the next timestep.
+        "lcm": (LCMScheduler, {}, True),
     }
 
 
 # The names, without importing diffusers (for argument parsing and error messages).
-SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc")
+SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm")
 DEFAULT_SAMPLER = "dpm++2m"
 
 
@@ -50,13 +53,22 @@ def check_sampler_name(name: str) -> str:
 
 
 @dataclass
+class SamplerStep:
+    prev_sample: Any  # (B, C, h, w): the latents after the step
+    pred_original_sample: Any  # (B, C, h, w) the step's estimate of the clean latents, or None
+
+
+@dataclass
 class Sampler:
     scheduler: Any  # a fresh diffusers scheduler: they keep per-run state
     takes_generator: bool  # stochastic steps draw their noise from the per-image generators
 
-    def step(self, model_output, timestep, latents, generators):
+    def step(self, model_output, timestep, latents, generators) -> "SamplerStep":
         extra = {"generator": generators} if self.takes_generator else {}
-        return self.scheduler.step(model_output, timestep, latents, **extra, return_dict=True)
+        out = self.scheduler.step(model_output, timestep, latents, **extra, return_dict=True)
+        # LCM calls its clean-latents estimate `denoised`; the others `pred_original_sample` (or have none).
+        x0 = getattr(out, "pred_original_sample", None)
+        return SamplerStep(out.prev_sample, x0 if x0 is not None else getattr(out, "denoised", None))
 
     def set_timesteps(self, steps: int, device=None, strength: float = 1.0):
         """The timesteps to run: the whole `steps`-step schedule, or for strength < 1 only

@@ -22,4 +22,5 @@ def build_unet(config: UNetConfig, text_width: int) -> UNet2DConditionModel:
         cross_attention_dim=config.cross_attention_dim or text_width,
         use_linear_projection=config.use_linear_projection,
         upcast_attention=config.upcast_attention,
+        time_cond_proj_dim=config.time_cond_proj_dim,
     )

@@ -134,6 +134,7 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         parameters.update({"init_images": None, "mask": None} if "init_images" in parameters else {})
     first = result.parameters[0] if result.parameters else None
     settings = job.settings
+    used = first.settings if first else settings.with_defaults()
     infotexts = [each.to_text() for each in result.parameters]
     info = {
         "prompt": settings.prompt,
@@ -147,9 +148,10 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         "subseed_strength": 0,
         "width": first.width if first else settings.width,
         "height": first.height if first else settings.height,
-        "sampler_name": OURS_TO_A1111[settings.sampler],
-        "cfg_scale": settings.cfg,
-        "steps": settings.steps,
+        # What ran: the model's own defaults fill what the request left out.
+        "sampler_name": OURS_TO_A1111[used.sampler],
+        "cfg_scale": used.cfg,
+        "steps": used.steps,
         "batch_size": settings.n,
         "n_iter": job.iterations,
         "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else None,

@@ -18,6 +18,7 @@ A1111_SAMPLERS = {
     "DPM++ 2M Karras": ("dpm++2m-karras", ["k_dpmpp_2m_ka"]),
     "Heun": ("heun", ["k_heun"]),
     "UniPC": ("unipc", []),
+    "LCM": ("lcm", []),
 }
 OURS_TO_A1111 = {ours: name for name, (ours, _) in A1111_SAMPLERS.items()}
 # The samplers that the "Karras" schedule turns into another of ours.

@@ -31,7 +31,7 @@ from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_r
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
-from ldm.lora import LoraError, apply_loras
+from ldm.lora import apply_loras
 from ldm.lora_refs import without_lora_tags
 from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
@@ -322,7 +322,7 @@ class Pipeline:
         each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
         try:
             loras = apply_loras(self.components, settings.lora_files())  # this request's only
-        except (ValueError, LoraError) as error:
+        except (ValueError, ModelError) as error:  # a file not found, not safetensors, not fitting
             raise GenerationError(str(error)) from None
         try:
             for start in range(0, settings.n, batch_size):

@@ -47,6 +47,7 @@ def run(args: argparse.Namespace, clock) -> int:
     from ldm.lora import apply_loras
     from ldm.model_folder import ModelError, load_model
     from ldm.single_file import save_single_file
+    from ldm.training.diffusers_export import is_diffusers_folder
 
     source, target = Path(args.src), Path(args.dst)
     if source.resolve() == target.resolve():
@@ -57,7 +58,11 @@ def run(args: argparse.Namespace, clock) -> int:
         raise UsageError(str(error)) from None
     try:
         components = load_model(source)
-        apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
+        applied = apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
+        text_loras = [lora.name for lora, _ in applied.applied if any(d.part != "denoiser" for d in lora.deltas)]
+        if text_loras and is_diffusers_folder(source) and target.suffix.lower() != ".safetensors":
+            # A diffusers folder is written as a copy of SRC with a new unet/: the text encoder would stay unmerged.
+            raise UsageError(f"LoRA {text_loras[0]} changes the text encoder, which a diffusers folder copied from SRC keeps as it is; write DST.safetensors")
         if target.suffix.lower() == ".safetensors":
             save_single_file(components, target)
         else:

@@ -58,21 +58,27 @@ def without_lora_tags(prompt: str) -> str:
 
 
 def resolve_lora(name: str, lora_dir: Optional[str]) -> Path:
-    """An existing path wins; else NAME or NAME.safetensors in `lora_dir`. ValueError naming
-    where it was looked for."""
-    if Path(name).is_file():
-        return Path(name)
+    """--lora: an existing path wins; else a name in `lora_dir`."""
+    return Path(name) if Path(name).is_file() else resolve_lora_name(name, lora_dir)
+
+
+def resolve_lora_name(name: str, lora_dir: Optional[str]) -> Path:
+    """A prompt tag's NAME: NAME or NAME.safetensors inside `lora_dir`, never a path elsewhere
+    (a prompt, perhaps from a web client, does not get to read the machine's files).
+    ValueError naming where it was looked for."""
     if lora_dir is None:
         raise ValueError(f"LoRA {name!r} not found (give a path, or --lora-dir to look for names in)")
-    for candidate in (Path(lora_dir) / name, Path(lora_dir) / (name + LORA_SUFFIX)):
-        if candidate.is_file():
+    folder = Path(lora_dir).resolve()
+    for candidate in (folder / name, folder / (name + LORA_SUFFIX)):
+        if candidate.resolve().is_relative_to(folder) and candidate.is_file():
             return candidate
     raise ValueError(f"LoRA {name!r} not found in {lora_dir} (looked for {name}{LORA_SUFFIX})")
 
 
 def request_loras(loras: tuple[LoraRef, ...], prompt: str, lora_dir: Optional[str]) -> list[tuple[Path, float]]:
     """Every LoRA a request asks for, as files: the --lora ones, then the prompt's tags."""
-    return [(resolve_lora(name, lora_dir), weight) for name, weight in (*loras, *prompt_lora_tags(prompt))]
+    flags = [(resolve_lora(name, lora_dir), weight) for name, weight in loras]
+    return flags + [(resolve_lora_name(name, lora_dir), weight) for name, weight in prompt_lora_tags(prompt)]
 
 
 def file_hash(path: str | Path) -> str:

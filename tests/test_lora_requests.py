@@ -110,3 +110,11 @@ def test_prompt_tags_are_read_and_removed():
     assert without_lora_tags(prompt) == "a red boat,  at dawn"
     with pytest.raises(ValueError, match="the weight 'x' is not a number"):
         prompt_lora_tags("<lora:style:x>")
+
+
+def test_prompt_tags_name_files_in_the_lora_dir_only(tiny_unet_components, style, tmp_path):
+    pipe = Pipeline(tiny_unet_components)
+    (tmp_path / "empty").mkdir()
+    for tag in (f"<lora:{style}>", "<lora:../loras/style>", "<lora:../loras/style.safetensors>"):
+        with pytest.raises(GenerationError, match="not found in"):
+            pipe.generate(f"a boat {tag}", lora_dir=str(tmp_path / "empty"), **QUICK)

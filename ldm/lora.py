@@ -11,12 +11,13 @@ the originals are kept so that unloading restores them bit for bit.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ldm.diffusion.denoiser import backbone
+from ldm.lora_refs import file_hash
 from ldm.model_folder import ModelError, read_safetensors
 from ldm.models.components import Components
 
@@ -54,18 +55,11 @@ class Lora:
         return file_hash(self.path)
 
 
-def file_hash(path: Path) -> str:
-    """AUTOMATIC1111's LoRA hash: the first 12 hex digits of the file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:12]
-
-
 def read_lora(path: str | Path, components: Components) -> Lora:
     """Reads a LoRA file and matches every part of it to a module of `components`."""
     path = Path(path)
+    if backbone(components.denoiser) != "unet":
+        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone(components.denoiser)}")
     state = read_safetensors(path)
     deltas = _kohya_deltas(state, components, path) if any(k.startswith("lora_") for k in state) else _peft_deltas(state, components, path)
     if not deltas:
@@ -185,3 +179,4 @@ def apply_loras(components: Components, loras: list[tuple[str | Path, float]]) -
     for lora, weight in read:
         applied.apply(lora, weight)
     return applied
+

@@ -33,6 +33,8 @@ from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_r
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
+from ldm.lora import apply_loras
+from ldm.lora_refs import without_lora_tags
 from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
 from ldm.model_folder import ModelError, load_model
@@ -327,10 +329,17 @@ class Pipeline:
             settings = settings.replace(controls=self.controlnets.resolve(settings.controls))
         batch_size = settings.batch_size or self.fitting_batch_size(settings, size)
         each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
-        for start in range(0, settings.n, batch_size):
-            batch = each[start : start + batch_size]
-            result.images += run_batch(batch)
-            result.parameters += [ImageParameters(s, mode, self.components.name, *size) for s in batch]
+        try:
+            loras = apply_loras(self.components, settings.lora_files())  # this request's only
+        except (ValueError, ModelError) as error:  # a file not found, not safetensors, not fitting
+            raise GenerationError(str(error)) from None
+        try:
+            for start in range(0, settings.n, batch_size):
+                batch = each[start : start + batch_size]
+                result.images += run_batch(batch)
+                result.parameters += [ImageParameters(s, mode, self.components.name, *size) for s in batch]
+        finally:
+            loras.unload()  # the next request draws with the base model exactly, even after an error
         return result
 
     def fitting_batch_size(self, settings: Settings, size: tuple[int, int]) -> int:
@@ -348,14 +357,15 @@ class Pipeline:
 
     def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
         first = batch[0]
-        for what, text in (("prompt", first.prompt), ("negative prompt", first.negative)):
+        prompts = [without_lora_tags(s.prompt) for s in batch]  # <lora:...> tags name LoRAs, not words
+        for what, text in (("prompt", prompts[0]), ("negative prompt", first.negative)):
             note = self.truncation_note(what, text)
             if note and note not in notes:
                 notes.append(note)
         distilled = "the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"
         if first.negative and self.guidance_distilled and distilled not in notes:
             notes.append(distilled)
-        context = self.encode_text([s.prompt for s in batch])
+        context = self.encode_text(prompts)
         uncond = self.encode_text([s.negative for s in batch]) if self.two_passes(first.cfg) else None
         return context, uncond
 

@@ -14,11 +14,13 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ldm.control_units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
 from ldm.errors import LdmError
+from ldm.lora_refs import LoraRef, lora_hashes, parse_lora_flag, request_loras
 
 MODES = ("txt2img", "img2img", "inpaint")
 EDIT_MODES = ("img2img", "inpaint")
@@ -54,6 +56,7 @@ class Option:
     show: Callable[[Any], str] = str  # value -> PNG text
     modes: tuple[str, ...] = MODES  # the commands that take it
     expand: Optional[Callable[[Any], dict[str, str]]] = None  # value -> several PNG "Key: value" pairs
+    repeat: bool = False  # a flag given once per item (the value is a tuple of them)
 
 
 def option(default, **spec) -> Any:
@@ -181,6 +184,21 @@ class Settings:
     controls: Optional[tuple[ControlUnit, ...]] = option(
         None, help="control images steering the ControlNets", expand=control_png_fields
     )
+    # LoRAs added to the denoiser for this request only; the PNG records them (and the prompt's
+    # <lora:NAME:WEIGHT> tags) as A1111's `Lora hashes`.
+    loras: tuple[LoraRef, ...] = option(
+        (),
+        help="add a LoRA (a .safetensors file, or a NAME in --lora-dir) at WEIGHT (default 1); repeatable. "
+        "The prompt can name them too, as AUTOMATIC1111 does: <lora:NAME:WEIGHT>",
+        flag="--lora",
+        metavar="FILE[:WEIGHT]",
+        parse=parse_lora_flag,
+        expand=lambda files: {"Lora hashes": lora_hashes(files)},
+        repeat=True,
+    )
+    lora_dir: Optional[str] = option(
+        None, help="folder of NAME.safetensors LoRAs that <lora:NAME:WEIGHT> and --lora NAME name", flag="--lora-dir", metavar="DIR"
+    )
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -202,6 +220,11 @@ class Settings:
     def strength_for(self, mode: str) -> float:
         return DEFAULT_STRENGTH[mode] if self.strength is None else self.strength
 
+    def lora_files(self) -> list[tuple[Path, float]]:
+        """Every LoRA this request asks for (--lora, then the prompt's tags) as (file, weight);
+        ValueError naming one that is not found."""
+        return request_loras(tuple(self.loras or ()), self.prompt, self.lora_dir)
+
     def with_seed(self) -> "Settings":
         """These settings with a concrete seed (a random one when none was given)."""
         return self if self.seed is not None else self.replace(seed=random.randrange(RANDOM_SEEDS))
@@ -216,7 +239,11 @@ class Settings:
             spec = option_of(each)
             if each.name == "width":
                 fields.update({"Size": f"{width}x{height}", "Model": model})
-            value = shown.strength_for(mode) if each.name == "strength" else getattr(shown, each.name)
+            value = getattr(shown, each.name)
+            if each.name == "strength":
+                value = shown.strength_for(mode)
+            elif each.name == "loras":
+                value = shown.lora_files()
             if spec.expand is not None and value:
                 fields.update(spec.expand(value))
             if spec.label is None or value is None:
@@ -297,8 +324,12 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         check_inpaint_settings(settings, limits)
     try:
         check_control_units(settings.controls or ())
+        files = settings.lora_files()
     except ValueError as error:
         raise GenerationError(str(error)) from None
+    for path, weight in files:
+        if not math.isfinite(weight):
+            raise GenerationError(f"LoRA {path}: the weight must be a finite number, got {weight}")
 
 
 def check_inpaint_settings(settings: Settings, limits: Limits) -> None:

@@ -6,42 +6,12 @@ import copy
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from lora_files import RANK, random_lora, write_lora
 from reference import diffusers_pipeline
-from safetensors.torch import save_file
+from tiny import build_tiny
 
 from ldm.lora import LoraError, apply_loras, file_hash, read_lora
 from ldm.pipeline import Pipeline, make_generators
-
-TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-RANK, ALPHA = 4, 8.0
-
-
-def random_lora(components, seed=0) -> dict[str, torch.Tensor]:
-    """peft-layout weights (module -> A, B) for the U-Net's attention linears, B not zero."""
-    generator = torch.Generator().manual_seed(seed)
-    weights = {}
-    for name, module in components.denoiser.named_modules():
-        if any(name.endswith("." + t) for t in TARGETS) and isinstance(module, torch.nn.Linear):
-            weights[name] = (
-                torch.randn(RANK, module.in_features, generator=generator) * 0.3,
-                torch.randn(module.out_features, RANK, generator=generator) * 0.3,
-            )
-    return weights
-
-
-def write_lora(weights, path, layout):
-    state = {}
-    for name, (a, b) in weights.items():
-        if layout == "peft":
-            # diffusers' layout has no alpha keys: alpha = rank.
-            state[f"unet.{name}.lora_A.weight"], state[f"unet.{name}.lora_B.weight"] = a, b
-        else:
-            stem = "lora_unet_" + name.replace(".", "_")
-            state[f"{stem}.lora_down.weight"], state[f"{stem}.lora_up.weight"] = a, b
-            state[f"{stem}.alpha"] = torch.tensor(ALPHA)
-    save_file(state, str(path))
-    return path
-
 
 def latents(pipe, sample=None):
     context, uncond = pipe.encode_text(["a red boat"]), pipe.encode_text([""])
@@ -57,14 +27,14 @@ def our_latents(components):
 
 @pytest.mark.parametrize("layout", ["kohya", "peft"])
 @pytest.mark.parametrize("weight", [1.0, 0.5])
-def test_lora_matches_diffusers_load_lora_weights(tiny_components, tmp_path, layout, weight):
-    path = write_lora(random_lora(tiny_components), tmp_path / f"style-{layout}.safetensors", layout)
-    reference = copy.deepcopy(tiny_components)
-    context, uncond, noise = latents(Pipeline(tiny_components))
-    base = our_latents(tiny_components)
+def test_lora_matches_diffusers_load_lora_weights(tiny_unet_components, tmp_path, layout, weight):
+    path = write_lora(random_lora(tiny_unet_components), tmp_path / f"style-{layout}.safetensors", layout)
+    reference = copy.deepcopy(tiny_unet_components)
+    context, uncond, noise = latents(Pipeline(tiny_unet_components))
+    base = our_latents(tiny_unet_components)
 
-    applied = apply_loras(tiny_components, [(path, weight)])
-    ours = our_latents(tiny_components)
+    applied = apply_loras(tiny_unet_components, [(path, weight)])
+    ours = our_latents(tiny_unet_components)
 
     theirs_pipe = diffusers_pipeline(StableDiffusionPipeline, reference, "ddim")
     theirs_pipe.load_lora_weights(str(path), adapter_name="style")
@@ -77,42 +47,42 @@ def test_lora_matches_diffusers_load_lora_weights(tiny_components, tmp_path, lay
     assert (ours - theirs).abs().max().item() < 1e-4
 
     applied.unload()
-    assert torch.equal(our_latents(tiny_components), base)
+    assert torch.equal(our_latents(tiny_unet_components), base)
 
 
-def test_weight_zero_is_the_base_model_exactly(tiny_components, tmp_path):
-    path = write_lora(random_lora(tiny_components), tmp_path / "style.safetensors", "kohya")
-    base = our_latents(tiny_components)
-    apply_loras(tiny_components, [(path, 0.0)])
-    assert torch.equal(our_latents(tiny_components), base)
+def test_weight_zero_is_the_base_model_exactly(tiny_unet_components, tmp_path):
+    path = write_lora(random_lora(tiny_unet_components), tmp_path / "style.safetensors", "kohya")
+    base = our_latents(tiny_unet_components)
+    apply_loras(tiny_unet_components, [(path, 0.0)])
+    assert torch.equal(our_latents(tiny_unet_components), base)
 
 
-def test_merged_model_generates_as_the_applied_lora(tiny_components, tmp_path):
+def test_merged_model_generates_as_the_applied_lora(tiny_unet_components, tmp_path):
     from ldm.lora_merge import merge_lora_into_folder
     from ldm.model_folder import load_model, save_model
 
-    folder = save_model(tiny_components, tmp_path / "model")
-    path = write_lora(random_lora(tiny_components), tmp_path / "style.safetensors", "peft")
+    folder = save_model(tiny_unet_components, tmp_path / "model")
+    path = write_lora(random_lora(tiny_unet_components), tmp_path / "style.safetensors", "peft")
     merged = merge_lora_into_folder(folder, [(path, 0.7)], tmp_path / "merged")
-    apply_loras(tiny_components, [(path, 0.7)])
-    assert torch.equal(our_latents(load_model(merged)), our_latents(tiny_components))
+    apply_loras(tiny_unet_components, [(path, 0.7)])
+    assert torch.equal(our_latents(load_model(merged)), our_latents(tiny_unet_components))
 
 
-def test_a_lora_for_another_model_is_a_one_line_error_naming_it(tiny_components, tmp_path):
-    weights = random_lora(tiny_components)
+def test_a_lora_for_another_model_is_a_one_line_error_naming_it(tiny_unet_components, tmp_path):
+    weights = random_lora(tiny_unet_components)
     name = next(iter(weights))
     a, b = weights[name]
     wrong = write_lora({name: (torch.zeros(RANK, a.shape[1] + 1), b)}, tmp_path / "wide.safetensors", "kohya")
     with pytest.raises(LoraError, match=f"{name}.*model's weight is") as error:
-        read_lora(wrong, tiny_components)
+        read_lora(wrong, tiny_unet_components)
     assert "\n" not in str(error.value)
     missing = write_lora({"down_blocks.9.attentions.0.proj_in": (a, b)}, tmp_path / "other.safetensors", "peft")
     with pytest.raises(LoraError, match="down_blocks.9.attentions.0.proj_in' is not in this model's denoiser"):
-        read_lora(missing, tiny_components)
+        read_lora(missing, tiny_unet_components)
     pickle = tmp_path / "style.pt"
     pickle.write_bytes(b"x")
     with pytest.raises(LoraError.__mro__[1], match="pickled"):
-        read_lora(pickle, tiny_components)
+        read_lora(pickle, tiny_unet_components)
 
 
 def test_file_hash_is_a1111s_short_sha256(tmp_path):
@@ -127,3 +97,9 @@ def test_file_hash_is_a1111s_short_sha256(tmp_path):
 def backbone() -> str:
     """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
     return "unet"
+
+
+def test_a_dit_model_refuses_loras_in_one_line(tiny_unet_components, tmp_path):
+    path = write_lora(random_lora(tiny_unet_components), tmp_path / "style.safetensors", "kohya")
+    with pytest.raises(LoraError, match="LoRAs apply to U-Net models; this model's denoiser is a dit"):
+        apply_loras(build_tiny(denoiser="dit"), [(path, 1.0)])

@@ -8,12 +8,15 @@ from pathlib import Path
 
 from ldm.cli.common import UsageError, run_command
 from ldm.cli.common import OneLineArgumentParser
+from ldm.cli.options import argparse_type
+from ldm.lora_refs import parse_lora_flag, resolve_lora
 
 PROG = "ldm-convert"
 EXAMPLES = """examples:
   ldm-convert runs/scenes/model scenes.safetensors       one file, as AUTOMATIC1111/ComfyUI load
   ldm-convert runs/scenes/model scenes-diffusers/        a diffusers folder
   ldm-convert sd-v1-5.safetensors sd15/                  a single file to a diffusers folder
+  ldm-convert sd15/ sd15-style/ --lora style.safetensors:0.8    the LoRA merged into the weights
 
 SRC is any model ldm loads (an ldm model folder, a diffusers folder, a .safetensors file in
 the original Stable Diffusion layout). A DST ending in .safetensors is one file; anything
@@ -29,19 +32,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("src", help="model to read")
     parser.add_argument("dst", help="FILE.safetensors or a folder")
+    parser.add_argument(
+        "--lora",
+        action="append",
+        type=argparse_type(parse_lora_flag),
+        metavar="FILE[:WEIGHT]",
+        help="merge this LoRA into the weights at WEIGHT (default 1); repeatable",
+    )
     return parser
 
 
 def run(args: argparse.Namespace, clock) -> int:
     from ldm.diffusers_conversion import save_as_diffusers
+    from ldm.lora import apply_loras
     from ldm.model_folder import ModelError, load_model
     from ldm.single_file import save_single_file
+    from ldm.training.diffusers_export import is_diffusers_folder
 
     source, target = Path(args.src), Path(args.dst)
     if source.resolve() == target.resolve():
         raise UsageError("SRC and DST are the same path")
     try:
+        loras = [(resolve_lora(name, None), weight) for name, weight in args.lora or ()]
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    try:
         components = load_model(source)
+        applied = apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
+        text_loras = [lora.name for lora, _ in applied.applied if any(d.part != "denoiser" for d in lora.deltas)]
+        if text_loras and is_diffusers_folder(source) and target.suffix.lower() != ".safetensors":
+            # A diffusers folder is written as a copy of SRC with a new unet/: the text encoder would stay unmerged.
+            raise UsageError(f"LoRA {text_loras[0]} changes the text encoder, which a diffusers folder copied from SRC keeps as it is; write DST.safetensors")
         if target.suffix.lower() == ".safetensors":
             save_single_file(components, target)
         else:

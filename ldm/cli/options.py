@@ -9,7 +9,7 @@ import dataclasses
 from ldm.settings import DEFAULT_LIMITS, Limits, Settings, fields_of, option_of
 
 
-def _argparse_type(parse):
+def argparse_type(parse):
     if parse in (int, float, str):
         return parse  # argparse words their errors itself: "invalid int value: 'x'"
 
@@ -32,13 +32,18 @@ def add_setting_arguments(parser: argparse.ArgumentParser, mode: str, helps: dic
         if spec.flag is None:
             continue
         text = helps.get(each.name, spec.help)
-        if each.default not in (None, "") and "(default" not in text:
+        if each.default not in (None, "", ()) and "(default" not in text:
             text += f" (default {each.default})"
-        parser.add_argument(spec.flag, dest=each.name, type=_argparse_type(spec.parse), metavar=spec.metavar, help=text)
+        action = "append" if spec.repeat else "store"
+        parser.add_argument(spec.flag, dest=each.name, action=action, type=argparse_type(spec.parse), metavar=spec.metavar, help=text)
 
 
 def settings_from_args(args: argparse.Namespace, mode: str) -> Settings:
-    given = {each.name: getattr(args, each.name) for each in fields_of(mode) if getattr(args, each.name, None) is not None}
+    given = {}
+    for each in fields_of(mode):
+        value = getattr(args, each.name, None)
+        if value is not None:
+            given[each.name] = tuple(value) if option_of(each).repeat else value  # argparse appends to a list
     return Settings(**given)
 
 

@@ -36,7 +36,21 @@ def no_readable_sample(dataset) -> DataError:
     return DataError(f"no readable sample in a whole epoch of the training data{counts}")
 
 
-class ResumableBatches:
+class BatchPosition:
+    """Where a batcher is (epoch, batch within it): what a checkpoint saves and resume seeks."""
+
+    epoch: int
+    batch_in_epoch: int
+
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch_in_epoch}
+
+    def seek(self, position: dict) -> None:
+        self.epoch = int(position["epoch"])
+        self.batch_in_epoch = int(position["batch"])
+
+
+class ResumableBatches(BatchPosition):
     """Batches of a map-style dataset; `dataset[(epoch, position)]` is read for each sample.
 
     One process with batch 2B sees exactly the samples two processes with B see together.
@@ -59,13 +73,6 @@ class ResumableBatches:
             )
         self.epoch = 0
         self.batch_in_epoch = 0
-
-    def position(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch_in_epoch}
-
-    def seek(self, position: dict) -> None:
-        self.epoch = int(position["epoch"])
-        self.batch_in_epoch = int(position["batch"])
 
     def batch_items(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
         """This process's batches of `epoch` from batch `start` on, as (epoch, position) items."""
@@ -102,7 +109,7 @@ class ResumableBatches:
             yield from self.epoch_batches()
 
 
-class StreamBatches:
+class StreamBatches(BatchPosition):
     """Webdataset shards: the stream orders, splits across processes and applies its
     randomness from (seed, epoch) itself. A stream has no index to seek, so resuming
     mid-epoch reads past the consumed batches of that epoch and drops them untrained.
@@ -121,13 +128,6 @@ class StreamBatches:
         )
         self.epoch = 0
         self.batch_in_epoch = 0
-
-    def position(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch_in_epoch}
-
-    def seek(self, position: dict) -> None:
-        self.epoch = int(position["epoch"])
-        self.batch_in_epoch = int(position["batch"])
 
     def epoch_batches(self) -> Iterator[dict]:
         skip = self.batch_in_epoch

@@ -83,6 +83,9 @@ class Text2ImgSection:
     noise_offset: float = 0.0  # e.g. 0.05: helps very dark/bright images
     # true: cache under OUTPUT/latent_cache; a string: that directory; false: encode every step.
     latent_cache: Union[bool, str] = False
+    # > 0: remember the frozen text encoder's embedding of each caption (up to this many MiB),
+    # so repeated captions skip the text tower; 0: encode every step.
+    text_embedding_memory_mb: float = 0.0
 
 
 def _default_mask_kinds() -> dict[str, float]:
@@ -165,6 +168,7 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError("train.output_dir is empty")
     if not 0.0 <= config.data.caption_dropout <= 1.0:
         raise ConfigError(f"data.caption_dropout must be in [0, 1], got {config.data.caption_dropout}")
+    at_least("text2img.text_embedding_memory_mb", config.text2img.text_embedding_memory_mb, 0)
     if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
         raise ConfigError("text2img.min_snr_gamma must be positive")
     if config.stage == "inpaint" and not config.inpaint.init_from:

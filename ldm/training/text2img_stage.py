@@ -18,6 +18,7 @@ from ldm.pipeline import Pipeline
 from ldm.training.diffusers_export import save_diffusers_finetune
 from ldm.training.latents import cached_latents
 from ldm.training.stages import Stage, StageContext, make_grid
+from ldm.training.text_embeddings import TextEmbeddingMemory
 
 
 def load_frozen_parts(config, section=None) -> Components:
@@ -71,6 +72,7 @@ class Text2ImgModule(nn.Module):
         self.caption_dropout = caption_dropout
         self.noise_offset = noise_offset
         self.min_snr_gamma = min_snr_gamma
+        self.text_memory = None  # a TextEmbeddingMemory when text2img.text_embedding_memory_mb > 0
 
     def latents(self, batch: dict, randomness) -> torch.Tensor:
         """Scaled latents sampled from the posterior: from the cache or by encoding pixels."""
@@ -89,6 +91,8 @@ class Text2ImgModule(nn.Module):
         # with the step's own randomness (so resumed and multi-process runs match).
         keep = randomness.rand((len(captions),)) >= self.caption_dropout
         captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
+        if self.text_memory is not None:
+            return self.text_memory(captions, self.denoiser.device)
         encoder = self.frozen[1]
         with torch.no_grad():
             return encoder(encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
@@ -147,6 +151,9 @@ class Text2ImgStage(Stage):
             components.denoiser.enable_gradient_checkpointing()
         scheduler = DDPMScheduler.from_config(components.scheduler_config)
         self.module = self.make_module(components, scheduler)
+        memory_mb = config.text2img.text_embedding_memory_mb
+        if memory_mb:
+            self.module.text_memory = TextEmbeddingMemory(components.text_encoder, int(memory_mb * 2**20))
 
     # Hooks for stages that fine-tune the same way (inpaint).
     def load_components(self) -> Components:

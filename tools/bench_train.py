@@ -131,35 +131,45 @@ def run_baseline(args, work: Path) -> dict:
     return {"images_per_s": config.train.batch_size / per_step, "peak_memory_mb": peak_memory_mb()}
 
 
-def unet_flops_and_matmul_rate(args, work: Path) -> dict:
-    """FLOPs of one U-Net forward+backward at the bench batch (torch's flop counter), its
-    time alone, and the machine's fp32 matmul rate (2048^2 matmuls)."""
+def denoiser_flops_and_matmul_rate(args, work: Path) -> dict:
+    """FLOPs of one denoiser (U-Net or DiT, per the config) forward+backward at the bench batch
+    (torch's flop counter), its time alone as configured and, side by side, in channels-last
+    memory format and under torch.compile; and the machine's fp32 matmul rate (2048^2 matmuls)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ldm.diffusion.denoiser import denoise_call
     from ldm.models.components import build_components
 
     config = bench_config(args, work)
     parts = build_components(config.model)
-    unet = parts.denoiser.train()
+    denoiser = parts.denoiser.train()
     b = config.train.batch_size
     size = config.data.resolution // config.model.vae.downsample_factor
     latents = torch.randn(b, config.model.vae.latent_channels, size, size)
     context = torch.randn(b, config.model.text_encoder.context_length, config.model.text_encoder.width)
     timesteps = torch.randint(0, 1000, (b,))
 
-    def step():
-        unet(latents, timesteps, encoder_hidden_states=context).sample.square().mean().backward()
+    def step(model, x):
+        denoise_call(model, x, timesteps, context).square().mean().backward()
+
+    def median_time(model, x, repeats=5) -> float:
+        step(model, x)  # warm-up (and, compiled, the compilation)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            step(model, x)
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
 
     with FlopCounterMode(display=False) as counter:
-        step()
+        step(denoiser, latents)
     flops = counter.get_total_flops()
-    step()
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
+    seconds = {"as configured": median_time(denoiser, latents)}
+    seconds["channels-last"] = median_time(denoiser.to(memory_format=torch.channels_last), latents.contiguous(memory_format=torch.channels_last))
+    denoiser.to(memory_format=torch.contiguous_format)
+    if args.compile:
+        seconds["torch.compile"] = median_time(torch.compile(denoiser), latents)
     n = 2048
     x, y = torch.randn(n, n), torch.randn(n, n)
     x @ y
@@ -167,7 +177,6 @@ def unet_flops_and_matmul_rate(args, work: Path) -> dict:
     for _ in range(10):
         x @ y
     matmul = 10 * 2 * n**3 / (time.perf_counter() - started)
-    achieved = flops / statistics.median(times)
     # What the cache saves per step: one VAE encode of the batch (Amdahl's ceiling on the speed-up).
     pixels = torch.rand(b, 3, config.data.resolution, config.data.resolution) * 2 - 1
     encode_times = []
@@ -176,11 +185,11 @@ def unet_flops_and_matmul_rate(args, work: Path) -> dict:
             started = time.perf_counter()
             parts.vae.encode(pixels)
             encode_times.append(time.perf_counter() - started)
-    return {"unet_step_gflop": flops / 1e9, "unet_step_gflops_per_s": achieved / 1e9, "matmul_gflops_per_s": matmul / 1e9, "fraction_of_matmul_rate": achieved / matmul,
-            "unet_step_s": statistics.median(times), "vae_encode_s": statistics.median(encode_times[1:])}
+    return {"backbone": config.model.denoiser, "step_gflop": flops / 1e9, "matmul_gflops_per_s": matmul / 1e9, "step_s": seconds,
+            "vae_encode_s": statistics.median(encode_times[1:])}
 
 
-VARIANTS = {"ours": run_ours, "baseline": run_baseline, "flops": unet_flops_and_matmul_rate}
+VARIANTS = {"ours": run_ours, "baseline": run_baseline, "flops": denoiser_flops_and_matmul_rate}
 
 
 def main() -> None:
@@ -190,6 +199,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the median")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--compile", action="store_true", help="also time the denoiser step under torch.compile (minutes to compile)")
+    parser.add_argument("--only-denoiser", action="store_true", help="skip the loop comparison: the denoiser step's FLOP rate only")
     parser.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,25 +213,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-train-") as work:
         make_images(Path(work) / "images", args.images, resolution)
         results = {}
-        for variant in ("baseline", "ours", "flops"):
+        for variant in ("flops",) if args.only_denoiser else ("baseline", "ours", "flops"):
             command = [sys.executable, __file__, "--variant", variant, "--work", work, "--config", args.config,
                        "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size)]
+            command += ["--compile"] if args.compile else []
             out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
             if out.returncode != 0:
                 sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
             results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
-    base, ours, flops = results["baseline"], results["ours"], results["flops"]
+    flops = results["flops"]
     print(f"config {args.config}: {resolution} px, batch {args.batch_size}, {args.steps} steps ({args.warmup} warm-up), {args.images} images")
-    print(f"{'':34}{'images/s':>10}{'peak MB':>10}")
-    print(f"{'diffusers-example loop (no cache)':34}{base['images_per_s']:>10.2f}{base['peak_memory_mb']:>10.0f}")
-    print(f"{'ldm-train text2img (latent cache)':34}{ours['images_per_s']:>10.2f}{ours['peak_memory_mb']:>10.0f}")
-    print(f"speed-up: {ours['images_per_s'] / base['images_per_s']:.2f}x (target >= 2x); ldm-train wall time incl. cache build and setup: {ours['wall_s_incl_cache_and_setup']:.1f} s")
-    ceiling = (flops["unet_step_s"] + flops["vae_encode_s"]) / flops["unet_step_s"]
-    print(f"per batch: U-Net fwd+bwd {flops['unet_step_s']:.2f} s, VAE encode {flops['vae_encode_s']:.2f} s: "
-          f"skipping the encode can speed a step up {ceiling:.2f}x at most")
-    print(f"U-Net step: {flops['unet_step_gflop']:.2f} GFLOP, {flops['unet_step_gflops_per_s']:.1f} GFLOP/s achieved = "
-          f"{100 * flops['fraction_of_matmul_rate']:.0f}% of fp32 matmul rate {flops['matmul_gflops_per_s']:.1f} GFLOP/s")
-
+    if not args.only_denoiser:
+        base, ours = results["baseline"], results["ours"]
+        print(f"{'':34}{'images/s':>10}{'peak MB':>10}")
+        print(f"{'diffusers-example loop (no cache)':34}{base['images_per_s']:>10.2f}{base['peak_memory_mb']:>10.0f}")
+        print(f"{'ldm-train text2img (latent cache)':34}{ours['images_per_s']:>10.2f}{ours['peak_memory_mb']:>10.0f}")
+        print(f"speed-up: {ours['images_per_s'] / base['images_per_s']:.2f}x (target >= 2x); ldm-train wall time incl. cache build and setup: {ours['wall_s_incl_cache_and_setup']:.1f} s")
+        step_s = flops["step_s"]["as configured"]
+        ceiling = (step_s + flops["vae_encode_s"]) / step_s
+        print(f"per batch: denoiser fwd+bwd {step_s:.2f} s, VAE encode {flops['vae_encode_s']:.2f} s: "
+              f"skipping the encode can speed a step up {ceiling:.2f}x at most")
+    matmul = flops["matmul_gflops_per_s"]
+    print(f"{flops['backbone']} step (fwd+bwd): {flops['step_gflop']:.2f} GFLOP; this machine's fp32 matmul rate {matmul:.1f} GFLOP/s")
+    for form, seconds in flops["step_s"].items():
+        achieved = flops["step_gflop"] / seconds
+        print(f"  {form:14} {seconds:6.3f} s  {achieved:6.1f} GFLOP/s = {100 * achieved / matmul:3.0f}% of the matmul rate")
 
 if __name__ == "__main__":
     main()

@@ -5,8 +5,8 @@
 
 folder:     OUT_DIR/00000000.png ... + metadata.jsonl (Hugging Face "imagefolder" layout)
 webdataset: OUT_DIR/scenes-000000.tar ... holding KEY.png, KEY.txt (caption), KEY.json (attributes)
---control-maps: also OUT_DIR/control/layout/KEY.png (the exact layout map, ldm/scenes/layout.py)
-            and OUT_DIR/control/canny/KEY.png (OpenCV edges), the ControlNet stage's
+--control-maps: also OUT_DIR-control/layout/KEY.png (the exact layout map, ldm/scenes/layout.py)
+            and OUT_DIR-control/canny/KEY.png (OpenCV edges), the ControlNet stage's
             controlnet.control_dir, named after the samples' keys
 
 The dataset is built in a temporary directory next to OUT_DIR and renamed into place at
@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import sys
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 from tqdm import tqdm
@@ -47,7 +48,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="processes drawing images")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     parser.add_argument(
-        "--control-maps", action="store_true", help="also write each scene's layout and canny maps under OUT_DIR/control/"
+        "--control-maps", action="store_true", help="also write each scene's layout and canny maps under OUT_DIR-control/ (beside the scenes, not among them)"
     )
     args = parser.parse_args(argv)
     if args.n < 1:
@@ -60,8 +61,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--workers must be at least 1, got {args.workers}")
     if args.out_dir.exists() and not args.out_dir.is_dir():
         parser.error(f"{args.out_dir} exists and is not a directory")
-    if args.out_dir.is_dir() and any(args.out_dir.iterdir()) and not args.overwrite:
-        parser.error(f"{args.out_dir} is not empty (pass --overwrite to replace it)")
+    for folder in [args.out_dir] + ([control_maps_folder(args.out_dir)] if args.control_maps else []):
+        if folder.is_dir() and any(folder.iterdir()) and not args.overwrite:
+            parser.error(f"{folder} is not empty (pass --overwrite to replace it)")
     return args
 
 
@@ -82,9 +84,14 @@ def _png(image) -> bytes:
     return buffer.getvalue()
 
 
+def control_maps_folder(out: Path) -> Path:
+    """OUT_DIR-control: outside OUT_DIR, so the maps are neither listed nor read as training images."""
+    return out.with_name(out.name + "-control")
+
+
 def _write_maps(out: Path, key: str, maps: dict[str, bytes]) -> None:
     for control_type, png in maps.items():
-        folder = out / "control" / control_type
+        folder = out / control_type
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{key}.png").write_bytes(png)
 
@@ -98,22 +105,22 @@ def _examples(args: argparse.Namespace) -> Iterator[tuple[str, bytes, str, dict]
         yield from pool.imap(render_example, jobs, chunksize=16)
 
 
-def _write_folder(examples, out: Path) -> None:
+def _write_folder(examples, out: Path, maps_out: Path) -> None:
     with open(out / "metadata.jsonl", "w", encoding="utf-8") as metadata:
         for key, png, text, attributes, maps in examples:
             (out / f"{key}.png").write_bytes(png)
-            _write_maps(out, key, maps)
+            _write_maps(maps_out, key, maps)
             record = {"file_name": f"{key}.png", "text": text, "attributes": attributes}
             metadata.write(json.dumps(record) + "\n")
 
 
-def _write_webdataset(examples, out: Path, shard_size: int) -> None:
+def _write_webdataset(examples, out: Path, maps_out: Path, shard_size: int) -> None:
     import webdataset
 
     writer = None
     try:
         for count, (key, png, text, attributes, maps) in enumerate(examples):
-            _write_maps(out, key, maps)
+            _write_maps(maps_out, key, maps)
             if count % shard_size == 0:
                 if writer:
                     writer.close()
@@ -131,13 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(out.parent, out.name)  # what an earlier killed run left
     # A crash leaves OUT_DIR absent/untouched or complete (ldm.files).
-    with replacing_folder(out) as built:
+    maps_out = control_maps_folder(out)
+    clean_leftovers(maps_out.parent, maps_out.name)
+    with replacing_folder(out) as built, replacing_folder(maps_out) if args.control_maps else nullcontext(maps_out) as built_maps:
         examples = tqdm(_examples(args), total=args.n, unit="img", file=sys.stderr, desc="scenes")
         if args.format == "folder":
-            _write_folder(examples, built)
+            _write_folder(examples, built, built_maps)
         else:
-            _write_webdataset(examples, built, args.shard_size)
-    print(f"wrote {args.n} scenes to {out}", file=sys.stderr)
+            _write_webdataset(examples, built, built_maps, args.shard_size)
+    print(f"wrote {args.n} scenes to {out}" + (f", their control maps to {maps_out}" if args.control_maps else ""), file=sys.stderr)
     return 0
 
 

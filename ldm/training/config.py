@@ -110,7 +110,7 @@ class ControlNetSection:
     init_from: Optional[str] = None  # required: the model folder (ours or diffusers SD) it steers
     control_type: str = "canny"  # a preprocessor name (ldm.control.preprocessors), recorded with the export
     # A folder of control maps named after the samples' keys (KEY.png, e.g. tools/make_scenes.py
-    # --control-maps' OUT/control/layout); null: the preprocessor computes them from each image.
+    # --control-maps' OUT-control/layout); null: the preprocessor computes them from each image.
     control_dir: Optional[str] = None
     control_dropout: float = 0.1  # share of samples trained with a blank control image
     name: Optional[str] = None  # the export's folder name, OUTPUT/controlnet/<name>; default: control_type

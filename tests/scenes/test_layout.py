@@ -60,7 +60,7 @@ def test_colour_map_round_trips():
     assert np.array_equal(np.asarray(layout_image(labels)), np.asarray(layout))
 
 
-def test_make_scenes_writes_control_maps_beside_the_scenes(tmp_path):
+def test_make_scenes_writes_control_maps_beside_the_scenes_not_among_them(tmp_path):
     from ldm.data import build_dataset
     from ldm.data.config import DataConfig
 
@@ -74,8 +74,10 @@ def test_make_scenes_writes_control_maps_beside_the_scenes(tmp_path):
     for index in range(3):
         key = f"{index:08d}"
         _, expected = scene_layout(scene_seed(4, index), 32, "train")
-        assert Image.open(out / "control" / "layout" / f"{key}.png").tobytes() == expected.tobytes()
-        assert (out / "control" / "canny" / f"{key}.png").is_file()
-    # The maps are not taken for training images.
+        assert Image.open(tmp_path / "scenes-control" / "layout" / f"{key}.png").tobytes() == expected.tobytes()
+        assert (tmp_path / "scenes-control" / "canny" / f"{key}.png").is_file()
+    # The maps are outside the image folder: not listed, read or counted as (uncaptioned) images.
     dataset = build_dataset(DataConfig(path=str(out), resolution=32, caption_dropout=0.0))
     assert sorted(sample["key"] for sample in dataset) == [f"{i:08d}.png" for i in range(3)]
+    assert "0 skipped" in dataset.stats.summary()
+    assert not (out / "control").exists()

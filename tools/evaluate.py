@@ -31,6 +31,10 @@ PROG = "evaluate.py"
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", metavar="DIR", help="model folder (default: the built-in demo model)")
+    parser.add_argument(
+        "--checkpoint", metavar="DIR", type=Path,
+        help="a text2img run's checkpoint (RUN/checkpoints/step-N) to judge, with --model the run's exported model folder",
+    )
     parser.add_argument("--classifier", metavar="PATH", type=Path, help="attribute classifier .safetensors (default: the shipped one)")
     parser.add_argument("--n-per-prompt", type=int, default=8, help="images per prompt (default 8)")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.scenes.report import markdown_report, write_json
     from ldm.scenes.sample_grid import pick_rows, sample_grid
     from ldm.pipeline import Pipeline
+    from ldm.training.checkpoints import CheckpointError, load_denoiser_from_checkpoint
     from ldm.settings import GenerationError, Settings, check_settings
 
     try:
@@ -94,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     try:
         pipe = Pipeline.load(model_path, device=device)
+        if args.checkpoint:
+            load_denoiser_from_checkpoint(args.checkpoint, pipe.components.denoiser)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
-    except ModelError as error:
+    except (ModelError, CheckpointError) as error:
         return report_error(PROG, str(error))
 
     settings = EvalSettings(
@@ -110,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
     report, results = evaluate_model(pipe, classifier, prompts, settings, progress=bar)
     report["model"] = str(model_path)
+    report["checkpoint"] = str(args.checkpoint) if args.checkpoint else None
     report["classifier"] = {
         "path": str(args.classifier or DEFAULT_CLASSIFIER_PATH),
         "accuracy_on_fresh_scenes": classifier.metadata.get("accuracy"),

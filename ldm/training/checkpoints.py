@@ -271,3 +271,27 @@ def load_checkpoint(path: Path) -> TrainingState:
         counters=document.get("counters", {}),
         rng=rng,
     )
+
+
+def load_denoiser_from_checkpoint(path: Path, denoiser: torch.nn.Module) -> str:
+    """Puts a text2img run's checkpoint into `denoiser` (built from the run's model config): the
+    EMA weights when the run kept an EMA (what its export would hold), else the trained ones.
+    Returns which ("ema" or "trained"). For evaluating a run at any of its checkpoints."""
+    state = load_checkpoint(path)
+    trained = {name.removeprefix("denoiser."): tensor for name, tensor in state.weights.items() if name.startswith("denoiser.")}
+    named = list(denoiser.named_parameters())
+    if set(trained) != {name for name, _ in named} or len(trained) != len(state.weights):
+        raise CheckpointError(f"checkpoint {path} does not hold this model's denoiser (a text2img run of the same config)")
+    if state.ema is not None:
+        # The EMA keeps one shadow per trained parameter, in the module's parameter order.
+        shadows = state.ema["shadow_params"]
+        chosen = {name: shadow for (name, _), shadow in zip(named, shadows)}
+    else:
+        chosen = trained
+    for name, parameter in named:
+        if chosen[name].shape != parameter.shape:
+            raise CheckpointError(f"checkpoint {path}: {name} is {tuple(chosen[name].shape)}, the model's {tuple(parameter.shape)}")
+    with torch.no_grad():
+        for name, parameter in named:
+            parameter.copy_(chosen[name])
+    return "ema" if state.ema is not None else "trained"

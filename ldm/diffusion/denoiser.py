@@ -16,7 +16,8 @@ BACKBONES = {"UNet2DConditionModel": "unet", "PixArtTransformer2DModel": "dit"}
 def backbone(model: nn.Module) -> str:
     """'unet' or 'dit' for a denoiser module (matched by class name: no diffusers import); a
     wrapper that takes a backbone's call (a ControlNet-steered U-Net) says so in `backbone`."""
-    name = getattr(model, "backbone", None) or BACKBONES.get(type(model).__name__)
+    compiled = getattr(model, "_orig_mod", None)  # torch.compile's wrapper: the module it runs
+    name = getattr(model, "backbone", None) or BACKBONES.get(type(compiled if compiled is not None else model).__name__)
     if name is None:
         raise TypeError(f"not a known denoiser: {type(model).__name__}")
     return name

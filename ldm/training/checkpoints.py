@@ -5,6 +5,7 @@
         ema.safetensors         EMA shadow parameters (when EMA is on)
         optimizer.safetensors   optimizer state tensors, flattened to "state.<param>.<name>"
         rng.safetensors         torch CPU (and CUDA) RNG states (uint8 tensors)
+        stage.safetensors       tensors the stage keeps besides its weights (lcm's target network)
         trainer.json            step, data position, LR schedule, optimizer/EMA scalars,
                                 python/numpy RNG states, run counters
     OUTPUT/checkpoints/latest   the name of the newest complete checkpoint
@@ -55,6 +56,7 @@ class TrainingState:
     ema: Optional[dict] = None  # diffusers EMAModel.state_dict()
     counters: dict = field(default_factory=dict)  # e.g. skipped steps
     rng: dict = field(default_factory=dict)  # capture_rng()
+    stage_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # Stage.state_tensors()
 
 
 # ----------------------------------------------------------------------------- RNG
@@ -165,6 +167,8 @@ def _write_files(state: TrainingState, folder: Path) -> None:
         ema_tensors: dict[str, torch.Tensor] = {}
         ema_plain = split_tensors(state.ema, "ema", ema_tensors)
         write_safetensors(ema_tensors, folder / "ema.safetensors")
+    if state.stage_tensors:
+        write_safetensors(state.stage_tensors, folder / "stage.safetensors")
     rng_tensors, rng_plain = _rng_to_files(state.rng or capture_rng())
     write_safetensors(rng_tensors, folder / "rng.safetensors")
     document = {
@@ -259,6 +263,8 @@ def load_checkpoint(path: Path) -> TrainingState:
         if document.get("ema") is not None:
             ema = join_tensors(document["ema"], read_safetensors(path / "ema.safetensors"))
         rng = _rng_from_files(read_safetensors(path / "rng.safetensors"), document["rng"])
+        stage_file = path / "stage.safetensors"
+        stage_tensors = read_safetensors(stage_file) if stage_file.is_file() else {}
     except (OSError, ValueError, KeyError, ModelError) as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from None
     return TrainingState(
@@ -270,6 +276,7 @@ def load_checkpoint(path: Path) -> TrainingState:
         ema=ema,
         counters=document.get("counters", {}),
         rng=rng,
+        stage_tensors=stage_tensors,
     )
 
 

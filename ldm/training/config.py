@@ -1,10 +1,10 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet (see STAGE_NAMES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet | lcm (see STAGE_NAMES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
-    autoencoder / clip / text2img / inpaint / controlnet: {...}   # stage settings
+    autoencoder / clip / text2img / inpaint / controlnet / lcm: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
 """
 
@@ -21,7 +21,7 @@ from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 
 # What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
-STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet")
+STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
@@ -117,6 +117,27 @@ class ControlNetSection:
 
 
 @dataclass
+class LcmSection:
+    """Stage `lcm`: latent consistency distillation of a text-to-image model folder (the
+    teacher, frozen) into a student U-Net that samples in 1-8 steps with `--sampler lcm`.
+    Guidance scales are in --cfg's units (uncond + cfg * (cond - uncond))."""
+
+    init_from: Optional[str] = None  # required: the teacher model folder (ours or diffusers SD)
+    # The teacher's DDIM solver jumps `skip` of the schedule's timesteps (20 of 1000: the
+    # 50 "original" steps LCMScheduler samples over; other values train a mismatched student).
+    skip: int = 20
+    cfg_min: float = 3.0  # each sample's guidance scale is drawn from [cfg_min, cfg_max]
+    cfg_max: float = 13.0
+    guidance_embedding: int = 256  # width of the student's guidance-scale embedding (time_cond_proj_dim)
+    target_ema_decay: float = 0.95  # the target network follows the student this slowly
+    huber_c: float = 0.001  # pseudo-Huber loss: the scale below which it is L2-like
+    timestep_scaling: float = 10.0  # boundary scalings' timestep factor (LCMScheduler's default)
+    # Sampling defaults written into the exported model (used when the user gives none).
+    sample_steps: int = 4
+    sample_cfg: float = 7.5
+
+
+@dataclass
 class ValidationSection:
     prompts: list[str] = field(default_factory=list)
     every: int = 0  # 0: only at the end (when there are prompts)
@@ -137,6 +158,7 @@ class TrainConfig:
     text2img: Text2ImgSection = field(default_factory=Text2ImgSection)
     inpaint: InpaintSection = field(default_factory=InpaintSection)
     controlnet: ControlNetSection = field(default_factory=ControlNetSection)
+    lcm: LcmSection = field(default_factory=LcmSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def __post_init__(self) -> None:
@@ -178,6 +200,7 @@ def validate_train(config: TrainConfig) -> None:
     except ValueError as error:
         raise ConfigError(f"inpaint.mask_kinds: {error}") from None
     check_controlnet_section(config)
+    check_lcm_section(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -190,6 +213,24 @@ def check_controlnet_section(config: TrainConfig) -> None:
         raise ConfigError(f"controlnet.control_dropout must be in [0, 1], got {section.control_dropout}")
     if config.stage == "controlnet" and not section.init_from:
         raise ConfigError("controlnet.init_from is required: the text-to-image model folder the ControlNet steers")
+
+
+def check_lcm_section(config: TrainConfig) -> None:
+    section = config.lcm
+    if config.stage == "lcm" and not section.init_from:
+        raise ConfigError("lcm.init_from is required: the teacher model folder to distil")
+    total = config.model.scheduler.num_train_timesteps
+    if section.skip < 1 or total % section.skip:
+        raise ConfigError(f"lcm.skip must divide the schedule's {total} timesteps, got {section.skip}")
+    if not 1.0 <= section.cfg_min <= section.cfg_max:
+        raise ConfigError(f"lcm.cfg_min and lcm.cfg_max must satisfy 1 <= cfg_min <= cfg_max, got {section.cfg_min}, {section.cfg_max}")
+    if not 0.0 <= section.target_ema_decay < 1.0:
+        raise ConfigError(f"lcm.target_ema_decay must be in [0, 1), got {section.target_ema_decay}")
+    for key in ("guidance_embedding", "sample_steps"):
+        if getattr(section, key) < 1:
+            raise ConfigError(f"lcm.{key} must be at least 1, got {getattr(section, key)}")
+    if section.huber_c <= 0:
+        raise ConfigError(f"lcm.huber_c must be positive, got {section.huber_c}")
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

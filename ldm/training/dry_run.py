@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldm.config import from_dict
+from ldm.config import ConfigError, from_dict
 from ldm.data.shards import REMOTE_PREFIXES
 from ldm.model_folder import (
     COMPONENT_FILE,
@@ -293,6 +293,8 @@ def activation_bytes(precision: str) -> int:
 
 def dry_run_report(config: TrainConfig) -> str:
     """Builds the stage on the meta device and describes its cost per GPU; writes nothing."""
+    if config.stage not in PLANS:
+        raise ConfigError(f"--dry-run does not estimate stage {config.stage} yet (it covers {', '.join(PLANS)})")
     with torch.device("meta"):
         plan = PLANS[config.stage](config)
         trained = nn.ModuleList([part.module for part in plan.parts if part.trainable])

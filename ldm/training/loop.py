@@ -154,6 +154,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
             ema.to(accelerator.device)
         batches.seek(state.data_position)
         stage.load_state(state.counters.get("stage", {}))
+        stage.load_state_tensors(state.stage_tensors)
         counters.update({k: v for k, v in state.counters.items() if k != "stage"})
         restore_rng(state.rng)
         step = state.step
@@ -182,6 +183,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
                 ema=ema.state_dict() if ema is not None else None,
                 counters={**counters, "stage": stage.state()},
                 rng=capture_rng(),
+                stage_tensors=stage.state_tensors(),
             )
             save_checkpoint(state, output_dir / "checkpoints", settings.keep_last)
         accelerator.wait_for_everyone()
@@ -220,6 +222,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
             lr_scheduler.step()
             if ema is not None:
                 ema.step(parameters)
+            stage.after_step()
             consecutive_bad = 0
         else:
             # Same decision in every process: the loss and the gradient norm are global.

@@ -13,6 +13,7 @@ from ldm.training.autoencoder_stage import AutoencoderStage
 from ldm.training.clip_stage import ClipStage
 from ldm.training.controlnet_stage import ControlNetStage
 from ldm.training.inpaint_stage import InpaintStage
+from ldm.training.lcm_stage import LcmStage
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text2img_stage import Text2ImgStage
 
@@ -22,6 +23,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "text2img": Text2ImgStage,
     "inpaint": InpaintStage,
     "controlnet": ControlNetStage,
+    "lcm": LcmStage,
 }
 
 

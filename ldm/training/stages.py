@@ -66,6 +66,16 @@ class Stage:
     def load_state(self, state: dict) -> None:
         pass
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the trained weights that resume needs (lcm: the target network)."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def after_step(self) -> None:
+        """Called after each optimizer step that trained (lcm: the target network follows)."""
+
 
 def make_grid(images: list, columns: Optional[int] = None):
     """PIL images of one size -> one grid image (row-major)."""

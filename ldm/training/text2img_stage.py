@@ -90,7 +90,10 @@ class Text2ImgModule(nn.Module):
         # Caption dropout here, not in the dataset: cached and streamed data then drop alike,
         # with the step's own randomness (so resumed and multi-process runs match).
         keep = randomness.rand((len(captions),)) >= self.caption_dropout
-        captions = [c if k else "" for c, k in zip(captions, keep.tolist())]
+        return self.encode([c if k else "" for c, k in zip(captions, keep.tolist())])
+
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        """The frozen text encoder's embeddings (B, L, D) of `captions`, as they are."""
         if self.text_memory is not None:
             return self.text_memory(captions, self.denoiser.device)
         encoder = self.frozen[1]

@@ -59,3 +59,15 @@ def test_dry_run_describes_every_stage(name, tmp_path, monkeypatch):
     report = dry_run_report(load_train_config(resolve_config_path(name)))
     assert "trainable" in report and "GFLOP per optimizer step" in report and "MISSING" in report
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["cpu/controlnet.yaml", "cpu/lcm.yaml"])
+def test_a_stage_without_an_estimate_is_a_one_line_error(name, tmp_path, monkeypatch, capsys):
+    from ldm.cli.train import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", name, "--dry-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("ldm-train: error: --dry-run does not estimate stage ") and "\n" not in err

@@ -1,0 +1,146 @@
+"""Stage `lcm`: latent consistency distillation (Luo et al. 2023). A student U-Net, a copy of
+the frozen teacher's with a guidance-scale embedding (zero-initialised: at step 0 it is the
+teacher), learns to map any point of the teacher's guided ODE trajectory to the trajectory's
+end: its output at t_n must match the EMA target network's output at t_n - k, where the
+teacher's DDIM step (guidance scale drawn per sample) took the latents from t_n to t_n - k.
+Data as text2img (cached latents, captions); the export samples with `--sampler lcm`."""
+
+from __future__ import annotations
+
+import copy
+import torch
+from torch import nn
+
+from ldm.config import ConfigError, SamplingDefaults
+from ldm.diffusion.denoiser import backbone, denoise_call
+from ldm.diffusion.guidance import guidance_scale_embedding
+from ldm.model_folder import ModelError
+from ldm.models.components import Components
+from ldm.pipeline import Pipeline
+from ldm.training.config import Text2ImgSection
+from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
+from ldm.training.stages import make_grid
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+
+VALIDATION_STEPS = (1, 2, 4, 8)
+
+
+def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
+    """The teacher's U-Net plus a guidance-scale embedding whose projection starts at zero,
+    so that the student's output equals the teacher's until training moves it."""
+    from diffusers import UNet2DConditionModel
+
+    if backbone(teacher) != "unet":
+        raise ConfigError("stage lcm distils a U-Net teacher (model.denoiser: unet); this model's denoiser is a DiT")
+    student = UNet2DConditionModel.from_config({**teacher.config, "time_cond_proj_dim": embedding_width})
+    missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
+    if unexpected or missing != ["time_embedding.cond_proj.weight"]:
+        raise ModelError(f"lcm.init_from: the teacher's U-Net does not fit its own copy ({(unexpected or missing)[0]})")
+    nn.init.zeros_(student.time_embedding.cond_proj.weight)
+    return student.to(next(teacher.parameters()).device)
+
+
+class LcmModule(Text2ImgModule):
+    """The student is the trained submodule (`denoiser`); teacher and target sit beside the
+    frozen VAE and text encoder, out of DDP's and the checkpoints' way."""
+
+    def __init__(self, components: Components, teacher, scheduler, caption_dropout, section):
+        super().__init__(components, scheduler, caption_dropout, 0.0, None)
+        self.teacher = (teacher.eval().requires_grad_(False),)
+        self.target = (copy.deepcopy(components.denoiser).eval().requires_grad_(False),)
+        self.solver = SkippingSolver(scheduler.alphas_cumprod, section.skip)
+        self.section = section
+
+    def boundary(self, output, noisy, timesteps):
+        """The consistency function f(x, t) = c_skip x + c_out x0(x, t)."""
+        x0, _ = clean_and_noise(output.float(), noisy, self.solver.alpha_bar(timesteps, noisy.device), self.prediction_type)
+        c_skip, c_out = (c.to(noisy.device) for c in boundary_scalings(timesteps, self.section.timestep_scaling))
+        return c_skip * noisy + c_out * x0
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.prediction_type
+
+    def teacher_step(self, noisy, start, previous, context, uncond, scale):
+        """The teacher's guided DDIM step from `start` to `previous` (no gradient)."""
+        teacher = self.teacher[0]
+        both = denoise_call(teacher, torch.cat([noisy, noisy]), torch.cat([start, start]), torch.cat([uncond, context])).float()
+        alpha_bar = self.solver.alpha_bar(start, noisy.device)
+        (x0_u, eps_u), (x0_c, eps_c) = (clean_and_noise(out, noisy, alpha_bar, self.prediction_type) for out in both.chunk(2))
+        scale = scale[:, None, None, None]
+        x0, eps = x0_u + scale * (x0_c - x0_u), eps_u + scale * (eps_c - eps_u)
+        return self.solver.step(x0, eps, previous)
+
+    def forward(self, batch: dict, randomness, step: int):
+        latents = self.latents(batch, randomness)
+        context = self.context(list(batch["caption"]), randomness)
+        uncond = self.encode([""] * len(latents))
+        b, device, section = len(latents), latents.device, self.section
+        start = self.solver.timesteps[randomness.randint(len(self.solver.timesteps), (b,)).cpu()].to(device)  # t_n, (B,)
+        previous = self.solver.previous(start)  # t_n - k, (B,)
+        noisy = self.scheduler.add_noise(latents, randomness.randn(latents.shape), start)
+        scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
+        # The student's embedding carries w = scale - 1, as --cfg reaches it at sampling (ldm.diffusion.guidance).
+        embedding = guidance_scale_embedding(scale - 1.0, section.guidance_embedding).to(device)  # (B, width)
+        prediction = self.boundary(denoise_call(self.denoiser, noisy, start, context, None, embedding), noisy, start)
+        with torch.no_grad():
+            earlier = self.teacher_step(noisy, start, previous, context, uncond, scale)
+            target_output = denoise_call(self.target[0], earlier, previous, context, None, embedding)
+            target = self.boundary(target_output, earlier, previous)
+        loss = pseudo_huber(prediction, target, section.huber_c)
+        return loss, {"loss": loss.detach()}
+
+
+class LcmStage(Text2ImgStage):
+    def load_components(self) -> Components:
+        try:
+            components = load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.lcm.init_from))
+        except ModelError as error:
+            raise ModelError(f"lcm.init_from: {error}") from None
+        self.teacher = components.denoiser
+        components.denoiser = student_from_teacher(self.teacher, self.config.lcm.guidance_embedding)
+        if components.config is not None:
+            components.config.unet.time_cond_proj_dim = self.config.lcm.guidance_embedding
+            components.config.sampling = SamplingDefaults("lcm", self.config.lcm.sample_steps, self.config.lcm.sample_cfg)
+        return components
+
+    def init_from(self):
+        return self.config.lcm.init_from
+
+    def make_module(self, components: Components, scheduler) -> nn.Module:
+        self.teacher.to(self.context.device)
+        return LcmModule(components, self.teacher, scheduler, self.config.data.caption_dropout, self.config.lcm)
+
+    def after_step(self) -> None:
+        blend_into(self.module.target[0], self.module.denoiser, self.config.lcm.target_ema_decay)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {f"target.{name}": p.detach().cpu() for name, p in self.module.target[0].named_parameters()}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        target = self.module.target[0]
+        weights = {name.removeprefix("target."): tensor for name, tensor in tensors.items()}
+        if set(weights) != {name for name, _ in target.named_parameters()}:
+            raise ModelError("the checkpoint holds no target network of this student (not an lcm run of this config)")
+        target.load_state_dict(weights, strict=False)
+
+    def evaluate(self, step: int) -> dict:
+        """A row per validation prompt: the student at 1, 2, 4 and 8 lcm steps (same seed)."""
+        prompts = self.config.validation.prompts
+        if not prompts:
+            return {}
+        validation, student = self.config.validation, self.components.denoiser
+        student.eval()
+        try:
+            pipeline = Pipeline(self.components)
+            images = [
+                pipeline.generate(p, steps=n, cfg=validation.cfg, sampler="lcm", seed=validation.seed, progress=False).images[0]
+                for p in prompts
+                for n in VALIDATION_STEPS
+            ]
+        finally:
+            student.train()
+        folder = self.context.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_grid(images, columns=len(VALIDATION_STEPS)).save(folder / f"step-{step:06d}.png")
+        return {}

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.builtin_models import resolve_model
 from ldm.config import ConfigError
 from ldm.model_folder import load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
@@ -24,13 +25,15 @@ from ldm.training.text_embeddings import TextEmbeddingMemory
 def load_frozen_parts(config, section=None) -> Components:
     """Components to train from: init_from (ours or a diffusers SD folder), else the model
     config, with the VAE / text encoder replaced by earlier stages' exports. `section`
-    (init_from, vae_from, text_encoder_from) is config.text2img unless given."""
+    (init_from, vae_from, text_encoder_from) is config.text2img unless given; init_from may
+    name a built-in model ("scenes")."""
     section = section or config.text2img
     if section.init_from:
-        components = load_model(section.init_from)
+        init_from = resolve_model(section.init_from)  # a path, or a built-in model's name
+        components = load_model(init_from)
         if components.config is not None:
             # The folder's config describes its weights; the YAML's `model` is ignored.
-            config.model = read_model_config(Path(section.init_from))
+            config.model = read_model_config(init_from)
             components.config = config.model
     else:
         components = build_components(config.model)

@@ -139,3 +139,15 @@ def backbone() -> str:
     """LCM students carry a guidance embedding: a U-Net thing."""
     return "unet"
 
+
+
+def test_the_teacher_may_be_a_built_in_model_by_name(tmp_path):
+    from ldm.builtin_models import is_installed
+    from ldm.training.config import Text2ImgSection
+    from ldm.training.text2img_stage import load_frozen_parts
+
+    if not is_installed("scenes"):
+        pytest.skip("this install carries no built-in model")
+    config = lcm_config(tmp_path, "scenes")
+    components = load_frozen_parts(config, Text2ImgSection(init_from=config.lcm.init_from))
+    assert config.model.name == "scenes" and components.denoiser.config.block_out_channels == (64, 128, 128)

@@ -1,10 +1,10 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet | lcm (see STAGE_NAMES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet | lcm | lora (see STAGE_NAMES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
-    autoencoder / clip / text2img / inpaint / controlnet / lcm: {...}   # stage settings
+    autoencoder / clip / text2img / inpaint / controlnet / lcm / lora: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
 """
 
@@ -21,9 +21,11 @@ from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 
 # What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
-STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm")
+STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm", "lora")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+LORA_TARGETS = ("attention", "all")
+LORA_LAYOUTS = ("kohya", "peft")
 
 
 @dataclass
@@ -132,9 +134,28 @@ class LcmSection:
     target_ema_decay: float = 0.95  # the target network follows the student this slowly
     huber_c: float = 0.001  # pseudo-Huber loss: the scale below which it is L2-like
     timestep_scaling: float = 10.0  # boundary scalings' timestep factor (LCMScheduler's default)
+    # The LoRA form (LCM-LoRA): only rank-r adapters of the teacher's attention train (no guidance
+    # embedding); the export is OUTPUT/lcm-lora.safetensors, applied to the teacher with --lora.
+    lora_rank: Optional[int] = None
+    lora_alpha: Optional[float] = None  # null = lora_rank
     # Sampling defaults written into the exported model (used when the user gives none).
     sample_steps: int = 4
     sample_cfg: float = 7.5
+
+
+@dataclass
+class LoraSection:
+    """Stage `lora`: low-rank adapters on a frozen model's U-Net, written as one small file.
+    Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
+
+    init_from: Optional[str] = None  # required: a model folder, diffusers SD folder, single file or built-in name
+    rank: int = 4
+    alpha: Optional[float] = None  # the delta is scaled by alpha / rank; null = rank (scale 1)
+    targets: str = "attention"  # attention (to_q/k/v/out) | all (every Linear and Conv2d of the U-Net)
+    layout: str = "kohya"  # kohya (lora_unet_..., what AUTOMATIC1111/ComfyUI read) | peft (unet....lora_A)
+    name: str = "lora"  # the file: OUTPUT/<name>.safetensors
+    trigger_words: list[str] = field(default_factory=list)  # recorded in the file's metadata
+    dtype: str = "fp16"  # fp16 | fp32: the file's tensors
 
 
 @dataclass
@@ -159,6 +180,7 @@ class TrainConfig:
     inpaint: InpaintSection = field(default_factory=InpaintSection)
     controlnet: ControlNetSection = field(default_factory=ControlNetSection)
     lcm: LcmSection = field(default_factory=LcmSection)
+    lora: LoraSection = field(default_factory=LoraSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def __post_init__(self) -> None:
@@ -201,6 +223,7 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError(f"inpaint.mask_kinds: {error}") from None
     check_controlnet_section(config)
     check_lcm_section(config)
+    check_lora_section(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -231,6 +254,23 @@ def check_lcm_section(config: TrainConfig) -> None:
             raise ConfigError(f"lcm.{key} must be at least 1, got {getattr(section, key)}")
     if section.huber_c <= 0:
         raise ConfigError(f"lcm.huber_c must be positive, got {section.huber_c}")
+    if section.lora_rank is not None and section.lora_rank < 1:
+        raise ConfigError(f"lcm.lora_rank must be at least 1, got {section.lora_rank}")
+
+
+def check_lora_section(config: TrainConfig) -> None:
+    section = config.lora
+    if config.stage == "lora" and not section.init_from:
+        raise ConfigError("lora.init_from is required: the model the LoRA adapts")
+    if section.rank < 1:
+        raise ConfigError(f"lora.rank must be at least 1, got {section.rank}")
+    if section.alpha is not None and section.alpha <= 0:
+        raise ConfigError(f"lora.alpha must be positive, got {section.alpha}")
+    one_of("lora.targets", section.targets, LORA_TARGETS)
+    one_of("lora.layout", section.layout, LORA_LAYOUTS)
+    one_of("lora.dtype", section.dtype, ("fp16", "fp32"))
+    if not section.name or "/" in section.name:
+        raise ConfigError(f"lora.name must be a plain file name, got {section.name!r}")
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

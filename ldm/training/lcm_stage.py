@@ -8,6 +8,8 @@ Data as text2img (cached latents, captions); the export samples with `--sampler 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
+from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.training.stages import make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 
@@ -42,14 +45,30 @@ def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
 
 class LcmModule(Text2ImgModule):
     """The student is the trained submodule (`denoiser`); teacher and target sit beside the
-    frozen VAE and text encoder, out of DDP's and the checkpoints' way."""
+    frozen VAE and text encoder, out of DDP's and the checkpoints' way. In the LoRA form
+    (LCM-LoRA) the student is the teacher plus adapters: the teacher is the student with its
+    adapters off, the target the student itself (no EMA), and no guidance embedding."""
 
-    def __init__(self, components: Components, teacher, scheduler, caption_dropout, section):
+    def __init__(self, components: Components, teacher, scheduler, caption_dropout, section, lora: bool = False):
         super().__init__(components, scheduler, caption_dropout, 0.0, None)
-        self.teacher = (teacher.eval().requires_grad_(False),)
-        self.target = (copy.deepcopy(components.denoiser).eval().requires_grad_(False),)
+        self.lora = lora
+        if not lora:
+            self.teacher = (teacher.eval().requires_grad_(False),)
+            self.target = (copy.deepcopy(components.denoiser).eval().requires_grad_(False),)
         self.solver = SkippingSolver(scheduler.alphas_cumprod, section.skip)
         self.section = section
+
+    def teacher_call(self, latents, timesteps, context):
+        if not self.lora:
+            return denoise_call(self.teacher[0], latents, timesteps, context)
+        set_adapters_enabled(self.denoiser, False)
+        try:
+            return denoise_call(self.denoiser, latents, timesteps, context)
+        finally:
+            set_adapters_enabled(self.denoiser, True)
+
+    def target_call(self, latents, timesteps, context, embedding):
+        return denoise_call(self.denoiser if self.lora else self.target[0], latents, timesteps, context, None, embedding)
 
     def boundary(self, output, noisy, timesteps):
         """The consistency function f(x, t) = c_skip x + c_out x0(x, t)."""
@@ -63,8 +82,7 @@ class LcmModule(Text2ImgModule):
 
     def teacher_step(self, noisy, start, previous, context, uncond, scale):
         """The teacher's guided DDIM step from `start` to `previous` (no gradient)."""
-        teacher = self.teacher[0]
-        both = denoise_call(teacher, torch.cat([noisy, noisy]), torch.cat([start, start]), torch.cat([uncond, context])).float()
+        both = self.teacher_call(torch.cat([noisy, noisy]), torch.cat([start, start]), torch.cat([uncond, context])).float()
         alpha_bar = self.solver.alpha_bar(start, noisy.device)
         (x0_u, eps_u), (x0_c, eps_c) = (clean_and_noise(out, noisy, alpha_bar, self.prediction_type) for out in both.chunk(2))
         scale = scale[:, None, None, None]
@@ -81,43 +99,65 @@ class LcmModule(Text2ImgModule):
         noisy = self.scheduler.add_noise(latents, randomness.randn(latents.shape), start)
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
         # The student's embedding carries w = scale - 1, as --cfg reaches it at sampling (ldm.diffusion.guidance).
-        embedding = guidance_scale_embedding(scale - 1.0, section.guidance_embedding).to(device)  # (B, width)
+        embedding = None if self.lora else guidance_scale_embedding(scale - 1.0, section.guidance_embedding).to(device)  # (B, width)
         prediction = self.boundary(denoise_call(self.denoiser, noisy, start, context, None, embedding), noisy, start)
         with torch.no_grad():
             earlier = self.teacher_step(noisy, start, previous, context, uncond, scale)
-            target_output = denoise_call(self.target[0], earlier, previous, context, None, embedding)
+            target_output = self.target_call(earlier, previous, context, embedding)
             target = self.boundary(target_output, earlier, previous)
         loss = pseudo_huber(prediction, target, section.huber_c)
         return loss, {"loss": loss.detach()}
 
 
 class LcmStage(Text2ImgStage):
+    @property
+    def lora(self) -> bool:
+        return self.config.lcm.lora_rank is not None
+
     def load_components(self) -> Components:
+        section = self.config.lcm
         try:
-            components = load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.lcm.init_from))
+            components = load_frozen_parts(self.config, Text2ImgSection(init_from=section.init_from))
         except ModelError as error:
             raise ModelError(f"lcm.init_from: {error}") from None
         self.teacher = components.denoiser
-        components.denoiser = student_from_teacher(self.teacher, self.config.lcm.guidance_embedding)
+        if self.lora:
+            if backbone(self.teacher) != "unet":
+                raise ConfigError("stage lcm distils a U-Net teacher (model.denoiser: unet); this model's denoiser is a DiT")
+            return components  # adapters are added to the teacher's own U-Net (make_module)
+        components.denoiser = student_from_teacher(self.teacher, section.guidance_embedding)
         if components.config is not None:
-            components.config.unet.time_cond_proj_dim = self.config.lcm.guidance_embedding
-            components.config.sampling = SamplingDefaults("lcm", self.config.lcm.sample_steps, self.config.lcm.sample_cfg)
+            components.config.unet.time_cond_proj_dim = section.guidance_embedding
+            components.config.sampling = SamplingDefaults("lcm", section.sample_steps, section.sample_cfg)
         return components
 
     def init_from(self):
         return self.config.lcm.init_from
 
+    @property
+    def lora_alpha(self) -> float:
+        section = self.config.lcm
+        return float(section.lora_alpha if section.lora_alpha is not None else section.lora_rank)
+
     def make_module(self, components: Components, scheduler) -> nn.Module:
+        section = self.config.lcm
+        if self.lora:
+            add_lora_adapters(components.denoiser, section.lora_rank, self.lora_alpha, "attention", self.config.train.seed)
         self.teacher.to(self.context.device)
-        return LcmModule(components, self.teacher, scheduler, self.config.data.caption_dropout, self.config.lcm)
+        return LcmModule(components, self.teacher, scheduler, self.config.data.caption_dropout, section, self.lora)
 
     def after_step(self) -> None:
-        blend_into(self.module.target[0], self.module.denoiser, self.config.lcm.target_ema_decay)
+        if not self.lora:
+            blend_into(self.module.target[0], self.module.denoiser, self.config.lcm.target_ema_decay)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        if self.lora:
+            return {}
         return {f"target.{name}": p.detach().cpu() for name, p in self.module.target[0].named_parameters()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.lora:
+            return
         target = self.module.target[0]
         weights = {name.removeprefix("target."): tensor for name, tensor in tensors.items()}
         if set(weights) != {name for name, _ in target.named_parameters()}:
@@ -130,11 +170,12 @@ class LcmStage(Text2ImgStage):
         if not prompts:
             return {}
         validation, student = self.config.validation, self.components.denoiser
+        cfg = 1.0 if self.lora else validation.cfg  # LCM-LoRA: no guidance embedding; cfg 1 is one call per step
         student.eval()
         try:
             pipeline = Pipeline(self.components)
             images = [
-                pipeline.generate(p, steps=n, cfg=validation.cfg, sampler="lcm", seed=validation.seed, progress=False).images[0]
+                pipeline.generate(p, steps=n, cfg=cfg, sampler="lcm", seed=validation.seed, progress=False).images[0]
                 for p in prompts
                 for n in VALIDATION_STEPS
             ]
@@ -144,3 +185,18 @@ class LcmStage(Text2ImgStage):
         folder.mkdir(parents=True, exist_ok=True)
         make_grid(images, columns=len(VALIDATION_STEPS)).save(folder / f"step-{step:06d}.png")
         return {}
+
+    def export(self) -> Path:
+        if not self.lora:
+            return super().export()
+        section = self.config.lcm
+        tensors = lora_tensors(self.components.denoiser, "denoiser", "kohya", section.lora_rank, self.lora_alpha)
+        metadata = {
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(section.lora_rank),
+            "ss_network_alpha": f"{self.lora_alpha:g}",
+            "ss_sd_model_name": str(section.init_from),
+            "ldm_base_model": str(section.init_from),
+            "ldm_sampling": "LCM-LoRA: --sampler lcm --steps 4 --cfg 1 (cfg > 1 adds an unconditional pass)",
+        }
+        return write_lora_file(tensors, self.context.output_dir / "lcm-lora.safetensors", metadata)

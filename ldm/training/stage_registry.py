@@ -14,6 +14,7 @@ from ldm.training.clip_stage import ClipStage
 from ldm.training.controlnet_stage import ControlNetStage
 from ldm.training.inpaint_stage import InpaintStage
 from ldm.training.lcm_stage import LcmStage
+from ldm.training.lora_stage import LoraStage
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text2img_stage import Text2ImgStage
 
@@ -24,6 +25,7 @@ STAGES: dict[str, Callable[[StageContext], Stage]] = {
     "inpaint": InpaintStage,
     "controlnet": ControlNetStage,
     "lcm": LcmStage,
+    "lora": LoraStage,
 }
 
 

@@ -151,3 +151,62 @@ def test_the_teacher_may_be_a_built_in_model_by_name(tmp_path):
     config = lcm_config(tmp_path, "scenes")
     components = load_frozen_parts(config, Text2ImgSection(init_from=config.lcm.init_from))
     assert config.model.name == "scenes" and components.denoiser.config.block_out_channels == (64, 128, 128)
+
+
+def test_lcm_lora_starts_as_the_teacher_and_trains_only_adapters(tmp_path, tiny_model_dir):
+    from ldm.diffusion.denoiser import denoise_call
+    from ldm.model_folder import load_model
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    config = lcm_config(tmp_path, tiny_model_dir, lcm={"lora_rank": 2})
+    stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path, tiny_datasets()))
+    g = torch.Generator().manual_seed(0)
+    latents, context, timesteps = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g), torch.tensor([19, 799])
+    with torch.no_grad():
+        student = denoise_call(stage.module.denoiser, latents, timesteps, context)
+        teacher = denoise_call(load_model(tiny_model_dir).denoiser, latents, timesteps, context)
+    assert torch.equal(student, teacher)
+    trained = [name for name, p in stage.module.named_parameters() if p.requires_grad]
+    assert trained and all(".lora_A." in name or ".lora_B." in name for name in trained)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_dir, steps):
+    """LCM-LoRA in diffusers: the SD pipeline with LCMScheduler and the LoRA loaded."""
+    from diffusers import StableDiffusionPipeline
+    from reference import diffusers_pipeline
+
+    from ldm.lora import apply_loras
+    from ldm.model_folder import load_model
+    from ldm.pipeline import Pipeline, make_generators
+
+    result = train(lcm_config(tmp_path, tiny_model_dir, lcm={"lora_rank": 2}, max_steps=2, lr=1e-2), open_dataset=tiny_datasets())
+    assert result.export_path.name == "lcm-lora.safetensors"
+    components = load_model(tiny_model_dir)
+    reference = diffusers_pipeline(StableDiffusionPipeline, load_model(tiny_model_dir), "lcm")
+    pipe = Pipeline(components)
+    context = pipe.encode_text(["a lake at dawn"])
+    noise = torch.randn(pipe.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(1))
+    base = pipe.sample(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False)
+    apply_loras(components, [(result.export_path, 1.0)])
+    ours = pipe.sample(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False)
+    reference.load_lora_weights(str(result.export_path), adapter_name="lcm")
+    theirs = reference(prompt_embeds=context, latents=noise.clone(), num_inference_steps=steps, guidance_scale=1.0,
+                       generator=make_generators([3]), height=32, width=32, output_type="latent").images  # fmt: skip
+    assert (ours - base).abs().max().item() > 1e-3
+    assert (ours - theirs).abs().max().item() < 1e-4
+
+
+def test_lcm_lora_resumes_exactly(tmp_path, tiny_model_dir):
+    from ldm.model_folder import read_safetensors
+    from ldm.training.checkpoints import resolve_checkpoint
+
+    settings = dict(lcm={"lora_rank": 2})
+    straight = train(lcm_config(tmp_path / "a", tiny_model_dir, max_steps=4, **settings), open_dataset=tiny_datasets())
+    train(lcm_config(tmp_path / "b", tiny_model_dir, max_steps=2, **settings), open_dataset=tiny_datasets())
+    resumed = train(lcm_config(tmp_path / "b", tiny_model_dir, max_steps=4, **settings),
+                    resume=resolve_checkpoint("latest", tmp_path / "b" / "run"), open_dataset=tiny_datasets())  # fmt: skip
+    assert resumed.losses == straight.losses[2:]
+    a, b = read_safetensors(straight.export_path), read_safetensors(resumed.export_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -1,0 +1,84 @@
+"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net, trained
+as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
+as one small LoRA file (kohya layout by default) with its training facts in the metadata;
+`ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
+without and with the LoRA (same seed)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ldm.model_folder import ModelError
+from ldm.models.components import Components
+from ldm.pipeline import Pipeline
+from ldm.training.config import Text2ImgSection
+from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
+from ldm.training.stages import make_grid
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+class LoraStage(Text2ImgStage):
+    def load_components(self) -> Components:
+        try:
+            return load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.lora.init_from))
+        except ModelError as error:
+            raise ModelError(f"lora.init_from: {error}") from None
+
+    def init_from(self):
+        return self.config.lora.init_from
+
+    @property
+    def alpha(self) -> float:
+        section = self.config.lora
+        return float(section.alpha if section.alpha is not None else section.rank)
+
+    def make_module(self, components: Components, scheduler) -> nn.Module:
+        config, section = self.config, self.config.lora
+        add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
+        components.denoiser.to(self.context.device)
+        return Text2ImgModule(components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma)
+
+    def evaluate(self, step: int) -> dict:
+        """Two images per validation prompt, same seed: the base model, then with the LoRA."""
+        validation, denoiser = self.config.validation, self.components.denoiser
+        if not validation.prompts:
+            return {}
+        options = dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
+        pipeline, images = Pipeline(self.components), []
+        denoiser.eval()
+        try:
+            for prompt in validation.prompts:
+                for enabled in (False, True):
+                    set_adapters_enabled(denoiser, enabled)
+                    images.append(pipeline.generate(prompt, **options).images[0])
+        finally:
+            set_adapters_enabled(denoiser, True)
+            denoiser.train()
+        folder = self.context.output_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        make_grid(images, columns=2).save(folder / f"step-{step:06d}.png")
+        return {}
+
+    def export(self) -> Path:
+        config, section = self.config, self.config.lora
+        tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
+        metadata = {
+            "ss_network_module": "networks.lora",
+            "ss_network_dim": str(section.rank),
+            "ss_network_alpha": f"{self.alpha:g}",
+            "ss_sd_model_name": str(section.init_from),
+            "ss_output_name": section.name,
+            "ss_steps": str(config.train.max_steps),
+            "ldm_base_model": str(section.init_from),
+            "ldm_trigger_words": ", ".join(section.trigger_words),
+            "ldm_layout": section.layout,
+            "ldm_training": {"lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data)},
+        }
+        path = self.context.output_dir / f"{section.name}.safetensors"
+        return write_lora_file(tensors, path, metadata, DTYPES[section.dtype])

@@ -1,0 +1,123 @@
+"""Stage `lora`: adapters that start as the base model exactly, train alone, resume exactly,
+and export one small file that our loader and diffusers' load_lora_weights both apply to the
+base model as the trained adapters were (kohya and peft layouts)."""
+
+import copy
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from PIL import Image
+from reference import diffusers_pipeline
+from tiny_data import tiny_datasets
+
+from configs import tiny_train_dict
+from ldm.config import ConfigError, from_dict
+from ldm.training.config import TrainConfig
+from ldm.training.loop import train
+
+
+def lora_config(tmp_path, init_from, lora=None, validation=None, **train_settings):
+    data = tiny_train_dict("lora", tmp_path / "run", **train_settings)
+    data["lora"] = {"init_from": str(init_from), "rank": 2, "alpha": 4.0, **(lora or {})}
+    if validation:
+        data["validation"] = validation
+    return from_dict(TrainConfig, data)
+
+
+def denoiser_output(denoiser, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    latents, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
+    with torch.no_grad():
+        return denoiser(latents, torch.tensor([10, 700]), encoder_hidden_states=context).sample
+
+
+def test_at_step_zero_the_adapters_change_nothing_and_only_they_train(tmp_path, tiny_model_dir):
+    from ldm.model_folder import load_model
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    stage = build_stage(StageContext(lora_config(tmp_path, tiny_model_dir), torch.device("cpu"), tmp_path, tiny_datasets()))
+    trained = [name for name, p in stage.module.named_parameters() if p.requires_grad]
+    assert trained and all(".lora_A." in name or ".lora_B." in name for name in trained)
+    assert all(any(f".{t}." in name for t in ("to_q", "to_k", "to_v", "to_out")) for name in trained)
+    assert torch.equal(denoiser_output(stage.module.denoiser), denoiser_output(load_model(tiny_model_dir).denoiser))
+
+
+@pytest.mark.parametrize(("layout", "targets"), [("kohya", "attention"), ("peft", "attention"), ("kohya", "all")])
+def test_the_file_applies_as_the_trained_adapters_in_ours_and_diffusers(tmp_path, tiny_model_dir, layout, targets):
+    from safetensors import safe_open
+
+    from ldm.lora import apply_loras
+    from ldm.model_folder import load_model
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    config = lora_config(tmp_path, tiny_model_dir, lora={"layout": layout, "targets": targets, "dtype": "fp32", "trigger_words": ["wndml"]}, max_steps=3, lr=1e-2)
+    result = train(config, open_dataset=tiny_datasets())
+    assert result.export_path == tmp_path / "run" / "lora.safetensors"
+    with safe_open(str(result.export_path), framework="pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    assert all(k.startswith("lora_unet_" if layout == "kohya" else "unet.") for k in keys)
+    assert any("conv" in k for k in keys) == (targets == "all")
+    assert (metadata["ss_network_dim"], metadata["ss_network_alpha"], metadata["ldm_trigger_words"]) == ("2", "4", "wndml")
+    assert metadata["ldm_base_model"] == str(tiny_model_dir)
+
+    # The trained adapters as the stage left them: the last step's checkpoint holds them.
+    from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
+
+    stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path / "x", tiny_datasets()))
+    stage.module.load_state_dict(load_checkpoint(resolve_checkpoint("latest", tmp_path / "run")).weights, strict=False)
+    trained = denoiser_output(stage.module.denoiser)
+
+    base = load_model(tiny_model_dir)
+    reference = copy.deepcopy(base)
+    untouched = denoiser_output(base.denoiser)
+    apply_loras(base, [(result.export_path, 1.0)])
+    ours = denoiser_output(base.denoiser)
+    assert (trained - untouched).abs().max() > 1e-3  # three steps at lr 1e-2 moved the adapters
+    assert (ours - trained).abs().max() < 1e-5
+
+    pipe = diffusers_pipeline(StableDiffusionPipeline, reference, "ddim")
+    pipe.load_lora_weights(str(result.export_path), adapter_name="trained")
+    assert (denoiser_output(pipe.unet) - trained).abs().max() < 1e-5
+
+
+def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
+    from ldm.model_folder import read_safetensors
+    from ldm.training.checkpoints import resolve_checkpoint
+
+    straight = train(lora_config(tmp_path / "a", tiny_model_dir, max_steps=4), open_dataset=tiny_datasets())
+    train(lora_config(tmp_path / "b", tiny_model_dir, max_steps=2), open_dataset=tiny_datasets())
+    resumed = train(lora_config(tmp_path / "b", tiny_model_dir, max_steps=4), resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),
+                    open_dataset=tiny_datasets())  # fmt: skip
+    assert resumed.losses == straight.losses[2:]
+    a, b = read_safetensors(straight.export_path), read_safetensors(resumed.export_path)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_validation_shows_each_prompt_without_and_with_the_lora(tmp_path, tiny_model_dir):
+    validation = {"prompts": ["red", "blue"], "steps": 2}
+    train(lora_config(tmp_path, tiny_model_dir, validation=validation, max_steps=2, lr=5e-2), open_dataset=tiny_datasets())
+    grid = Image.open(tmp_path / "run" / "samples" / "step-000002.png")
+    assert grid.size == (2 * 32, 2 * 32)
+    without, with_lora = grid.crop((0, 0, 32, 32)), grid.crop((32, 0, 64, 32))
+    assert without.tobytes() != with_lora.tobytes()
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"init_from": None}, "lora.init_from is required"),
+    ({"rank": 0}, "lora.rank must be at least 1, got 0"),
+    ({"targets": "mlp"}, "lora.targets is 'mlp'; expected one of attention, all"),
+    ({"layout": "a1111"}, "lora.layout is 'a1111'; expected one of kohya, peft"),
+    ({"name": "a/b"}, "lora.name must be a plain file name"),
+])  # fmt: skip
+def test_bad_lora_sections_are_config_errors(tmp_path, section, message):
+    with pytest.raises(ConfigError, match=message):
+        lora_config(tmp_path, "model", lora=section)
+
+
+@pytest.fixture
+def backbone() -> str:
+    """LoRAs in SD's key layout are U-Net things."""
+    return "unet"

@@ -14,12 +14,13 @@ def guidance_scale_embedding(scale: torch.Tensor, width: int) -> torch.Tensor:
     what a guidance-distilled (LCM) U-Net adds to its timestep embedding (the VDM formula
     diffusers' LatentConsistencyModelPipeline uses)."""
     half = width // 2
+    device, scale = scale.device, scale.detach().cpu()  # on the CPU, as diffusers' pipeline computes it
     # In float32 throughout, as diffusers computes it: an ulp at angles of thousands shows.
     step = torch.log(torch.tensor(10000.0)) / (half - 1)
     frequencies = torch.exp(torch.arange(half, dtype=torch.float32) * -step)  # (half,)
     angles = (scale.float() * 1000.0)[:, None] * frequencies[None, :]  # (B, half)
     features = torch.cat([angles.sin(), angles.cos()], dim=1)  # (B, 2 * half)
-    return torch.nn.functional.pad(features, (0, width % 2))  # (B, width)
+    return torch.nn.functional.pad(features, (0, width % 2)).to(device)  # (B, width)
 
 
 class GuidedModel:

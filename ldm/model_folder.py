@@ -8,6 +8,11 @@ Our format is one directory:
     denoiser.safetensors       diffusers UNet2DConditionModel or PixArtTransformer2DModel state dict
                                (folders written before the DiT have unet.safetensors; still read)
 
+A folder may leave out parts it shares with another model folder: `parts_from: ../base` in
+model.yaml (relative to the folder) names where the missing weight files are read, checked
+against this folder's config like its own (the built-in scenes-lcm shares scenes' VAE and
+text encoder this way).
+
 Weights are never read from pickles: unpickling runs arbitrary code from the file.
 """
 
@@ -137,13 +142,13 @@ def read_model_config(path: Path) -> ModelConfig:
 
 def _load_ours(path: Path) -> Components:
     config = read_model_config(path)
-    files = {name: weight_file(path, name) for name in WEIGHT_FILES}
+    files = {name: weights_path(path, name) for name in WEIGHT_FILES}
     for name, file in files.items():
-        if not (path / file).is_file():
+        if not file.is_file():
             pickled = [p.name for p in path.glob(f"{name}.*") if p.suffix in PICKLE_SUFFIXES]
             if pickled:
                 refuse_pickle(path / pickled[0])
-            raise ModelError(f"{path} is missing {file}")
+            raise ModelError(f"{path} is missing {file.relative_to(path) if file.is_relative_to(path) else file}")
     # A pretrained text tower is already in text_encoder.safetensors: don't read it twice.
     config.text_encoder.pretrained = None
     # Build on the meta device: the weights are about to be replaced anyway.
@@ -152,10 +157,10 @@ def _load_ours(path: Path) -> Components:
     # Every part is checked against its file's header before any memory is allocated.
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        check_fits(target, stored_shapes(path / files[name]), name, CONFIG_FILE, files[name])
+        check_fits(target, stored_shapes(files[name]), name, CONFIG_FILE, str(files[name]))
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        state = read_safetensors(path / files[name])
+        state = read_safetensors(files[name])
         target.to_empty(device="cpu")
         load_state(target, state, name)
     _restore_buffers(components)
@@ -168,6 +173,25 @@ def weight_file(path: Path, name: str) -> str:
     if old and not (path / WEIGHT_FILES[name]).is_file() and (path / old).is_file():
         return old
     return WEIGHT_FILES[name]
+
+
+def parts_source(path: Path) -> Path | None:
+    """The model folder that model.yaml's `parts_from` names (relative to `path`), or None."""
+    document = _read_document(path / CONFIG_FILE)
+    shared = document.get("parts_from") if isinstance(document, dict) else None
+    if shared is None:
+        return None
+    source = (path / str(shared)).resolve()
+    if not (source / CONFIG_FILE).is_file():
+        raise ModelError(f"{path / CONFIG_FILE}: parts_from {shared} is not a model folder")
+    return source
+
+
+def weights_path(path: Path, name: str) -> Path:
+    """`name`'s weights file for the model folder `path`: its own, else its parts_from folder's."""
+    own = path / weight_file(path, name)
+    source = parts_source(path) if not own.is_file() else None
+    return source / weight_file(source, name) if source is not None else own
 
 
 def _restore_buffers(components: Components) -> None:

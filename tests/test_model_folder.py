@@ -1,6 +1,7 @@
 """Model folders: save/load round trip, atomic replace, safetensors only, diffusers SD folders."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -141,3 +142,30 @@ def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_unet_compone
     with pytest.raises(ModelError, match="not a diffusers model folder; not replacing it"):
         save_diffusers_finetune(tiny_unet_components.denoiser, source, tmp_path / "not-a-model")
     assert (tmp_path / "not-a-model" / "notes.txt").read_text() == "mine"
+
+
+def test_a_folder_reads_the_parts_it_shares_from_its_base(tiny_unet_components, tmp_path):
+    """tools/export_fp16.py --share-with leaves out the parts equal to the base's (a distilled
+    U-Net keeps the VAE and text encoder): the slim folder draws what a full copy draws."""
+    import subprocess
+    import sys
+
+    tool = [sys.executable, str(Path(__file__).resolve().parents[1] / "tools" / "export_fp16.py")]
+    save_model(tiny_unet_components, tmp_path / "base32")
+    subprocess.run([*tool, str(tmp_path / "base32"), str(tmp_path / "base")], check=True, capture_output=True)
+    with torch.no_grad():
+        next(tiny_unet_components.denoiser.parameters()).add_(0.5)  # a different denoiser
+    save_model(tiny_unet_components, tmp_path / "student32")
+    subprocess.run([*tool, str(tmp_path / "student32"), str(tmp_path / "full")], check=True, capture_output=True)
+    run = subprocess.run([*tool, str(tmp_path / "student32"), str(tmp_path / "slim"), "--share-with", str(tmp_path / "base")],
+                         check=True, capture_output=True, text=True)  # fmt: skip
+    assert "shared with" in run.stdout and "vae, text_encoder" in run.stdout
+    assert sorted(os.listdir(tmp_path / "slim")) == ["denoiser.safetensors", "model.yaml"]
+    full, slim = (generate(Pipeline.load(tmp_path / name)).images[0] for name in ("full", "slim"))
+    assert np.array_equal(np.asarray(full), np.asarray(slim))
+    base = generate(Pipeline.load(tmp_path / "base")).images[0]
+    assert not np.array_equal(np.asarray(base), np.asarray(slim))  # the student's own denoiser is used
+
+    (tmp_path / "base").rename(tmp_path / "moved")
+    with pytest.raises(ModelError, match="parts_from ../base is not a model folder"):
+        load_model(tmp_path / "slim")

@@ -10,6 +10,12 @@ predicted attributes), OUT/grid.png (samples of a few seen and held-out prompts)
 OUT/prompts.jsonl (the prompts with the attributes they assert; a valid FILE for --prompts,
 as is a make_scenes metadata.jsonl). The issue's targets are stated for 20 steps dpm++2m,
 cfg 7.5 at 128 px: the defaults.
+
+--sweep [MODEL@]SAMPLER:STEPS[:CFG],... evaluates each point instead (no VAE test, no grid) and
+writes OUT/sweep.md, sweep.json and sweep.png: accuracy against seconds per image, timed side
+by side in one run, e.g. a distilled model against its teacher:
+
+    python tools/evaluate.py --sweep scenes@dpm++2m:20,scenes-lcm@lcm:1,scenes-lcm@lcm:2,scenes-lcm@lcm:4
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tqdm import tqdm
 from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
 from ldm.files import write_file_atomic
 from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
+from ldm.scenes.sweep import SweepPoint, parse_sweep
 
 PROG = "evaluate.py"
 
@@ -48,6 +55,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--prompts-per-pair", type=int, default=2, help="prompts per (setting, time of day) pair (default 2)")
     parser.add_argument("--vae-images", type=int, default=64, help="unseen scenes for VAE PSNR/SSIM; 0 skips (default 64)")
+    parser.add_argument(
+        "--sweep", metavar="POINTS",
+        help="comma-separated [MODEL@]SAMPLER:STEPS[:CFG] points to compare (MODEL default --model, CFG default --cfg)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -81,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.settings import GenerationError, Settings, check_settings
 
     try:
-        request = Settings(width=args.size, height=args.size, steps=args.steps, cfg=args.cfg, sampler=args.sampler)
-        check_settings(request.replace(n=args.n_per_prompt), "txt2img")
-    except GenerationError as error:
+        points = parse_sweep(args.sweep) if args.sweep else [SweepPoint(None, args.sampler, args.steps, None)]
+        for point in points:
+            cfg = args.cfg if point.cfg is None else point.cfg
+            request = Settings(width=args.size, height=args.size, steps=point.steps, cfg=cfg, sampler=point.sampler)
+            check_settings(request.replace(n=args.n_per_prompt), "txt2img")
+    except (ValueError, GenerationError) as error:
         return report_error(PROG, str(error))
     try:
         if args.prompts in PROMPT_SETS:
@@ -92,19 +106,22 @@ def main(argv: list[str] | None = None) -> int:
             prompts = read_prompt_file(args.prompts)
     except ValueError as error:
         return report_error(PROG, str(error))
-    try:
-        model_path = resolve_model(args.model)
-    except UnknownModelError as error:
-        return report_error(PROG, str(error))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
+    pipes = {}
     try:
-        pipe = Pipeline.load(model_path, device=device)
-        if args.checkpoint:
-            load_denoiser_from_checkpoint(args.checkpoint, pipe.components.denoiser)
+        for name in dict.fromkeys(point.model or args.model for point in points):
+            pipes[name] = Pipeline.load(resolve_model(name), device=device)
+            if args.checkpoint and name == args.model:
+                load_denoiser_from_checkpoint(args.checkpoint, pipes[name].components.denoiser)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
-    except (ModelError, CheckpointError) as error:
+    except (UnknownModelError, ModelError, CheckpointError) as error:
         return report_error(PROG, str(error))
+    bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.sweep:
+        return run_sweep(args, points, pipes, classifier, prompts, bar, device)
 
+    model_path = resolve_model(args.model)
     settings = EvalSettings(
         n_per_prompt=args.n_per_prompt,
         steps=args.steps,
@@ -114,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         size=args.size,
         vae_images=args.vae_images,
     )
-    bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
-    report, results = evaluate_model(pipe, classifier, prompts, settings, progress=bar)
+    report, results = evaluate_model(pipes[args.model], classifier, prompts, settings, progress=bar)
     report["model"] = str(model_path)
     report["checkpoint"] = str(args.checkpoint) if args.checkpoint else None
     report["classifier"] = {
@@ -123,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_on_fresh_scenes": classifier.metadata.get("accuracy"),
     }
 
-    args.out.mkdir(parents=True, exist_ok=True)
     markdown = markdown_report(report, model_path.name)
     # Each file replaced whole: a crash leaves the previous evaluation's, never half of one.
     write_file_atomic(args.out / "report.md", markdown)
@@ -135,5 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run_sweep(args, points, pipes, classifier, prompts, bar, device) -> int:
+    """Each point evaluated in turn on the same prompts and seeds; one table and one plot."""
+    from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
+    from ldm.scenes.report import write_json
+    from ldm.scenes.sweep import sweep_markdown, sweep_plot, sweep_row
+
+    rows = []
+    for point in points:
+        cfg = args.cfg if point.cfg is None else point.cfg
+        settings = EvalSettings(
+            n_per_prompt=args.n_per_prompt, steps=point.steps, sampler=point.sampler, cfg=cfg,
+            seed=args.seed, size=args.size, vae_images=0,
+        )  # fmt: skip
+        print(f"{point.label}:", file=sys.stderr)
+        report, _ = evaluate_model(pipes[point.model or args.model], classifier, prompts, settings, progress=bar)
+        rows.append(sweep_row(point, point.model or args.model or "default", cfg, report))
+    markdown = sweep_markdown(rows, args.n_per_prompt, str(device))
+    write_file_atomic(args.out / "sweep.md", markdown)
+    write_json({"points": rows, "n_per_prompt": args.n_per_prompt, "device": str(device)}, args.out / "sweep.json")
+    save_png_atomic(sweep_plot(rows), args.out / "sweep.png")
+    print(markdown)
+    print(f"wrote {args.out}/sweep.md, sweep.json, sweep.png", file=sys.stderr)
+    return 0

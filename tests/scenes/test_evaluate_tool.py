@@ -105,3 +105,34 @@ def test_missing_model_or_classifier_is_a_one_line_error(tmp_path, tiny_model_di
     assert "weights file not found" in capsys.readouterr().err
     assert evaluate_tool.main(["--model", str(tiny_model_dir), "--sampler", "magic", "--classifier", missing]) == 2
     assert "unknown sampler 'magic'" in capsys.readouterr().err
+
+
+def test_sweep_tables_and_plots_each_point_as_its_own_evaluation(tiny_model_dir, classifier_path, two_prompts, tmp_path, capsys, monkeypatch):
+    import ldm.scenes.model_evaluation as model_evaluation
+
+    ran, evaluate = [], model_evaluation.evaluate_model
+    monkeypatch.setattr(model_evaluation, "evaluate_model", lambda *a, **k: ran.append(a[3]) or evaluate(*a, **k))
+    prompts_file, _ = two_prompts
+    common = ["--classifier", str(classifier_path), "--prompts", str(prompts_file), "--size", "32", "--n-per-prompt", "2", "--quiet"]
+    sweep = f"{tiny_model_dir}@ddim:2,{tiny_model_dir}@euler:3:2.5"
+    assert evaluate_tool.main([*common, "--sweep", sweep, "--out", str(tmp_path / "sweep")]) == 0
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["points"]
+    assert [(r["sampler"], r["steps"], r["cfg"]) for r in rows] == [("ddim", 2, 7.5), ("euler", 3, 2.5)]
+    assert [(s.sampler, s.steps, s.cfg, s.vae_images) for s in ran] == [("ddim", 2, 7.5, 0), ("euler", 3, 2.5, 0)]
+    markdown = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert markdown in capsys.readouterr().out and markdown.count("| euler | 3 | 2.5 |") == 1
+    assert Image.open(tmp_path / "sweep" / "sweep.png").size == (720, 480)
+
+    # The euler point equals a plain evaluation with those settings (same prompts and seeds).
+    single = [*common, "--model", str(tiny_model_dir), "--sampler", "euler", "--steps", "3", "--cfg", "2.5", "--vae-images", "0"]
+    assert evaluate_tool.main([*single, "--out", str(tmp_path / "single")]) == 0
+    accuracy = json.loads((tmp_path / "single" / "report.json").read_text())["generated"]["accuracy"]
+    assert (rows[1]["seen"], rows[1]["heldout"]) == (accuracy["seen"]["overall"], accuracy["heldout"]["overall"])
+
+
+@pytest.mark.parametrize("sweep, message", [("ddim", "is not [MODEL@]SAMPLER:STEPS[:CFG]"), ("ddim:x", "STEPS must be a whole number"),
+                                            ("ddim:0", "STEPS must be at least 1"), ("magic:4", "unknown sampler 'magic'")])
+def test_bad_sweep_points_are_one_line_errors(sweep, message, tiny_model_dir, capsys):
+    assert evaluate_tool.main(["--model", str(tiny_model_dir), "--sweep", sweep]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -173,3 +173,7 @@ def run_sweep(args, points, pipes, classifier, prompts, bar, device) -> int:
     print(markdown)
     print(f"wrote {args.out}/sweep.md, sweep.json, sweep.png", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -136,3 +136,11 @@ def test_bad_sweep_points_are_one_line_errors(sweep, message, tiny_model_dir, ca
     assert evaluate_tool.main(["--model", str(tiny_model_dir), "--sweep", sweep]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_runs_as_a_script():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "--sweep" in result.stdout

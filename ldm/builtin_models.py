@@ -24,6 +24,8 @@ class BuiltinModel:
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "scenes": BuiltinModel("scenes", "simple landscapes at 128 px: a lake, meadow, desert or snowfield at dawn, noon, dusk or night"),
+    # Shares scenes' VAE and text encoder (model.yaml parts_from): only its U-Net is its own.
+    "scenes-lcm": BuiltinModel("scenes-lcm", "scenes distilled to 4 steps (--sampler lcm, one U-Net call per step)"),
 }
 DEFAULT_MODEL = "scenes"
 

@@ -105,3 +105,31 @@ def test_generate_with_unknown_model_name_is_one_line_exit_2(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "scenes" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_scenes_lcm_is_the_distilled_scenes_and_shares_its_vae_and_text_encoder():
+    lcm = BUILTIN_MODELS["scenes-lcm"].path
+    assert sorted(p.name for p in lcm.iterdir()) == ["MODEL_CARD.md", "denoiser.safetensors", "model.yaml"]
+    student, teacher = Pipeline.load("scenes-lcm"), Pipeline.load("scenes")
+    for part in ("vae", "text_encoder"):
+        mine, theirs = getattr(student.components, part).state_dict(), getattr(teacher.components, part).state_dict()
+        assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
+    assert student.components.denoiser.config.time_cond_proj_dim  # the guidance-scale embedding
+    assert student.components.config.sampling.sampler == "lcm"
+
+
+def test_scenes_lcm_samples_by_its_own_defaults(tmp_path):
+    from PIL import Image
+
+    from ldm.cli.generate import main
+
+    assert main(["a lake at dawn", "--model", "scenes-lcm", "--seed", "1", "--out", str(tmp_path / "l.png"), "--quiet"]) == 0
+    parameters = Image.open(tmp_path / "l.png").info["parameters"]
+    assert "Steps: 4, Sampler: lcm" in parameters and "Model: scenes-lcm" in parameters
+
+
+def test_all_built_in_weights_together_stay_within_80_mb():
+    from ldm.builtin_models import WEIGHTS_DIR
+
+    files = [*WEIGHTS_DIR.rglob("*.safetensors"), *(REPO / "ldm" / "scenes" / "weights").rglob("*.safetensors")]
+    assert sum(f.stat().st_size for f in files) <= 80 * 10**6

@@ -81,7 +81,7 @@ def sweep_plot(rows: list[dict], size: tuple[int, int] = (720, 480)) -> Image.Im
     import math
 
     width, height = size
-    left, right, top, bottom = 60, 20, 30, 50
+    left, right, top, bottom = 60, 90, 30, 50  # the right margin holds the last point's label
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()

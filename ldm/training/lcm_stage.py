@@ -129,6 +129,7 @@ class LcmStage(Text2ImgStage):
         if components.config is not None:
             components.config.unet.time_cond_proj_dim = section.guidance_embedding
             components.config.sampling = SamplingDefaults("lcm", section.sample_steps, section.sample_cfg)
+            components.config.name = f"{components.config.name}-lcm"  # what PNG parameters' Model: says
         return components
 
     def init_from(self):

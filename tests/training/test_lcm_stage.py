@@ -85,6 +85,7 @@ def test_the_export_samples_with_lcm_by_its_own_defaults(tmp_path, tiny_model_di
     assert len(calls) == 3  # sample_steps, one call each: cfg goes into the embedding
     fields = generated.parameters[0].fields()
     assert (fields["Sampler"], fields["Steps"], fields["CFG scale"]) == ("lcm", "3", "2.5")
+    assert fields["Model"] == f"{Pipeline.load(tiny_model_dir).components.config.name}-lcm"  # not the teacher's name
 
 
 def test_solver_is_ddim_and_scalings_are_lcm_schedulers():

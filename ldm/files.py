@@ -93,6 +93,8 @@ def writing_file(path: Union[str, Path]) -> Iterator[Path]:
     _new_empty_file(temp)
     try:
         yield temp
+        # Writers that replace the file (safetensors' save_file makes it 0600) get the usual mode back.
+        temp.chmod(0o666 & ~current_umask())
         _fsync_file(temp)
         os.replace(temp, path)
     except BaseException:

@@ -37,6 +37,18 @@ def test_atomic_write_replaces_with_the_umask_permissions(tmp_path, umask_022):
     assert os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_a_writer_that_makes_its_file_private_still_gives_the_usual_mode(tmp_path, umask_022):
+    """safetensors' save_file replaces the file it is given with a 0600 one: a LoRA file or a
+    single-file checkpoint must still be readable like any other new file."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "style-lora.safetensors"
+    with writing_file(target) as temp:
+        save_file({"a": torch.zeros(2)}, str(temp))
+    assert mode(target) == 0o644
+
+
 def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("old")

@@ -11,6 +11,10 @@ OUT/prompts.jsonl (the prompts with the attributes they assert; a valid FILE for
 as is a make_scenes metadata.jsonl). The issue's targets are stated for 20 steps dpm++2m,
 cfg 7.5 at 128 px: the defaults.
 
+A taught concept: `--prompts windmill` (the seen prompts with a windmill added) with a judge
+that has its head (`--classifier ldm/scenes/weights/scene_attributes_windmill.safetensors`),
+before and after `--lora FILE[:WEIGHT]`.
+
 --sweep [MODEL@]SAMPLER:STEPS[:CFG],... evaluates each point instead (no VAE test, no grid) and
 writes OUT/sweep.md, sweep.json and sweep.png: accuracy against seconds per image, timed side
 by side in one run, e.g. a distilled model against its teacher:
@@ -31,6 +35,7 @@ from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
 from ldm.files import write_file_atomic
 from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 from ldm.scenes.sweep import SweepPoint, parse_sweep
+from ldm.lora_refs import parse_lora_flag
 
 PROG = "evaluate.py"
 
@@ -58,6 +63,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sweep", metavar="POINTS",
         help="comma-separated [MODEL@]SAMPLER:STEPS[:CFG] points to compare (MODEL default --model, CFG default --cfg)",
+    )
+    parser.add_argument(
+        "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a LoRA applied to every image (repeatable)"
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -106,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             prompts = read_prompt_file(args.prompts)
     except ValueError as error:
         return report_error(PROG, str(error))
+    try:
+        loras = tuple((str(path), weight) for path, weight in map(parse_lora_flag, args.lora))
+    except ValueError as error:
+        return report_error(PROG, str(error))
+    missing = [path for path, _ in loras if not Path(path).is_file()]
+    if missing:
+        return report_error(PROG, f"LoRA file not found: {missing[0]}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     pipes = {}
     try:
@@ -116,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
     except (UnknownModelError, ModelError, CheckpointError) as error:
         return report_error(PROG, str(error))
+    unjudged = sorted({name for p in prompts for name in p.asserts} - set(classifier.config.heads))
+    if unjudged:
+        return report_error(PROG, f"the judge has no {unjudged[0]!r} head: train one with tools/train_attribute_classifier.py "
+                                  f"--concept {unjudged[0]} and pass it as --classifier")  # fmt: skip
     bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.sweep:
-        return run_sweep(args, points, pipes, classifier, prompts, bar, device)
+        return run_sweep(args, points, pipes, classifier, prompts, bar, device, loras)
 
     model_path = resolve_model(args.model)
     settings = EvalSettings(
@@ -130,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         size=args.size,
         vae_images=args.vae_images,
+        loras=loras,
     )
     report, results = evaluate_model(pipes[args.model], classifier, prompts, settings, progress=bar)
     report["model"] = str(model_path)
@@ -150,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_sweep(args, points, pipes, classifier, prompts, bar, device) -> int:
+def run_sweep(args, points, pipes, classifier, prompts, bar, device, loras) -> int:
     """Each point evaluated in turn on the same prompts and seeds; one table and one plot."""
     from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
     from ldm.scenes.report import write_json
@@ -161,7 +181,7 @@ def run_sweep(args, points, pipes, classifier, prompts, bar, device) -> int:
         cfg = args.cfg if point.cfg is None else point.cfg
         settings = EvalSettings(
             n_per_prompt=args.n_per_prompt, steps=point.steps, sampler=point.sampler, cfg=cfg,
-            seed=args.seed, size=args.size, vae_images=0,
+            seed=args.seed, size=args.size, vae_images=0, loras=loras,
         )  # fmt: skip
         print(f"{point.label}:", file=sys.stderr)
         report, _ = evaluate_model(pipes[point.model or args.model], classifier, prompts, settings, progress=bar)

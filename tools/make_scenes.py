@@ -1,13 +1,17 @@
 """Write a procedural scenes dataset (see ldm/scenes/generator.py) to disk.
 
     python tools/make_scenes.py OUT_DIR --n 1000 --size 128 --seed 0 --split train \
-        --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite] [--control-maps]
+        --format folder|webdataset [--shard-size 1000] [--workers 2] [--overwrite] [--control-maps] \
+        [--concept windmill]
 
 folder:     OUT_DIR/00000000.png ... + metadata.jsonl (Hugging Face "imagefolder" layout)
 webdataset: OUT_DIR/scenes-000000.tar ... holding KEY.png, KEY.txt (caption), KEY.json (attributes)
 --control-maps: also OUT_DIR-control/layout/KEY.png (the exact layout map, ldm/scenes/layout.py)
             and OUT_DIR-control/canny/KEY.png (OpenCV edges), the ControlNet stage's
             controlnet.control_dir, named after the samples' keys
+--concept:  the scenes also show this object, named in their captions: pictures of a new
+            concept to teach the model (stage lora); never in scenes made without it.
+            --concept-share S: only that share of them (the rest keep the model's prior)
 
 The dataset is built in a temporary directory next to OUT_DIR and renamed into place at
 the end, so OUT_DIR is either absent/untouched or complete.
@@ -30,7 +34,7 @@ from ldm.cli.common import OneLineArgumentParser
 from ldm.files import clean_leftovers, replacing_folder
 from ldm.control.preprocessors import canny
 from ldm.scenes.draw import draw_scene_with_layout
-from ldm.scenes.generator import SPLITS, scene_attributes, scene_caption, scene_seed
+from ldm.scenes.generator import CONCEPTS, SPLITS, scene_attributes, scene_caption, scene_seed, shows_concept
 from ldm.control.layout_map import layout_image
 
 FORMATS = ("folder", "webdataset")
@@ -50,7 +54,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--control-maps", action="store_true", help="also write each scene's layout and canny maps under OUT_DIR-control/ (beside the scenes, not among them)"
     )
+    parser.add_argument("--concept", choices=CONCEPTS, help="an object added to the scenes (and their captions)")
+    parser.add_argument("--concept-share", type=float, default=1.0, help="share of scenes showing --concept (default 1: all)")
     args = parser.parse_args(argv)
+    if not 0 < args.concept_share <= 1:
+        parser.error(f"--concept-share must be in (0, 1], got {args.concept_share}")
     if args.n < 1:
         parser.error(f"--n must be at least 1, got {args.n}")
     if args.size < 32 or args.size % 8:
@@ -67,12 +75,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def render_example(job: tuple[int, int, int, str, bool]) -> tuple[str, bytes, str, dict, dict[str, bytes]]:
-    """(seed, index, size, split, control_maps) -> (key, PNG bytes, caption, attributes,
+def render_example(job: tuple[int, int, int, str, bool, str | None, float]) -> tuple[str, bytes, str, dict, dict[str, bytes]]:
+    """(seed, index, size, split, control_maps, concept, concept share) -> (key, PNG bytes, caption, attributes,
     {control type: map PNG bytes}); runs in worker processes."""
-    seed, index, size, split, control_maps = job
+    seed, index, size, split, control_maps, concept, share = job
     example_seed = scene_seed(seed, index)
-    attrs = scene_attributes(example_seed, split)
+    attrs = scene_attributes(example_seed, split, concept if concept and shows_concept(seed, index, share) else None)
     image, labels = draw_scene_with_layout(attrs, example_seed, size)
     maps = {"layout": _png(layout_image(labels)), "canny": _png(canny(image))} if control_maps else {}
     return f"{index:08d}", _png(image), scene_caption(example_seed, attrs), attrs.to_dict(), maps
@@ -97,7 +105,7 @@ def _write_maps(out: Path, key: str, maps: dict[str, bytes]) -> None:
 
 
 def _examples(args: argparse.Namespace) -> Iterator[tuple[str, bytes, str, dict]]:
-    jobs = [(args.seed, index, args.size, args.split, args.control_maps) for index in range(args.n)]
+    jobs = [(args.seed, index, args.size, args.split, args.control_maps, args.concept, args.concept_share) for index in range(args.n)]
     if args.workers == 1:
         yield from map(render_example, jobs)
         return

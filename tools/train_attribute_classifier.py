@@ -36,7 +36,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Convolutions this small gain little from more threads, and lose a lot on shared cores.
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     parser.add_argument("--fp16", action="store_true", help="store weights in float16 (half the file)")
+    parser.add_argument("--concept", choices=("windmill",), help="add a head for this concept (a judge for a taught LoRA)")
+    parser.add_argument("--concept-share", type=float, default=0.3, help="share of scenes showing the concept (default 0.3)")
     args = parser.parse_args(argv)
+    if not 0 < args.concept_share < 1:
+        parser.error(f"--concept-share must be between 0 and 1, got {args.concept_share}")
     for name in ("n", "val_n", "steps", "batch_size", "workers", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ldm.scenes import seeds
-    from ldm.scenes.attribute_classifier import AttributeClassifier, save_classifier
+    from ldm.scenes.attribute_classifier import CONCEPT_HEADS, HEADS, AttributeClassifier, ClassifierConfig, save_classifier
     from ldm.scenes.classifier_training import (
         accuracy_per_head,
         count_parameters,
@@ -70,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     torch.manual_seed(args.seed)  # the initial weights; everything after uses `generator`
     generator = torch.Generator().manual_seed(args.seed)
-    model = AttributeClassifier()
+    heads = {**HEADS, args.concept: CONCEPT_HEADS[args.concept]} if args.concept else HEADS
+    model = AttributeClassifier(ClassifierConfig(heads=heads))
+    concept = dict(concept=args.concept, concept_share=args.concept_share)
 
     def bar(desc, total):
         return lambda iterable: tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr)
 
     images, labels = render_scenes(
-        model, args.n, seeds.CLASSIFIER_TRAIN, args.size, args.workers, bar("train scenes", args.n)
+        model, args.n, seeds.CLASSIFIER_TRAIN, args.size, args.workers, bar("train scenes", args.n), **concept
     )
     val_images, val_labels = render_scenes(
-        model, args.val_n, seeds.CLASSIFIER_VALIDATION, args.size, args.workers, bar("fresh scenes", args.val_n)
+        model, args.val_n, seeds.CLASSIFIER_VALIDATION, args.size, args.workers, bar("fresh scenes", args.val_n), **concept
     )
     steps_bar = lambda steps: tqdm(steps, total=args.steps, desc="training", unit="step", file=sys.stderr)  # noqa: E731
     losses = train_classifier(
@@ -88,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     clean = accuracy_per_head(model, val_images, val_labels)
     augmented = accuracy_per_head(model, val_images, val_labels, torch.Generator().manual_seed(args.seed + 1))
     record = {
-        "trained_on": f"{args.n} real scenes, split 'all', dataset seed {seeds.CLASSIFIER_TRAIN}, drawn at {args.size} px",
+        "trained_on": f"{args.n} real scenes, split 'all', dataset seed {seeds.CLASSIFIER_TRAIN}, drawn at {args.size} px"
+        + (f", {args.concept_share:.0%} of them with a {args.concept}" if args.concept else ""),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,

@@ -1,5 +1,5 @@
 """Layout maps: one flat colour per region of a scene (sky, ground, water, mountains, trees,
-house, sun, moon), the control image of the `layout` ControlNet. The scenes demo draws them
+house, sun, moon; windmill for the concept scenes), the control image of the `layout` ControlNet. The scenes demo draws them
 exactly (ldm.scenes.layout); here is only the colour code, so the preprocessor needs no demo."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 # Index 0 is what nothing else covers. Clouds and stars are part of the sky.
-REGIONS = ("sky", "ground", "water", "mountains", "tree", "house", "sun", "moon")
+REGIONS = ("sky", "ground", "water", "mountains", "tree", "house", "sun", "moon", "windmill")
 # Far apart in RGB, so a resized or re-encoded map still snaps back to the right region.
 COLOURS = {
     "sky": (80, 150, 255),
@@ -19,6 +19,7 @@ COLOURS = {
     "house": (230, 30, 30),
     "sun": (255, 230, 0),
     "moon": (255, 255, 255),
+    "windmill": (200, 0, 200),  # only in scenes made with --concept windmill
 }
 PALETTE = np.array([COLOURS[name] for name in REGIONS], dtype=np.uint8)  # (regions, 3)
 

@@ -40,6 +40,9 @@ HEADS: dict[str, tuple[str, ...]] = {
     "clouds": NO_YES,
     "house": NO_YES,
 }
+# Heads for the concepts a LoRA can teach (ldm.scenes.generator.CONCEPTS): a judge trained with
+# `train_attribute_classifier.py --concept windmill` has them too; the shipped judge has not.
+CONCEPT_HEADS: dict[str, tuple[str, ...]] = {"windmill": NO_YES}
 
 
 def scene_labels(attrs: SceneAttributes) -> dict[str, str]:
@@ -53,6 +56,7 @@ def scene_labels(attrs: SceneAttributes) -> dict[str, str]:
         "celestial_position": attrs.celestial_position or "none",
         "clouds": NO_YES[attrs.clouds],
         "house": NO_YES[attrs.house],
+        "windmill": NO_YES[attrs.windmill],
     }
 
 
@@ -162,8 +166,11 @@ def save_classifier(model: AttributeClassifier, path: str | Path, record: dict |
 
     metadata = {"format": FORMAT, "config": model.config.to_json(), "record": json.dumps(record or {})}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    from ldm.files import writing_file
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    with writing_file(path) as temp:  # whole or not at all, with the usual file mode
+        save_file(state, str(temp), metadata=metadata)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:

@@ -14,16 +14,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ldm.scenes.generator import make_scene, scene_seed
+from ldm.scenes.generator import make_scene, scene_seed, shows_concept
 from ldm.scenes.attribute_classifier import AttributeClassifier, label_indices
 
 CHUNK = 256  # scenes converted to tensors at a time, so full-size renders never pile up
 
 
-def _render(job: tuple[int, int, int]):
-    dataset_seed, index, size = job
-    image, attrs = make_scene(scene_seed(dataset_seed, index), size, "all")
-    return np.asarray(image), label_indices(attrs)
+def _render(job: tuple[int, int, int, dict, str | None, float]):
+    dataset_seed, index, size, heads, concept, share = job
+    shown = concept if concept and shows_concept(dataset_seed, index, share) else None
+    image, attrs = make_scene(scene_seed(dataset_seed, index), size, "all", shown)
+    return np.asarray(image), label_indices(attrs, heads)
 
 
 def render_scenes(
@@ -33,13 +34,16 @@ def render_scenes(
     size: int = 128,
     workers: int = 1,
     progress: Callable | None = None,
+    concept: str | None = None,
+    concept_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` real scenes drawn at `size`, resized the way `model` resizes its input.
 
     Returns uint8 images (n, 3, input_size, input_size) and class indices (n, number of heads).
-    `progress` wraps the iterator of rendered scenes (e.g. tqdm) if given.
+    `progress` wraps the iterator of rendered scenes (e.g. tqdm) if given. With `concept`, that
+    share of the scenes also shows the concept (ldm.scenes.generator.CONCEPTS).
     """
-    jobs = [(dataset_seed, index, size) for index in range(n)]
+    jobs = [(dataset_seed, index, size, model.config.heads, concept, concept_share) for index in range(n)]
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         rendered = pool.imap(_render, jobs, chunksize=16) if pool else map(_render, jobs)

@@ -114,7 +114,8 @@ def _render(attrs: SceneAttributes, seed: int, size: int, labels: np.ndarray | N
         labels[waterline:] = REGIONS.index("water" if attrs.setting == "lake" else "ground")
     features = Image.new("RGBA", (s, s), (0, 0, 0, 0))
     feature_labels = Image.new("L", (s, s), 0) if labels is not None else None
-    windows = _draw_standing_features(features, attrs, s, horizon, waterline, rng, feature_labels)
+    windmill_rng = random.Random(f"{seed}:windmill") if attrs.windmill else None
+    windows = _draw_standing_features(features, attrs, s, horizon, waterline, rng, feature_labels, windmill_rng)
     if feature_labels is not None:
         painted = np.asarray(feature_labels)
         labels[painted > 0] = painted[painted > 0]
@@ -311,13 +312,15 @@ def _draw_standing_features(
     waterline: int,
     rng: random.Random,
     labels: Image.Image | None = None,
+    windmill_rng: random.Random | None = None,
 ) -> list[list[float]]:
     """Draw trees and the house, far to near; return window boxes that should glow at night.
     With `labels` ("L"), each shape is painted there too, in its region's index."""
     kinds = ["house"] * attrs.house + ["tree"] * attrs.trees
     slots = rng.sample(range(SLOTS), len(kinds))
     placed = []
-    for kind, slot in zip(kinds, slots):
+
+    def place(kind: str, slot: int, rng: random.Random) -> None:
         x = (slot + 0.5) / SLOTS * s + rng.uniform(-0.015, 0.015) * s
         if attrs.setting == "lake":  # on the far shore, so they show in the reflection
             t, base = 0.0, waterline - 0.01 * s
@@ -325,6 +328,11 @@ def _draw_standing_features(
             t = rng.uniform(0.15, 0.75)
             base = horizon + t * (s - horizon)
         placed.append((base, kind, x, t))
+
+    for kind, slot in zip(kinds, slots):
+        place(kind, slot, rng)
+    if windmill_rng is not None:  # its own random stream: the rest of the scene is drawn as without it
+        place("windmill", windmill_rng.choice([k for k in range(SLOTS) if k not in slots]), windmill_rng)
     colour_pen = ImageDraw.Draw(layer)
     label_pen = ImageDraw.Draw(labels) if labels is not None else None
     windows = []
@@ -332,6 +340,8 @@ def _draw_standing_features(
         draw = colour_pen if label_pen is None else _TwoPens(colour_pen, label_pen, REGIONS.index(kind))
         if kind == "house":
             windows += _draw_house(draw, x, base, (0.13 + 0.1 * t) * s, attrs.setting == "snowfield", rng)
+        elif kind == "windmill":
+            _draw_windmill(draw, x, base, (0.3 + 0.15 * t) * s, windmill_rng)
         elif attrs.setting == "snowfield":
             _draw_pine(draw, x, base, (0.15 + 0.15 * t) * s)
         else:
@@ -377,6 +387,24 @@ def _draw_round_tree(draw: ImageDraw.ImageDraw, x: float, base: float, height: f
         draw.ellipse(_box((x + dx * r, cy + dy * r), scale * r), fill=(*leaf, 255))
     light = tuple(min(255, c + 30) for c in leaf)
     draw.ellipse(_box((x - 0.3 * r, cy - 0.3 * r), 0.35 * r), fill=(*light, 255))
+
+
+def _draw_windmill(draw: ImageDraw.ImageDraw, x: float, base: float, height: float, rng: random.Random) -> None:
+    """A tapered tower with a cap and four sails turned by a random angle (the concept the
+    built-in model never saw: tools/make_scenes.py --concept windmill)."""
+    bottom, top, hub_y = 0.17 * height, 0.09 * height, base - 0.78 * height
+    draw.polygon([(x - bottom, base), (x + bottom, base), (x + top, hub_y), (x - top, hub_y)], fill=(215, 205, 185, 255))
+    draw.polygon([(x - 1.3 * top, hub_y), (x + 1.3 * top, hub_y), (x, hub_y - 0.14 * height)], fill=(110, 60, 45, 255))
+    draw.rectangle([x - 0.04 * height, base - 0.22 * height, x + 0.04 * height, base], fill=(90, 60, 40, 255))  # door
+    angle, length, half_width = rng.uniform(0, math.pi / 2), 0.5 * height, 0.05 * height
+    for k in range(4):
+        a = angle + k * math.pi / 2
+        dx, dy, nx, ny = math.cos(a), math.sin(a), -math.sin(a), math.cos(a)
+        tip, root = (x + dx * length, hub_y + dy * length), (x + dx * 0.08 * height, hub_y + dy * 0.08 * height)
+        draw.polygon([(root[0] + nx * half_width, root[1] + ny * half_width), (tip[0] + nx * half_width, tip[1] + ny * half_width),
+                      tip, root], fill=(245, 240, 230, 255))  # fmt: skip
+        draw.polygon([root, tip, (x + dx * 0.02 * height, hub_y + dy * 0.02 * height)], fill=(80, 55, 40, 255))
+    draw.ellipse(_box((x, hub_y), 0.035 * height), fill=(60, 45, 35, 255))
 
 
 def _draw_pine(draw: ImageDraw.ImageDraw, x: float, base: float, height: float) -> None:

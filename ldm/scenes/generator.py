@@ -47,6 +47,8 @@ SETTING_WORDS = {
 SETTING_PREPOSITION = {"lake": "by", "meadow": "in", "desert": "in", "snowfield": "on"}
 TREE_COUNT_WORDS = {1: ("a", "one", "a single"), 2: ("two",), 3: ("three",)}
 MOUNTAIN_WORDS = ("mountains", "distant mountains", "snowy mountains", "snow-capped mountains")
+CONCEPTS = ("windmill",)
+WINDMILL_WORDS = ("a windmill", "an old windmill", "a white windmill")
 HOUSE_WORDS = ("a small house", "a little house", "a cabin", "a cottage")
 CLOUD_WORDS = ("clouds", "a few clouds", "drifting clouds")
 SUN_WORDS = {
@@ -87,6 +89,8 @@ class SceneAttributes:
     celestial_position: str | None = None  # "left", "center" or "right" when celestial is set
     clouds: bool = False
     house: bool = False
+    # A concept the built-in model never saw (CONCEPTS): only scenes made for it have one.
+    windmill: bool = False
 
     def __post_init__(self) -> None:
         if self.time_of_day not in TIMES_OF_DAY:
@@ -104,7 +108,11 @@ class SceneAttributes:
             raise ValueError("celestial_position must be one of left/center/right exactly when celestial is set")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        record = dataclasses.asdict(self)
+        for concept in CONCEPTS:  # absent unless present: records of ordinary scenes stay as they were
+            if not record[concept]:
+                del record[concept]
+        return record
 
 
 def _celestial_for(time_of_day: str) -> str:
@@ -157,6 +165,8 @@ def caption(attrs: SceneAttributes, rng: random.Random) -> str:
         things.append(rng.choice(HOUSE_WORDS))
     if attrs.mountains:
         things.append(rng.choice(MOUNTAIN_WORDS))
+    if attrs.windmill:  # after the others: captions of scenes without one keep their words
+        things.append(rng.choice(WINDMILL_WORDS))
     rng.shuffle(things)
     in_sky = [rng.choice(CLOUD_WORDS)] if attrs.clouds else []
     if attrs.celestial:
@@ -183,15 +193,21 @@ def scene_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def make_scene(seed: int, size: int = 128, split: str = "all") -> tuple[Image.Image, SceneAttributes]:
-    """Sample attributes for `seed` from `split` and draw them as a `size` x `size` RGB image."""
-    attrs = scene_attributes(seed, split)
+def make_scene(seed: int, size: int = 128, split: str = "all", concept: str | None = None) -> tuple[Image.Image, SceneAttributes]:
+    """Sample attributes for `seed` from `split` and draw them as a `size` x `size` RGB image;
+    `concept` (one of CONCEPTS) adds that object to the scene."""
+    attrs = scene_attributes(seed, split, concept)
     return draw_scene(attrs, seed, size), attrs
 
 
-def scene_attributes(seed: int, split: str = "all") -> SceneAttributes:
-    """The attributes make_scene(seed, ..., split) draws."""
-    return sample_attributes(random.Random(f"{seed}:attributes"), split)
+def scene_attributes(seed: int, split: str = "all", concept: str | None = None) -> SceneAttributes:
+    """The attributes make_scene(seed, ..., split, concept) draws."""
+    attrs = sample_attributes(random.Random(f"{seed}:attributes"), split)
+    if concept is None:
+        return attrs
+    if concept not in CONCEPTS:
+        raise ValueError(f"concept must be one of {CONCEPTS}, got {concept!r}")
+    return dataclasses.replace(attrs, **{concept: True})
 
 
 def scene_caption(seed: int, attrs: SceneAttributes) -> str:
@@ -200,11 +216,17 @@ def scene_caption(seed: int, attrs: SceneAttributes) -> str:
     return caption(attrs, random.Random(f"{seed}:caption"))
 
 
+def shows_concept(seed: int, index: int, share: float) -> bool:
+    """Whether example `index` of a dataset made with `seed` shows the concept, when `share` of
+    them do: its own random stream, so the other examples are drawn as without it."""
+    return share >= 1.0 or random.Random(f"{seed}:{index}:concept").random() < share
+
+
 def iter_scenes(
-    n: int, seed: int = 0, size: int = 128, split: str = "train", start: int = 0
+    n: int, seed: int = 0, size: int = 128, split: str = "train", start: int = 0, concept: str | None = None
 ) -> Iterator[tuple[str, Image.Image, str, SceneAttributes]]:
     """Yield (key, image, caption, attrs) for examples start .. start+n-1; key is the zero-padded index."""
     for index in range(start, start + n):
         example_seed = scene_seed(seed, index)
-        image, attrs = make_scene(example_seed, size, split)
+        image, attrs = make_scene(example_seed, size, split, concept)
         yield f"{index:08d}", image, scene_caption(example_seed, attrs), attrs

@@ -38,6 +38,7 @@ class EvalSettings:
     seed: int = 0
     size: int = 128
     vae_images: int = 64
+    loras: tuple = ()  # ((file, weight), ...) applied to every image: a taught concept's test
 
 
 @dataclass
@@ -97,6 +98,7 @@ def evaluate_model(
             seed=settings.seed + first,
             width=settings.size,
             height=settings.size,
+            loras=tuple(settings.loras),
             progress=False,
         )
         generate_seconds += time.perf_counter() - started

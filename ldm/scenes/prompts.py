@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from ldm.scenes.generator import HELD_OUT, SceneAttributes, caption, sample_attributes, split_pairs
+from ldm.scenes.generator import CONCEPTS, HELD_OUT, SceneAttributes, caption, sample_attributes, split_pairs
 from ldm.scenes.attribute_classifier import scene_labels
 
-PROMPT_SETS = ("seen", "heldout", "both")
-_SPLIT_OF_SET = {"seen": ["train"], "heldout": ["heldout"], "both": ["train", "heldout"]}
+# "windmill": the seen pairs' prompts with a windmill added: a taught concept's test.
+PROMPT_SETS = ("seen", "heldout", "both", "windmill")
+_SPLIT_OF_SET = {"seen": ["train"], "heldout": ["heldout"], "both": ["train", "heldout"], "windmill": ["train"]}
 
 
 def stated_attributes(attrs: SceneAttributes) -> dict[str, str]:
@@ -32,7 +33,7 @@ def stated_attributes(attrs: SceneAttributes) -> dict[str, str]:
     stated = ["time_of_day", "setting"]
     stated += ["mountains"] * attrs.mountains + ["trees"] * (attrs.trees > 0)
     stated += ["celestial", "celestial_position"] if attrs.celestial else []
-    stated += ["clouds"] * attrs.clouds + ["house"] * attrs.house
+    stated += ["clouds"] * attrs.clouds + ["house"] * attrs.house + ["windmill"] * attrs.windmill
     return {name: labels[name] for name in stated}
 
 
@@ -79,6 +80,8 @@ def build_prompts(prompt_set: str = "both", per_pair: int = 2, seed: int = 0) ->
             for k in range(per_pair):
                 rng = random.Random(f"eval-prompts:{seed}:{setting}:{time_of_day}:{k}")
                 scene = SceneAttributes(time_of_day, setting) if k == 0 else _scene_for_pair(setting, time_of_day, rng)
+                if prompt_set in CONCEPTS:
+                    scene = replace(scene, **{prompt_set: True})
                 prompts.append(EvalPrompt(caption(scene, rng), scene))
     return prompts
 

@@ -8,6 +8,7 @@ from ldm.scenes.generator import SceneAttributes
 from ldm.scenes import seeds
 from ldm.scenes.attribute_classifier import (
     DEFAULT_CLASSIFIER_PATH,
+    CONCEPT_HEADS,
     HEADS,
     AttributeClassifier,
     ClassifierConfig,
@@ -31,7 +32,7 @@ SMALL = ClassifierConfig(input_size=32)
 def test_labels_cover_every_head_with_a_known_class():
     scene = SceneAttributes("dusk", "snowfield", mountains=True, trees=3, celestial="sun", celestial_position="right")
     labels = scene_labels(scene)
-    assert list(labels) == list(HEADS)
+    assert list(labels) == [*HEADS, *CONCEPT_HEADS]  # a concept judge's heads too
     assert labels == {
         "time_of_day": "dusk",
         "setting": "snowfield",
@@ -41,8 +42,9 @@ def test_labels_cover_every_head_with_a_known_class():
         "celestial_position": "right",
         "clouds": "no",
         "house": "no",
+        "windmill": "no",
     }
-    assert [HEADS[name][k] for name, k in zip(HEADS, label_indices(scene))] == list(labels.values())
+    assert [HEADS[name][k] for name, k in zip(HEADS, label_indices(scene))] == [labels[name] for name in HEADS]
 
 
 def test_any_image_size_gives_one_logit_row_per_image():

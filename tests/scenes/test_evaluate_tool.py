@@ -84,7 +84,7 @@ def test_runs_end_to_end_on_the_tiny_model(tiny_model_dir, classifier_path, two_
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (["--prompts", "everything"], "--prompts must be one of seen, heldout, both or an existing file"),
+        (["--prompts", "everything"], "--prompts must be one of seen, heldout, both, windmill or an existing file"),
         (["--size", "30"], "--size must be a multiple of 8"),
         (["--n-per-prompt", "0"], "--n-per-prompt must be at least 1"),
         (["--vae-images", "-1"], "--vae-images must not be negative"),
@@ -144,3 +144,34 @@ def test_runs_as_a_script():
 
     result = subprocess.run([sys.executable, str(TOOL), "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--sweep" in result.stdout
+
+
+def test_lora_is_applied_to_every_image_and_concept_prompts_need_a_judge_with_that_head(
+    tiny_unet_components, classifier_path, tmp_path, capsys, monkeypatch
+):
+    from lora_files import random_lora, write_lora
+
+    import ldm.scenes.model_evaluation as model_evaluation
+    from ldm.model_folder import save_model
+
+    tiny_model_dir = save_model(tiny_unet_components, tmp_path / "model")  # LoRAs are U-Net only
+    lora = tmp_path / "style-lora.safetensors"
+    write_lora(random_lora(tiny_unet_components), lora, "kohya")
+    seen = []
+    generate = model_evaluation.judge
+    monkeypatch.setattr(model_evaluation, "judge", lambda classifier, prompt, images: seen.append(images) or generate(classifier, prompt, images))
+    common = ["--model", str(tiny_model_dir), "--classifier", str(classifier_path), "--prompts", "heldout", "--prompts-per-pair", "1"]
+    common += ["--size", "32", "--n-per-prompt", "1", "--steps", "2", "--vae-images", "0", "--quiet"]
+    assert evaluate_tool.main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert evaluate_tool.main([*common, "--lora", f"{lora}:0.8", "--out", str(tmp_path / "lora")]) == 0
+    report = json.loads((tmp_path / "lora" / "report.json").read_text())
+    assert report["settings"]["loras"] == [[str(lora), 0.8]]
+    generated = [image for images in seen[::2] for image in images]  # every other call judges real scenes
+    half = len(generated) // 2
+    assert any(a.tobytes() != b.tobytes() for a, b in zip(generated[:half], generated[half:]))  # the LoRA drew
+
+    assert evaluate_tool.main([*common, "--lora", str(tmp_path / "none.safetensors")]) == 2
+    assert "LoRA file not found" in capsys.readouterr().err
+    assert evaluate_tool.main([*common[:4], "--prompts", "windmill"]) == 2
+    err = capsys.readouterr().err
+    assert "the judge has no 'windmill' head" in err and len(err.strip().splitlines()) == 1

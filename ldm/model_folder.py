@@ -148,7 +148,7 @@ def _load_ours(path: Path) -> Components:
             pickled = [p.name for p in path.glob(f"{name}.*") if p.suffix in PICKLE_SUFFIXES]
             if pickled:
                 refuse_pickle(path / pickled[0])
-            raise ModelError(f"{path} is missing {file.relative_to(path) if file.is_relative_to(path) else file}")
+            raise ModelError(f"{path} is missing {_shown(file, path)}")
     # A pretrained text tower is already in text_encoder.safetensors: don't read it twice.
     config.text_encoder.pretrained = None
     # Build on the meta device: the weights are about to be replaced anyway.
@@ -157,7 +157,7 @@ def _load_ours(path: Path) -> Components:
     # Every part is checked against its file's header before any memory is allocated.
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
-        check_fits(target, stored_shapes(files[name]), name, CONFIG_FILE, str(files[name]))
+        check_fits(target, stored_shapes(files[name]), name, CONFIG_FILE, _shown(files[name], path))
     for name, module in components.modules().items():
         target = getattr(module, "tower", module)
         state = read_safetensors(files[name])
@@ -165,6 +165,11 @@ def _load_ours(path: Path) -> Components:
         load_state(target, state, name)
     _restore_buffers(components)
     return components
+
+
+def _shown(file: Path, folder: Path) -> str:
+    """`file` as messages name it: relative to the model folder when inside it, else in full."""
+    return str(file.relative_to(folder)) if file.is_relative_to(folder) else str(file)
 
 
 def weight_file(path: Path, name: str) -> str:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.files import writing_file
 from ldm.models.weights import ModelError, load_state, read_safetensors
 from ldm.scenes.generator import MAX_TREES, POSITIONS, SETTINGS, TIMES_OF_DAY, SceneAttributes
 
@@ -166,8 +167,6 @@ def save_classifier(model: AttributeClassifier, path: str | Path, record: dict |
 
     metadata = {"format": FORMAT, "config": model.config.to_json(), "record": json.dumps(record or {})}
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    from ldm.files import writing_file
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with writing_file(path) as temp:  # whole or not at all, with the usual file mode
         save_file(state, str(temp), metadata=metadata)

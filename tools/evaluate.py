@@ -67,6 +67,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lora", action="append", default=[], metavar="FILE[:WEIGHT]", help="a LoRA applied to every image (repeatable)"
     )
+    parser.add_argument(
+        "--control", choices=("layout", "canny"),
+        help="evaluate the model's ControlNet of this type instead: adherence on held-out scenes, with and without control",
+    )
+    parser.add_argument("--controlnet", metavar="DIR", help="with --control: a ControlNet folder (default: the model's own)")
+    parser.add_argument("--control-scale", type=float, default=1.0, help="with --control: ControlNet weight (default 1)")
+    parser.add_argument("--segmenter", metavar="PATH", type=Path, help="layout segmenter .safetensors (default: the shipped one)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -79,6 +86,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--size must be a multiple of 8 and at least 16, got {args.size}")
     if args.prompts not in PROMPT_SETS and not Path(args.prompts).is_file():
         parser.error(f"--prompts must be one of {', '.join(PROMPT_SETS)} or an existing file, got {args.prompts!r}")
+    if args.control and args.sweep:
+        parser.error("--control and --sweep are separate evaluations: give one")
+    if (args.controlnet or args.segmenter) and not args.control:
+        parser.error("--controlnet and --segmenter go with --control layout|canny")
+    if not args.control_scale >= 0:
+        parser.error(f"--control-scale must be a number >= 0, got {args.control_scale}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a folder")
     return args
@@ -125,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     pipes = {}
     try:
         for name in dict.fromkeys(point.model or args.model for point in points):
-            pipes[name] = Pipeline.load(resolve_model(name), device=device)
+            extra = (args.controlnet,) if args.controlnet else ()
+            pipes[name] = Pipeline.load(resolve_model(name), device=device, controlnets=extra)
             if args.checkpoint and name == args.model:
                 load_denoiser_from_checkpoint(args.checkpoint, pipes[name].components.denoiser)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
@@ -137,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                                   f"--concept {unjudged[0]} and pass it as --classifier")  # fmt: skip
     bar = None if args.quiet else (lambda items: tqdm(items, desc="prompts", unit="prompt", file=sys.stderr))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.control:
+        return run_control(args, pipes[args.model], classifier, prompts, bar, device)
     if args.sweep:
         return run_sweep(args, points, pipes, classifier, prompts, bar, device, loras)
 
@@ -167,6 +183,41 @@ def main(argv: list[str] | None = None) -> int:
     write_file_atomic(args.out / "prompts.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in prompts))
     print(markdown)
     print(f"wrote {args.out}/report.md, report.json, grid.png, prompts.jsonl", file=sys.stderr)
+    return 0
+
+
+def run_control(args, pipe, classifier, prompts, bar, device) -> int:
+    """Adherence of one ControlNet on held-out scenes, with and without it, side by side."""
+    from ldm.model_folder import ModelError
+    from ldm.scenes.control_evaluation import (
+        Adherence, ControlEvalSettings, control_markdown, control_rows, evaluate_control,
+    )  # fmt: skip
+    from ldm.scenes.layout_segmenter import DEFAULT_SEGMENTER_PATH, load_segmenter
+    from ldm.scenes.report import write_json
+    from ldm.scenes.sample_grid import sample_grid
+    from ldm.settings import GenerationError
+
+    try:
+        segmenter = load_segmenter(args.segmenter or DEFAULT_SEGMENTER_PATH, device) if args.control == "layout" else None
+    except ModelError as error:
+        return report_error(PROG, str(error))
+    settings = ControlEvalSettings(
+        control_type=args.control, n_per_prompt=args.n_per_prompt, steps=args.steps, sampler=args.sampler,
+        cfg=args.cfg, seed=args.seed, size=args.size, scale=args.control_scale,
+    )  # fmt: skip
+    try:
+        report, cases = evaluate_control(pipe, classifier, Adherence(args.control, segmenter), prompts, settings, bar)
+    except (GenerationError, ModelError) as error:
+        return report_error(PROG, str(error))
+    served = pipe.controlnets.serving(cases[0].unit(args.control, args.control_scale)) if cases else None
+    controlnet = args.controlnet or (served.name if served else "?")
+    report["model"], report["controlnet"] = args.model or "scenes", str(controlnet)
+    markdown = control_markdown(report, report["model"], report["controlnet"])
+    write_file_atomic(args.out / "control.md", markdown)
+    write_json(report, args.out / "control.json")
+    save_png_atomic(sample_grid(control_rows(cases, args.control), columns=6), args.out / "control.png")
+    print(markdown)
+    print(f"wrote {args.out}/control.md, control.json, control.png", file=sys.stderr)
     return 0
 
 

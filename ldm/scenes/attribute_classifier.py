@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldm.files import writing_file
-from ldm.models.weights import ModelError, load_state, read_safetensors
+from ldm.models.weights import load_state
+from ldm.scenes.judge_files import read_judge, save_judge
 from ldm.scenes.generator import MAX_TREES, POSITIONS, SETTINGS, TIMES_OF_DAY, SceneAttributes
 
 DEFAULT_CLASSIFIER_PATH = Path(__file__).parent / "weights" / "scene_attributes.safetensors"
@@ -163,26 +163,13 @@ class AttributeClassifier(nn.Module):
 def save_classifier(model: AttributeClassifier, path: str | Path, record: dict | None = None) -> None:
     """Weights + config in one safetensors file; `record` (training settings, accuracy) goes
     into its metadata as JSON."""
-    from safetensors.torch import save_file
-
-    metadata = {"format": FORMAT, "config": model.config.to_json(), "record": json.dumps(record or {})}
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with writing_file(path) as temp:  # whole or not at all, with the usual file mode
-        save_file(state, str(temp), metadata=metadata)
+    save_judge(model, path, FORMAT, model.config.to_json(), record)
 
 
 def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> AttributeClassifier:
     """The classifier in `path`, in eval mode; raises ModelError with a one-line reason."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    state = read_safetensors(path)  # refuses pickles, explains a missing or broken file
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if metadata.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an attribute classifier (metadata format {metadata.get('format')!r})")
-    model = AttributeClassifier(ClassifierConfig.from_json(metadata["config"]))
+    state, config, record = read_judge(path, FORMAT, "an attribute classifier")
+    model = AttributeClassifier(ClassifierConfig.from_json(config))
     load_state(model, state, "attribute classifier")
-    model.metadata = json.loads(metadata.get("record", "{}"))
+    model.metadata = record
     return model.to(device).eval()

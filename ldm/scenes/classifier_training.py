@@ -122,6 +122,38 @@ def gaussian_blur(pixels: torch.Tensor, sigma: torch.Tensor, radius: int = 2) ->
 # ----------------------------------------------------------------------------- training
 
 
+def fit(
+    model: torch.nn.Module,
+    batch_loss: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    steps: int,
+    generator: torch.Generator,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 1e-4,
+    progress: Callable | None = None,
+) -> list[float]:
+    """The judges' training loop: AdamW on a one-cycle schedule; each step draws `batch_size`
+    of the `n` examples (indices, by `generator`) and minimises `batch_loss(indices)`.
+    Returns every step's loss; `progress` wraps range(steps)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
+    model.train()
+    losses = []
+    steps_iter = progress(range(steps)) if progress else range(steps)
+    for _ in steps_iter:
+        loss = batch_loss(torch.randint(n, (batch_size,), generator=generator))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if hasattr(steps_iter, "set_postfix") and len(losses) % 20 == 0:
+            steps_iter.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+    model.eval()
+    return losses
+
+
 def train_classifier(
     model: AttributeClassifier,
     images: torch.Tensor,
@@ -136,26 +168,13 @@ def train_classifier(
     """Trains `model` in place on augmented batches of (uint8 `images`, `labels`); returns the
     loss (sum of the heads' cross-entropies) of every step. `progress` wraps range(steps)."""
     device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
-    model.train()
-    losses = []
-    steps_iter = progress(range(steps)) if progress else range(steps)
-    for _ in steps_iter:
-        pick = torch.randint(len(images), (batch_size,), generator=generator)
-        pixels = augment(to_pixels(images[pick]), generator).to(device)
+
+    def batch_loss(pick: torch.Tensor) -> torch.Tensor:
+        logits = model(augment(to_pixels(images[pick]), generator).to(device))
         targets = labels[pick].to(device)
-        logits = model(pixels)
-        loss = sum(F.cross_entropy(out, targets[:, k]) for k, out in enumerate(logits.values()))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if hasattr(steps_iter, "set_postfix") and len(losses) % 20 == 0:
-            steps_iter.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
-    model.eval()
-    return losses
+        return sum(F.cross_entropy(out, targets[:, k]) for k, out in enumerate(logits.values()))
+
+    return fit(model, batch_loss, len(images), steps, generator, batch_size, lr, weight_decay, progress)
 
 
 @torch.no_grad()

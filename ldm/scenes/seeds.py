@@ -10,3 +10,7 @@ CLASSIFIER_VALIDATION = 10_000_001  # fresh scenes for its own accuracy report
 CLASSIFIER_TEST = 10_000_002  # fresh scenes for the tests of the shipped classifier
 VAE_RECONSTRUCTION = 20_000_000  # unseen scenes for the VAE's PSNR/SSIM
 REAL_REFERENCE = 30_000_000  # real scenes drawn for each prompt, as a reference for the model
+SEGMENTER_TRAIN = 40_000_000  # scenes the layout segmenter learns from
+SEGMENTER_VALIDATION = 40_000_001  # fresh scenes for its own score
+SEGMENTER_TEST = 40_000_002  # fresh scenes for the tests of the shipped segmenter
+CONTROL_REFERENCE = 50_000_000  # held-out layouts and edges the ControlNets are evaluated on

@@ -1,0 +1,212 @@
+"""How well a ControlNet steers the scenes model, on layouts it never trained on.
+
+For every prompt, scenes of exactly what it describes are drawn from a reserved dataset seed
+(ldm.scenes.seeds.CONTROL_REFERENCE); each gives the control image (its layout map, or the
+drawing itself for canny). The model draws the prompt with that control and without it (same
+seed), timed side by side; the preprocessor's view of each image is compared with the
+control: region mean IoU by the layout segmenter, or edge F1 (2 px) of OpenCV's Canny. The
+attribute judge scores both sets, so a ControlNet that follows maps but loses the prompt shows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PIL import Image
+
+from ldm.control.layout_map import layout_image
+from ldm.control.preprocessors import canny
+from ldm.control_units import ControlUnit
+from ldm.images import from_pil
+from ldm.scenes import seeds
+from ldm.scenes.attribute_classifier import AttributeClassifier
+from ldm.scenes.control_metrics import edge_f1, mean_iou
+from ldm.scenes.draw import draw_scene_with_layout
+from ldm.scenes.generator import scene_seed
+from ldm.scenes.prompts import EvalPrompt
+from ldm.scenes.scoring import score_predictions
+
+METRICS = {"layout": "region mIoU", "canny": "edge F1 (2 px)"}
+# The issue's targets: the figure with control, and how many times the no-control figure it must be.
+TARGETS = {"layout": (0.8, 2.0), "canny": (0.5, 3.0)}
+MAX_ACCURACY_DROP = 0.02  # attribute accuracy with control may fall at most this much
+
+
+@dataclass(frozen=True)
+class ControlEvalSettings:
+    control_type: str  # layout | canny
+    n_per_prompt: int = 4
+    steps: int = 20
+    sampler: str = "dpm++2m"
+    cfg: float = 7.5
+    seed: int = 0
+    size: int = 128
+    scale: float = 1.0
+
+
+@dataclass
+class ControlCase:
+    """One held-out scene: the prompt, its drawing and region map, and what the model made."""
+
+    prompt: EvalPrompt
+    picture: Image.Image
+    regions: np.ndarray  # (size, size) ldm.control.layout_map.REGIONS indices
+    steered: Image.Image | None = None
+    plain: Image.Image | None = None
+
+    def control(self, control_type: str) -> Image.Image:
+        """What the user would give: the layout map, or (canny) a picture to take edges from."""
+        return layout_image(self.regions) if control_type == "layout" else self.picture
+
+    def unit(self, control_type: str, scale: float) -> ControlUnit:
+        return ControlUnit(self.control(control_type), control_type, scale)
+
+
+def held_out_case(prompt: EvalPrompt, index: int, size: int) -> ControlCase:
+    picture, regions = draw_scene_with_layout(prompt.scene, scene_seed(seeds.CONTROL_REFERENCE, index), size)
+    return ControlCase(prompt, picture, regions)
+
+
+class Adherence:
+    """The control figure of one image against its case (higher is closer)."""
+
+    def __init__(self, control_type: str, segmenter=None):
+        if control_type == "layout" and segmenter is None:
+            raise ValueError("layout adherence needs the layout segmenter")
+        self.control_type = control_type
+        self.segmenter = segmenter
+
+    def __call__(self, image: Image.Image, case: ControlCase) -> float:
+        if self.control_type == "layout":
+            predicted = self.segmenter.predict(from_pil([image]))[0].numpy()
+            return mean_iou(predicted, case.regions)
+        return edge_f1(_edges(image), _edges(case.picture))
+
+
+def _edges(image: Image.Image) -> np.ndarray:
+    return np.asarray(canny(image).convert("L")) > 0
+
+
+def evaluate_control(
+    pipe,
+    classifier: AttributeClassifier,
+    adherence: Adherence,
+    prompts: Sequence[EvalPrompt],
+    settings: ControlEvalSettings,
+    progress: Callable | None = None,
+) -> tuple[dict, list[ControlCase]]:
+    """The report (plain numbers) and every case with its two images."""
+    options = dict(steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, width=settings.size,
+                   height=settings.size, n=1, progress=False)  # fmt: skip
+    seconds = {"with_control": 0.0, "without_control": 0.0}
+    scores = {"with_control": [], "without_control": []}
+    cases = []
+    indexed = list(enumerate(prompts))
+    for p, prompt in progress(indexed) if progress else indexed:
+        for k in range(settings.n_per_prompt):
+            index = p * settings.n_per_prompt + k
+            case = held_out_case(prompt, index, settings.size)
+            unit = case.unit(settings.control_type, settings.scale)
+            # Alternated image by image, so both timings see the same machine load.
+            started = time.perf_counter()
+            case.steered = pipe.generate(prompt.text, controls=(unit,), seed=settings.seed + index, **options).images[0]
+            seconds["with_control"] += time.perf_counter() - started
+            started = time.perf_counter()
+            case.plain = pipe.generate(prompt.text, seed=settings.seed + index, **options).images[0]
+            seconds["without_control"] += time.perf_counter() - started
+            scores["with_control"].append(adherence(case.steered, case))
+            scores["without_control"].append(adherence(case.plain, case))
+            cases.append(case)
+
+    def accuracy(which: str) -> dict:
+        per_prompt = [[c for c in cases if c.prompt is prompt] for prompt in prompts]
+        labels = [classifier.predict(from_pil([getattr(c, which) for c in group]))[0] for group in per_prompt]
+        return score_predictions(prompts, labels)
+
+    images = len(cases)
+    report = {
+        "settings": asdict(settings),
+        "metric": METRICS[settings.control_type],
+        "images": images,
+        "adherence": {name: float(np.mean(values)) for name, values in scores.items()},
+        "accuracy": {"with_control": accuracy("steered"), "without_control": accuracy("plain")},
+        "seconds_per_image": {name: total / images for name, total in seconds.items()},
+    }
+    report["targets"] = check_control_targets(report)
+    return report, cases
+
+
+def check_control_targets(report: dict) -> dict:
+    control_type = report["settings"]["control_type"]
+    floor, times = TARGETS[control_type]
+    steered, plain = report["adherence"]["with_control"], report["adherence"]["without_control"]
+    targets = {
+        "adherence": {"target": floor, "measured": steered, "met": steered >= floor},
+        "over_no_control": {"target": times, "measured": steered / plain if plain else None,
+                            "met": steered >= times * plain},
+    }  # fmt: skip
+    for group in ("seen", "heldout"):
+        with_control = report["accuracy"]["with_control"][group]["overall"]
+        without = report["accuracy"]["without_control"][group]["overall"]
+        if with_control is not None and without is not None:
+            targets[f"{group}_accuracy_drop"] = {
+                "target": MAX_ACCURACY_DROP, "measured": without - with_control, "met": without - with_control <= MAX_ACCURACY_DROP,
+            }  # fmt: skip
+    return targets
+
+
+def control_markdown(report: dict, model: str, controlnet: str) -> str:
+    s = report["settings"]
+    acc = report["accuracy"]
+    metric = report["metric"]
+
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    lines = [
+        f"# Control adherence: {controlnet} ({s['control_type']}) on {model}",
+        "",
+        f"{report['images']} held-out scenes ({s['n_per_prompt']} per prompt), {s['steps']} steps {s['sampler']}, "
+        f"cfg {s['cfg']:g}, control scale {s['scale']:g}, {s['size']} px; the same prompts and seeds with and without control.",
+        "",
+        "| | with control | without control |",
+        "| --- | ---: | ---: |",
+        f"| {metric} | {report['adherence']['with_control']:.3f} | {report['adherence']['without_control']:.3f} |",
+    ]
+    for group in ("seen", "heldout"):
+        lines.append(
+            f"| attribute accuracy, {group} | {percent(acc['with_control'][group]['overall'])} "
+            f"| {percent(acc['without_control'][group]['overall'])} |"
+        )
+    seconds = report["seconds_per_image"]
+    lines += [f"| seconds per image | {seconds['with_control']:.3f} | {seconds['without_control']:.3f} |", "", "| target | measured | met |",
+              "| --- | ---: | :---: |"]  # fmt: skip
+    for name, target in report["targets"].items():
+        measured = "-" if target["measured"] is None else f"{target['measured']:.3f}"
+        lines.append(f"| {name.replace('_', ' ')} (target {target['target']:g}) | {measured} | {'yes' if target['met'] else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class GridRow:
+    """A row of ldm.scenes.sample_grid: (control, with control, without control) per case."""
+
+    prompt: EvalPrompt
+    images: list[Image.Image]
+
+
+def control_rows(cases: Sequence[ControlCase], control_type: str, rows: int = 6, per_row: int = 2) -> list[GridRow]:
+    """A few prompts spread over the run, each with its first `per_row` cases side by side."""
+    prompts = list(dict.fromkeys(case.prompt for case in cases))
+    picked = prompts[:: max(1, len(prompts) // rows)][:rows]
+    grid = []
+    for prompt in picked:
+        images = []
+        for case in [c for c in cases if c.prompt is prompt][:per_row]:
+            shown = case.control(control_type) if control_type == "layout" else canny(case.picture)
+            images += [shown, case.steered, case.plain]
+        grid.append(GridRow(prompt, images))
+    return grid

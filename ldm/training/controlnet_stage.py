@@ -18,6 +18,7 @@ from ldm.control.library import ControlNets
 from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
 from ldm.control_units import ControlUnit
+from ldm.data.transforms import ImageTransform
 from ldm.images import ImageError, load_image, to_pil
 from ldm.model_folder import ModelError
 from ldm.models.components import Components
@@ -29,22 +30,35 @@ from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_froz
 
 class ControlImages:
     """A batch's control images: the maps in `control_dir` named after the samples' keys
-    (KEY.png), else the preprocessor's output from the samples' own pixels."""
+    (KEY.png), else the preprocessor's output from the samples' own pixels.
 
-    def __init__(self, control_type: str, control_dir: Optional[Path]):
+    A map is the control image already: it is only cropped as its image was (the data's
+    centre crop at `resolution`) and, for layouts, snapped to the region colours; running
+    the preprocessor on it again would train on something else (Canny on an edge map
+    draws both flanks of every edge)."""
+
+    def __init__(self, control_type: str, control_dir: Optional[Path], resolution: int = 0):
         self.control_type = control_type
         self.control_dir = control_dir
+        self.crop = ImageTransform(resolution) if resolution else None
+
+    @property
+    def map_type(self) -> str:
+        """How a stored map is read: layouts are snapped (idempotent), the rest taken as they are."""
+        return "layout" if self.control_type == "layout" else "raw"
 
     def pictures(self, batch: dict) -> list[Image.Image]:
         if self.control_dir is None:
             return to_pil(batch["pixels"])
         try:
-            return [load_image(self.control_dir / Path(key).with_suffix(".png"), "control map") for key in batch["key"]]
+            maps = [load_image(self.control_dir / Path(key).with_suffix(".png"), "control map") for key in batch["key"]]
         except ImageError as error:
             raise ValueError(f"controlnet.control_dir: {error}") from None
+        return [to_pil(self.crop(picture)[None])[0] for picture in maps] if self.crop else maps
 
     def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
-        inputs = [control_input(self.control_type, picture, size) for picture in self.pictures(batch)]
+        kind = self.control_type if self.control_dir is None else self.map_type
+        inputs = [control_input(kind, picture, size) for picture in self.pictures(batch)]
         return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
 
 
@@ -91,7 +105,8 @@ class ControlNetStage(Text2ImgStage):
         self.controlnet.to(self.context.device).train()
         if config.train.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()
-        self.control_images = ControlImages(section.control_type, Path(section.control_dir) if section.control_dir else None)
+        control_dir = Path(section.control_dir) if section.control_dir else None
+        self.control_images = ControlImages(section.control_type, control_dir, config.data.resolution)
         return ControlNetModule(
             components, self.controlnet, scheduler, config.text2img, config.data.caption_dropout,
             self.control_images, section.control_dropout,
@@ -125,7 +140,8 @@ class ControlNetStage(Text2ImgStage):
                 sample = samples[i % len(samples)]
                 picture = self.control_images.pictures({"pixels": sample["pixels"][None], "key": [sample["key"]]})[0]
                 size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
-                control = control_map(self.control_images.control_type, picture, size)
+                kind = self.control_images.control_type if self.control_images.control_dir is None else self.control_images.map_type
+                control = control_map(kind, picture, size)
                 unit = ControlUnit(control, "raw", model=self.name)
                 steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]
                 plain = pipeline.generate(prompt, width=size[0], height=size[1], **options).images[0]

@@ -99,6 +99,30 @@ def test_control_maps_from_a_folder_by_key(tmp_path, tiny_model_dir):
         train(config, open_dataset=tiny_datasets())
 
 
+def test_stored_maps_are_read_as_control_images_cropped_like_their_images(tmp_path):
+    """A stored canny map is the control image (Canny again would draw both flanks of each
+    edge), and a map of a non-square picture is centre-cropped as the picture is."""
+    from ldm.training.controlnet_stage import ControlImages
+
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    edges = Image.new("RGB", (48, 32))
+    edges.paste((255, 255, 255), (20, 0, 21, 32))  # one vertical edge, 1 px wide, at x = 20
+    edges.save(maps / "a.png")
+    control = ControlImages("canny", maps, resolution=32)({"key": ["a"]}, (32, 32))  # (1, 3, 32, 32)
+    # The 48x32 map, cropped to its middle 32 columns (8..39) as the data's centre crop does.
+    assert control.shape == (1, 3, 32, 32)
+    assert torch.equal(control[0, 0], torch.nn.functional.one_hot(torch.full((32,), 12), 32).float())
+
+
+def test_stored_maps_need_the_data_cropped_in_the_middle(tmp_path):
+    with pytest.raises(ConfigError, match="controlnet.control_dir needs data.crop: center and data.random_flip: false"):
+        data = tiny_train_dict("controlnet", tmp_path / "run")
+        data["controlnet"] = {"init_from": "model", "control_type": "canny", "control_dir": str(tmp_path)}
+        data["data"]["random_flip"] = True
+        from_dict(TrainConfig, data)
+
+
 @pytest.mark.parametrize(("section", "message"), [
     ({"init_from": None}, "controlnet.init_from is required"),
     ({"control_type": "depth"}, "controlnet.control_type is 'depth'; expected one of canny, layout, raw"),

@@ -45,6 +45,9 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
         raise DataError(f"data.caption_dropout must be in [0, 1], got {config.caption_dropout}")
     if config.validation < 0:
         raise DataError(f"data.validation must not be negative, got {config.validation}")
+    for setting, source in (("control_column", "hf"), ("control_key", "webdataset")):
+        if getattr(config, setting) and config.source != source:
+            raise DataError(f"data.{setting} is read from data.source {source}, not {config.source}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise DataError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
 
@@ -59,7 +62,7 @@ def _indexed(load: Callable[[DataConfig], Records]):
             "source": config.source,
             "split": split,
             "validation": config.validation,
-            "columns": [config.image_column, config.caption_column],
+            "columns": [config.image_column, config.caption_column, *filter(None, [config.control_column])],
         }
         indices = train if split == "train" else validation
         # Every process gets every sample: the sampler picks each one's share (ldm.data.batches).
@@ -75,7 +78,8 @@ def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: 
             "write the validation samples to their own shards and read them with a second config"
         )
     urls = shard_urls(config, world_size)
-    description = {"source": config.source, "split": split, "keys": [config.image_key, config.caption_key]}
+    keys = [config.image_key, config.caption_key, *filter(None, [config.control_key])]
+    description = {"source": config.source, "split": split, "keys": keys}
     return WebDatasetShards(urls, config, transform, seed, rank, world_size, description)
 
 

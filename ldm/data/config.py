@@ -19,6 +19,10 @@ class DataConfig:
     # imagefolder: captions for images without one, by parent folder name
     # ({"n01440764": "a photo of a tench"}): class-labelled folders such as ImageNet's
     caption_from_folder: dict[str, str] = field(default_factory=dict)
+    # Stage controlnet: each sample's control image, stored beside its image (cropped and
+    # flipped with it): a column of an hf dataset, or a key of a webdataset sample ("control.png")
+    control_column: str = ""  # hf
+    control_key: str = ""  # webdataset
     image_key: str = "jpg;png;jpeg;webp"  # webdataset
     caption_key: str = "txt"  # webdataset
     split: str = "train"  # hf

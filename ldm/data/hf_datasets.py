@@ -25,9 +25,10 @@ SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
 class HFRecords:
     """Rows of a `datasets.Dataset`; sample keys are row numbers."""
 
-    def __init__(self, dataset: Any, image_column: str, caption_column: str, origin: str):
+    def __init__(self, dataset: Any, image_column: str, caption_column: str, origin: str, control_column: str = ""):
         self.dataset = dataset
-        self.image_column, self.caption_column = image_column, caption_column
+        self.image_column, self.caption_column, self.control_column = image_column, caption_column, control_column
+        self.has_control = bool(control_column)
         self.origin = origin
 
     def __len__(self) -> int:
@@ -39,6 +40,10 @@ class HFRecords:
     def read(self, index: int) -> tuple[ImageSource, list[str]]:
         row = self.dataset[index]
         return _image_source(row[self.image_column]), clean_captions(row[self.caption_column])
+
+    def control(self, index: int) -> ImageSource:
+        """The row's control image (data.control_column), undecoded."""
+        return _image_source(self.dataset[index][self.control_column])
 
     def identity(self) -> str:
         return f"{self.origin}:{self.dataset._fingerprint}"  # datasets' own content fingerprint
@@ -67,7 +72,8 @@ def load_hf(config: DataConfig) -> HFRecords:
     except (OSError, ValueError, datasets.exceptions.DatasetsError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DataError(f"cannot read Hugging Face dataset {path}: {first}") from None
-    return HFRecords(_columns(dataset, config, path), config.image_column, config.caption_column, str(path.resolve()))
+    columns = _columns(dataset, config, path)
+    return HFRecords(columns, config.image_column, config.caption_column, str(path.resolve()), config.control_column)
 
 
 @contextlib.contextmanager
@@ -115,12 +121,16 @@ def file_format(files: list[str]) -> str:
 def _columns(dataset: Any, config: DataConfig, path: Path) -> Any:
     import datasets
 
-    for setting, column in (("image_column", config.image_column), ("caption_column", config.caption_column)):
+    wanted = {"image_column": config.image_column, "caption_column": config.caption_column}
+    if config.control_column:
+        wanted["control_column"] = config.control_column
+    for setting, column in wanted.items():
         if column not in dataset.column_names:
             raise DataError(f"{path} has no column '{column}' (columns: {', '.join(dataset.column_names)}); set data.{setting}")
     if len(dataset) == 0:
         raise DataError(f"no images found in {path}: the dataset has no rows")
-    dataset = dataset.select_columns([config.image_column, config.caption_column])
-    if isinstance(dataset.features[config.image_column], datasets.Image):
-        dataset = dataset.cast_column(config.image_column, datasets.Image(decode=False))
+    dataset = dataset.select_columns(list(dict.fromkeys(wanted.values())))
+    for column in (config.image_column, config.control_column):
+        if column and isinstance(dataset.features[column], datasets.Image):
+            dataset = dataset.cast_column(column, datasets.Image(decode=False))
     return dataset

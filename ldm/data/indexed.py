@@ -15,7 +15,8 @@ from typing import Iterator, Optional, Protocol, Union
 import torch
 
 from ldm.data.captions import choose_caption, drop_caption
-from ldm.data.decode import ImageSource, decode_image
+from ldm.data.control_images import paired_control
+from ldm.data.decode import Decoded, ImageSource, decode_image
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
 from ldm.data.transforms import ImageTransform
@@ -109,18 +110,23 @@ class IndexedImageDataset(torch.utils.data.Dataset):
             self._count(index, skipped="no caption")
             return None
         decoded = decode_image(source, min_size=self.transform.resolution)
+        generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
+        extra = {}
+        if decoded.image is not None and getattr(self.records, "has_control", False):
+            extra["control"] = paired_control(self.records.control(index), decoded.image, self.transform, generator)
+            if extra["control"] is None:
+                decoded = Decoded(converted=decoded.converted, skipped="unreadable")  # a sample without its map
         self._count(index, decoded.converted, decoded.skipped)
-        if decoded.image is None:
+        if decoded.image is None or decoded.skipped:
             return None
         key = self.records.key(index)
-        generator = sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None
-        pixels = self.transform(decoded.image, generator)  # (3, R, R)
+        pixels = self.transform(decoded.image, generator())  # (3, R, R)
         if self.caching:
-            return {"pixels": pixels, "captions": captions, "key": key}
+            return {"pixels": pixels, "captions": captions, "key": key, **extra}
         caption_rng = sample_generator(self.seed, epoch, index, "caption")
         caption = choose_caption(captions, caption_rng if self.training else None)
         caption = drop_caption(caption, self.caption_dropout, caption_rng)
-        return {"pixels": pixels, "caption": caption, "key": key}
+        return {"pixels": pixels, "caption": caption, "key": key, **extra}
 
     def _count(self, index: int, converted: Optional[str] = None, skipped: Optional[str] = None) -> None:
         if not self._counted[index]:

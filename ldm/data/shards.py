@@ -20,7 +20,8 @@ import torch
 
 from ldm.data.captions import drop_caption
 from ldm.data.config import DataConfig
-from ldm.data.decode import decode_image
+from ldm.data.control_images import paired_control
+from ldm.data.decode import Decoded, decode_image
 from ldm.data.errors import DataError
 from ldm.data.ordering import SharedEpoch
 from ldm.data.randomness import epoch_rng, mixed_seed, sample_generator, stable_index
@@ -60,6 +61,7 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.urls = urls
         self.image_keys = [key.strip().lower() for key in config.image_key.split(";") if key.strip()]
         self.caption_key = config.caption_key.lower()
+        self.control_key = config.control_key.strip().lower()
         self.shuffle_buffer = config.shuffle_buffer
         self.transform = transform
         self.caption_dropout = config.caption_dropout
@@ -142,13 +144,18 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
             self.stats.record(skipped="unreadable")
             return None
         decoded = decode_image(image, self.transform.resolution)
-        self.stats.record(decoded.converted, decoded.skipped)
-        if decoded.image is None:
-            return None
         index = stable_index(key)
-        generator = sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None
-        pixels = self.transform(decoded.image, generator)  # (3, R, R)
+        generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
+        extra = {}
+        if decoded.image is not None and self.control_key:
+            extra["control"] = paired_control(raw.get(self.control_key), decoded.image, self.transform, generator)
+            if extra["control"] is None:
+                decoded = Decoded(converted=decoded.converted, skipped="unreadable")  # a sample without its map
+        self.stats.record(decoded.converted, decoded.skipped)
+        if decoded.image is None or decoded.skipped:
+            return None
+        pixels = self.transform(decoded.image, generator())  # (3, R, R)
         if self._cache_skip is not None:
-            return {"pixels": pixels, "captions": [caption], "key": key}
+            return {"pixels": pixels, "captions": [caption], "key": key, **extra}
         caption = drop_caption(caption, self.caption_dropout, sample_generator(self.seed, epoch, index, "caption"))
-        return {"pixels": pixels, "caption": caption, "key": key}
+        return {"pixels": pixels, "caption": caption, "key": key, **extra}

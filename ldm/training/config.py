@@ -234,6 +234,11 @@ def check_controlnet_section(config: TrainConfig) -> None:
     one_of("controlnet.control_type", section.control_type, CONTROL_TYPES)
     if not 0.0 <= section.control_dropout <= 1.0:
         raise ConfigError(f"controlnet.control_dropout must be in [0, 1], got {section.control_dropout}")
+    data_maps = config.data.control_column or config.data.control_key
+    if data_maps and config.stage != "controlnet":
+        raise ConfigError("data.control_column and data.control_key are for stage controlnet")
+    if data_maps and section.control_dir:
+        raise ConfigError("the control maps come from data.control_column/control_key or from controlnet.control_dir, not both")
     if section.control_dir and (config.data.crop != "center" or config.data.random_flip):
         raise ConfigError("controlnet.control_dir needs data.crop: center and data.random_flip: false (the maps are not cropped at random with their images)")
     if config.stage == "controlnet" and not section.init_from:

@@ -29,8 +29,9 @@ from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_froz
 
 
 class ControlImages:
-    """A batch's control images: the maps in `control_dir` named after the samples' keys
-    (KEY.png), else the preprocessor's output from the samples' own pixels.
+    """A batch's control images: the maps the data carries (data.control_column /
+    control_key, already cropped with their images), or those in `control_dir` named after
+    the samples' keys (KEY.png), else the preprocessor's output from the samples' own pixels.
 
     A map is the control image already: it is only cropped as its image was (the data's
     centre crop at `resolution`) and, for layouts, snapped to the region colours; running
@@ -47,7 +48,12 @@ class ControlImages:
         """How a stored map is read: layouts are snapped (idempotent), the rest taken as they are."""
         return "layout" if self.control_type == "layout" else "raw"
 
+    def stored(self, batch: dict) -> bool:
+        return "control" in batch or self.control_dir is not None
+
     def pictures(self, batch: dict) -> list[Image.Image]:
+        if "control" in batch:
+            return to_pil(batch["control"])
         if self.control_dir is None:
             return to_pil(batch["pixels"])
         try:
@@ -57,7 +63,7 @@ class ControlImages:
         return [to_pil(self.crop(picture)[None])[0] for picture in maps] if self.crop else maps
 
     def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
-        kind = self.control_type if self.control_dir is None else self.map_type
+        kind = self.map_type if self.stored(batch) else self.control_type
         inputs = [control_input(kind, picture, size) for picture in self.pictures(batch)]
         return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
 
@@ -117,8 +123,9 @@ class ControlNetStage(Text2ImgStage):
         return self.config.controlnet.name or self.config.controlnet.control_type
 
     def training_data(self, dataset):
-        if self.control_images.control_dir is None:
-            return dataset  # the preprocessor reads the pixels: no latent cache
+        data = self.config.data
+        if self.control_images.control_dir is None or data.control_column or data.control_key:
+            return dataset  # the preprocessor reads the pixels, or the maps come with them: no latent cache
         return super().training_data(dataset)
 
     def evaluate(self, step: int) -> dict:
@@ -138,9 +145,10 @@ class ControlNetStage(Text2ImgStage):
             images = []
             for i, prompt in enumerate(prompts):
                 sample = samples[i % len(samples)]
-                picture = self.control_images.pictures({"pixels": sample["pixels"][None], "key": [sample["key"]]})[0]
+                batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}
+                picture = self.control_images.pictures(batch)[0]
                 size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
-                kind = self.control_images.control_type if self.control_images.control_dir is None else self.control_images.map_type
+                kind = self.control_images.map_type if self.control_images.stored(batch) else self.control_images.control_type
                 control = control_map(kind, picture, size)
                 unit = ControlUnit(control, "raw", model=self.name)
                 steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]

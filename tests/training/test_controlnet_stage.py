@@ -115,6 +115,43 @@ def test_stored_maps_are_read_as_control_images_cropped_like_their_images(tmp_pa
     assert torch.equal(control[0, 0], torch.nn.functional.one_hot(torch.full((32,), 12), 32).float())
 
 
+def test_maps_carried_by_the_data_are_the_control_images(tmp_path):
+    """data.control_column / control_key put each sample's map in the batch, already cropped:
+    it is used as it is, not the preprocessor's view of the pixels."""
+    from ldm.training.controlnet_stage import ControlImages
+
+    control = torch.rand(2, 3, 32, 32) * 2 - 1
+    batch = {"pixels": torch.zeros(2, 3, 32, 32), "control": control, "key": ["a", "b"]}
+    read = ControlImages("canny", None, resolution=32)(batch, (32, 32))
+    assert torch.allclose(read, (control + 1) / 2, atol=1 / 255)  # through 8-bit pictures
+
+
+def test_training_on_an_hf_dataset_with_a_control_column(tmp_path, tiny_model_dir, monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    pictures = [Image.new("RGB", (40, 40), (40 * n, 100, 200)) for n in range(6)]
+    maps = [Image.new("RGB", (40, 40), (255 * (n % 2),) * 3) for n in range(6)]
+    features = datasets.Features({"image": datasets.Image(), "map": datasets.Image(), "text": datasets.Value("string")})
+    rows = {"image": pictures, "map": maps, "text": [f"square {n}" for n in range(6)]}
+    datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(tmp_path / "saved"))
+    config = controlnet_config(tmp_path, tiny_model_dir, max_steps=2, batch_size=2)
+    config.data.source, config.data.path, config.data.control_column = "hf", str(tmp_path / "saved"), "map"
+    from ldm.training.controlnet_stage import ControlImages
+
+    read, original = [], ControlImages.pictures
+    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch: (read.append(batch["control"]), original(self, batch))[1])
+    assert train(config).step == 2
+    assert len(read) == 2 and all(len(control) == 2 for control in read)  # each step's maps, from the column
+
+
+def test_data_maps_belong_to_the_controlnet_stage(tmp_path):
+    data = tiny_train_dict("text2img", tmp_path / "run")
+    data["data"]["control_column"] = "map"
+    with pytest.raises(ConfigError, match="data.control_column and data.control_key are for stage controlnet"):
+        from_dict(TrainConfig, data)
+
+
 def test_stored_maps_need_the_data_cropped_in_the_middle(tmp_path):
     with pytest.raises(ConfigError, match="controlnet.control_dir needs data.crop: center and data.random_flip: false"):
         data = tiny_train_dict("controlnet", tmp_path / "run")

@@ -1,0 +1,29 @@
+"""A sample's control image stored in the data itself (a datasets column, a webdataset key):
+decoded like the image, resized to the image's size when it differs, then given the image's
+own crop and flip (the same random draws), so that picture and map stay aligned."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from PIL import Image
+
+from ldm.data.decode import ImageSource, decode_image
+from ldm.data.transforms import ImageTransform
+
+
+def paired_control(
+    source: Optional[ImageSource], image: Image.Image, transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]]
+) -> Optional[torch.Tensor]:
+    """(3, R, R) in [-1, 1], or None when the control image is missing or unreadable.
+    `generator()` gives a fresh generator in the state the image's transform started from."""
+    if source is None:
+        return None
+    decoded = decode_image(source)  # no minimum size: a map is resized to its image
+    if decoded.image is None:
+        return None
+    control = decoded.image
+    if control.size != image.size:
+        control = control.resize(image.size, Image.Resampling.BILINEAR)
+    return transform(control, generator())

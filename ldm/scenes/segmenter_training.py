@@ -25,7 +25,7 @@ def render_layouts(n: int, dataset_seed: int, size: int = 128, progress: Callabl
     for index in indices:
         seed = scene_seed(dataset_seed, index)
         image, regions = draw_scene_with_layout(scene_attributes(seed, "all"), seed, size)
-        images.append(torch.from_numpy(np.asarray(image)).permute(2, 0, 1))
+        images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))  # (3, H, W) uint8, a writable copy
         labels.append(torch.from_numpy(regions.astype(np.int64)))
     return torch.stack(images), torch.stack(labels)
 

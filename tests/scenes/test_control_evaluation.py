@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ldm.scenes.control_metrics import edge_f1, mean_iou
-from ldm.scenes.layout_segmenter import LayoutSegmenter, SegmenterConfig, load_segmenter, save_segmenter
+from ldm.scenes.layout_segmenter import DEFAULT_SEGMENTER_PATH, LayoutSegmenter, SegmenterConfig, load_segmenter, save_segmenter
 from ldm.models.weights import ModelError
 from test_evaluate_tool import classifier_path, evaluate_tool, two_prompts  # noqa: F401 (fixtures)
 
@@ -49,6 +49,18 @@ def test_segmenter_file_round_trip_and_refusals(tmp_path, classifier_path):  # n
     assert loaded.metadata == {"miou": 0.5}
     with pytest.raises(ModelError, match="is not a layout segmenter"):
         load_segmenter(classifier_path)
+
+
+def test_the_shipped_segmenter_reads_fresh_scenes():
+    from ldm.scenes import seeds
+    from ldm.scenes.classifier_training import to_pixels
+    from ldm.scenes.segmenter_training import render_layouts
+
+    segmenter = load_segmenter(DEFAULT_SEGMENTER_PATH)
+    images, labels = render_layouts(24, seeds.SEGMENTER_TEST)
+    predicted = segmenter.predict(to_pixels(images)).numpy()
+    scores = [mean_iou(p, t) for p, t in zip(predicted, labels.numpy())]
+    assert np.mean(scores) >= 0.85, scores
 
 
 @pytest.fixture

@@ -45,12 +45,14 @@ def is_controlnet_folder(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file()
 
 
-def save_controlnet(controlnet, control_type: str, path: str | Path) -> Path:
-    """Writes a ControlNet folder atomically: a crash leaves the old folder (or none)."""
+def save_controlnet(controlnet, control_type: Optional[str], path: str | Path) -> Path:
+    """Writes a ControlNet folder atomically: a crash leaves the old folder (or none). A
+    control type of None writes a plain diffusers folder (no control.json)."""
     path = Path(path)
     with staged_folder(path, is_controlnet_folder, "ControlNet folder") as staging:
         controlnet.save_pretrained(staging, safe_serialization=True)
-        (staging / CONTROL_FILE).write_text(json.dumps({"type": control_type}) + "\n")
+        if control_type is not None:
+            (staging / CONTROL_FILE).write_text(json.dumps({"type": control_type}) + "\n")
     return path
 
 

@@ -29,6 +29,26 @@ def test_a_saved_controlnet_loads_back_equal(tmp_path, controlnet):
     assert not list(tmp_path.glob(".*"))  # no staging leftovers
 
 
+def test_export_fp16_halves_a_controlnet_folder_and_keeps_its_type(tmp_path, controlnet):
+    from pathlib import Path
+
+    import torch
+
+    from ldm.control.model import control_type_of
+
+    save_controlnet(controlnet, "layout", tmp_path / "net")
+    tool = Path(__file__).resolve().parents[2] / "tools" / "export_fp16.py"
+    run = subprocess.run([sys.executable, str(tool), str(tmp_path / "net"), str(tmp_path / "half")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    from safetensors.torch import load_file
+
+    stored = load_file(next((tmp_path / "half").glob("*.safetensors")))
+    assert control_type_of(tmp_path / "half") == "layout"
+    for name, a in controlnet.state_dict().items():
+        assert stored[name].dtype == torch.float16 and torch.equal(a.half(), stored[name]), name
+    assert load_controlnet(tmp_path / "half") is not None  # and it loads
+
+
 def test_generate_with_the_models_controlnet(controlled_model_dir, tmp_path, photo):
     photo.resize((48, 48)).save(tmp_path / "photo.png")
     out = tmp_path / "out.png"

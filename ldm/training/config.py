@@ -145,13 +145,16 @@ class LcmSection:
 
 @dataclass
 class LoraSection:
-    """Stage `lora`: low-rank adapters on a frozen model's U-Net, written as one small file.
+    """Stage `lora`: low-rank adapters on a frozen model's U-Net (and optionally its text encoder), written as one small file.
     Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
 
     init_from: Optional[str] = None  # required: a model folder, diffusers SD folder, single file or built-in name
     rank: int = 4
     alpha: Optional[float] = None  # the delta is scaled by alpha / rank; null = rank (scale 1)
     targets: str = "attention"  # attention (to_q/k/v/out) | all (every Linear and Conv2d of the U-Net)
+    # Adapters on the text encoder too (its Linear layers; lora_te_* keys), for words the model
+    # never learned: the embeddings are then computed in every step (no text embedding memory).
+    text_encoder: bool = False
     layout: str = "kohya"  # kohya (lora_unet_..., what AUTOMATIC1111/ComfyUI read) | peft (unet....lora_A)
     name: str = "lora"  # the file: OUTPUT/<name>.safetensors
     trigger_words: list[str] = field(default_factory=list)  # recorded in the file's metadata

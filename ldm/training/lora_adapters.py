@@ -18,7 +18,7 @@ from ldm.files import writing_file
 
 # The U-Net's attention projections: what LoRAs for Stable Diffusion usually adapt.
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-PREFIXES = {"kohya": {"denoiser": "lora_unet_"}, "peft": {"denoiser": "unet."}}
+PREFIXES = {"kohya": {"denoiser": "lora_unet_", "text_encoder": "lora_te_"}, "peft": {"denoiser": "unet.", "text_encoder": "text_encoder."}}
 
 
 def target_modules(model: nn.Module, targets: str) -> list[str]:
@@ -29,14 +29,27 @@ def target_modules(model: nn.Module, targets: str) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, nn.Conv2d))]
 
 
-def add_lora_adapters(model: nn.Module, rank: int, alpha: float, targets: str, seed: int) -> None:
-    """Injects rank-`rank` adapters (B zero: the model is unchanged until trained); only they train."""
+def text_encoder_targets(encoder: nn.Module) -> list[str]:
+    """Every Linear layer of a text encoder but those inside nn.MultiheadAttention (open_clip's
+    attention): it reads their weights directly, so an adapter there would train nothing,
+    yet a merged file would change them. open_clip: the MLPs; HF CLIP: q/k/v/out and the MLPs."""
+    inside_attention = {
+        f"{name}.{child}" for name, module in encoder.named_modules() if isinstance(module, nn.MultiheadAttention)
+        for child, _ in module.named_modules() if child
+    }  # fmt: skip
+    return [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear) and name not in inside_attention]
+
+
+def add_lora_adapters(model: nn.Module, rank: int, alpha: float, targets: str | list[str], seed: int) -> None:
+    """Injects rank-`rank` adapters (B zero: the model is unchanged until trained); only they
+    train. `targets`: a target_modules name, or the module names themselves."""
     from peft import LoraConfig, inject_adapter_in_model
 
+    names = target_modules(model, targets) if isinstance(targets, str) else targets
     model.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # A's initialisation, the same in every process and on resume
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules(model, targets)), model)
+        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha, target_modules=names), model)
 
 
 def set_adapters_enabled(model: nn.Module, enabled: bool) -> None:

@@ -1,4 +1,5 @@
-"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net, trained
+"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net (and, with
+lora.text_encoder, on its text encoder), trained
 as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
 as one small LoRA file (kohya layout by default) with its training facts in the metadata;
 `ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
@@ -16,11 +17,28 @@ from ldm.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
-from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
+from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.training.stages import make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+class LoraModule(Text2ImgModule):
+    """With adapters on the text encoder, it is a registered submodule (its adapters train,
+    are checkpointed and synchronised) and captions are encoded with gradients every step."""
+
+    def __init__(self, components: Components, scheduler, config):
+        text2img = config.text2img
+        super().__init__(components, scheduler, config.data.caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
+        self.train_text_encoder = config.lora.text_encoder
+        if self.train_text_encoder:
+            self.text_encoder = components.text_encoder
+
+    def encode(self, captions: list[str]) -> torch.Tensor:
+        if not self.train_text_encoder:
+            return super().encode(captions)
+        return self.text_encoder(self.text_encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
 
 
 class LoraStage(Text2ImgStage):
@@ -42,7 +60,15 @@ class LoraStage(Text2ImgStage):
         config, section = self.config, self.config.lora
         add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
         components.denoiser.to(self.context.device)
-        return Text2ImgModule(components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma)
+        if section.text_encoder:
+            encoder = components.text_encoder
+            add_lora_adapters(encoder, section.rank, self.alpha, text_encoder_targets(encoder), config.train.seed + 1)
+            encoder.to(self.context.device)
+        return LoraModule(components, scheduler, config)
+
+    def adapted(self) -> list[nn.Module]:
+        """The parts that carry adapters."""
+        return [self.components.denoiser] + ([self.components.text_encoder] if self.config.lora.text_encoder else [])
 
     def evaluate(self, step: int) -> dict:
         """Two images per validation prompt, same seed: the base model, then with the LoRA."""
@@ -55,10 +81,12 @@ class LoraStage(Text2ImgStage):
         try:
             for prompt in validation.prompts:
                 for enabled in (False, True):
-                    set_adapters_enabled(denoiser, enabled)
+                    for part in self.adapted():
+                        set_adapters_enabled(part, enabled)
                     images.append(pipeline.generate(prompt, **options).images[0])
         finally:
-            set_adapters_enabled(denoiser, True)
+            for part in self.adapted():
+                set_adapters_enabled(part, True)
             denoiser.train()
         folder = self.context.output_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,6 +96,8 @@ class LoraStage(Text2ImgStage):
     def export(self) -> Path:
         config, section = self.config, self.config.lora
         tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
+        if section.text_encoder:
+            tensors |= lora_tensors(self.components.text_encoder, "text_encoder", section.layout, section.rank, self.alpha)
         metadata = {
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(section.rank),

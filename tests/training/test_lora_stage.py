@@ -83,13 +83,52 @@ def test_the_file_applies_as_the_trained_adapters_in_ours_and_diffusers(tmp_path
     assert (denoiser_output(pipe.unet) - trained).abs().max() < 1e-5
 
 
-def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("layout", ["kohya", "peft"])
+def test_text_encoder_adapters_train_and_the_file_applies_them(tmp_path, tiny_model_dir, layout):
+    """lora.text_encoder: adapters on the text encoder's Linear layers (not inside
+    nn.MultiheadAttention, which reads its weights directly) train with the U-Net's; the file
+    holds both, and our loader gives the trained encoder and denoiser back."""
+    from ldm.lora import apply_loras
+    from ldm.model_folder import load_model
+    from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    config = lora_config(tmp_path, tiny_model_dir, lora={"text_encoder": True, "layout": layout, "dtype": "fp32"}, max_steps=3, lr=1e-2)
+    result = train(config, open_dataset=tiny_datasets())
+    from safetensors import safe_open
+
+    with safe_open(str(result.export_path), framework="pt") as handle:
+        keys = list(handle.keys())
+    text_prefix = "lora_te_" if layout == "kohya" else "text_encoder."
+    assert any(k.startswith(text_prefix) for k in keys) and not any("attn" in k for k in keys if k.startswith(text_prefix))
+
+    stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path / "x", tiny_datasets()))
+    stage.module.load_state_dict(load_checkpoint(resolve_checkpoint("latest", tmp_path / "run")).weights, strict=False)
+    encoder = stage.module.text_encoder
+    tokens = encoder.tokenize(["a lake at dawn", "a red boat"])
+    with torch.no_grad():
+        trained = encoder(tokens)
+    base = load_model(tiny_model_dir)
+    with torch.no_grad():
+        untouched = base.text_encoder(tokens)
+    apply_loras(base, [(result.export_path, 1.0)])
+    with torch.no_grad():
+        ours = base.text_encoder(tokens)
+    assert (trained - untouched).abs().max() > 1e-4  # the encoder's adapters moved
+    assert (ours - trained).abs().max() < 1e-5
+    assert (denoiser_output(base.denoiser) - denoiser_output(stage.module.denoiser)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("text_encoder", [False, True])
+def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir, text_encoder):
     from ldm.model_folder import read_safetensors
     from ldm.training.checkpoints import resolve_checkpoint
 
-    straight = train(lora_config(tmp_path / "a", tiny_model_dir, max_steps=4), open_dataset=tiny_datasets())
-    train(lora_config(tmp_path / "b", tiny_model_dir, max_steps=2), open_dataset=tiny_datasets())
-    resumed = train(lora_config(tmp_path / "b", tiny_model_dir, max_steps=4), resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),
+    lora = {"text_encoder": text_encoder}
+    straight = train(lora_config(tmp_path / "a", tiny_model_dir, lora, max_steps=4), open_dataset=tiny_datasets())
+    train(lora_config(tmp_path / "b", tiny_model_dir, lora, max_steps=2), open_dataset=tiny_datasets())
+    resumed = train(lora_config(tmp_path / "b", tiny_model_dir, lora, max_steps=4), resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),
                     open_dataset=tiny_datasets())  # fmt: skip
     assert resumed.losses == straight.losses[2:]
     a, b = read_safetensors(straight.export_path), read_safetensors(resumed.export_path)

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="model folder (ours or diffusers SD); repeat to offer several, the first is loaded "
         "(default: the built-in demo model)",
     )
+    parser.add_argument(
+        "--lora-dir", metavar="DIR",
+        help="folder of NAME.safetensors LoRAs that prompts name as <lora:NAME:WEIGHT> (listed at /sdapi/v1/loras)",
+    )  # fmt: skip
     add_device_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860, as AUTOMATIC1111)")
@@ -103,13 +107,15 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     for name in ("max_upload_bytes", "max_queue", "port"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.lora_dir is not None and not Path(args.lora_dir).is_dir():
+        raise UsageError(f"--lora-dir {args.lora_dir} is not a folder")
     limits = limits_from_args(args)
     entries = model_entries(args.model)
     sock = listening_socket(args.host, args.port)
 
     import uvicorn
 
-    from ldm.model_folder import ModelError, load_model
+    from ldm.model_folder import ModelError
     from ldm.pipeline import Pipeline
     from ldm.server.app import ServerOptions, create_app
     from ldm.server.worker import Worker
@@ -118,14 +124,15 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     dtype = resolve_dtype(args.dtype, device)
 
     def loader(path: Path) -> Pipeline:
-        return Pipeline(load_model(path, device=device, dtype=dtype))
+        return Pipeline.load(path, device=device, dtype=dtype)  # with the folder's ControlNets
 
     try:
         pipeline = loader(entries[0].path)
     except ModelError as error:
         raise UsageError(str(error)) from None
     worker = Worker(pipeline, entries[0], entries, loader, limits, max_queue=args.max_queue)
-    app = create_app(worker, ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes))
+    options = ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir)
+    app = create_app(worker, options)
     host, port = sock.getsockname()[:2]
     print(f"{PROG}: {entries[0].title} on {device}; listening on http://{host}:{port}", file=sys.stderr, flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))

@@ -25,6 +25,7 @@ from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job
 from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
 from ldm.server.guards import ApiKeyGuard, BodyLimit
+from ldm.server.loras import lora_list
 from ldm.server.samplers import sampler_list, scheduler_list
 from ldm.server.worker import Busy, Worker
 
@@ -36,6 +37,7 @@ STATIC = resources.files("ldm.server") / "static"
 class ServerOptions:
     api_key: Optional[str] = None
     max_upload_bytes: int = 32 * 1024 * 1024
+    lora_dir: Optional[str] = None  # where <lora:NAME:WEIGHT> prompt tags find NAME.safetensors
 
 
 def _error(status: int, kind: str, message: str, headers: Optional[dict] = None) -> JSONResponse:
@@ -96,11 +98,11 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, options.lora_dir))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, options.lora_dir))
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):
@@ -129,6 +131,11 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
             {"title": m.title, "model_name": m.title, "hash": None, "sha256": None, "filename": str(m.path), "config": None}
             for m in worker.models
         ]
+
+    @app.get("/sdapi/v1/loras")
+    async def loras():
+        """A1111's list of the LoRAs prompts can name: --lora-dir's files, with their metadata."""
+        return lora_list(options.lora_dir)
 
     @app.get("/sdapi/v1/options")
     async def get_options():

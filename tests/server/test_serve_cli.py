@@ -15,8 +15,13 @@ def run_cli(*args):
     return process.returncode, process.stderr
 
 
-def test_serves_the_api_and_the_page(tiny_model_dir):
+def test_serves_the_api_and_the_page(tiny_model_dir, tiny_components):
+    from ldm.control.model import controlnet_from_unet, save_controlnet
+
+    # The served model's own ControlNets come with it.
+    save_controlnet(controlnet_from_unet(tiny_components.denoiser, 2), "canny", tiny_model_dir / "controlnet" / "edges")
     with ServerProcess("--model", tiny_model_dir) as server:
+        assert httpx.get(server.url + "/controlnet/model_list").json()["model_list"] == ["edges"]
         assert server.url.startswith("http://127.0.0.1:")
         answer = httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 3}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["images"]) == 1
@@ -35,6 +40,7 @@ def test_another_address_needs_a_key_or_insecure(tiny_model_dir):
         (["--model", "{tmp}/nowhere"], "model folder not found"),
         (["--model", "{tmp}"], "is not a model folder"),
         (["--max-queue", "0"], "--max-queue must be positive, got 0"),
+        (["--lora-dir", "{tmp}/nowhere"], "is not a folder"),
         (["--port", "x"], "invalid int value"),
     ],
 )

@@ -1,0 +1,45 @@
+"""LoRAs through the server: <lora:NAME:WEIGHT> prompt tags resolved in ldm-serve --lora-dir,
+listed at /sdapi/v1/loras as AUTOMATIC1111 lists them, drawn as the Python API draws them."""
+
+import numpy as np
+from lora_files import random_lora, write_lora
+from safetensors.torch import load_file, save_file
+from server_helpers import make_client, open_b64
+
+from ldm.pipeline import Pipeline
+from ldm.png_info import parse_parameters
+
+REQUEST = {"seed": 5, "steps": 2, "cfg_scale": 5.0, "sampler_name": "DDIM", "width": 32, "height": 32}
+
+
+def lora_dir(tmp_path, tiny_components):
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    path = write_lora(random_lora(tiny_components), folder / "style.safetensors", "kohya")
+    save_file(load_file(path), str(path), metadata={"ss_network_dim": "4", "ldm_training": '{"lora": {"rank": 4}}'})
+    return folder
+
+
+def test_prompt_tags_name_loras_in_the_lora_dir(worker, tiny_components, tmp_path):
+    folder = lora_dir(tmp_path, tiny_components)
+    with make_client(worker, lora_dir=str(folder)) as client:
+        listed = client.get("/sdapi/v1/loras").json()
+        assert listed == [{"name": "style", "alias": "style", "path": str(folder / "style.safetensors"),
+                           "metadata": {"ss_network_dim": "4", "ldm_training": {"lora": {"rank": 4}}}}]  # fmt: skip
+        answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:0.8>"})
+        assert answer.status_code == 200, answer.text
+        plain = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake"}).json()
+    image = open_b64(answer.json()["images"][0])
+    expected = Pipeline(tiny_components).generate(
+        "a lake <lora:style:0.8>", lora_dir=str(folder), seed=5, steps=2, cfg=5.0, sampler="ddim", progress=False
+    )
+    np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected.images[0]))
+    assert not np.array_equal(np.asarray(image.convert("RGB")), np.asarray(open_b64(plain["images"][0]).convert("RGB")))
+    assert "Lora hashes" in parse_parameters(image.text["parameters"])
+
+
+def test_without_a_lora_dir_a_tag_is_a_one_line_client_error(client):
+    assert client.get("/sdapi/v1/loras").json() == []
+    answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:1>"})
+    assert 400 <= answer.status_code < 500
+    assert "style" in answer.json()["detail"] and "\n" not in answer.json()["detail"]

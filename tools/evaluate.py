@@ -15,6 +15,15 @@ A taught concept: `--prompts windmill` (the seen prompts with a windmill added) 
 that has its head (`--classifier ldm/scenes/weights/scene_attributes_windmill.safetensors`),
 before and after `--lora FILE[:WEIGHT]`.
 
+--control layout|canny evaluates the model's ControlNet of that type instead (or --controlnet DIR):
+scenes of each prompt drawn from a reserved seed give the control images (a layout map, or the
+picture for canny), the model draws each prompt with and without it on the same seed, timed side
+by side; adherence is the region mIoU read by the layout segmenter (--segmenter, default the
+shipped one) or the Canny edge F1 at 2 px, with the attribute accuracy both ways. Writes
+OUT/control.md, control.json and control.png (control, with, without):
+
+    python tools/evaluate.py --control layout --n-per-prompt 4 --out evaluation/layout
+
 --sweep [MODEL@]SAMPLER:STEPS[:CFG],... evaluates each point instead (no VAE test, no grid) and
 writes OUT/sweep.md, sweep.json and sweep.png: accuracy against seconds per image, timed side
 by side in one run, e.g. a distilled model against its teacher:

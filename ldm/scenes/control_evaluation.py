@@ -17,13 +17,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from ldm.control.layout_map import layout_image
+from ldm.control.layout_map import REGIONS, layout_image
 from ldm.control.preprocessors import canny
 from ldm.control_units import ControlUnit
 from ldm.images import from_pil
 from ldm.scenes import seeds
 from ldm.scenes.attribute_classifier import AttributeClassifier
-from ldm.scenes.control_metrics import edge_f1, mean_iou
+from ldm.scenes.control_metrics import RegionIoU, edge_f1
 from ldm.scenes.draw import draw_scene_with_layout
 from ldm.scenes.generator import scene_seed
 from ldm.scenes.prompts import EvalPrompt
@@ -71,19 +71,35 @@ def held_out_case(prompt: EvalPrompt, index: int, size: int) -> ControlCase:
 
 
 class Adherence:
-    """The control figure of one image against its case (higher is closer)."""
+    """How closely a set of images follows their cases' controls (higher is closer): the
+    layout regions' mean IoU over the whole set (ldm.scenes.control_metrics.RegionIoU), or the
+    mean of the images' edge F1."""
 
     def __init__(self, control_type: str, segmenter=None):
         if control_type == "layout" and segmenter is None:
             raise ValueError("layout adherence needs the layout segmenter")
         self.control_type = control_type
         self.segmenter = segmenter
+        self.regions = RegionIoU(len(REGIONS))
+        self.scores: list[float] = []
 
-    def __call__(self, image: Image.Image, case: ControlCase) -> float:
+    def add(self, image: Image.Image, case: ControlCase) -> None:
         if self.control_type == "layout":
-            predicted = self.segmenter.predict(from_pil([image]))[0].numpy()
-            return mean_iou(predicted, case.regions)
-        return edge_f1(_edges(image), _edges(case.picture))
+            self.regions.add(self.segmenter.predict(from_pil([image]))[0].numpy(), case.regions)
+        else:
+            self.scores.append(edge_f1(_edges(image), _edges(case.picture)))
+
+    def score(self) -> float:
+        return self.regions.mean() if self.control_type == "layout" else float(np.mean(self.scores))
+
+    def details(self) -> dict:
+        """Layout: the IoU of each region that occurred."""
+        if self.control_type != "layout":
+            return {}
+        return {REGIONS[index]: iou for index, iou in self.regions.per_region().items()}
+
+    def fresh(self) -> "Adherence":
+        return Adherence(self.control_type, self.segmenter)
 
 
 def _edges(image: Image.Image) -> np.ndarray:
@@ -98,11 +114,12 @@ def evaluate_control(
     settings: ControlEvalSettings,
     progress: Callable | None = None,
 ) -> tuple[dict, list[ControlCase]]:
-    """The report (plain numbers) and every case with its two images."""
+    """The report (plain numbers) and every case with its two images; `adherence` says which
+    figure (a fresh copy scores each set)."""
     options = dict(steps=settings.steps, cfg=settings.cfg, sampler=settings.sampler, width=settings.size,
                    height=settings.size, n=1, progress=False)  # fmt: skip
     seconds = {"with_control": 0.0, "without_control": 0.0}
-    scores = {"with_control": [], "without_control": []}
+    scores = {"with_control": adherence.fresh(), "without_control": adherence.fresh()}
     cases = []
     indexed = list(enumerate(prompts))
     for p, prompt in progress(indexed) if progress else indexed:
@@ -117,8 +134,8 @@ def evaluate_control(
             started = time.perf_counter()
             case.plain = pipe.generate(prompt.text, seed=settings.seed + index, **options).images[0]
             seconds["without_control"] += time.perf_counter() - started
-            scores["with_control"].append(adherence(case.steered, case))
-            scores["without_control"].append(adherence(case.plain, case))
+            scores["with_control"].add(case.steered, case)
+            scores["without_control"].add(case.plain, case)
             cases.append(case)
 
     def accuracy(which: str) -> dict:
@@ -131,7 +148,8 @@ def evaluate_control(
         "settings": asdict(settings),
         "metric": METRICS[settings.control_type],
         "images": images,
-        "adherence": {name: float(np.mean(values)) for name, values in scores.items()},
+        "adherence": {name: score.score() for name, score in scores.items()},
+        "adherence_by_region": {name: score.details() for name, score in scores.items()},
         "accuracy": {"with_control": accuracy("steered"), "without_control": accuracy("plain")},
         "seconds_per_image": {name: total / images for name, total in seconds.items()},
     }
@@ -176,6 +194,10 @@ def control_markdown(report: dict, model: str, controlnet: str) -> str:
         "| --- | ---: | ---: |",
         f"| {metric} | {report['adherence']['with_control']:.3f} | {report['adherence']['without_control']:.3f} |",
     ]
+    by_region = report.get("adherence_by_region", {})
+    for region, iou in by_region.get("with_control", {}).items():
+        plain = by_region.get("without_control", {}).get(region)
+        lines.append(f"| IoU of {region} | {iou:.3f} | {'-' if plain is None else f'{plain:.3f}'} |")
     for group in ("seen", "heldout"):
         lines.append(
             f"| attribute accuracy, {group} | {percent(acc['with_control'][group]['overall'])} "

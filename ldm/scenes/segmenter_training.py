@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ldm.scenes.classifier_training import augment, fit, to_pixels
-from ldm.scenes.control_metrics import mean_iou
+from ldm.scenes.control_metrics import RegionIoU
 from ldm.scenes.draw import draw_scene_with_layout
 from ldm.scenes.generator import scene_attributes, scene_seed
 from ldm.scenes.layout_segmenter import LayoutSegmenter
@@ -49,9 +49,11 @@ def train_segmenter(
 
 
 def segmenter_miou(model: LayoutSegmenter, images: torch.Tensor, labels: torch.Tensor, generator=None) -> float:
-    """Mean over images of mean_iou(prediction, truth); augmented first when a generator is given."""
+    """The regions' mean IoU over all the images (RegionIoU); augmented first when a generator is given."""
     pixels = to_pixels(images)
     if generator is not None:
         pixels = augment(pixels, generator)
-    predicted = model.predict(pixels).numpy()
-    return float(np.mean([mean_iou(p, t) for p, t in zip(predicted, labels.numpy())]))
+    score = RegionIoU(len(model.config.regions))
+    for predicted, truth in zip(model.predict(pixels).numpy(), labels.numpy()):
+        score.add(predicted, truth)
+    return score.mean()

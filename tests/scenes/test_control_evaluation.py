@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ldm.scenes.control_metrics import edge_f1, mean_iou
+from ldm.scenes.control_metrics import RegionIoU, edge_f1, mean_iou
 from ldm.scenes.layout_segmenter import DEFAULT_SEGMENTER_PATH, LayoutSegmenter, SegmenterConfig, load_segmenter, save_segmenter
 from ldm.models.weights import ModelError
 from test_evaluate_tool import classifier_path, evaluate_tool, two_prompts  # noqa: F401 (fixtures)
@@ -22,6 +22,19 @@ def test_mean_iou_counts_each_region_present_in_either_map():
     predicted[1] = 1  # the ground drawn one row too high: ground 8/12
     predicted[0, 0] = 5  # a house that is not there: 0; the sky keeps 3 of its 8 pixels: 3/8
     assert mean_iou(predicted, truth) == pytest.approx((3 / 8 + 8 / 12 + 0) / 3)
+
+
+def test_region_iou_sums_each_region_over_all_images_before_dividing():
+    """A small region missed in one image of two weighs as much as the sky: a per-image mean
+    would let the easy image hide it."""
+    empty_sky = np.zeros((4, 4), np.uint8)
+    house = empty_sky.copy()
+    house[2:, 2:] = 5  # 4 pixels of house
+    score = RegionIoU(9)
+    score.add(empty_sky, empty_sky)  # a plain sky, read right
+    score.add(empty_sky, house)  # the house missed: all sky
+    assert score.per_region() == {0: 28 / 32, 5: 0.0}
+    assert score.mean() == pytest.approx((28 / 32 + 0) / 2)
 
 
 def test_edge_f1_matches_edges_within_the_tolerance():
@@ -57,10 +70,11 @@ def test_the_shipped_segmenter_reads_fresh_scenes():
     from ldm.scenes.segmenter_training import render_layouts
 
     segmenter = load_segmenter(DEFAULT_SEGMENTER_PATH)
-    images, labels = render_layouts(24, seeds.SEGMENTER_TEST)
-    predicted = segmenter.predict(to_pixels(images)).numpy()
-    scores = [mean_iou(p, t) for p, t in zip(predicted, labels.numpy())]
-    assert np.mean(scores) >= 0.85, scores
+    images, labels = render_layouts(32, seeds.SEGMENTER_TEST)
+    score = RegionIoU(len(segmenter.config.regions))
+    for predicted, truth in zip(segmenter.predict(to_pixels(images)).numpy(), labels.numpy()):
+        score.add(predicted, truth)
+    assert score.mean() >= 0.9 and min(score.per_region().values()) >= 0.8, score.per_region()
 
 
 @pytest.fixture
@@ -113,6 +127,9 @@ def test_layout_evaluation_uses_the_given_segmenter(tiny_model_dir, classifier_p
     assert _run(tiny_model_dir, classifier_path, prompts_file, out, *extra) == 0
     report = json.loads((out / "control.json").read_text())
     assert report["metric"] == "region mIoU" and 0 <= report["adherence"]["with_control"] <= 1
+    by_region = report["adherence_by_region"]["with_control"]
+    assert "sky" in by_region and all(0 <= iou <= 1 for iou in by_region.values())
+    assert "| IoU of sky |" in (out / "control.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,16 @@ def test_dotted_overrides_parse_yaml_values():
         apply_overrides({}, ["unet.layers"])
 
 
+def test_numbers_in_e_notation_are_floats_where_a_float_is_asked():
+    """YAML 1.1 reads `1e-4` (no dot) as a string: `train.lr=1e-4` must still be a number."""
+    config = model_config_from_dict(apply_overrides(tiny_model_dict(), ["vae.scaling_factor=2e-1"]))
+    assert config.vae.scaling_factor == 0.2
+    with pytest.raises(ConfigError, match="model.vae.scaling_factor must be float, got 'e-1'"):
+        model_config_from_dict(apply_overrides(tiny_model_dict(), ["vae.scaling_factor=e-1"]))
+    with pytest.raises(ConfigError, match="model.unet.layers_per_block must be int"):
+        model_config_from_dict(apply_overrides(tiny_model_dict(), ["unet.layers_per_block=1e3"]))
+
+
 def test_open_clip_arch_fills_text_settings():
     config = model_config_from_dict(tiny_model_dict(text_encoder={"arch": "ViT-H-14", "layer": "penultimate"}))
     from ldm.models.text_encoder import resolve_arch

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +117,22 @@ class EMASwap:
             self.ema.restore(self.parameters)
 
 
+def apply_resumed_settings(settings, optimizer, lr_scheduler, ema) -> str:
+    """A checkpoint brings back its learning rate and EMA decay; a config that asks for others
+    on resume (train.lr=... --resume latest) gets them from here on. Says what changed."""
+    changes = []
+    if any(base != settings.lr for base in lr_scheduler.base_lrs):
+        changes.append(f"train.lr {lr_scheduler.base_lrs[0]:g} -> {settings.lr:g}")
+        lr_scheduler.base_lrs = [settings.lr] * len(lr_scheduler.base_lrs)
+        for group, factor in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
+            group["initial_lr"] = settings.lr
+            group["lr"] = settings.lr * factor(lr_scheduler.last_epoch)
+    if ema is not None and ema.decay != settings.ema_decay:
+        changes.append(f"train.ema_decay {ema.decay:g} -> {settings.ema_decay:g}")
+        ema.decay = settings.ema_decay
+    return ", ".join(changes)
+
+
 def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Optional[OpenDataset] = None) -> TrainResult:
     """Trains `config.stage` for train.max_steps steps (continuing from checkpoint `resume`)."""
     from diffusers.optimization import get_scheduler
@@ -152,6 +169,9 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
         if ema is not None and state.ema is not None:
             ema.load_state_dict(state.ema)
             ema.to(accelerator.device)
+        changed = apply_resumed_settings(settings, optimizer, lr_scheduler, ema)
+        if changed and accelerator.is_main_process:
+            print(f"ldm-train: resuming with the config's {changed}", file=sys.stderr)
         batches.seek(state.data_position)
         stage.load_state(state.counters.get("stage", {}))
         stage.load_state_tensors(state.stage_tensors)

@@ -183,3 +183,29 @@ def test_resume_decodes_only_the_images_it_trains_on(tmp_path, monkeypatch):
     monkeypatch.setattr(indexed, "decode_image", lambda source, min_size: decoded.append(source) or original(source, min_size=min_size))
     run(tmp_path / "run", resume=resolve_checkpoint("latest", tmp_path / "run"), save_every=2)
     assert len(decoded) == 3 * 2  # steps 3, 4 and 5; not the 4 images of steps 1 and 2
+
+
+def test_resume_takes_a_new_learning_rate_and_ema_decay_from_the_config(tmp_path, capfd):
+    """A checkpoint brings back its schedule; `train.lr=... --resume latest` must still change
+    the rate (scaled by the schedule where it is), and the EMA decay likewise, and say so."""
+    from ldm.training import loop
+
+    run(tmp_path / "run", max_steps=3, lr=1e-3, lr_schedule="constant", log_every=1)
+    captured = {}
+    original = loop.apply_resumed_settings
+
+    def spy(settings, optimizer, lr_scheduler, ema):
+        message = original(settings, optimizer, lr_scheduler, ema)
+        captured.update(lr=optimizer.param_groups[0]["lr"], decay=ema.decay)
+        return message
+
+    loop.apply_resumed_settings = spy
+    try:
+        run(tmp_path / "run", resume=resolve_checkpoint("latest", tmp_path / "run"), max_steps=5, lr=4e-3, ema_decay=0.5,
+            lr_schedule="constant", log_every=1)  # fmt: skip
+    finally:
+        loop.apply_resumed_settings = original
+    assert captured == {"lr": pytest.approx(4e-3), "decay": 0.5}
+    assert "resuming with the config's train.lr 0.001 -> 0.004, train.ema_decay 0.9 -> 0.5" in capfd.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"step"' in line]
+    assert [row["lr"] for row in rows if row["step"] > 3 and "lr" in row] == [pytest.approx(4e-3)] * 2

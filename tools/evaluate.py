@@ -97,6 +97,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--prompts must be one of {', '.join(PROMPT_SETS)} or an existing file, got {args.prompts!r}")
     if args.control and args.sweep:
         parser.error("--control and --sweep are separate evaluations: give one")
+    if args.control and args.lora:
+        parser.error("--lora is not applied in a --control evaluation: evaluate the LoRA on its own")
     if (args.controlnet or args.segmenter) and not args.control:
         parser.error("--controlnet and --segmenter go with --control layout|canny")
     if not args.control_scale >= 0:
@@ -117,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.scenes.prompts import build_prompts, read_prompt_file
     from ldm.scenes.report import markdown_report, write_json
     from ldm.scenes.sample_grid import pick_rows, sample_grid
+    from ldm.control.library import ControlNets
     from ldm.pipeline import Pipeline
     from ldm.training.checkpoints import CheckpointError, load_denoiser_from_checkpoint
     from ldm.settings import GenerationError, Settings, check_settings
@@ -147,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     pipes = {}
     try:
         for name in dict.fromkeys(point.model or args.model for point in points):
-            extra = (args.controlnet,) if args.controlnet else ()
-            pipes[name] = Pipeline.load(resolve_model(name), device=device, controlnets=extra)
+            pipes[name] = Pipeline.load(resolve_model(name), device=device)
+            if args.controlnet:  # that one only: the model's own of the same type must not compete
+                pipes[name].controlnets = ControlNets.for_model(None, [args.controlnet])
             if args.checkpoint and name == args.model:
                 load_denoiser_from_checkpoint(args.checkpoint, pipes[name].components.denoiser)
         classifier = load_classifier(args.classifier or DEFAULT_CLASSIFIER_PATH, device=device)
-    except (UnknownModelError, ModelError, CheckpointError) as error:
+    except (UnknownModelError, ModelError, CheckpointError, GenerationError) as error:
         return report_error(PROG, str(error))
     unjudged = sorted({name for p in prompts for name in p.asserts} - set(classifier.config.heads))
     if unjudged:

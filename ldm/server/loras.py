@@ -9,9 +9,12 @@ from typing import Optional
 
 
 def lora_list(lora_dir: Optional[str]) -> list[dict]:
+    """The files a tag can name: those that resolve inside the folder (a link out is not listed)."""
     if lora_dir is None:
         return []
-    return [_entry(path) for path in sorted(Path(lora_dir).glob("*.safetensors"))]
+    folder = Path(lora_dir).resolve()
+    files = [path for path in sorted(Path(lora_dir).glob("*.safetensors")) if path.resolve().is_relative_to(folder)]
+    return [_entry(path) for path in files]
 
 
 def _entry(path: Path) -> dict:

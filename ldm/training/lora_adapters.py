@@ -9,6 +9,7 @@ with the training facts in the file's metadata (strings, as kohya's ss_* keys ar
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -30,14 +31,26 @@ def target_modules(model: nn.Module, targets: str) -> list[str]:
 
 
 def text_encoder_targets(encoder: nn.Module) -> list[str]:
-    """Every Linear layer of a text encoder but those inside nn.MultiheadAttention (open_clip's
-    attention): it reads their weights directly, so an adapter there would train nothing,
-    yet a merged file would change them. open_clip: the MLPs; HF CLIP: q/k/v/out and the MLPs."""
+    """Every Linear layer of a text encoder that shapes its output, but those inside
+    nn.MultiheadAttention (open_clip's attention): it reads their weights directly, so an
+    adapter there would train nothing, yet a merged file would change them. open_clip: the
+    MLPs of the blocks up to the one read (`layer_index`: penultimate skips the last);
+    HF CLIP: q/k/v/out and the MLPs. An adapter that never gets a gradient would also stop
+    multi-process training (DDP's unused-parameter error)."""
     inside_attention = {
         f"{name}.{child}" for name, module in encoder.named_modules() if isinstance(module, nn.MultiheadAttention)
         for child, _ in module.named_modules() if child
     }  # fmt: skip
-    return [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear) and name not in inside_attention]
+    last = getattr(encoder, "layer_index", None)
+
+    def read(name: str) -> bool:
+        block = re.search(r"resblocks\.(\d+)\.", name)
+        return last is None or block is None or int(block.group(1)) <= last
+
+    return [
+        name for name, module in encoder.named_modules()
+        if isinstance(module, nn.Linear) and name not in inside_attention and read(name)
+    ]  # fmt: skip
 
 
 def add_lora_adapters(model: nn.Module, rank: int, alpha: float, targets: str | list[str], seed: int) -> None:
@@ -61,14 +74,18 @@ def set_adapters_enabled(model: nn.Module, enabled: bool) -> None:
             module.enable_adapters(enabled)
 
 
-def lora_tensors(model: nn.Module, part: str, layout: str, rank: int, alpha: float) -> dict[str, torch.Tensor]:
-    """The adapters of `model` (the Components part `part`) as a LoRA file's tensors. The peft
+def lora_tensors(
+    model: nn.Module, part: str, layout: str, rank: int, alpha: float, within: str = "", named_as: str = ""
+) -> dict[str, torch.Tensor]:
+    """The adapters of `model` (the Components part `part`) as a LoRA file's tensors, named
+    from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`. The peft
     layout has no alpha (diffusers reads it as alpha = rank): alpha / rank is folded into B."""
     from peft.utils import get_peft_model_state_dict
 
     tensors = {}
     for key, tensor in get_peft_model_state_dict(model).items():
-        module, kind = key.rsplit(".lora_", 1)  # "down_blocks...to_q", "A.weight" or "B.weight"
+        module, kind = key.removeprefix(within).rsplit(".lora_", 1)  # "down_blocks...to_q", "A.weight" or "B.weight"
+        module = named_as + module
         if layout == "kohya":
             stem = PREFIXES[layout][part] + module.replace(".", "_")
             tensors[f"{stem}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor

@@ -41,6 +41,17 @@ class LoraModule(Text2ImgModule):
         return self.text_encoder(self.text_encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
 
 
+def text_encoder_naming(encoder) -> dict:
+    """An HF CLIPTextModel's adapters are named from inside our wrapper and under `text_model.`
+    (kohya's lora_te_text_model_encoder_..., what AUTOMATIC1111 and ComfyUI read; newer
+    transformers dropped that level, which ldm.lora accepts either way)."""
+    inner = getattr(encoder, "model", None)
+    if inner is None:
+        return {}
+    has_level = any(name.startswith("text_model.") for name, _ in inner.named_modules())
+    return {"within": "model.", "named_as": "" if has_level else "text_model."}
+
+
 class LoraStage(Text2ImgStage):
     def load_components(self) -> Components:
         try:
@@ -97,7 +108,8 @@ class LoraStage(Text2ImgStage):
         config, section = self.config, self.config.lora
         tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
         if section.text_encoder:
-            tensors |= lora_tensors(self.components.text_encoder, "text_encoder", section.layout, section.rank, self.alpha)
+            tensors |= lora_tensors(self.components.text_encoder, "text_encoder", section.layout, section.rank, self.alpha,
+                                    **text_encoder_naming(self.components.text_encoder))  # fmt: skip
         metadata = {
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(section.rank),

@@ -138,6 +138,7 @@ def test_layout_evaluation_uses_the_given_segmenter(tiny_model_dir, classifier_p
         (["--controlnet", "somewhere"], "--controlnet and --segmenter go with --control"),
         (["--control", "layout", "--sweep", "dpm++2m:2"], "--control and --sweep are separate"),
         (["--control", "canny", "--control-scale", "-1"], "--control-scale must be a number >= 0"),
+        (["--control", "canny", "--lora", "x.safetensors"], "--lora is not applied in a --control evaluation"),
     ],
 )
 def test_bad_control_arguments_are_one_line_errors(extra, message, capsys):
@@ -146,6 +147,25 @@ def test_bad_control_arguments_are_one_line_errors(extra, message, capsys):
     assert caught.value.code == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
+
+
+def test_the_given_controlnet_is_evaluated_even_when_the_model_has_one_of_its_type(
+    tiny_model_dir, classifier_path, two_prompts, tiny_controlnet_dir, tmp_path  # noqa: F811
+):
+    import shutil
+
+    prompts_file, _ = two_prompts
+    given = tiny_controlnet_dir("canny")
+    shutil.copytree(given, tiny_model_dir / "controlnet" / "edges")  # the model's own canny ControlNet
+    out = tmp_path / "control"
+    assert _run(tiny_model_dir, classifier_path, prompts_file, out, "--control", "canny", "--controlnet", str(given)) == 0
+
+
+def test_a_bad_controlnet_folder_is_a_one_line_error(tiny_model_dir, classifier_path, two_prompts, tmp_path, capsys):  # noqa: F811
+    prompts_file, _ = two_prompts
+    assert _run(tiny_model_dir, classifier_path, prompts_file, tmp_path / "out", "--control", "canny", "--controlnet", str(tmp_path)) != 0
+    error = capsys.readouterr().err.strip()
+    assert "is not a ControlNet folder" in error and len(error.splitlines()) == 1
 
 
 def test_a_model_without_a_controlnet_is_a_one_line_error(tiny_model_dir, classifier_path, two_prompts, tmp_path, capsys):  # noqa: F811

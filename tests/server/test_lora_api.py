@@ -43,3 +43,11 @@ def test_without_a_lora_dir_a_tag_is_a_one_line_client_error(client):
     answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:1>"})
     assert 400 <= answer.status_code < 500
     assert "style" in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+
+
+def test_a_link_out_of_the_lora_dir_is_not_listed(worker, tiny_components, tmp_path):
+    folder = lora_dir(tmp_path, tiny_components)
+    outside = write_lora(random_lora(tiny_components, seed=1), tmp_path / "private.safetensors", "kohya")
+    (folder / "escape.safetensors").symlink_to(outside)
+    with make_client(worker, lora_dir=str(folder)) as client:
+        assert [entry["name"] for entry in client.get("/sdapi/v1/loras").json()] == ["style"]

@@ -120,6 +120,47 @@ def test_text_encoder_adapters_train_and_the_file_applies_them(tmp_path, tiny_mo
     assert (denoiser_output(base.denoiser) - denoiser_output(stage.module.denoiser)).abs().max() < 1e-5
 
 
+def test_text_encoder_lora_of_a_diffusers_folder_uses_kohyas_names(tmp_path):
+    """A diffusers SD folder's CLIPTextModel: lora_te_text_model_encoder_... keys (what
+    AUTOMATIC1111 and ComfyUI read), which our loader applies as trained."""
+    from safetensors import safe_open
+    from sd_folder import write_tiny_sd_folder
+    from tiny import build_tiny
+
+    from ldm.lora import apply_loras
+    from ldm.model_folder import load_model
+    from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    folder = write_tiny_sd_folder(build_tiny(text_encoder__width=64, text_encoder__heads=1, unet__cross_attention_dim=64), tmp_path / "sd", text_heads=1)
+    config = lora_config(tmp_path, folder, lora={"text_encoder": True, "dtype": "fp32"}, max_steps=2, lr=1e-2)
+    config.model = load_model(folder).config or config.model
+    result = train(config, open_dataset=tiny_datasets())
+    with safe_open(str(result.export_path), framework="pt") as handle:
+        text_keys = [k for k in handle.keys() if k.startswith("lora_te_")]
+    assert text_keys and all(k.startswith("lora_te_text_model_encoder_layers_") for k in text_keys), text_keys[:3]
+    stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path / "x", tiny_datasets()))
+    stage.module.load_state_dict(load_checkpoint(resolve_checkpoint("latest", tmp_path / "run")).weights, strict=False)
+    tokens = stage.module.text_encoder.tokenize(["a lake"])
+    base = load_model(folder)
+    apply_loras(base, [(result.export_path, 1.0)])
+    with torch.no_grad():
+        assert (base.text_encoder(tokens) - stage.module.text_encoder(tokens)).abs().max() < 1e-5
+
+
+def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
+    from tiny import build_tiny
+
+    from ldm.training.lora_adapters import text_encoder_targets
+
+    last = build_tiny(text_encoder__layer="last").text_encoder
+    penultimate = build_tiny(text_encoder__layer="penultimate").text_encoder
+    assert {n.split(".")[3] for n in text_encoder_targets(last)} == {"0", "1"}  # tower.transformer.resblocks.N...
+    assert {n.split(".")[3] for n in text_encoder_targets(penultimate)} == {"0"}
+    assert not any("attn" in n for n in text_encoder_targets(last))
+
+
 @pytest.mark.parametrize("text_encoder", [False, True])
 def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir, text_encoder):
     from ldm.model_folder import read_safetensors

@@ -115,6 +115,9 @@ class ControlNetSection:
     # --control-maps' OUT-control/layout); null: the preprocessor computes them from each image.
     control_dir: Optional[str] = None
     control_dropout: float = 0.1  # share of samples trained with a blank control image
+    # uniform | cubic: t = T(1 - u^3), most steps at high noise where a map decides the layout
+    # (T2I-Adapter's finding: a control learns sooner)
+    timesteps: str = "uniform"
     name: Optional[str] = None  # the export's folder name, OUTPUT/controlnet/<name>; default: control_type
 
 
@@ -235,6 +238,7 @@ def check_controlnet_section(config: TrainConfig) -> None:
 
     section = config.controlnet
     one_of("controlnet.control_type", section.control_type, CONTROL_TYPES)
+    one_of("controlnet.timesteps", section.timesteps, ("uniform", "cubic"))
     if not 0.0 <= section.control_dropout <= 1.0:
         raise ConfigError(f"controlnet.control_dropout must be in [0, 1], got {section.control_dropout}")
     data_maps = config.data.control_column or config.data.control_key

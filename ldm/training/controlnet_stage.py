@@ -72,12 +72,24 @@ class ControlNetModule(Text2ImgModule):
     """The frozen U-Net stays a submodule (its call is part of the loss) but trains nothing:
     only the ControlNet's parameters require gradients, so only they are checkpointed."""
 
-    def __init__(self, components: Components, controlnet, scheduler, text2img, caption_dropout, control_images, control_dropout):
+    def __init__(
+        self, components: Components, controlnet, scheduler, text2img, caption_dropout, control_images, control_dropout, timesteps="uniform"
+    ):
         super().__init__(components, scheduler, caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
+        self.timestep_sampling = timesteps
         self.controlnet = controlnet
         self.control_images = control_images
         self.control_dropout = control_dropout
         self.vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+
+    def sample_timesteps(self, b: int, randomness) -> torch.Tensor:
+        """`cubic` (T2I-Adapter's sampling): t = T (1 - u^3), most steps at high noise, where
+        the layout of an image is decided and a control map can change the loss."""
+        if self.timestep_sampling == "uniform":
+            return super().sample_timesteps(b, randomness)
+        total = self.scheduler.config.num_train_timesteps
+        u = randomness.rand((b,))
+        return ((1 - u**3) * total).long().clamp(max=total - 1)
 
     def predict(self, model_input, timesteps, context, batch, randomness):
         height, width = (side * self.vae_scale for side in model_input.shape[-2:])
@@ -115,7 +127,7 @@ class ControlNetStage(Text2ImgStage):
         self.control_images = ControlImages(section.control_type, control_dir, config.data.resolution)
         return ControlNetModule(
             components, self.controlnet, scheduler, config.text2img, config.data.caption_dropout,
-            self.control_images, section.control_dropout,
+            self.control_images, section.control_dropout, section.timesteps,
         )  # fmt: skip
 
     @property

@@ -109,13 +109,17 @@ class Text2ImgModule(nn.Module):
         noise = randomness.randn(latents.shape)
         if self.noise_offset:
             noise = noise + self.noise_offset * randomness.randn((b, c, 1, 1))
-        timesteps = randomness.randint(self.scheduler.config.num_train_timesteps, (b,))
+        timesteps = self.sample_timesteps(b, randomness)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         if self.scheduler.config.prediction_type == "v_prediction":
             target = self.scheduler.get_velocity(latents, noise, timesteps)
         else:
             target = noise
         return noisy, target, timesteps
+
+    def sample_timesteps(self, b: int, randomness) -> torch.Tensor:
+        """(b,) training timesteps, uniform over the schedule."""
+        return randomness.randint(self.scheduler.config.num_train_timesteps, (b,))
 
     def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
         """What the denoiser sees besides timestep and context: the noisy latents (inpainting adds channels)."""

@@ -160,10 +160,34 @@ def test_stored_maps_need_the_data_cropped_in_the_middle(tmp_path):
         from_dict(TrainConfig, data)
 
 
+def test_cubic_timesteps_sit_mostly_at_high_noise(tmp_path, tiny_model_dir):
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    class Draws:
+        generator = torch.Generator().manual_seed(0)
+
+        def rand(self, shape):
+            return torch.rand(shape, generator=self.generator)
+
+        def randint(self, high, shape):
+            return torch.randint(0, high, shape, generator=self.generator)
+
+    def timesteps(kind):
+        config = controlnet_config(tmp_path / kind, tiny_model_dir, controlnet={"timesteps": kind})
+        stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path / kind, tiny_datasets()))
+        return stage.module.sample_timesteps(20000, Draws()).float()
+
+    uniform, cubic = timesteps("uniform"), timesteps("cubic")
+    assert uniform.mean() == pytest.approx(500, abs=10) and cubic.mean() == pytest.approx(750, abs=10)  # E[1 - u^3] = 3/4
+    assert cubic.min() >= 0 and cubic.max() <= 999 and (cubic >= 500).float().mean() == pytest.approx(0.5 ** (1 / 3), abs=0.01)  # u^3 <= 1/2
+
+
 @pytest.mark.parametrize(("section", "message"), [
     ({"init_from": None}, "controlnet.init_from is required"),
     ({"control_type": "depth"}, "controlnet.control_type is 'depth'; expected one of canny, layout, raw"),
     ({"control_dropout": 1.5}, r"controlnet.control_dropout must be in \[0, 1\], got 1.5"),
+    ({"timesteps": "cosine"}, "controlnet.timesteps is 'cosine'; expected one of uniform, cubic"),
 ])  # fmt: skip
 def test_bad_controlnet_sections_are_config_errors(tmp_path, section, message):
     with pytest.raises(ConfigError, match=message):

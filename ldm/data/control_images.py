@@ -9,7 +9,7 @@ from typing import Callable, Optional
 import torch
 from PIL import Image
 
-from ldm.data.decode import ImageSource, decode_image
+from ldm.data.decode import Decoded, ImageSource, decode_image
 from ldm.data.transforms import ImageTransform
 
 
@@ -27,3 +27,16 @@ def paired_control(
     if control.size != image.size:
         control = control.resize(image.size, Image.Resampling.BILINEAR)
     return transform(control, generator())
+
+
+def with_control(
+    decoded: Decoded, source: Optional[ImageSource], transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]]
+) -> tuple[Decoded, dict]:
+    """A decoded sample and its map: (decoded, {"control": tensor}); a readable image whose map
+    is missing or unreadable comes back skipped as "unreadable" (counted once, with the image)."""
+    if decoded.image is None:
+        return decoded, {}
+    control = paired_control(source, decoded.image, transform, generator)
+    if control is None:
+        return Decoded(converted=decoded.converted, skipped="unreadable"), {}
+    return decoded, {"control": control}

@@ -15,8 +15,8 @@ from typing import Iterator, Optional, Protocol, Union
 import torch
 
 from ldm.data.captions import choose_caption, drop_caption
-from ldm.data.control_images import paired_control
-from ldm.data.decode import Decoded, ImageSource, decode_image
+from ldm.data.control_images import with_control
+from ldm.data.decode import ImageSource, decode_image
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
 from ldm.data.transforms import ImageTransform
@@ -112,10 +112,8 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         decoded = decode_image(source, min_size=self.transform.resolution)
         generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
         extra = {}
-        if decoded.image is not None and getattr(self.records, "has_control", False):
-            extra["control"] = paired_control(self.records.control(index), decoded.image, self.transform, generator)
-            if extra["control"] is None:
-                decoded = Decoded(converted=decoded.converted, skipped="unreadable")  # a sample without its map
+        if getattr(self.records, "has_control", False):
+            decoded, extra = with_control(decoded, self.records.control(index), self.transform, generator)
         self._count(index, decoded.converted, decoded.skipped)
         if decoded.image is None or decoded.skipped:
             return None

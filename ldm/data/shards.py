@@ -20,8 +20,8 @@ import torch
 
 from ldm.data.captions import drop_caption
 from ldm.data.config import DataConfig
-from ldm.data.control_images import paired_control
-from ldm.data.decode import Decoded, decode_image
+from ldm.data.control_images import with_control
+from ldm.data.decode import decode_image
 from ldm.data.errors import DataError
 from ldm.data.ordering import SharedEpoch
 from ldm.data.randomness import epoch_rng, mixed_seed, sample_generator, stable_index
@@ -147,10 +147,8 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         index = stable_index(key)
         generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
         extra = {}
-        if decoded.image is not None and self.control_key:
-            extra["control"] = paired_control(raw.get(self.control_key), decoded.image, self.transform, generator)
-            if extra["control"] is None:
-                decoded = Decoded(converted=decoded.converted, skipped="unreadable")  # a sample without its map
+        if self.control_key:
+            decoded, extra = with_control(decoded, raw.get(self.control_key), self.transform, generator)
         self.stats.record(decoded.converted, decoded.skipped)
         if decoded.image is None or decoded.skipped:
             return None

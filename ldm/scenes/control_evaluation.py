@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -64,6 +65,11 @@ class ControlCase:
     def unit(self, control_type: str, scale: float) -> ControlUnit:
         return ControlUnit(self.control(control_type), control_type, scale)
 
+    @cached_property
+    def edges(self) -> np.ndarray:
+        """The drawing's Canny edges, what a canny-steered image is compared with (once per case)."""
+        return _edges(self.picture)
+
 
 def held_out_case(prompt: EvalPrompt, index: int, size: int) -> ControlCase:
     picture, regions = draw_scene_with_layout(prompt.scene, scene_seed(seeds.CONTROL_REFERENCE, index), size)
@@ -87,7 +93,7 @@ class Adherence:
         if self.control_type == "layout":
             self.regions.add(self.segmenter.predict(from_pil([image]))[0].numpy(), case.regions)
         else:
-            self.scores.append(edge_f1(_edges(image), _edges(case.picture)))
+            self.scores.append(edge_f1(_edges(image), case.edges))
 
     def score(self) -> float:
         return self.regions.mean() if self.control_type == "layout" else float(np.mean(self.scores))

@@ -43,13 +43,12 @@ class ControlImages:
         self.control_dir = control_dir
         self.crop = ImageTransform(resolution) if resolution else None
 
-    @property
-    def map_type(self) -> str:
-        """How a stored map is read: layouts are snapped (idempotent), the rest taken as they are."""
+    def reader(self, batch: dict) -> str:
+        """The preprocessor `batch`'s pictures go through: the control type for pixels; for a
+        stored map, layout's snapping (idempotent) or nothing."""
+        if "control" not in batch and self.control_dir is None:
+            return self.control_type
         return "layout" if self.control_type == "layout" else "raw"
-
-    def stored(self, batch: dict) -> bool:
-        return "control" in batch or self.control_dir is not None
 
     def pictures(self, batch: dict) -> list[Image.Image]:
         if "control" in batch:
@@ -63,8 +62,7 @@ class ControlImages:
         return [to_pil(self.crop(picture)[None])[0] for picture in maps] if self.crop else maps
 
     def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
-        kind = self.map_type if self.stored(batch) else self.control_type
-        inputs = [control_input(kind, picture, size) for picture in self.pictures(batch)]
+        inputs = [control_input(self.reader(batch), picture, size) for picture in self.pictures(batch)]
         return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
 
 
@@ -160,8 +158,7 @@ class ControlNetStage(Text2ImgStage):
                 batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}
                 picture = self.control_images.pictures(batch)[0]
                 size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
-                kind = self.control_images.map_type if self.control_images.stored(batch) else self.control_images.control_type
-                control = control_map(kind, picture, size)
+                control = control_map(self.control_images.reader(batch), picture, size)
                 unit = ControlUnit(control, "raw", model=self.name)
                 steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]
                 plain = pipeline.generate(prompt, width=size[0], height=size[1], **options).images[0]

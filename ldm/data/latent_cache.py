@@ -7,8 +7,9 @@
         train_set = CachedLatentDataset(cache, caption_dropout, seed)   # batch with make_batches
 
 Layout of root/<key>/:
-    shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior; metadata
-                              "keys" and "captions" (JSON): the captions index
+    shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior, and any
+                              extras a stage computes once per sample (e.g. "control_map");
+                              metadata "keys" and "captions" (JSON): the captions index
     manifest.json             written last: the shards, their byte sizes and sample count
 
 Every file is written to a temporary name and renamed (ldm.files), so a killed build
@@ -40,6 +41,8 @@ CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 HASH_CHUNK = 16 << 20  # bytes of parameters hashed per update
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+ExtrasFn = Callable[[dict], dict[str, torch.Tensor]]  # a caching batch -> more tensors (B, ...) to keep
+POSTERIOR = ("mean", "std")
 
 
 # ----------------------------------------------------------------------------- keys
@@ -125,12 +128,22 @@ class LatentCache:
     def get(self, sample_key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the posterior, each (C, h, w)."""
         file, row, _ = self._entry(sample_key)
+        handle = self._open(file)
+        return handle.get_slice("mean")[row], handle.get_slice("std")[row]
+
+    def extras(self, sample_key: str) -> dict[str, torch.Tensor]:
+        """The sample's other stored tensors (a stage's extras), each without the batch axis."""
+        file, row, _ = self._entry(sample_key)
+        handle = self._open(file)
+        return {name: handle.get_slice(name)[row] for name in handle.keys() if name not in POSTERIOR}
+
+    def _open(self, file: str):
         handle = self._handles.get(file)
         if handle is None:
             from safetensors import safe_open
 
             handle = self._handles[file] = safe_open(str(self.folder / file), "pt")
-        return handle.get_slice("mean")[row], handle.get_slice("std")[row]
+        return handle
 
     def captions(self, sample_key: str) -> list[str]:
         return self._entry(sample_key)[2]
@@ -172,7 +185,7 @@ class LatentCache:
         with safe_open(str(self.folder / file), "pt") as handle:
             metadata = handle.metadata() or {}
             keys, captions = json.loads(metadata["keys"]), json.loads(metadata["captions"])
-            rows = {handle.get_slice(name).get_shape()[0] for name in ("mean", "std")}
+            rows = {handle.get_slice(name).get_shape()[0] for name in handle.keys()}
         if rows != {len(keys)} or len(captions) != len(keys):
             raise ValueError(f"{file}: {rows} rows for {len(keys)} keys")
         return Shard(file, keys, captions)
@@ -199,12 +212,14 @@ class LatentCache:
                     path.unlink()
         return shards
 
-    def write_shard(self, number: int, keys: list[str], captions: list[list[str]], mean: torch.Tensor, std: torch.Tensor) -> Shard:
+    def write_shard(
+        self, number: int, keys: list[str], captions: list[list[str]], mean: torch.Tensor, std: torch.Tensor, extras: Optional[dict] = None
+    ) -> Shard:
         from safetensors.torch import save_file
 
         file = f"shard-{number:06d}.safetensors"
         metadata = {"keys": json.dumps(keys), "captions": json.dumps(captions)}
-        tensors = {"mean": mean.detach().to("cpu").contiguous(), "std": std.detach().to("cpu").contiguous()}
+        tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in {"mean": mean, "std": std, **(extras or {})}.items()}
         self._atomic_write(file, lambda path: save_file(tensors, str(path), metadata=metadata))
         return Shard(file, keys, captions)
 
@@ -224,12 +239,15 @@ class LatentCache:
 
 @torch.no_grad()
 def build_latent_cache(
-    dataset, encode_fn: EncodeFn, cache: LatentCache, batch_size: int, progress: bool = True, num_workers: int = 0
+    dataset, encode_fn: EncodeFn, cache: LatentCache, batch_size: int, progress: bool = True, num_workers: int = 0,
+    extras_fn: Optional[ExtrasFn] = None,
 ) -> LatentCache:
     """Encodes every sample of `dataset` (all ranks' samples) that the cache lacks.
 
-    `encode_fn(pixels (B, 3, R, R)) -> (mean, std)`, each (B, C, h, w). A complete cache is
-    returned without encoding anything; an incomplete one is resumed."""
+    `encode_fn(pixels (B, 3, R, R)) -> (mean, std)`, each (B, C, h, w); `extras_fn(batch)`,
+    when given, more tensors per sample to keep beside them (the cache key must then say
+    what they are). A complete cache is returned without encoding anything; an incomplete
+    one is resumed."""
     from tqdm.auto import tqdm
 
     if cache.complete:
@@ -249,6 +267,8 @@ def build_latent_cache(
             pending["captions"] += batch["captions"]
             pending["mean"] += list(mean.detach().cpu())
             pending["std"] += list(std.detach().cpu())
+            for name, tensor in (extras_fn(batch) if extras_fn else {}).items():
+                pending.setdefault(name, []).extend(tensor.detach().cpu())
             while len(pending["keys"]) >= cache.shard_size:
                 shards.append(_write_pending(cache, number, pending, cache.shard_size))
                 number += 1
@@ -265,8 +285,9 @@ def _write_pending(cache: LatentCache, number: int, pending: dict[str, list], co
     taken = {name: values[:count] for name, values in pending.items()}
     for values in pending.values():
         del values[:count]
-    mean, std = torch.stack(taken["mean"]), torch.stack(taken["std"])  # (N, C, h, w)
-    return cache.write_shard(number, taken["keys"], taken["captions"], mean, std)
+    tensors = {name: torch.stack(values) for name, values in taken.items() if name not in ("keys", "captions")}  # (N, ...)
+    mean, std = tensors.pop("mean"), tensors.pop("std")
+    return cache.write_shard(number, taken["keys"], taken["captions"], mean, std, tensors)
 
 
 def _caching_loader(dataset, done: set[str], batch_size: int, num_workers: int) -> DataLoader:
@@ -290,7 +311,7 @@ def _cache_total(dataset) -> Optional[int]:
 
 class CachedLatentDataset(torch.utils.data.Dataset):
     """dataset[(epoch, position)] -> {"latent_mean": (C, h, w), "latent_std": (C, h, w),
-    "caption": str, "key": str} from a complete cache; one caption drawn per epoch and
+    "caption": str, "key": str, and the cache's extras by their names} from a complete cache; one caption drawn per epoch and
     dropout applied here, at read time, so that cached samples get a fresh draw every epoch.
     Latents are the unscaled posterior: sample with mean + std * noise, then multiply by
     the VAE's scaling factor. Batched like the image datasets (ldm.data.make_batches)."""
@@ -310,4 +331,4 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         mean, std = self.cache.get(key)
         generator = sample_generator(self.seed, epoch, stable_index(key), "caption")
         caption = drop_caption(choose_caption(self.cache.captions(key), generator), self.caption_dropout, generator)
-        return {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key}
+        return {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key, **self.cache.extras(key)}

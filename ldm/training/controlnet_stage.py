@@ -1,7 +1,8 @@
 """Stage `controlnet`: a ControlNet (diffusers ControlNetModel.from_unet) learns to steer a
 frozen text-to-image model with control images. Its zero convolutions make step 0 the base
 model exactly. Control images come from a folder of maps named after the samples' keys
-(controlnet.control_dir) or from the preprocessor run on each training image; text and
+(controlnet.control_dir), from the data (a column or key), or from the preprocessor run on
+each training image; the last two are kept with the latents in the latent cache. Text and
 control are each dropped (data.caption_dropout, controlnet.control_dropout) so that
 guidance works with and without either. Noise, targets, loss, EMA, resume: text2img's."""
 
@@ -24,8 +25,12 @@ from ldm.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
+from ldm.training.latents import CacheExtras
 from ldm.training.stages import first_samples, make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+
+
+CACHED = "control_map"  # a batch's control images as the latent cache keeps them: uint8 (B, 3, H, W)
 
 
 class ControlImages:
@@ -62,8 +67,21 @@ class ControlImages:
         return [to_pil(self.crop(picture)[None])[0] for picture in maps] if self.crop else maps
 
     def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
+        if CACHED in batch:
+            return batch[CACHED].float() / 255  # the maps this returned when the cache was built
         inputs = [control_input(self.reader(batch), picture, size) for picture in self.pictures(batch)]
         return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
+
+    def cache_extras(self, maps_from: str) -> CacheExtras:
+        """The control maps (uint8, exact: every preprocessor's output is an 8-bit picture),
+        computed once with the latents instead of at every step. `maps_from`: the data's
+        column/key, or "preprocessor"; part of the cache key with the control type."""
+
+        def compute(batch: dict) -> dict[str, torch.Tensor]:
+            size = tuple(batch["pixels"].shape[-1:-3:-1])  # (W, H)
+            return {CACHED: (self(batch, size) * 255).round().to(torch.uint8)}  # (B, 3, H, W)
+
+        return CacheExtras(compute, {CACHED: self.control_type, "maps_from": maps_from, "version": 1})
 
 
 class ControlNetModule(Text2ImgModule):
@@ -132,11 +150,13 @@ class ControlNetStage(Text2ImgStage):
     def name(self) -> str:
         return self.config.controlnet.name or self.config.controlnet.control_type
 
-    def training_data(self, dataset):
+    def cache_extras(self) -> Optional[CacheExtras]:
+        """Maps from a control_dir are read by key at each step (cheap); the preprocessor's
+        and those the data carries are kept in the latent cache."""
+        if self.control_images.control_dir is not None:
+            return None
         data = self.config.data
-        if self.control_images.control_dir is None or data.control_column or data.control_key:
-            return dataset  # the preprocessor reads the pixels, or the maps come with them: no latent cache
-        return super().training_data(dataset)
+        return self.control_images.cache_extras(data.control_column or data.control_key or "preprocessor")
 
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: the control map, the image made with it, the image

@@ -6,11 +6,22 @@ and the images are then encoded every step."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
-from ldm.data.latent_cache import CachedLatentDataset, LatentCache, build_latent_cache, cache_allowed, cache_key, fingerprint_module
+from ldm.data.latent_cache import CachedLatentDataset, ExtrasFn, LatentCache, build_latent_cache, cache_allowed, cache_key, fingerprint_module
+
+
+@dataclass
+class CacheExtras:
+    """Tensors a stage computes once per sample and keeps beside the latents: `compute` makes
+    them from a caching batch; `description` (part of the cache key) says what they are."""
+
+    compute: ExtrasFn
+    description: dict
 
 
 def vae_encoder(vae, device: torch.device):
@@ -22,14 +33,18 @@ def vae_encoder(vae, device: torch.device):
     return encode
 
 
-def cached_latents(dataset, vae, directory: Path, config, context):
-    """The dataset's latents, from `directory` (built there first when missing or stale)."""
+def cached_latents(dataset, vae, directory: Path, config, context, extras: Optional[CacheExtras] = None):
+    """The dataset's latents (and `extras`), from `directory` (built there first when missing or stale)."""
     description = dataset.describe()
     if not cache_allowed(description):
         return dataset
-    cache = LatentCache(Path(directory), cache_key(fingerprint_module(vae), description))
+    key_description = {**description, "extras": extras.description} if extras else description
+    cache = LatentCache(Path(directory), cache_key(fingerprint_module(vae), key_description))
     if context.is_main:
-        build_latent_cache(dataset, vae_encoder(vae, context.device), cache, config.train.batch_size, progress=config.train.progress)
+        build_latent_cache(
+            dataset, vae_encoder(vae, context.device), cache, config.train.batch_size, progress=config.train.progress,
+            extras_fn=extras.compute if extras else None,
+        )  # fmt: skip
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the other processes read what the main one wrote
     # Caption dropout 0: text2img drops captions itself, per step.

@@ -5,6 +5,7 @@ optional min-SNR-gamma weighting, noise offset and zero-terminal-SNR schedules."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from ldm.models.components import Components, build_components
 from ldm.diffusion.denoiser import denoise_call
 from ldm.pipeline import Pipeline
 from ldm.training.diffusers_export import save_diffusers_finetune
-from ldm.training.latents import cached_latents
+from ldm.training.latents import CacheExtras, cached_latents
 from ldm.training.stages import Stage, StageContext, make_grid
 from ldm.training.text_embeddings import TextEmbeddingMemory
 
@@ -185,7 +186,11 @@ class Text2ImgStage(Stage):
         if cache is False:
             return dataset
         directory = Path(cache) if isinstance(cache, str) else self.context.output_dir / "latent_cache"
-        return cached_latents(dataset, self.components.vae, directory, self.config, self.context)
+        return cached_latents(dataset, self.components.vae, directory, self.config, self.context, self.cache_extras())
+
+    def cache_extras(self) -> Optional[CacheExtras]:
+        """What else the latent cache keeps per sample (ControlNet: its control maps)."""
+        return None
 
     # ------------------------------------------------------------------ outputs
 

@@ -91,6 +91,21 @@ def test_a_killed_build_is_not_served_and_is_resumed(tmp_path, sidecar_folder):
     assert encoder.images == 4 and len(cache) == 12  # only the third batch was left
 
 
+def test_extras_are_kept_with_each_samples_latents_across_shards(tmp_path, sidecar_folder):
+    """A stage's per-sample tensors (extras_fn) come back with the sample they were made from,
+    whatever shard and batch boundaries fell between them."""
+    dataset = build_dataset(folder_config(sidecar_folder))
+    brightness = lambda batch: {"brightness": (batch["pixels"].mean(dim=(1, 2, 3)) * 100).round().to(torch.int16)}  # noqa: E731
+    cache = build_latent_cache(dataset, CountingEncoder(), make_cache(tmp_path, dataset, shard_size=5), batch_size=3, progress=False,
+                               extras_fn=brightness)  # fmt: skip
+    samples = {s["key"]: s for s in dataset}
+    served = CachedLatentDataset(cache, caption_dropout=0.0)
+    for position in range(len(served)):
+        item = served[position]
+        expected = brightness({"pixels": samples[item["key"]]["pixels"][None]})["brightness"][0]
+        assert item["brightness"].dtype == torch.int16 and torch.equal(item["brightness"], expected)
+
+
 def test_temporary_files_and_truncated_shards_are_never_served(tmp_path, sidecar_folder):
     dataset = build_dataset(folder_config(sidecar_folder))
     cache = build_latent_cache(dataset, CountingEncoder(), make_cache(tmp_path, dataset), batch_size=4, progress=False)

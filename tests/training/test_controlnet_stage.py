@@ -145,6 +145,41 @@ def test_training_on_an_hf_dataset_with_a_control_column(tmp_path, tiny_model_di
     assert len(read) == 2 and all(len(control) == 2 for control in read)  # each step's maps, from the column
 
 
+def test_the_preprocessors_maps_are_cached_with_the_latents(tmp_path, tiny_model_dir, monkeypatch):
+    """With text2img.latent_cache, Canny runs once per picture (when the cache is built),
+    not at every step, and training reads the same maps: the losses are the uncached run's."""
+    from ldm.training.controlnet_stage import ControlImages
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    for n in range(6):
+        picture = Image.new("RGB", (32, 32), (20, 40, 200))
+        picture.paste((250, 250, 250), (4 + 2 * n, 6, 20 + n, 26))  # a box: edges for Canny
+        picture.save(pictures / f"{n}.png")
+        (pictures / f"{n}.txt").write_text(f"box {n}")
+    read, original = [], ControlImages.pictures
+    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch: (read.append(len(batch["key"])), original(self, batch))[1])
+
+    def run(name, cache):
+        config = controlnet_config(tmp_path / name, tiny_model_dir, controlnet={"control_type": "canny"}, max_steps=4, batch_size=2)
+        config.data.path, config.text2img.latent_cache = str(pictures), cache
+        read.clear()
+        return train(config)
+
+    plain = run("plain", False)
+    assert sum(read) == 4 * 2  # every step's pictures through Canny
+    cached = run("cached", True)
+    assert sum(read) == 6  # each picture once, when the cache was built
+    assert cached.losses == pytest.approx(plain.losses, rel=1e-4)
+    from ldm.model_folder import read_safetensors
+
+    shard = next((tmp_path / "cached" / "run" / "latent_cache").glob("*/shard-*.safetensors"))
+    maps = read_safetensors(shard)["control_map"]
+    assert maps.dtype == torch.uint8 and maps.shape == (6, 3, 32, 32) and set(maps.unique().tolist()) == {0, 255}
+    again = run("cached", True)  # the same cache: nothing to compute
+    assert sum(read) == 0 and again.step == 4
+
+
 def test_data_maps_belong_to_the_controlnet_stage(tmp_path):
     data = tiny_train_dict("text2img", tmp_path / "run")
     data["data"]["control_column"] = "map"

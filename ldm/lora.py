@@ -1,6 +1,7 @@
 """LoRA files: read both key layouts, apply at a weight as low-rank deltas, unload exactly.
 
-Layouts (one file may hold U-Net and text-encoder parts):
+Layouts (one file may hold U-Net and text-encoder parts, and learned token embeddings:
+ldm.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
                                     .lora_up.weight, .alpha      (lora_te_... for the text encoder)
   diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>)
@@ -20,6 +21,7 @@ from ldm.diffusion.denoiser import backbone
 from ldm.lora_refs import file_hash
 from ldm.model_folder import ModelError, read_safetensors
 from ldm.models.components import Components
+from ldm.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 
 KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
 PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder"}
@@ -49,6 +51,7 @@ class Lora:
     path: Path
     deltas: list[LoraDelta]
     metadata: dict = field(default_factory=dict)
+    tokens: dict[int, torch.Tensor] = field(default_factory=dict)  # token id -> its learned embedding row
 
     @property
     def short_hash(self) -> str:
@@ -61,12 +64,28 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     if backbone(components.denoiser) != "unet":
         raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone(components.denoiser)}")
     state = read_safetensors(path)
+    tokens = _token_rows(bundled_vectors(state), components, path)
+    state = {key: tensor for key, tensor in state.items() if not key.startswith(BUNDLE_PREFIX)}
     deltas = _kohya_deltas(state, components, path) if any(k.startswith("lora_") for k in state) else _peft_deltas(state, components, path)
-    if not deltas:
+    if not deltas and not tokens:
         raise LoraError(f"{path} holds no LoRA weights (no lora_unet_*/lora_te_* or unet.*.lora_A keys)")
     for item in deltas:
         _check_fits(item, components, path)
-    return Lora(name=path.stem, path=path, deltas=deltas)
+    return Lora(name=path.stem, path=path, deltas=deltas, tokens=tokens)
+
+
+def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: Path) -> dict[int, torch.Tensor]:
+    """Bundled embeddings as rows of the text encoder's embedding table (one-token words only)."""
+    rows = {}
+    for word, vectors_of_word in vectors.items():
+        width = components.text_encoder.token_embedding.weight.shape[1]
+        if vectors_of_word.shape != (1, width):
+            raise LoraError(f"{path}: embedding {word!r} is {tuple(vectors_of_word.shape)}; this model takes one vector of width {width}")
+        try:
+            rows[single_token(components.text_encoder, word)] = vectors_of_word[0]
+        except ValueError as error:
+            raise LoraError(f"{path}: embedding {error}") from None
+    return rows
 
 
 def _module_index(module: torch.nn.Module) -> dict[str, str]:
@@ -149,6 +168,7 @@ class AppliedLoras:
     def __init__(self, components: Components):
         self.components = components
         self.originals: dict[tuple[str, str], torch.Tensor] = {}
+        self.original_rows: dict[int, torch.Tensor] = {}
         self.applied: list[tuple[Lora, float]] = []
 
     @torch.no_grad()
@@ -163,12 +183,21 @@ class AppliedLoras:
                 self.originals[key] = module.weight.detach().clone()
             summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
             module.weight.copy_(summed.to(module.weight.dtype))
+        # A learned embedding is used whole at any non-zero weight, as AUTOMATIC1111 does.
+        table = self.components.text_encoder.token_embedding.weight
+        for token, row in lora.tokens.items():
+            self.original_rows.setdefault(token, table[token].detach().clone())
+            table[token] = row.to(table.device, table.dtype)
 
     @torch.no_grad()
     def unload(self) -> None:
         for (part, name), original in self.originals.items():
             dict(_target(self.components, part).named_modules())[name].weight.copy_(original)
+        table = self.components.text_encoder.token_embedding.weight
+        for token, row in self.original_rows.items():
+            table[token] = row
         self.originals.clear()
+        self.original_rows.clear()
         self.applied.clear()
 
 

@@ -73,6 +73,14 @@ class OpenClipTextEncoder(nn.Module):
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer.encode(prompt))
 
+    def word_tokens(self, word: str) -> list[int]:
+        """The token ids `word` becomes (no start or end mark)."""
+        return self.tokenizer.encode(word)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.tower.token_embedding
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.tower.forward_intermediates(
             tokens,
@@ -112,6 +120,13 @@ class HFClipTextEncoder(nn.Module):
 
     def count_tokens(self, prompt: str) -> int:
         return len(self.tokenizer(prompt, add_special_tokens=False).input_ids)
+
+    def word_tokens(self, word: str) -> list[int]:
+        return self.tokenizer(word, add_special_tokens=False).input_ids
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # Same as StableDiffusionPipeline: the last hidden state, final LayerNorm applied

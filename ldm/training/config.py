@@ -158,6 +158,10 @@ class LoraSection:
     # Adapters on the text encoder too (its Linear layers; lora_te_* keys), for words the model
     # never learned: the embeddings are then computed in every step (no text embedding memory).
     text_encoder: bool = False
+    # One-token words whose embedding rows train too (textual inversion beside the adapters):
+    # a word the text encoder never learned gets a meaning of its own. Written into the file
+    # as AUTOMATIC1111's bundled embeddings (bundle_emb.<word>.string_to_param.*).
+    tokens: list[str] = field(default_factory=list)
     layout: str = "kohya"  # kohya (lora_unet_..., what AUTOMATIC1111/ComfyUI read) | peft (unet....lora_A)
     name: str = "lora"  # the file: OUTPUT/<name>.safetensors
     trigger_words: list[str] = field(default_factory=list)  # recorded in the file's metadata
@@ -285,6 +289,9 @@ def check_lora_section(config: TrainConfig) -> None:
     one_of("lora.dtype", section.dtype, ("fp16", "fp32"))
     if not section.name or "/" in section.name:
         raise ConfigError(f"lora.name must be a plain file name, got {section.name!r}")
+    for word in section.tokens:
+        if not word or any(c.isspace() or c == "." for c in word) or word != word.lower():
+            raise ConfigError(f"lora.tokens: {word!r} is not a lower-case word without spaces or dots")
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

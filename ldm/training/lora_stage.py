@@ -1,5 +1,5 @@
 """Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net (and, with
-lora.text_encoder, on its text encoder), trained
+lora.text_encoder, on its text encoder; with lora.tokens, the embeddings of new words), trained
 as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
 as one small LoRA file (kohya layout by default) with its training facts in the metadata;
 `ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
@@ -16,7 +16,9 @@ from torch import nn
 from ldm.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
+from ldm.token_embeddings import bundle_tensors
 from ldm.training.config import Text2ImgSection
+from ldm.training.learned_tokens import LearnedTokens
 from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.training.stages import make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
@@ -26,7 +28,8 @@ DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
 class LoraModule(Text2ImgModule):
     """With adapters on the text encoder, it is a registered submodule (its adapters train,
-    are checkpointed and synchronised) and captions are encoded with gradients every step."""
+    are checkpointed and synchronised); learned token rows are one too. Either way captions
+    are encoded with gradients every step."""
 
     def __init__(self, components: Components, scheduler, config):
         text2img = config.text2img
@@ -34,11 +37,13 @@ class LoraModule(Text2ImgModule):
         self.train_text_encoder = config.lora.text_encoder
         if self.train_text_encoder:
             self.text_encoder = components.text_encoder
+        self.tokens = LearnedTokens(components.text_encoder, config.lora.tokens) if config.lora.tokens else None
 
     def encode(self, captions: list[str]) -> torch.Tensor:
-        if not self.train_text_encoder:
+        if not self.train_text_encoder and self.tokens is None:
             return super().encode(captions)
-        return self.text_encoder(self.text_encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
+        encoder = self.frozen[1]
+        return encoder(encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
 
 
 def text_encoder_naming(encoder) -> dict:
@@ -81,6 +86,13 @@ class LoraStage(Text2ImgStage):
         """The parts that carry adapters."""
         return [self.components.denoiser] + ([self.components.text_encoder] if self.config.lora.text_encoder else [])
 
+    def set_lora_enabled(self, enabled: bool) -> None:
+        """The base model, exactly, when off: adapters and learned token rows."""
+        for part in self.adapted():
+            set_adapters_enabled(part, enabled)
+        if self.module.tokens is not None:
+            self.module.tokens.enabled = enabled
+
     def evaluate(self, step: int) -> dict:
         """Two images per validation prompt, same seed: the base model, then with the LoRA."""
         validation, denoiser = self.config.validation, self.components.denoiser
@@ -92,12 +104,10 @@ class LoraStage(Text2ImgStage):
         try:
             for prompt in validation.prompts:
                 for enabled in (False, True):
-                    for part in self.adapted():
-                        set_adapters_enabled(part, enabled)
+                    self.set_lora_enabled(enabled)
                     images.append(pipeline.generate(prompt, **options).images[0])
         finally:
-            for part in self.adapted():
-                set_adapters_enabled(part, True)
+            self.set_lora_enabled(True)
             denoiser.train()
         folder = self.context.output_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,6 +120,8 @@ class LoraStage(Text2ImgStage):
         if section.text_encoder:
             tensors |= lora_tensors(self.components.text_encoder, "text_encoder", section.layout, section.rank, self.alpha,
                                     **text_encoder_naming(self.components.text_encoder))  # fmt: skip
+        if self.module.tokens is not None:
+            tensors |= bundle_tensors(self.module.tokens.vectors())
         metadata = {
             "ss_network_module": "networks.lora",
             "ss_network_dim": str(section.rank),
@@ -118,7 +130,7 @@ class LoraStage(Text2ImgStage):
             "ss_output_name": section.name,
             "ss_steps": str(config.train.max_steps),
             "ldm_base_model": str(section.init_from),
-            "ldm_trigger_words": ", ".join(section.trigger_words),
+            "ldm_trigger_words": ", ".join(dict.fromkeys(section.trigger_words + section.tokens)),
             "ldm_layout": section.layout,
             "ldm_training": {"lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data)},
         }

@@ -161,12 +161,11 @@ def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
     assert not any("attn" in n for n in text_encoder_targets(last))
 
 
-@pytest.mark.parametrize("text_encoder", [False, True])
-def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir, text_encoder):
+@pytest.mark.parametrize("lora", [{}, {"text_encoder": True}, {"tokens": ["red"]}])
+def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir, lora):
     from ldm.model_folder import read_safetensors
     from ldm.training.checkpoints import resolve_checkpoint
 
-    lora = {"text_encoder": text_encoder}
     straight = train(lora_config(tmp_path / "a", tiny_model_dir, lora, max_steps=4), open_dataset=tiny_datasets())
     train(lora_config(tmp_path / "b", tiny_model_dir, lora, max_steps=2), open_dataset=tiny_datasets())
     resumed = train(lora_config(tmp_path / "b", tiny_model_dir, lora, max_steps=4), resume=resolve_checkpoint("latest", tmp_path / "b" / "run"),

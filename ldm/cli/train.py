@@ -34,7 +34,10 @@ OUTPUT/logs (TensorBoard), validation grids to OUTPUT/samples."""
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Train a latent diffusion stage: the autoencoder, a CLIP text encoder, or the text-to-image U-Net.",
+        description=(
+            "Train a latent diffusion stage: the autoencoder, a CLIP text encoder, the text-to-image denoiser\n(U-Net or DiT), "
+            "its inpainting variant, a ControlNet, an LCM (few-step) student or a LoRA."
+        ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

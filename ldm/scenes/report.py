@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ldm.files import write_file_atomic
-from ldm.scenes.attribute_classifier import HEADS
+from ldm.scenes.attribute_classifier import CONCEPT_HEADS, HEADS
 from ldm.scenes.model_evaluation import TARGET_SETTINGS
 
 
@@ -37,7 +37,7 @@ def accuracy_table(report: dict) -> list[str]:
     row = lambda label, get: f"| {label} | " + " | ".join(  # noqa: E731
         get(source[group]) for group in ("seen", "heldout") for source in (generated, real)
     ) + " |"
-    asserted = [name for name in HEADS if name in generated["all"]["per_attribute"]]
+    asserted = [name for name in (*HEADS, *CONCEPT_HEADS) if name in generated["all"]["per_attribute"]]
     lines += [row(name, lambda g, name=name: _cell(g, name)) for name in asserted]
     lines.append(row("**all asserted attributes**", lambda g: f"**{_percent(g['overall'])}**"))
     lines.append(row("every assertion of an image right", lambda g: _percent(g["all_correct"])))

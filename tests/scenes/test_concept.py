@@ -83,3 +83,15 @@ def test_windmill_prompts_ask_for_it_on_the_seen_pairs():
     prompts = build_prompts("windmill", per_pair=2)
     assert len(prompts) == len(build_prompts("seen", per_pair=2))
     assert all(p.asserts["windmill"] == "yes" and p.split == "seen" and "windmill" in p.text for p in prompts)
+
+
+def test_the_report_has_a_row_for_the_concept():
+    from ldm.scenes.report import accuracy_table
+
+    def group(per_attribute):
+        return {"per_attribute": per_attribute, "overall": 0.5, "all_correct": 0.0, "images": 4}
+
+    seen = group({"setting": {"accuracy": 1.0, "checked": 4}, "windmill": {"accuracy": 0.25, "checked": 4}})
+    accuracy = {"seen": seen, "heldout": group({}), "all": seen}
+    lines = accuracy_table({"generated": {"accuracy": accuracy}, "real": {"accuracy": accuracy}})
+    assert any(line.startswith("| windmill | 25.0% (4) |") for line in lines)

@@ -19,6 +19,7 @@ from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
+from ldm.training.speedups import check_speedups
 
 # What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
 STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm", "lora")
@@ -43,6 +44,8 @@ class TrainSection:
     max_grad_norm: Optional[float] = 1.0  # null: no clipping
     mixed_precision: str = "auto"  # auto: bf16 where the device has it, "no" on CPU
     gradient_checkpointing: bool = False
+    channels_last: bool = False  # the trained module's convolutions in NHWC (ldm.training.speedups)
+    compile: bool = False  # torch.compile the denoiser (minutes of compiling first; denoiser stages)
     ema_decay: Optional[float] = None  # null: no EMA; e.g. 0.9999
     save_every: int = 500
     keep_last: int = 3
@@ -231,6 +234,7 @@ def validate_train(config: TrainConfig) -> None:
         check_mask_kinds(config.inpaint.mask_kinds)
     except ValueError as error:
         raise ConfigError(f"inpaint.mask_kinds: {error}") from None
+    check_speedups(config)
     check_controlnet_section(config)
     check_lcm_section(config)
     check_lora_section(config)

@@ -146,6 +146,9 @@ class ControlNetStage(Text2ImgStage):
             self.control_images, section.control_dropout, section.timesteps,
         )  # fmt: skip
 
+    def compiled_parts(self) -> list[nn.Module]:
+        return [self.components.denoiser, self.controlnet]
+
     @property
     def name(self) -> str:
         return self.config.controlnet.name or self.config.controlnet.control_type

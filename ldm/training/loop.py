@@ -29,6 +29,7 @@ from ldm.training.checkpoints import (
 )
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
+from ldm.training.speedups import apply_speedups
 from ldm.training.stage_registry import build_stage
 from ldm.training.stages import OpenDataset, Stage, StageContext
 
@@ -149,6 +150,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     torch.manual_seed(settings.seed)  # identical initial weights in every process
     context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
     stage = build_stage(context)
+    apply_speedups(stage, settings)
     batches = make_batches(stage.training_data(raw_dataset), settings.batch_size, settings.seed, rank, world, config.data.num_workers)
 
     parameters = stage.trained_parameters()

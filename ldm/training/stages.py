@@ -47,6 +47,10 @@ class Stage:
     def trained_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]
 
+    def compiled_parts(self) -> list[nn.Module]:
+        """What train.compile compiles (the denoiser stages: their denoiser, a ControlNet)."""
+        return []
+
     def training_data(self, dataset):
         """The dataset the loop batches, from the train split (text2img: cached latents)."""
         return dataset

@@ -179,6 +179,9 @@ class Text2ImgStage(Stage):
             components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
         )
 
+    def compiled_parts(self) -> list[nn.Module]:
+        return [self.components.denoiser]
+
     # ------------------------------------------------------------------ data
 
     def training_data(self, dataset):

@@ -71,10 +71,14 @@ def make_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
 
+MODEL_LORAS = "loras"  # a model folder's own LoRAs: what --lora NAME and <lora:NAME> find by default
+
+
 class Pipeline:
-    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None):
+    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None, lora_dir: Optional[Path] = None):
         self.components = components
         self.controlnets = controlnets or ControlNets()
+        self.lora_dir = lora_dir  # where LoRA names resolve when a request gives no lora_dir
 
     @classmethod
     def load(
@@ -86,12 +90,15 @@ class Pipeline:
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
         that exists wins. None: the default built-in model. The folder's ControlNets
-        (controlnet/<name>/) and the `controlnets` folders can steer it."""
+        (controlnet/<name>/) and the `controlnets` folders can steer it; LoRAs in its loras/
+        folder are found by name."""
         try:
             path = resolve_model(path)
         except UnknownModelError as error:
             raise ModelError(str(error)) from None
-        return cls(load_model(path, device=device, dtype=dtype), ControlNets.for_model(path, controlnets))
+        loras = Path(path) / MODEL_LORAS
+        components = load_model(path, device=device, dtype=dtype)
+        return cls(components, ControlNets.for_model(path, controlnets), loras if loras.is_dir() else None)
 
     # ------------------------------------------------------------------ geometry
 
@@ -196,10 +203,14 @@ class Pipeline:
 
     def request(self, prompt: str | Settings, options: dict) -> Settings:
         """The request's settings; the sampler, steps and cfg it leaves out come from the
-        model's `sampling` config, else the generation defaults (the one place they apply)."""
+        model's `sampling` config, else the generation defaults (the one place they apply);
+        LoRA names resolve in the model's own loras/ folder unless the request names a folder."""
         config = self.components.config
         model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
-        return as_settings(prompt, options).with_defaults(model_defaults)
+        settings = as_settings(prompt, options).with_defaults(model_defaults)
+        if settings.lora_dir is None and self.lora_dir is not None:
+            settings = settings.replace(lora_dir=str(self.lora_dir))
+        return settings
 
     def generate(
         self,

@@ -197,7 +197,8 @@ class Settings:
         repeat=True,
     )
     lora_dir: Optional[str] = option(
-        None, help="folder of NAME.safetensors LoRAs that <lora:NAME:WEIGHT> and --lora NAME name", flag="--lora-dir", metavar="DIR"
+        None, help="folder of NAME.safetensors LoRAs that <lora:NAME:WEIGHT> and --lora NAME name "
+        "(default: the model folder's loras/)", flag="--lora-dir", metavar="DIR"
     )
 
     def replace(self, **changes) -> "Settings":

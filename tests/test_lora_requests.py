@@ -118,3 +118,23 @@ def test_prompt_tags_name_files_in_the_lora_dir_only(tiny_unet_components, style
     for tag in (f"<lora:{style}>", "<lora:../loras/style>", "<lora:../loras/style.safetensors>"):
         with pytest.raises(GenerationError, match="not found in"):
             pipe.generate(f"a boat {tag}", lora_dir=str(tmp_path / "empty"), **QUICK)
+
+
+def test_a_model_folders_own_loras_are_found_by_name(tiny_unet_components, style, tmp_path):
+    """LoRAs shipped in a model's loras/ folder (the built-in model's windmill) are what
+    --lora NAME and <lora:NAME> find when no lora_dir is given; a given one wins."""
+    import shutil
+
+    from ldm.model_folder import save_model
+
+    folder = save_model(tiny_unet_components, tmp_path / "model")
+    shutil.copytree(style.parent, folder / "loras")
+    pipe = Pipeline.load(folder)
+    assert pipe.lora_dir == folder / "loras"
+    by_name = pipe.generate("a red boat", loras=(("style", 0.5),), **QUICK)
+    tagged = pipe.generate("a red boat <lora:style:0.5>", **QUICK)
+    by_path = Pipeline(tiny_unet_components).generate("a red boat", loras=((str(style), 0.5),), **QUICK)
+    assert np.array_equal(pixels(by_name), pixels(by_path)) and np.array_equal(pixels(tagged), pixels(by_path))
+    assert by_name.parameters[0].fields()["Lora hashes"] == f"style: {file_hash(style)}"
+    with pytest.raises(GenerationError, match=r"LoRA 'style' not found in .*elsewhere"):
+        pipe.generate("a red boat", loras=(("style", 0.5),), lora_dir=str(tmp_path / "elsewhere"), **QUICK)

@@ -134,8 +134,8 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
 
     @app.get("/sdapi/v1/loras")
     async def loras():
-        """A1111's list of the LoRAs prompts can name: --lora-dir's files, with their metadata."""
-        return lora_list(options.lora_dir)
+        """A1111's list of the LoRAs prompts can name: --lora-dir's files (else the model's own), with their metadata."""
+        return lora_list(options.lora_dir or worker.pipeline.lora_dir)
 
     @app.get("/sdapi/v1/options")
     async def get_options():

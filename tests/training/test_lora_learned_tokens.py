@@ -123,3 +123,18 @@ def test_tokens_must_be_plain_lower_case_words(tmp_path, word):
 @pytest.fixture
 def backbone() -> str:
     return "unet"  # LoRAs adapt U-Nets
+
+
+def test_merging_a_lora_keeps_its_learned_rows(tmp_path, tiny_model_dir):
+    """ldm-convert --lora: the merged model's text encoder reads the word as the LoRA does."""
+    from ldm.lora import apply_loras
+    from ldm.lora_merge import merge_lora_into_folder
+    from ldm.model_folder import load_model
+
+    vector = torch.randn(1, 32, generator=torch.Generator().manual_seed(1))
+    save_file({"bundle_emb.red.string_to_param.*": vector}, str(tmp_path / "red-lora.safetensors"))
+    merged = load_model(merge_lora_into_folder(tiny_model_dir, [(tmp_path / "red-lora.safetensors", 1.0)], tmp_path / "merged"))
+    applied = load_model(tiny_model_dir)
+    apply_loras(applied, [(tmp_path / "red-lora.safetensors", 1.0)])
+    assert torch.equal(encoded(merged.text_encoder), encoded(applied.text_encoder))
+    assert not torch.equal(encoded(merged.text_encoder), encoded(load_model(tiny_model_dir).text_encoder))

@@ -33,8 +33,8 @@ def load_frozen_parts(config, section=None) -> Components:
         init_from = resolve_model(section.init_from)  # a path, or a built-in model's name
         components = load_model(init_from)
         if components.config is not None:
-            # The folder's config describes its weights; the YAML's `model` is ignored.
-            config.model = read_model_config(init_from)
+            # The folder's (or single file's) config describes its weights; the YAML's `model` is ignored.
+            config.model = read_model_config(init_from) if Path(init_from).is_dir() else components.config
             components.config = config.model
     else:
         components = build_components(config.model)

@@ -149,6 +149,20 @@ def test_text_encoder_lora_of_a_diffusers_folder_uses_kohyas_names(tmp_path):
         assert (base.text_encoder(tokens) - stage.module.text_encoder(tokens)).abs().max() < 1e-5
 
 
+def test_a_lora_trains_from_a_single_file_checkpoint(tmp_path, tiny_components):
+    """lora.init_from may be an original-layout .safetensors file (what most users keep)."""
+    from ldm.lora import apply_loras
+    from ldm.model_folder import load_model
+    from ldm.single_file import save_single_file
+
+    checkpoint = save_single_file(tiny_components, tmp_path / "model.safetensors")
+    result = train(lora_config(tmp_path, checkpoint, max_steps=2, lr=5e-2), open_dataset=tiny_datasets())
+    base = load_model(checkpoint)
+    untouched = denoiser_output(base.denoiser)
+    apply_loras(base, [(result.export_path, 1.0)])
+    assert (denoiser_output(base.denoiser) - untouched).abs().max() > 1e-4
+
+
 def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
     from tiny import build_tiny
 

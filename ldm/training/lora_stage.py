@@ -132,7 +132,9 @@ class LoraStage(Text2ImgStage):
             "ldm_base_model": str(section.init_from),
             "ldm_trigger_words": ", ".join(dict.fromkeys(section.trigger_words + section.tokens)),
             "ldm_layout": section.layout,
-            "ldm_training": {"lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data)},
+            "ldm_training": {
+                "lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data), "text2img": asdict(config.text2img),
+            },
         }
         path = self.context.output_dir / f"{section.name}.safetensors"
         return write_lora_file(tensors, path, metadata, DTYPES[section.dtype])

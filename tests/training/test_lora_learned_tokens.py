@@ -2,6 +2,8 @@
 inversion), travel in the LoRA file as AUTOMATIC1111's bundled embeddings, and our loader
 puts them back: prompts with the word change as trained, prompts without it not at all."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -52,7 +54,9 @@ def test_learned_rows_train_and_the_file_puts_them_back(tmp_path, tiny_model_dir
     result = train(config, open_dataset=tiny_datasets())
     with safe_open(str(result.export_path), framework="pt") as handle:
         assert handle.get_tensor("bundle_emb.red.string_to_param.*").shape == (1, 32)
-        assert handle.metadata()["ldm_trigger_words"] == "red"
+        metadata = handle.metadata()
+    assert metadata["ldm_trigger_words"] == "red"
+    assert json.loads(metadata["ldm_training"])["text2img"]["min_snr_gamma"] == config.text2img.min_snr_gamma  # the loss settings too
     stage = build(config, tmp_path / "x")
     stage.module.load_state_dict(load_checkpoint(resolve_checkpoint("latest", tmp_path / "run")).weights, strict=False)
     trained = encoded(stage.module.frozen[1])

@@ -76,9 +76,8 @@ def read_lora(path: str | Path, components: Components) -> Lora:
 
 def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: Path) -> dict[int, torch.Tensor]:
     """Bundled embeddings as rows of the text encoder's embedding table (one-token words only)."""
-    rows = {}
+    rows, width = {}, components.text_encoder.token_embedding.weight.shape[1]
     for word, vectors_of_word in vectors.items():
-        width = components.text_encoder.token_embedding.weight.shape[1]
         if vectors_of_word.shape != (1, width):
             raise LoraError(f"{path}: embedding {word!r} is {tuple(vectors_of_word.shape)}; this model takes one vector of width {width}")
         try:

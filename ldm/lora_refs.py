@@ -57,6 +57,16 @@ def without_lora_tags(prompt: str) -> str:
     return LORA_TAG.sub("", prompt).strip()
 
 
+MODEL_LORAS = "loras"  # a model folder's own LoRAs: what --lora NAME and <lora:NAME> find by default
+
+
+def model_lora_dir(model_folder: str | Path) -> Optional[str]:
+    """The model folder's loras/, where LoRA names resolve when a request gives no lora_dir
+    (None when it has none); front ends that check a request before loading the model ask here."""
+    folder = Path(model_folder) / MODEL_LORAS
+    return str(folder) if folder.is_dir() else None
+
+
 def resolve_lora(name: str, lora_dir: Optional[str]) -> Path:
     """--lora: an existing path wins; else a name in `lora_dir`."""
     return Path(name) if Path(name).is_file() else resolve_lora_name(name, lora_dir)

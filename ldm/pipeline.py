@@ -34,7 +34,7 @@ from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
 from ldm.lora import apply_loras
-from ldm.lora_refs import without_lora_tags
+from ldm.lora_refs import model_lora_dir, without_lora_tags
 from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
 from ldm.model_folder import ModelError, load_model
@@ -71,11 +71,8 @@ def make_generators(seeds: list[int]) -> list[torch.Generator]:
     return [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
 
 
-MODEL_LORAS = "loras"  # a model folder's own LoRAs: what --lora NAME and <lora:NAME> find by default
-
-
 class Pipeline:
-    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None, lora_dir: Optional[Path] = None):
+    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None, lora_dir: Optional[str] = None):
         self.components = components
         self.controlnets = controlnets or ControlNets()
         self.lora_dir = lora_dir  # where LoRA names resolve when a request gives no lora_dir
@@ -96,9 +93,7 @@ class Pipeline:
             path = resolve_model(path)
         except UnknownModelError as error:
             raise ModelError(str(error)) from None
-        loras = Path(path) / MODEL_LORAS
-        components = load_model(path, device=device, dtype=dtype)
-        return cls(components, ControlNets.for_model(path, controlnets), loras if loras.is_dir() else None)
+        return cls(load_model(path, device=device, dtype=dtype), ControlNets.for_model(path, controlnets), model_lora_dir(path))
 
     # ------------------------------------------------------------------ geometry
 
@@ -209,7 +204,7 @@ class Pipeline:
         model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
         settings = as_settings(prompt, options).with_defaults(model_defaults)
         if settings.lora_dir is None and self.lora_dir is not None:
-            settings = settings.replace(lora_dir=str(self.lora_dir))
+            settings = settings.replace(lora_dir=self.lora_dir)
         return settings
 
     def generate(

@@ -130,7 +130,7 @@ def test_a_model_folders_own_loras_are_found_by_name(tiny_unet_components, style
     folder = save_model(tiny_unet_components, tmp_path / "model")
     shutil.copytree(style.parent, folder / "loras")
     pipe = Pipeline.load(folder)
-    assert pipe.lora_dir == folder / "loras"
+    assert pipe.lora_dir == str(folder / "loras")
     by_name = pipe.generate("a red boat", loras=(("style", 0.5),), **QUICK)
     tagged = pipe.generate("a red boat <lora:style:0.5>", **QUICK)
     by_path = Pipeline(tiny_unet_components).generate("a red boat", loras=((str(style), 0.5),), **QUICK)

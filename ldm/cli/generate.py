@@ -19,6 +19,7 @@ from ldm.cli.common import (
 )
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
+from ldm.lora_refs import model_lora_dir
 from ldm.settings import GenerationError, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
@@ -108,6 +109,11 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
 def checked_settings(args: argparse.Namespace, mode: str) -> tuple[Settings, object]:
     """The request's settings with a concrete seed, and its limits; cheap checks before loading anything."""
     settings = settings_from_args(args, mode).with_seed()
+    if settings.lora_dir is None:  # LoRA names are checked now: look in the model's own loras/ too
+        try:
+            settings = settings.replace(lora_dir=model_lora_dir(resolve_model_path(args.model)))
+        except UsageError:
+            pass  # a model that is not there is reported when it loads, after the request's own checks
     if args.control:
         settings = settings.replace(controls=control_units(args))
     elif args.controlnet or any(getattr(args, f"control_{name}") for name, *_ in PER_UNIT.values()):
@@ -133,16 +139,14 @@ def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, c
 
 
 def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
-    from ldm.control.library import ControlNets
-    from ldm.model_folder import ModelError, load_model
+    from ldm.model_folder import ModelError
     from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     path = resolve_model_path(args.model)
     try:
-        controlnets = ControlNets.for_model(path, args.controlnet or ())
-        pipe = Pipeline(load_model(path, device=device, dtype=dtype), controlnets)
+        pipe = Pipeline.load(path, device=device, dtype=dtype, controlnets=tuple(args.controlnet or ()))
     except (ModelError, GenerationError) as error:
         raise UsageError(str(error)) from None
     clock.lap("load")

@@ -96,13 +96,17 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     async def page():
         return FileResponse(str(STATIC / "index.html"))
 
+    def lora_folder() -> Optional[str]:
+        """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""
+        return options.lora_dir or worker.pipeline.lora_dir
+
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, options.lora_dir))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, options.lora_dir))
+        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):
@@ -135,7 +139,7 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     @app.get("/sdapi/v1/loras")
     async def loras():
         """A1111's list of the LoRAs prompts can name: --lora-dir's files (else the model's own), with their metadata."""
-        return lora_list(options.lora_dir or worker.pipeline.lora_dir)
+        return lora_list(lora_folder())
 
     @app.get("/sdapi/v1/options")
     async def get_options():

@@ -57,6 +57,18 @@ def test_prompt_tag_in_lora_dir_equals_the_flag(model, style, tmp_path):
     assert parameters["Lora hashes"] == f"style: {file_hash(style)}"
 
 
+def test_a_lora_in_the_model_folders_loras_is_found_by_name(model, style, tmp_path):
+    """--lora NAME and <lora:NAME> look in the model's own loras/ when no --lora-dir is given
+    (the names are checked before the model loads, so the CLI must know where to look)."""
+    import shutil
+
+    shutil.copytree(style.parent, model / "loras")
+    by_name = generated(tmp_path, "name.png", "a red boat", "--model", model, "--lora", "style:0.5")
+    tagged = generated(tmp_path, "tag.png", "<lora:style:0.5>a red boat", "--model", model)
+    by_path = generated(tmp_path, "path.png", "a red boat", "--model", model, "--lora", f"{style}:0.5")
+    assert np.array_equal(np.asarray(by_name), np.asarray(by_path)) and np.array_equal(np.asarray(tagged), np.asarray(by_path))
+
+
 def test_repeated_flags_and_weight_zero(model, style, tmp_path):
     base = generated(tmp_path, "base.png", "a red boat", "--model", model)
     zero = generated(tmp_path, "zero.png", "a red boat", "--model", model, "--lora", f"{style}:0", "--lora", "style:0", "--lora-dir", style.parent)

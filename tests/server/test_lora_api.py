@@ -38,6 +38,28 @@ def test_prompt_tags_name_loras_in_the_lora_dir(worker, tiny_components, tmp_pat
     assert "Lora hashes" in parse_parameters(image.text["parameters"])
 
 
+def test_without_a_lora_dir_the_models_own_loras_are_named_and_listed(tiny_components, tmp_path):
+    from ldm.model_folder import save_model
+    from ldm.server.worker import ModelEntry, Worker
+    from ldm.settings import DEFAULT_LIMITS
+
+    model = save_model(tiny_components, tmp_path / "model")
+    lora_dir(model, tiny_components)  # model/loras/style.safetensors
+    entry = ModelEntry("model", model)
+    worker = Worker(Pipeline.load(model), entry, [entry], Pipeline.load, DEFAULT_LIMITS, max_queue=2)
+    try:
+        with make_client(worker) as client:
+            assert [item["name"] for item in client.get("/sdapi/v1/loras").json()] == ["style"]
+            answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:0.8>"})
+    finally:
+        worker.close()
+    assert answer.status_code == 200, answer.text
+    expected = Pipeline(tiny_components).generate(
+        "a lake <lora:style:0.8>", lora_dir=str(model / "loras"), seed=5, steps=2, cfg=5.0, sampler="ddim", progress=False
+    )
+    np.testing.assert_array_equal(np.asarray(open_b64(answer.json()["images"][0]).convert("RGB")), np.asarray(expected.images[0]))
+
+
 def test_without_a_lora_dir_a_tag_is_a_one_line_client_error(client):
     assert client.get("/sdapi/v1/loras").json() == []
     answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:1>"})

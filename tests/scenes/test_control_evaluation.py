@@ -99,7 +99,26 @@ def _run(tiny_model_dir, classifier_path, prompts_file, out, *extra):  # noqa: F
     return evaluate_tool.main(argv)
 
 
-def test_control_evaluation_end_to_end(tiny_model_dir, classifier_path, two_prompts, tiny_controlnet_dir, tmp_path, capsys):  # noqa: F811
+def _round_trip_f1(components, prompts, per_prompt, size):
+    """Mean edge F1 of each held-out drawing's round trip through the VAE (posterior mean),
+    computed here with the diffusers VAE directly, not through the pipeline."""
+    from ldm.control.preprocessors import canny
+    from ldm.images import from_pil, to_pil
+    from ldm.scenes.control_evaluation import held_out_case
+
+    scores = []
+    for p, prompt in enumerate(prompts):
+        for k in range(per_prompt):
+            picture = held_out_case(prompt, p * per_prompt + k, size).picture
+            with torch.no_grad():
+                latents = components.vae.encode(from_pil([picture])).latent_dist.mode()
+                rebuilt = to_pil(components.vae.decode(latents).sample)[0]
+            edges = [np.asarray(canny(image).convert("L")) > 0 for image in (rebuilt, picture)]
+            scores.append(edge_f1(*edges))
+    return float(np.mean(scores))
+
+
+def test_control_evaluation_end_to_end(tiny_model_dir, tiny_components, classifier_path, two_prompts, tiny_controlnet_dir, tmp_path, capsys):  # noqa: F811
     prompts_file, prompts = two_prompts
     out = tmp_path / "control"
     folder = tiny_controlnet_dir("canny")
@@ -114,6 +133,12 @@ def test_control_evaluation_end_to_end(tiny_model_dir, classifier_path, two_prom
     assert report["accuracy"]["with_control"] == report["accuracy"]["without_control"]
     assert report["targets"]["over_no_control"]["met"] is False
     assert all(seconds > 0 for seconds in report["seconds_per_image"].values())
+    # The ceiling: the held-out drawings through the tiny VAE and back, edges scored the same way.
+    assert report["adherence"]["vae_round_trip"] == pytest.approx(_round_trip_f1(tiny_components, prompts, per_prompt=2, size=32))
+    assert report["adherence"]["vae_round_trip"] < 1  # an untrained VAE loses edges: not the drawing itself
+    reach = report["targets"]["adherence"]["reachable"]
+    assert reach == (0.5 <= report["adherence"]["vae_round_trip"])
+    assert "| VAE round trip |" in markdown and f"| {'yes' if reach else 'no'} |" in markdown
     grid = Image.open(out / "control.png")
     assert grid.width >= 6 * 32 and grid.height >= 2 * 32  # control, with, without: twice per row
 

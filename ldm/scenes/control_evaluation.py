@@ -23,7 +23,7 @@ from PIL import Image
 from ldm.control.layout_map import REGIONS, layout_image
 from ldm.control.preprocessors import canny
 from ldm.control_units import ControlUnit
-from ldm.images import from_pil, to_pil
+from ldm.images import from_pil
 from ldm.scenes import seeds
 from ldm.scenes.attribute_classifier import AttributeClassifier
 from ldm.scenes.control_metrics import RegionIoU, edge_f1
@@ -31,6 +31,7 @@ from ldm.scenes.draw import draw_scene_with_layout
 from ldm.scenes.generator import scene_seed
 from ldm.scenes.prompts import EvalPrompt
 from ldm.scenes.scoring import score_predictions
+from ldm.scenes.vae_reconstruction import through_vae
 
 METRICS = {"layout": "region mIoU", "canny": "edge F1 (2 px)"}
 # The targets: the figure with control, and how many times the no-control figure it must be.
@@ -145,7 +146,7 @@ def evaluate_control(
             seconds["without_control"] += time.perf_counter() - started
             scores["with_control"].add(case.steered, case)
             scores["without_control"].add(case.plain, case)
-            case.round_trip = to_pil(pipe.decode(pipe.encode_images(from_pil([case.picture]))))[0]
+            case.round_trip = through_vae(pipe, [case.picture])[0]
             scores["vae_round_trip"].add(case.round_trip, case)
             cases.append(case)
 

@@ -21,7 +21,7 @@ from ldm.scenes.attribute_classifier import AttributeClassifier
 from ldm.scenes.diversity import mean_over_prompts, mean_pairwise_feature_distance, pixel_std
 from ldm.scenes.prompts import EvalPrompt
 from ldm.scenes.scoring import score_predictions
-from ldm.scenes.vae_reconstruction import reconstruction_scores
+from ldm.scenes.vae_reconstruction import reconstruction_scores, through_vae
 from ldm.images import from_pil
 
 # The issue's targets, checked on the "overall" accuracy of each group.
@@ -82,7 +82,7 @@ def evaluate_model(
     progress: Callable | None = None,
 ) -> tuple[dict, list[PromptImages]]:
     """Runs the evaluation; `progress` wraps the iterator over prompts (e.g. tqdm)."""
-    generated, real = [], []
+    generated, real, real_vae = [], [], []
     sections: dict[str, float] = {}
     generate_seconds = 0.0
     indexed = list(enumerate(prompts))
@@ -105,7 +105,9 @@ def evaluate_model(
         for name, seconds in result.timings.items():
             sections[name] = sections.get(name, 0.0) + seconds
         generated.append(judge(classifier, prompt, result.images))
-        real.append(judge(classifier, prompt, real_scenes(prompt, first, settings.n_per_prompt, settings.size)))
+        drawings = real_scenes(prompt, first, settings.n_per_prompt, settings.size)
+        real.append(judge(classifier, prompt, drawings))
+        real_vae.append(judge(classifier, prompt, through_vae(pipe, drawings)))
 
     images = len(prompts) * settings.n_per_prompt
     report = {
@@ -113,6 +115,7 @@ def evaluate_model(
         "prompts": {"seen": sum(p.split == "seen" for p in prompts), "heldout": sum(p.split == "heldout" for p in prompts)},
         "generated": summarise(generated),
         "real": summarise(real),
+        "real_through_vae": summarise(real_vae),
         "vae": reconstruction_scores(pipe, settings.vae_images, settings.size) if settings.vae_images else None,
         "timing": {
             "images": images,

@@ -29,13 +29,18 @@ def _cell(group: dict, attribute: str | None = None) -> str:
 
 
 def accuracy_table(report: dict) -> list[str]:
-    generated, real = report["generated"]["accuracy"], report["real"]["accuracy"]
+    sources = [report["generated"]["accuracy"], report["real"]["accuracy"]]
+    names = ["generated", "real scenes"]
+    if "real_through_vae" in report:  # reports written before it was measured lack it
+        sources.append(report["real_through_vae"]["accuracy"])
+        names.append("real via VAE")
+    generated = sources[0]
     lines = [
-        "| attribute | seen: generated | seen: real scenes | held-out: generated | held-out: real scenes |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| attribute | " + " | ".join(f"{group}: {name}" for group in ("seen", "held-out") for name in names) + " |",
+        "| --- |" + " ---: |" * (2 * len(names)),
     ]
     row = lambda label, get: f"| {label} | " + " | ".join(  # noqa: E731
-        get(source[group]) for group in ("seen", "heldout") for source in (generated, real)
+        get(source[group]) for group in ("seen", "heldout") for source in sources
     ) + " |"
     asserted = [name for name in (*HEADS, *CONCEPT_HEADS) if name in generated["all"]["per_attribute"]]
     lines += [row(name, lambda g, name=name: _cell(g, name)) for name in asserted]
@@ -56,7 +61,8 @@ def markdown_report(report: dict, model_name: str = "") -> str:
         "",
         "Attribute accuracy: the classifier's reading of each image against what its prompt "
         "states (only stated attributes count; the number of checks in brackets). "
-        "'real scenes' are real drawings of the same prompts: the ceiling the classifier allows.",
+        "'real scenes' are real drawings of the same prompts: the ceiling the classifier allows; "
+        "'real via VAE' the same drawings through the model's VAE and back: the ceiling that VAE allows.",
         "",
         *accuracy_table(report),
         "",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import torch
+from PIL import Image
 
 from ldm.scenes.generator import make_scene, scene_seed
 from ldm.scenes import seeds
 from ldm.metrics import psnr, ssim
-from ldm.images import from_pil
+from ldm.images import from_pil, to_pil
 
 
 def unseen_scenes(n: int, size: int) -> torch.Tensor:
@@ -41,3 +42,10 @@ def reconstruction_scores(pipe, n: int, size: int, batch_size: int = 16) -> dict
         "ssim_min": ssim_all.min().item(),
         "seconds_per_image": seconds / n,
     }
+
+
+@torch.no_grad()
+def through_vae(pipe, images: list[Image.Image]) -> list[Image.Image]:
+    """The images after the model's VAE and back (posterior mean): what a perfect denoiser
+    would hand the decoder, so the judge's reading of them caps the generated figures."""
+    return to_pil(pipe.decode(pipe.encode_images(from_pil(images))).float())

@@ -94,10 +94,15 @@ def _targets_table(report: dict) -> str:
     note = "" if report["at_target_settings"] else f" (this run is not at the targets' settings: {TARGET_SETTINGS})"
     lines = [f"Targets{note}:", "", "| target | goal | measured | met |", "| --- | ---: | ---: | :---: |"]
     for name, entry in report["targets"].items():
-        is_db = name.endswith("_db")
-        show = (lambda v: f"{_number(v, 2)} dB") if is_db else _percent
+        if name.endswith("_db"):
+            show = lambda v: f"{_number(v, 2)} dB"  # noqa: E731
+        elif name.startswith("seconds"):
+            show = lambda v: f"{_number(v, 2)} s"  # noqa: E731
+        else:
+            show = _percent
         met = {True: "yes", False: "no", None: "–"}[entry["met"]]
-        lines.append(f"| {name} | ≥ {show(entry['target'])} | {show(entry['measured'])} | {met} |")
+        bound = "≤" if entry.get("at_most") else "≥"
+        lines.append(f"| {name} | {bound} {show(entry['target'])} | {show(entry['measured'])} | {met} |")
     return "\n".join(lines)
 
 

@@ -93,7 +93,11 @@ def test_runs_end_to_end_on_the_tiny_model(tiny_model_dir, tiny_components, clas
     assert report["generated"]["diversity"]["pixel_std"] > 0
     assert report["vae"]["images"] == 2 and report["vae"]["size"] == 32 and report["vae"]["psnr"] > 0
     assert report["timing"]["seconds_per_image"] > 0
-    assert set(report["targets"]) == {"seen_accuracy", "heldout_accuracy", "vae_psnr_db"}
+    assert set(report["targets"]) == {"seen_accuracy", "heldout_accuracy", "vae_psnr_db", "seconds_per_image"}
+    assert report["targets"]["seen_accuracy"]["target"] == 0.95 and report["targets"]["vae_psnr_db"]["target"] == 32.0
+    seconds = report["targets"]["seconds_per_image"]
+    assert seconds["measured"] == report["timing"]["seconds_per_image"] and seconds["met"] == (seconds["measured"] <= 1.5)
+    assert "| seconds_per_image | ≤ 1.50 s |" in markdown
     assert report["at_target_settings"] is False
     assert [p["prompt"] for p in report["per_prompt"]] == [p.text for p in prompts]
     assert all(len(p["predictions"]) == 2 and set(p["predictions"][0]) == set(HEADS) for p in report["per_prompt"])

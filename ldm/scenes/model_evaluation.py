@@ -24,8 +24,7 @@ from ldm.scenes.scoring import score_predictions
 from ldm.scenes.vae_reconstruction import reconstruction_scores, through_vae
 from ldm.images import from_pil
 
-# The issue's targets, checked on the "overall" accuracy of each group.
-# The demo model's targets (issue 9): at least these...
+# The demo model's targets (issue 9), accuracy checked on each group's "overall": at least these...
 TARGETS = {"seen_accuracy": 0.95, "heldout_accuracy": 0.85, "vae_psnr_db": 32.0}
 # ...and at most these (seconds for one 128 px image on the 2-core CPU).
 TARGETS_AT_MOST = {"seconds_per_image": 1.5}

@@ -46,6 +46,8 @@ def _parse_args(argv):
         parser.error("--n-per-prompt and --vae-images must be at least 1")
     if args.size < 16 or args.size % 8:
         parser.error(f"--size must be a multiple of 8 and at least 16, got {args.size}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} exists and is not a folder")
     return args
 
 

@@ -49,14 +49,17 @@ def test_each_vae_is_measured_in_its_own_row(tiny_model_dir, tmp_path, capsys):
         (["no/such/vae"], "model folder not found: no/such/vae"),
         (["scenes", "--n-per-prompt", "0"], "must be at least 1"),
         (["scenes", "--size", "30"], "--size must be a multiple of 8"),
+        (["scenes", "--out", "TMP/a-file"], "exists and is not a folder"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(argv, message, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("kept")
     try:
-        code = compare_vaes.main([*argv, "--out", str(tmp_path / "out")])
+        argv = [arg.replace("TMP", str(tmp_path)) for arg in argv]
+        code = compare_vaes.main(argv if "--out" in argv else [*argv, "--out", str(tmp_path / "out")])
     except SystemExit as exit:
         code = exit.code
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert message in error and len(error.splitlines()) == 1
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and (tmp_path / "a-file").read_text() == "kept"

@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         pipe.components.vae = vae
         bar = None if args.quiet else (lambda items, name=name: tqdm(items, desc=name, unit="prompt"))
         row = vae_ceilings(pipe, classifier, segmenter, prompts, args.n_per_prompt, args.size, args.vae_images, bar)
-        scale = 2 ** (len(vae.config.block_out_channels) - 1)
-        row["latents"] = f"{args.size // scale}x{args.size // scale}x{vae.config.latent_channels}"
+        side = args.size // pipe.vae_scale
+        row["latents"] = f"{side}x{side}x{vae.config.latent_channels}"
         rows[name] = row
     text = markdown(rows)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,22 +1,11 @@
 """tools/compare_vaes.py: each VAE's ceilings, side by side, and its one-line errors."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from tool_scripts import load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "compare_vaes.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("compare_vaes_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compare_vaes = _load_tool()
+compare_vaes = load_tool("compare_vaes.py", "compare_vaes_tool")
 
 
 @pytest.fixture

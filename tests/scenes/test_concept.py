@@ -2,10 +2,7 @@
 judge's head for it and the prompts that ask for it; ordinary scenes stay exactly as they were."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +13,8 @@ from ldm.scenes.classifier_training import render_scenes
 from ldm.scenes.draw import draw_scene_with_layout
 from ldm.scenes.generator import WINDMILL_WORDS, make_scene, scene_attributes, scene_caption, scene_seed
 from ldm.scenes.prompts import build_prompts
+from tool_scripts import load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_scenes.py"
 
 
 def test_a_concept_scene_is_the_same_scene_with_a_windmill_added():
@@ -53,10 +50,7 @@ def test_captions_name_the_windmill_and_ordinary_captions_keep_their_words():
 
 
 def test_make_scenes_concept_writes_scenes_that_all_show_it(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_scenes_concept", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    sys.modules["make_scenes_concept"] = tool
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_scenes.py", "make_scenes_concept")
     assert tool.main([str(tmp_path / "wm"), "--n", "4", "--size", "32", "--concept", "windmill", "--seed", "7"]) == 0
     records = [json.loads(line) for line in (tmp_path / "wm" / "metadata.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(r["attributes"]["windmill"] and "windmill" in r["text"] for r in records)

@@ -1,6 +1,5 @@
 """tools/evaluate.py end to end on the tiny model, and its argument checks."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,18 +9,12 @@ from PIL import Image
 
 from ldm.scenes.attribute_classifier import HEADS, AttributeClassifier, ClassifierConfig, save_classifier
 from ldm.scenes.prompts import build_prompts
+from tool_scripts import load_tool
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "evaluate.py"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("evaluate_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-evaluate_tool = _load_tool()
+evaluate_tool = load_tool("evaluate.py", "evaluate_tool")
 
 
 @pytest.fixture

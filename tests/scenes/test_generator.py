@@ -1,7 +1,6 @@
 """Tests for the procedural scenes dataset (ldm/scenes/generator.py) and tools/make_scenes.py."""
 
 import dataclasses
-import importlib.util
 import json
 import random
 import re
@@ -33,20 +32,13 @@ from ldm.scenes.generator import (
     scene_seed,
     split_pairs,
 )
+from tool_scripts import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "make_scenes.py"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_scenes", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_scenes"] = module  # worker processes unpickle functions by module name
-    spec.loader.exec_module(module)
-    return module
-
-
-make_scenes = _load_tool()
+make_scenes = load_tool("make_scenes.py", "make_scenes")
 
 
 def luminance(image: Image.Image) -> np.ndarray:

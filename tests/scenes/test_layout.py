@@ -1,8 +1,5 @@
 """Layout maps: drawn from the scene's own shapes, they show exactly the regions its attributes say."""
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -15,6 +12,7 @@ from ldm.scenes.generator import (
     scene_seed,
 )
 from ldm.scenes.layout import REGIONS, layout_image, layout_labels, scene_layout
+from tool_scripts import load_tool
 
 
 def regions(labels) -> set[str]:
@@ -64,11 +62,7 @@ def test_make_scenes_writes_control_maps_beside_the_scenes_not_among_them(tmp_pa
     from ldm.data import build_dataset
     from ldm.data.config import DataConfig
 
-    tool = Path(__file__).resolve().parents[2] / "tools" / "make_scenes.py"
-    spec = importlib.util.spec_from_file_location("make_scenes_for_layout", tool)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_tool("make_scenes.py", "make_scenes_for_layout")
     out = tmp_path / "scenes"
     assert module.main([str(out), "--n", "3", "--size", "32", "--seed", "4", "--control-maps"]) == 0
     for index in range(3):

@@ -1,23 +1,12 @@
 """tools/train_attribute_classifier.py: a tiny run writes a loadable classifier with its record."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
 from ldm.scenes.attribute_classifier import HEADS, load_classifier
+from tool_scripts import load_tool
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "train_attribute_classifier.py"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("train_attribute_classifier", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-train_tool = _load_tool()
+train_tool = load_tool("train_attribute_classifier.py", "train_attribute_classifier")
 
 
 def test_tiny_run_writes_weights_with_config_and_accuracy(tmp_path, capsys):

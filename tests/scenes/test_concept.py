@@ -16,7 +16,6 @@ from ldm.scenes.prompts import build_prompts
 from tool_scripts import load_tool
 
 
-
 def test_a_concept_scene_is_the_same_scene_with_a_windmill_added():
     """Everything but the windmill is drawn from the same random draws: pixels change only around
     the windmill (lakes, whose reflection repeats it, are left out)."""

@@ -1,6 +1,5 @@
 """Layout maps: drawn from the scene's own shapes, they show exactly the regions its attributes say."""
 
-
 import numpy as np
 from PIL import Image
 

@@ -1,6 +1,5 @@
 """tools/train_attribute_classifier.py: a tiny run writes a loadable classifier with its record."""
 
-
 import pytest
 
 from ldm.scenes.attribute_classifier import HEADS, load_classifier

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, clock) -> int:
             # A diffusers folder is written as a copy of SRC with a new unet/: the text encoder would stay unmerged.
             raise UsageError(f"LoRA {text_loras[0]} changes the text encoder, which a diffusers folder copied from SRC keeps as it is; write DST.safetensors")
         if target.suffix.lower() == ".safetensors":
-            save_single_file(components, target)
+            save_single_file(components, target, replace=args.overwrite)  # a file that appears meanwhile is kept too
         else:
             save_as_diffusers(components, target, source=source)
     except ModelError as error:

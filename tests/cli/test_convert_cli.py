@@ -113,6 +113,23 @@ def test_an_existing_file_is_not_replaced_without_overwrite(model, tiny_unet_com
     assert same_denoiser(lora, model)
 
 
+def test_a_file_that_appears_while_converting_is_kept(model, tmp_path, capsys, monkeypatch):
+    """The check before the work is not enough: a real checkpoint takes minutes to write."""
+    import safetensors.torch
+
+    target = tmp_path / "out.safetensors"
+    write = safetensors.torch.save_file
+
+    def another_writer_first(*args, **kwargs):
+        target.write_text("someone else's")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", another_writer_first)
+    assert "appeared while it was being written" in refused(capsys, model, target)
+    assert target.read_text() == "someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out.safetensors"]
+
+
 def test_an_existing_diffusers_folder_is_replaced_only_with_overwrite(model, sd_folder, capsys):
     before = snapshot(sd_folder)
     assert "--overwrite" in refused(capsys, model, sd_folder)

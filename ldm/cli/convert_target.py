@@ -30,7 +30,7 @@ def check_target(source: Path, target: Path, loras: list[Path], overwrite: bool)
 
 def _read_paths(source: Path, loras: list[Path]) -> list[tuple[Path, str]]:
     """Everything the conversion reads, resolved (symlinks followed), with its name in messages."""
-    paths = [(source.resolve(), "SRC")]
+    paths = [(_resolved(source), "SRC")]
     if (source / CONFIG_FILE).is_file():
         try:
             shared = parts_source(source)  # where a slim folder reads the weights it leaves out
@@ -38,13 +38,20 @@ def _read_paths(source: Path, loras: list[Path]) -> list[tuple[Path, str]]:
             raise UsageError(str(error)) from None
         if shared is not None:
             paths.append((shared, f"{shared} (SRC's parts_from)"))
-    paths += [(lora.resolve(), f"the LoRA {lora}") for lora in loras]
+    paths += [(_resolved(lora), f"the LoRA {lora}") for lora in loras]
     return paths
 
 
 def _written_paths(target: Path) -> list[Path]:
     """The name the write replaces (a symlink DST is itself replaced) and where it points."""
-    return [target.parent.resolve() / target.name, target.resolve()]
+    return [_resolved(target.parent) / target.name, _resolved(target)]
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop, before Python 3.13
+        raise UsageError(f"cannot follow the symlinks of {path}: {error}") from None
 
 
 def _check_replaceable(target: Path, overwrite: bool) -> None:

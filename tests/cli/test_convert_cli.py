@@ -69,6 +69,13 @@ def test_a_destination_inside_the_source_through_a_symlink_is_refused(model, tmp
     assert snapshot(model) == before and not (tmp_path / "x.safetensors").exists()
 
 
+def test_a_symlink_loop_is_one_line(model, tmp_path, capsys):
+    (tmp_path / "loop.safetensors").symlink_to(tmp_path / "loop.safetensors")
+    for target in ("loop.safetensors", "loop.safetensors/out.safetensors"):
+        assert "symlink" in refused(capsys, model, tmp_path / target, "--overwrite")
+    assert (tmp_path / "loop.safetensors").is_symlink()
+
+
 def test_a_diffusers_source_is_not_copied_into_itself(sd_folder, capsys):
     before = snapshot(sd_folder)
     assert "inside SRC" in refused(capsys, sd_folder, sd_folder / "out")

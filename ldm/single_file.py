@@ -22,6 +22,7 @@ import yaml
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
 from ldm.models.weights import ModelError, load_state, read_safetensors, refuse_pickle
 from ldm.diffusion.schedule import scheduler_config
+from ldm.files import publish_new_file
 from ldm.models.autoencoder import build_vae
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
@@ -241,8 +242,9 @@ def original_state(components: Components) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_single_file(components: Components, path: str | Path, with_config: bool = True) -> Path:
-    """One .safetensors file in the original layout, written whole or not at all."""
+def save_single_file(components: Components, path: str | Path, with_config: bool = True, replace: bool = True) -> Path:
+    """One .safetensors file in the original layout, written whole or not at all. With
+    `replace` False a file that has taken the name meanwhile is kept (ModelError)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -262,7 +264,10 @@ def save_single_file(components: Components, path: str | Path, with_config: bool
         with open(temporary, "rb") as written:
             os.fsync(written.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        elif not publish_new_file(Path(temporary), path):
+            raise ModelError(f"{path} appeared while it was being written; not replacing it")
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

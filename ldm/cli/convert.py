@@ -6,21 +6,22 @@ import argparse
 import sys
 from pathlib import Path
 
-from ldm.cli.common import UsageError, run_command
-from ldm.cli.common import OneLineArgumentParser
+from ldm.cli.common import ListModels, OneLineArgumentParser, UsageError, resolve_model_path, run_command
 from ldm.cli.options import argparse_type
 from ldm.lora_refs import parse_lora_flag, resolve_lora
 
 PROG = "ldm-convert"
 EXAMPLES = """examples:
-  ldm-convert runs/scenes/model scenes.safetensors       one file, as AUTOMATIC1111/ComfyUI load
+  ldm-convert scenes scenes.safetensors                  the built-in model in one file (AUTOMATIC1111, ComfyUI)
   ldm-convert runs/scenes/model scenes-diffusers/        a diffusers folder
   ldm-convert sd-v1-5.safetensors sd15/                  a single file to a diffusers folder
   ldm-convert sd15/ sd15-style/ --lora style.safetensors:0.8    the LoRA merged into the weights
 
 SRC is any model ldm loads (an ldm model folder, a diffusers folder, a .safetensors file in
-the original Stable Diffusion layout). A DST ending in .safetensors is one file; anything
-else is a diffusers folder. Pickled checkpoints (.ckpt) are refused."""
+the original Stable Diffusion layout, or a built-in model's name: --list-models; a path wins).
+A DST ending in .safetensors is one file; anything else is a diffusers folder. Pickled
+checkpoints (.ckpt) are refused. DST is never inside SRC (nor SRC inside DST); an existing
+DST is replaced only with --overwrite (a file, or a diffusers folder), whole or not at all."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("src", help="model to read")
+    parser.add_argument("src", help="model to read: a path or a built-in model's name")
     parser.add_argument("dst", help="FILE.safetensors or a folder")
     parser.add_argument(
         "--lora",
@@ -39,23 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE[:WEIGHT]",
         help="merge this LoRA into the weights at WEIGHT (default 1); repeatable",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST (a file, or a diffusers folder)")
+    parser.add_argument("--list-models", action=ListModels, help="list the built-in models (name, size, what they draw) and exit")
     return parser
 
 
 def run(args: argparse.Namespace, clock) -> int:
+    from ldm.cli.convert_target import check_target
     from ldm.diffusers_conversion import save_as_diffusers
     from ldm.lora import apply_loras
     from ldm.model_folder import ModelError, load_model
     from ldm.single_file import save_single_file
     from ldm.training.diffusers_export import is_diffusers_folder
 
-    source, target = Path(args.src), Path(args.dst)
-    if source.resolve() == target.resolve():
-        raise UsageError("SRC and DST are the same path")
+    source, target = resolve_model_path(args.src), Path(args.dst)
     try:
         loras = [(resolve_lora(name, None), weight) for name, weight in args.lora or ()]
     except ValueError as error:
         raise UsageError(str(error)) from None
+    check_target(source, target, [path for path, _ in loras], args.overwrite)
     try:
         components = load_model(source)
         applied = apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace, clock) -> int:
             # A diffusers folder is written as a copy of SRC with a new unet/: the text encoder would stay unmerged.
             raise UsageError(f"LoRA {text_loras[0]} changes the text encoder, which a diffusers folder copied from SRC keeps as it is; write DST.safetensors")
         if target.suffix.lower() == ".safetensors":
-            save_single_file(components, target)
+            save_single_file(components, target, replace=args.overwrite)  # a file that appears meanwhile is kept too
         else:
             save_as_diffusers(components, target, source=source)
     except ModelError as error:

@@ -39,6 +39,7 @@ from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
 from ldm.model_folder import ModelError, load_model
 from ldm.models.components import Components
+from ldm.models.inference_speed import speed_up
 from ldm.png_info import ImageParameters
 from ldm.settings import (
     DEFAULT_LIMITS,
@@ -84,16 +85,27 @@ class Pipeline:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         controlnets: tuple[str | Path, ...] = (),
+        compile: bool = False,
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
         that exists wins. None: the default built-in model. The folder's ControlNets
         (controlnet/<name>/) and the `controlnets` folders can steer it; LoRAs in its loras/
-        folder are found by name."""
+        folder are found by name. `compile`: channels-last and torch.compile for the denoiser
+        and the VAE decoder (faster sampling after minutes of compiling on the first image of
+        a size; docs/benchmarks.md)."""
         try:
             path = resolve_model(path)
         except UnknownModelError as error:
             raise ModelError(str(error)) from None
-        return cls(load_model(path, device=device, dtype=dtype), ControlNets.for_model(path, controlnets), model_lora_dir(path))
+        components = load_model(path, device=device, dtype=dtype)
+        if compile:
+            speed_up(components, channels_last=True, compile=True)
+        return cls(components, ControlNets.for_model(path, controlnets), model_lora_dir(path))
+
+    def warm_up(self) -> None:
+        """One two-step image at the model's size with its own sampling defaults: a compiled
+        model compiles here, before the first request waits for it."""
+        self.generate("", steps=2, seed=0, progress=False)
 
     # ------------------------------------------------------------------ geometry
 

@@ -47,6 +47,14 @@ def parse_args(argv=None):
     parser.add_argument("--cfg", type=float, default=7.5)
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="DTYPE[+channels-last][+compile]",
+        help="another run of ours in the same alternation, e.g. bf16, fp32+channels-last, bf16+channels-last+compile "
+        "(ldm.models.inference_speed); repeatable",
+    )
     parser.add_argument("--only", choices=("ours", "theirs"), help=argparse.SUPPRESS)  # memory subprocess
     return parser.parse_args(argv)
 
@@ -58,6 +66,19 @@ def load(args):
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     return Pipeline.load(args.model, device=args.device, dtype=dtype)
+
+
+def variant(args, spec: str):
+    """A Pipeline loaded as --also SPEC says: its dtype, then the speedups named after it."""
+    from ldm.models.inference_speed import speed_up
+
+    dtype, *speedups = spec.split("+")
+    unknown = set(speedups) - {"channels-last", "compile"}
+    if dtype not in ("fp32", "fp16", "bf16") or unknown:
+        raise SystemExit(f"--also {spec}: DTYPE[+channels-last][+compile] expected")
+    pipe = load(argparse.Namespace(**{**vars(args), "dtype": dtype}))
+    speed_up(pipe.components, channels_last="channels-last" in speedups, compile="compile" in speedups)
+    return pipe
 
 
 def diffusers_twin(pipe, sampler):
@@ -183,16 +204,17 @@ def main(argv=None):
         print(json.dumps({"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
 
+    for spec in args.also:
+        runs[f"ours {spec}"] = runners(variant(args, spec), args)["ours"]
     evaluations = count_unet_calls(pipe, runs["ours"])
     assert evaluations == count_unet_calls(pipe, runs["theirs"]), "the two loops must do the same work"
-    times = {"ours": [], "theirs": []}
-    for name in runs:  # warm-up
-        timed(runs[name], args.device)
+    times = {name: [] for name in runs}
+    warm_up = {name: timed(runs[name], args.device) for name in runs}  # compiling happens here
     for _ in tqdm(range(args.repeats), desc="alternating runs", file=sys.stderr):
         for name in runs:
             times[name].append(timed(runs[name], args.device))
     peaks = {}
-    for name in runs:
+    for name in ("ours", "theirs"):  # the --also runs: time only
         if args.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
             runs[name]()
@@ -203,12 +225,13 @@ def main(argv=None):
     size = args.size or pipe.default_size
     print(f"# txt2img: {pipe.components.name}, {size}x{size}, {args.sampler}, {args.steps} steps, cfg {args.cfg}, "
           f"{args.device} {args.dtype}, {evaluations} U-Net calls per image (batch 2 with CFG), median of {args.repeats}")
-    print("| loop | s / image | ms / U-Net call | peak memory MiB |")
-    print("|---|---|---|---|")
+    print("| loop | s / image | ms / U-Net call | ratio to diffusers | first image s | peak memory MiB |")
+    print("|---|---|---|---|---|---|")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name in runs:
-        label = "ldm (ours)" if name == "ours" else "diffusers StableDiffusionPipeline"
-        print(f"| {label} | {medians[name]:.3f} | {1000 * medians[name] / evaluations:.1f} | {peaks[name]:.0f} |")
+        label = {"ours": f"ldm (ours) {args.dtype}", "theirs": f"diffusers StableDiffusionPipeline {args.dtype}"}.get(name, f"ldm (ours) {name[5:]}")
+        print(f"| {label} | {medians[name]:.3f} | {1000 * medians[name] / evaluations:.1f} | "
+              f"{medians[name] / medians['theirs']:.3f} | {warm_up[name]:.1f} | {peaks.get(name, float('nan')):.0f} |")
     print(f"\nratio ours/theirs: {medians['ours'] / medians['theirs']:.3f}")
     print("\n| cold start | s |\n|---|---|")
     for name, seconds in cold_start(args.model, args.device).items():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ldm.diffusion.denoiser import backbone
-from ldm.lora_refs import file_hash
+from ldm.lora_refs import check_weight, file_hash
 from ldm.model_folder import ModelError, read_safetensors
 from ldm.models.components import Components
 from ldm.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
@@ -64,6 +64,7 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     if backbone(components.denoiser) != "unet":
         raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone(components.denoiser)}")
     state = read_safetensors(path)
+    _check_finite(state, path)
     tokens = _token_rows(bundled_vectors(state), components, path)
     state = {key: tensor for key, tensor in state.items() if not key.startswith(BUNDLE_PREFIX)}
     deltas = _kohya_deltas(state, components, path) if any(k.startswith("lora_") for k in state) else _peft_deltas(state, components, path)
@@ -72,6 +73,13 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     for item in deltas:
         _check_fits(item, components, path)
     return Lora(name=path.stem, path=path, deltas=deltas, tokens=tokens)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or infinity in a LoRA spreads through every weight it touches: refused on reading."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise LoraError(f"{path}: {key!r} holds NaN or infinite values; the LoRA file is damaged")
 
 
 def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: Path) -> dict[int, torch.Tensor]:
@@ -172,16 +180,28 @@ class AppliedLoras:
 
     @torch.no_grad()
     def apply(self, lora: Lora, weight: float = 1.0) -> None:
+        """Adds `lora` at `weight`; LoraError (naming the file) when the weight is out of range or
+        a merged weight would not be finite in the model's dtype (that module is left unchanged)."""
+        try:
+            check_weight(weight, f"LoRA {lora.path}")
+        except ValueError as error:
+            raise LoraError(str(error)) from None
         self.applied.append((lora, weight))
         if weight == 0:
             return  # the base model, exactly
         for item in lora.deltas:
             module = dict(_target(self.components, item.part).named_modules())[item.module]
             key = (item.part, item.module)
+            summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
+            merged = summed.to(module.weight.dtype)
+            if not torch.isfinite(merged).all():
+                raise LoraError(
+                    f"LoRA {lora.path} at weight {weight:g} makes {item.part} {item.module} overflow "
+                    f"{str(module.weight.dtype).removeprefix('torch.')}: its weights are too large for this model"
+                )
             if key not in self.originals:
                 self.originals[key] = module.weight.detach().clone()
-            summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
-            module.weight.copy_(summed.to(module.weight.dtype))
+            module.weight.copy_(merged)
         # A learned embedding is used whole at any non-zero weight, as AUTOMATIC1111 does.
         table = self.components.text_encoder.token_embedding.weight
         for token, row in lora.tokens.items():
@@ -204,7 +224,11 @@ def apply_loras(components: Components, loras: list[tuple[str | Path, float]]) -
     """Reads every file first (a bad one changes nothing), then applies them in order."""
     read = [(read_lora(path, components), weight) for path, weight in loras]
     applied = AppliedLoras(components)
-    for lora, weight in read:
-        applied.apply(lora, weight)
+    try:
+        for lora, weight in read:
+            applied.apply(lora, weight)
+    except BaseException:
+        applied.unload()  # one that cannot be applied leaves the model as it was
+        raise
     return applied
 

@@ -4,7 +4,8 @@ Layouts (one file may hold U-Net and text-encoder parts, and learned token embed
 ldm.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
                                     .lora_up.weight, .alpha      (lora_te_... for the text encoder)
-  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>)
+  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>);
+                                    alpha from the header's adapter metadata (ldm.lora_metadata)
 
 A delta W += weight * alpha / rank * (up @ down) is added to the module's weight in place;
 the originals are kept so that unloading restores them bit for bit.
@@ -18,9 +19,11 @@ from pathlib import Path
 import torch
 
 from ldm.diffusion.denoiser import backbone
-from ldm.lora_refs import file_hash
+from ldm.lora_metadata import AdapterMetadataError, adapter_configs, effective_alpha
+from ldm.lora_refs import check_weight, file_hash
 from ldm.model_folder import ModelError, read_safetensors
 from ldm.models.components import Components
+from ldm.single_file import read_metadata
 from ldm.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 
 KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
@@ -64,14 +67,29 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     if backbone(components.denoiser) != "unet":
         raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone(components.denoiser)}")
     state = read_safetensors(path)
+    _check_finite(state, path)
+    metadata = read_metadata(path)
     tokens = _token_rows(bundled_vectors(state), components, path)
     state = {key: tensor for key, tensor in state.items() if not key.startswith(BUNDLE_PREFIX)}
-    deltas = _kohya_deltas(state, components, path) if any(k.startswith("lora_") for k in state) else _peft_deltas(state, components, path)
+    if any(k.startswith("lora_") for k in state):
+        deltas = _kohya_deltas(state, components, path)
+    else:
+        try:
+            deltas = _peft_deltas(state, adapter_configs(metadata), components, path)
+        except AdapterMetadataError as error:
+            raise LoraError(f"{path}: {error}") from None
     if not deltas and not tokens:
         raise LoraError(f"{path} holds no LoRA weights (no lora_unet_*/lora_te_* or unet.*.lora_A keys)")
     for item in deltas:
         _check_fits(item, components, path)
-    return Lora(name=path.stem, path=path, deltas=deltas, tokens=tokens)
+    return Lora(name=path.stem, path=path, deltas=deltas, metadata=metadata, tokens=tokens)
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A NaN or infinity in a LoRA spreads through every weight it touches: refused on reading."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise LoraError(f"{path}: {key!r} holds NaN or infinite values; the LoRA file is damaged")
 
 
 def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: Path) -> dict[int, torch.Tensor]:
@@ -124,7 +142,8 @@ def _kohya_deltas(state, components, path) -> list[LoraDelta]:
     return deltas
 
 
-def _peft_deltas(state, components, path) -> list[LoraDelta]:
+def _peft_deltas(state, configs: dict[str, dict], components, path) -> list[LoraDelta]:
+    """Alpha: the file's `.alpha` tensor, else diffusers' adapter metadata (`configs`), else the rank."""
     deltas = []
     for key in state:
         if not key.endswith(".lora_A.weight"):
@@ -141,6 +160,8 @@ def _peft_deltas(state, components, path) -> list[LoraDelta]:
             raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
         down, up = state[key], _required(state, stem + ".lora_B.weight", path)
         alpha = state.get(stem + ".alpha")
+        if alpha is None:
+            alpha = effective_alpha(configs.get(prefix.rstrip("."), {}), stem[len(prefix) :], down.shape[0])
         deltas.append(LoraDelta(part, name, up, down, float(alpha) if alpha is not None else float(down.shape[0])))
     return deltas
 
@@ -172,16 +193,28 @@ class AppliedLoras:
 
     @torch.no_grad()
     def apply(self, lora: Lora, weight: float = 1.0) -> None:
+        """Adds `lora` at `weight`; LoraError (naming the file) when the weight is out of range or
+        a merged weight would not be finite in the model's dtype (that module is left unchanged)."""
+        try:
+            check_weight(weight, f"LoRA {lora.path}")
+        except ValueError as error:
+            raise LoraError(str(error)) from None
         self.applied.append((lora, weight))
         if weight == 0:
             return  # the base model, exactly
         for item in lora.deltas:
             module = dict(_target(self.components, item.part).named_modules())[item.module]
             key = (item.part, item.module)
+            summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
+            merged = summed.to(module.weight.dtype)
+            if not torch.isfinite(merged).all():
+                raise LoraError(
+                    f"LoRA {lora.path} at weight {weight:g} makes {item.part} {item.module} overflow "
+                    f"{str(module.weight.dtype).removeprefix('torch.')}: its weights are too large for this model"
+                )
             if key not in self.originals:
                 self.originals[key] = module.weight.detach().clone()
-            summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
-            module.weight.copy_(summed.to(module.weight.dtype))
+            module.weight.copy_(merged)
         # A learned embedding is used whole at any non-zero weight, as AUTOMATIC1111 does.
         table = self.components.text_encoder.token_embedding.weight
         for token, row in lora.tokens.items():
@@ -204,7 +237,11 @@ def apply_loras(components: Components, loras: list[tuple[str | Path, float]]) -
     """Reads every file first (a bad one changes nothing), then applies them in order."""
     read = [(read_lora(path, components), weight) for path, weight in loras]
     applied = AppliedLoras(components)
-    for lora, weight in read:
-        applied.apply(lora, weight)
+    try:
+        for lora, weight in read:
+            applied.apply(lora, weight)
+    except BaseException:
+        applied.unload()  # one that cannot be applied leaves the model as it was
+        raise
     return applied
 

@@ -20,6 +20,9 @@ LoraRef = tuple[str, float]  # (path or name, weight)
 
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?>")
 LORA_SUFFIX = ".safetensors"
+# Far beyond any weight that draws something (A1111's sliders stop at 2; "slider" LoRAs use ~10),
+# and small enough that weight x delta stays finite in the model's weights.
+MAX_LORA_WEIGHT = 100.0
 
 
 def parse_weight(text: str, what: str) -> float:
@@ -27,8 +30,15 @@ def parse_weight(text: str, what: str) -> float:
         weight = float(text)
     except ValueError:
         raise ValueError(f"{what}: the weight {text!r} is not a number") from None
+    return check_weight(weight, what)
+
+
+def check_weight(weight: float, what: str) -> float:
+    """`weight` when it is a number a LoRA can be applied at; else ValueError naming `what`."""
     if not math.isfinite(weight):
-        raise ValueError(f"{what}: the weight must be a finite number, got {text}")
+        raise ValueError(f"{what}: the weight must be a finite number, got {weight:g}")
+    if abs(weight) > MAX_LORA_WEIGHT:
+        raise ValueError(f"{what}: the weight must be between -{MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}, got {weight:g}")
     return weight
 
 

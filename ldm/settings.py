@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 from ldm.control_units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
 from ldm.errors import LdmError
-from ldm.lora_refs import LoraRef, lora_hashes, parse_lora_flag, request_loras
+from ldm.lora_refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
 
 MODES = ("txt2img", "img2img", "inpaint")
 EDIT_MODES = ("img2img", "inpaint")
@@ -325,12 +325,10 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         check_inpaint_settings(settings, limits)
     try:
         check_control_units(settings.controls or ())
-        files = settings.lora_files()
+        for path, weight in settings.lora_files():  # weights given in Python skip the parsers' check
+            check_weight(weight, f"LoRA {Path(path).stem}")
     except ValueError as error:
         raise GenerationError(str(error)) from None
-    for path, weight in files:
-        if not math.isfinite(weight):
-            raise GenerationError(f"LoRA {path}: the weight must be a finite number, got {weight}")
 
 
 def check_inpaint_settings(settings: Settings, limits: Limits) -> None:

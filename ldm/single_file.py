@@ -28,6 +28,7 @@ from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.unet import build_unet
+from ldm.single_file_prediction import detected_prediction_type, sidecar_prediction_type
 from ldm.original_layout import (
     OPEN_CLIP_PREFIX,
     UNET_PREFIX,
@@ -70,8 +71,11 @@ def load_single_file(path: str | Path) -> Components:
     layout = "sd1" if any(k.startswith(HF_CLIP_PREFIX) for k in state) else "sd2"
     if layout == "sd2" and not any(k.startswith(OPEN_CLIP_PREFIX) for k in state):
         raise ModelError(f"{path} has no text encoder weights ({HF_CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*)")
+    prediction_type = sidecar_prediction_type(path)  # the user's word (ldm.single_file_prediction)
     try:
-        config = _config_from_metadata(read_metadata(path)) or infer_model_config(state, layout, path.stem)
+        config = _config_from_metadata(read_metadata(path)) or infer_model_config(state, layout, path.stem, prediction_type)
+        if prediction_type is not None:
+            config.scheduler.prediction_type = prediction_type
     except (KeyError, IndexError, ZeroDivisionError) as error:
         raise ModelError(f"{path}: cannot read the architecture from its weights (missing {error})") from None
     except ConfigError as error:
@@ -90,8 +94,11 @@ def _indices(state, prefix: str) -> list[int]:
     return sorted({int(k[len(prefix) :].split(".")[0]) for k in state if k.startswith(prefix)})
 
 
-def infer_model_config(state: dict[str, torch.Tensor], layout: str, name: str) -> ModelConfig:
+def infer_model_config(state: dict[str, torch.Tensor], layout: str, name: str, prediction_type: str | None = None) -> ModelConfig:
+    """The config of an original-layout checkpoint from its shapes and the layout facts;
+    epsilon or v as given, else as diffusers tells them apart."""
     facts = layout_facts()[layout]
+    prediction_type = prediction_type or detected_prediction_type(state)
     groups = facts["norm_num_groups"]
     vae_prefix = VAE_PREFIX + "encoder.down."
     vae_levels = _indices(state, vae_prefix)
@@ -105,11 +112,13 @@ def infer_model_config(state: dict[str, torch.Tensor], layout: str, name: str) -
         "scaling_factor": facts["vae_scaling_factor"],
     }
     unet = _infer_unet(state, facts)
+    if prediction_type == "v_prediction" and facts.get("v_sample_size"):
+        unet["sample_size"] = facts["v_sample_size"]  # SD 2.x v models draw at 768 px
     if layout == "sd2":
         text = _infer_open_clip(state, facts)
     else:  # a transformers CLIP model: its config is read in _hf_clip_text_encoder
         text = {"width": unet["cross_attention_dim"], "heads": 1, "layers": 1}
-    model = {"name": name, "vae": vae, "text_encoder": text, "unet": unet, "scheduler": dict(facts["scheduler"])}
+    model = {"name": name, "vae": vae, "text_encoder": text, "unet": unet, "scheduler": dict(facts["scheduler"], prediction_type=prediction_type)}
     return model_config_from_dict(model)
 
 

@@ -11,8 +11,6 @@ back exactly. Key renames towards diffusers are diffusers' own (single_file_util
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 import yaml
 
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
+from ldm.files import clean_leftovers, writing_file
 from ldm.models.weights import ModelError, load_state, read_safetensors, refuse_pickle
 from ldm.diffusion.schedule import scheduler_config
 from ldm.models.autoencoder import build_vae
@@ -255,21 +254,8 @@ def save_single_file(components: Components, path: str | Path, with_config: bool
         metadata[CONFIG_METADATA] = json.dumps(to_dict(components.config))
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # What killed writes of any checkpoint here left (a whole checkpoint each) goes first.
+    clean_leftovers(path.parent, suffix=".safetensors")
+    with writing_file(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -209,7 +209,9 @@ def _writer_pid(tag: str) -> Optional[int]:
 
 def _writer_is_running(pid: Optional[int]) -> bool:
     """Whether the process that made a leftover may still be writing it. Our own PID counts
-    as finished: clean_leftovers is called before this process writes there."""
+    as finished: such a leftover is from an earlier process that had it (PID 1 of another
+    container run), since this one cleans before it writes and puts back what a failed swap
+    moved aside."""
     if pid is None or pid == os.getpid():
         return False
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ldm.errors import LdmError
+from ldm.files import recover_folder
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -45,7 +46,7 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
         if not is_installed(DEFAULT_MODEL):
             raise UnknownModelError("this install carries no built-in model: give a model folder")
         return BUILTIN_MODELS[DEFAULT_MODEL].path
-    path = Path(name_or_path)
+    path = recover_folder(name_or_path)  # a save killed mid-swap left it aside: put back
     if path.exists():
         return path
     if is_installed(str(name_or_path)):

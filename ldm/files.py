@@ -10,7 +10,10 @@ The names a crash can leave beside a target NAME (PID: the writer's process id):
                              renamed back to NAME, otherwise deleted
 
 `clean_leftovers(folder)` does that, and leaves alone the leftovers of writers that are
-still running (their PID is alive), so two processes may share a folder.
+still running (their PID is alive), so two processes may share a folder. Writers call it
+before they write (writing_file: for its own file's name); loaders call
+`recover_folder(path)`, which only renames an old folder back, so that a folder missing
+after such a crash is found by the next reader, not only after the next save.
 New files and folders get the usual permissions (what the umask allows), not 0600/0700.
 """
 
@@ -85,10 +88,14 @@ def _new_empty_file(path: Path) -> None:
 
 
 @contextmanager
-def writing_file(path: Union[str, Path]) -> Iterator[Path]:
+def writing_file(path: Union[str, Path], replace: bool = True) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write the new file to; when the block ends
-    without an error it replaces `path` in one rename; on an error it is removed."""
+    without an error it replaces `path` in one rename (replace=False: takes the name only if
+    no file has it by then, else FileExistsError); on an error it is removed. Temporary
+    files that killed writers of `path` left (gigabytes for a checkpoint) are removed first.
+    Two threads of one process must not write the same `path` at once."""
     path = Path(path)
+    clean_leftovers(path.parent, path.name)
     temp = temporary_name(path)
     _new_empty_file(temp)
     try:
@@ -96,7 +103,10 @@ def writing_file(path: Union[str, Path]) -> Iterator[Path]:
         # Writers that replace the file (safetensors' save_file makes it 0600) get the usual mode back.
         temp.chmod(0o666 & ~current_umask())
         _fsync_file(temp)
-        os.replace(temp, path)
+        if replace:
+            os.replace(temp, path)
+        elif not publish_new_file(temp, path):
+            raise FileExistsError(errno.EEXIST, "appeared while it was being written", str(path))
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
@@ -150,7 +160,7 @@ def replacing_folder(path: Union[str, Path]) -> Iterator[Path]:
 
     POSIX cannot swap two folders in one rename, so the old one is renamed aside first and
     deleted only after the new one is in; a crash between the two renames leaves it at
-    `.NAME.old-*`, and clean_leftovers puts it back."""
+    `.NAME.old-*`, and recover_folder (loaders) or clean_leftovers (writers) puts it back."""
     path = Path(path)
     staging = temporary_name(path)
     os.mkdir(staging, 0o777)  # the umask applies, as to any new folder (mkdtemp's is 0700)
@@ -176,10 +186,21 @@ def _swap_in(new: Path, target: Path) -> None:
     else:
         old = temporary_name(target, "old")
         os.rename(target, old)
-        os.rename(new, target)  # a crash before this line: clean_leftovers renames `old` back
+        try:
+            os.rename(new, target)  # killed before this line: recover_folder puts `old` back
+        except BaseException:  # not killed: put it back now
+            _put_back(old, target)
+            raise
         fsync_folder(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     fsync_folder(target.parent)
+
+
+def _put_back(old: Path, target: Path) -> None:
+    try:
+        os.rename(old, target)
+    except OSError:  # a loader put it back first
+        pass
 
 
 # ----------------------------------------------------------------------------- leftovers
@@ -192,7 +213,9 @@ def _writer_pid(tag: str) -> Optional[int]:
 
 def _writer_is_running(pid: Optional[int]) -> bool:
     """Whether the process that made a leftover may still be writing it. Our own PID counts
-    as finished: clean_leftovers is called before this process writes there."""
+    as finished: such a leftover is from an earlier process that had it (PID 1 of another
+    container run), since this one cleans before it writes and puts back what a failed swap
+    moved aside."""
     if pid is None or pid == os.getpid():
         return False
     try:
@@ -213,32 +236,63 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None, suffix: str = "") -> list[Path]:
-    """Recovers or removes what crashed writes left in `folder` (only those beside `name`
-    when given, or beside names ending in `suffix`): an old folder whose target is missing
-    is renamed back; every other leftover of a writer no longer running is deleted.
-    Returns the paths recovered."""
-    folder = Path(folder)
-    if not folder.is_dir():
+def _stale_leftovers(folder: Path, name: Optional[str], suffix: str) -> list[tuple[Path, re.Match]]:
+    """The leftovers in `folder` (beside `name` when given, or beside names ending in
+    `suffix`) whose writer is no longer running, old versions first."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # missing or unreadable: nothing to do here
         return []
-    recovered = []
-    # Old versions first: a target put back is then whole before its tmp leftovers go.
-    entries = sorted(folder.iterdir(), key=lambda p: 0 if ".old-" in p.name else 1)
+    stale = []
     for entry in entries:
         match = LEFTOVER.match(entry.name)
         if not match or (name is not None and match["name"] != name) or not match["name"].endswith(suffix):
             continue
-        if _writer_is_running(_writer_pid(match["tag"])):
-            continue
+        if not _writer_is_running(_writer_pid(match["tag"])):
+            stale.append((entry, match))
+    return sorted(stale, key=lambda leftover: leftover[1]["kind"] != "old")
+
+
+def recover_folders(folder: Union[str, Path], name: Optional[str] = None, suffix: str = "") -> list[Path]:
+    """Renames back every old folder in `folder` (only `name`'s when given, or those of names
+    ending in `suffix`) whose swap was killed between its two renames: its target is missing
+    and its writer no longer running. Deletes nothing. Returns the paths recovered."""
+    folder = Path(folder)
+    recovered = []
+    for entry, match in _stale_leftovers(folder, name, suffix):
         target = folder / match["name"]
-        try:
-            if match["kind"] == "old" and not target.exists() and not target.is_symlink():
+        if match["kind"] == "old" and not target.exists() and not target.is_symlink():
+            try:
                 os.rename(entry, target)
-                recovered.append(target)
-            else:
-                _remove(entry)
-        except FileNotFoundError:  # another process cleaned it first
-            continue
+            except OSError:  # another process put it back first, or the folder is read-only
+                continue
+            recovered.append(target)
     if recovered:
         fsync_folder(folder)
+    return recovered
+
+
+def recover_folder(path: Union[str, Path]) -> Path:
+    """`path`, put back first if a save killed between the two renames of its swap left it at
+    `.NAME.old-*`. Everything that opens a model, component, ControlNet or checkpoint folder
+    by path calls this, so the folder is found at once, not only after the next save there.
+    Quiet on failure: the caller then finds `path` missing and says so, as it would have."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        recover_folders(path.parent, path.name)
+    return path
+
+
+def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None, suffix: str = "") -> list[Path]:
+    """Recovers or removes what crashed writes left in `folder` (only those beside `name`
+    when given, or beside names ending in `suffix`): an old folder whose target is missing
+    is renamed back; every other leftover of a writer no longer running is deleted (one
+    that cannot be, say another user's in a shared folder, is left). Returns the paths recovered."""
+    folder = Path(folder)
+    recovered = recover_folders(folder, name, suffix)
+    for entry, _ in _stale_leftovers(folder, name, suffix):
+        try:
+            _remove(entry)
+        except OSError:
+            continue
     return recovered

@@ -42,7 +42,7 @@ from ldm.models.weights import (
     stored_shapes,
     write_safetensors,
 )
-from ldm.files import clean_leftovers, replacing_folder
+from ldm.files import clean_leftovers, recover_folder, replacing_folder
 from ldm.single_file import load_single_file
 
 CONFIG_FILE = "model.yaml"
@@ -107,7 +107,7 @@ def is_model_folder(path: Path) -> bool:
 def load_model(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
     """Loads our model folder, a diffusers-format Stable Diffusion folder or a single
     original-layout .safetensors checkpoint, for inference."""
-    path = Path(path)
+    path = recover_folder(path)
     if not path.exists():
         raise ModelError(f"model folder not found: {path}")
     if path.is_file():
@@ -273,7 +273,7 @@ def is_component_folder(path: Path) -> bool:
 
 def load_component(path: str | Path, kind: str):
     """(module, config) of `kind` from a component folder or from a whole model folder."""
-    path = Path(path)
+    path = recover_folder(path)
     if is_model_folder(path):
         if (path / "model_index.json").is_file():
             raise ModelError(f"{path} is a diffusers folder; use it as text2img.init_from instead")

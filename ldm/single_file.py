@@ -11,8 +11,6 @@ back exactly. Key renames towards diffusers are diffusers' own (single_file_util
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -20,9 +18,9 @@ import torch
 import yaml
 
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
+from ldm.files import clean_leftovers, writing_file
 from ldm.models.weights import ModelError, load_state, read_safetensors, refuse_pickle
 from ldm.diffusion.schedule import scheduler_config
-from ldm.files import publish_new_file
 from ldm.models.autoencoder import build_vae
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
@@ -266,24 +264,11 @@ def save_single_file(components: Components, path: str | Path, with_config: bool
         metadata[CONFIG_METADATA] = json.dumps(to_dict(components.config))
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(handle)
+    # What killed writes of any checkpoint here left (a whole checkpoint each) goes first.
+    clean_leftovers(path.parent, suffix=".safetensors")
     try:
-        save_file(tensors, temporary, metadata=metadata)
-        with open(temporary, "rb") as written:
-            os.fsync(written.fileno())
-        os.chmod(temporary, 0o666 & ~_umask())
-        if replace:
-            os.replace(temporary, path)
-        elif not publish_new_file(Path(temporary), path):
-            raise ModelError(f"{path} appeared while it was being written; not replacing it")
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        with writing_file(path, replace=replace) as temporary:
+            save_file(tensors, str(temporary), metadata=metadata)
+    except FileExistsError:
+        raise ModelError(f"{path} appeared while it was being written; not replacing it") from None
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -4,7 +4,8 @@ the test SIGKILLs it there, as a power cut or the OOM killer would.
 
 Child side: `stop_before_rename_into(target, marker)` wraps os.rename/os.replace so that the
 rename of a temporary folder (".NAME.tmp-*") onto `target` never happens. Parent side:
-`run_until_killed(code, marker)`."""
+`run_until_killed(code, marker)`. Without a child: `left_aside(folder)` puts a folder where
+such a kill leaves it, `dead_pid()` gives leftovers a writer that is gone."""
 
 from __future__ import annotations
 
@@ -59,3 +60,18 @@ def run_until_killed(code: str, marker: Path, timeout: float = 300) -> None:
     os.kill(child.pid, signal.SIGKILL)
     child.wait()  # reaped: its PID is no longer a running writer
     child.stderr.close()
+
+
+def dead_pid() -> int:
+    """The process id of a writer that is gone: a child that has ended and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def left_aside(folder: Path) -> Path:
+    """Moves `folder` where a save killed between the two renames of its swap leaves it
+    (.NAME.old-PID-*, PID a dead writer's), as run_until_killed does in seconds more."""
+    aside = folder.with_name(f".{folder.name}.old-{dead_pid()}-abcd1234")
+    os.rename(folder, aside)
+    return aside

@@ -4,11 +4,13 @@ import os
 import stat
 
 import pytest
+from kill_between_renames import dead_pid
 
 from ldm.files import (
     clean_leftovers,
     create_exclusive,
     publish_new_file,
+    recover_folder,
     replacing_folder,
     temporary_name,
     write_file_atomic,
@@ -90,15 +92,6 @@ def leftover(folder, name, kind, pid):
     return path
 
 
-def dead_pid():
-    import subprocess
-    import sys
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
 def test_clean_leftovers_recovers_an_old_folder_whose_target_is_missing(tmp_path):
     pid = dead_pid()
     leftover(tmp_path, "model", "old", pid)
@@ -156,3 +149,49 @@ def test_private_files_written_into_a_folder_get_the_usual_permissions(tmp_path,
         (staging / "run.sh").chmod(0o700)
     assert mode(tmp_path / "model" / "w.safetensors") == 0o644
     assert mode(tmp_path / "model" / "run.sh") == 0o755
+
+
+def test_recover_folder_puts_back_an_old_folder_of_a_gone_writer_and_deletes_nothing(tmp_path):
+    """A save killed between the two renames of its swap: the next reader finds the folder."""
+    pid = dead_pid()
+    leftover(tmp_path, "model", "old", pid)
+    stale = leftover(tmp_path, "model", "tmp", pid)
+    assert recover_folder(tmp_path / "model") == tmp_path / "model"
+    assert (tmp_path / "model" / "file").read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == sorted(["model", stale.name])  # a reader removes nothing
+
+
+def test_recover_folder_leaves_the_swap_of_a_running_writer_alone(tmp_path):
+    running = leftover(tmp_path, "model", "old", os.getppid())  # its writer renames the new one in next
+    assert not recover_folder(tmp_path / "model").exists()
+    assert os.listdir(tmp_path) == [running.name]
+
+
+def test_a_failed_rename_into_place_puts_the_old_folder_back(tmp_path, monkeypatch):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "file").write_text("old")
+    real_rename = os.rename
+
+    def failing(source, destination):
+        if os.path.basename(source).startswith(".model.tmp-"):
+            raise OSError(5, "Input/output error")
+        return real_rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError):
+        with replacing_folder(target) as staging:
+            (staging / "file").write_text("new")
+    assert os.listdir(tmp_path) == ["model"] and (target / "file").read_text() == "old"
+
+
+def test_writing_a_file_removes_the_temporary_files_its_killed_writers_left(tmp_path):
+    pid = dead_pid()
+    target = tmp_path / "lora.safetensors"
+    stale = [tmp_path / f".lora.safetensors.tmp-{pid}-abcd1234", tmp_path / ".lora.safetensors.tmp-k2j3h4g5"]  # ours; mkstemp's
+    running = tmp_path / f".lora.safetensors.tmp-{os.getppid()}-abcd1234"
+    other = tmp_path / f".other.safetensors.tmp-{pid}-abcd1234"
+    for path in [*stale, running, other]:
+        path.write_bytes(b"half a checkpoint")
+    write_file_atomic(target, "new")
+    assert sorted(os.listdir(tmp_path)) == sorted([target.name, running.name, other.name])

@@ -9,7 +9,7 @@ from pathlib import Path
 from ldm.bundled_configs import list_configs, resolve_config_path
 from ldm.cli.common import UsageError, fail
 from ldm.config import ConfigError
-from ldm.files import create_exclusive, temporary_name
+from ldm.files import create_exclusive, recover_folder, temporary_name
 
 PROG = "ldm-train"
 
@@ -74,9 +74,9 @@ def check_output_dir(path: Path) -> None:
 def check_model_paths(config) -> None:
     for key in ("init_from", "vae_from", "text_encoder_from"):
         value = getattr(config.text2img, key)
-        if config.stage == "text2img" and value and not Path(value).is_dir():
+        if config.stage == "text2img" and value and not recover_folder(value).is_dir():
             raise UsageError(f"text2img.{key}: {value} is not a folder")
-    if config.stage == "inpaint" and not Path(config.inpaint.init_from).is_dir():
+    if config.stage == "inpaint" and not recover_folder(config.inpaint.init_from).is_dir():
         raise UsageError(f"inpaint.init_from: {config.inpaint.init_from} is not a folder")
 
 

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ldm.control.model import control_type_of, is_controlnet_folder, load_controlnet
 from ldm.control_units import ControlUnit
+from ldm.files import recover_folder, recover_folders
 from ldm.settings import GenerationError
 
 FOLDER = "controlnet"  # inside a model folder: controlnet/<name>/
@@ -41,9 +42,10 @@ class ControlNets:
         entries = []
         own = Path(model_path) / FOLDER if model_path is not None else None
         if own is not None and own.is_dir():
+            recover_folders(own)  # saves killed mid-swap left some aside
             for folder in sorted(p for p in own.iterdir() if is_controlnet_folder(p)):
                 entries.append(ControlNetEntry(folder.name, control_type_of(folder), folder))
-        for folder in map(Path, extra):
+        for folder in map(recover_folder, extra):
             if not is_controlnet_folder(folder):
                 raise GenerationError(f"{folder} is not a ControlNet folder (no config.json)")
             entries.append(ControlNetEntry(folder.name, control_type_of(folder), folder))

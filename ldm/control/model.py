@@ -14,6 +14,7 @@ from typing import Optional
 
 import torch
 
+from ldm.files import recover_folder
 from ldm.model_folder import ModelError, refuse_pickle, staged_folder
 
 CONTROL_FILE = "control.json"
@@ -71,7 +72,7 @@ def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] 
     """A ControlNetModel from a folder, offline, from safetensors only."""
     from diffusers import ControlNetModel
 
-    path = Path(path)
+    path = recover_folder(path)
     if path.is_file():
         refuse_pickle(path)
         raise ModelError(f"{path} is a file; a ControlNet is a folder with {CONFIG_FILE} and .safetensors weights")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ldm.errors import LdmError
-from ldm.files import clean_leftovers, replacing_folder, write_file_atomic
+from ldm.files import clean_leftovers, recover_folder, replacing_folder, write_file_atomic
 from ldm.model_folder import ModelError, read_safetensors, write_safetensors
 
 LATEST = "latest"
@@ -241,9 +241,9 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
         pointer = checkpoints_dir / LATEST
         if not pointer.is_file():
             raise CheckpointError(f"--resume latest: no checkpoint in {checkpoints_dir}")
-        path = checkpoints_dir / pointer.read_text().strip()
+        path = recover_folder(checkpoints_dir / pointer.read_text().strip())
     else:
-        path = Path(resume)
+        path = recover_folder(resume)
         if path.is_dir() and (path / "checkpoints" / LATEST).is_file():  # a run's output folder
             return resolve_checkpoint(LATEST, path)
     if not path.is_dir():
@@ -255,6 +255,7 @@ def resolve_checkpoint(resume: str, output_dir: Path) -> Path:
 
 
 def load_checkpoint(path: Path) -> TrainingState:
+    path = recover_folder(path)
     try:
         document = json.loads((path / TRAINER_FILE).read_text())
         weights = read_safetensors(path / "weights.safetensors")

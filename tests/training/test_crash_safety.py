@@ -10,11 +10,11 @@ import torch
 import yaml
 
 from configs import tiny_train_config, tiny_train_dict
-from kill_between_renames import run_until_killed
+from kill_between_renames import left_aside, run_until_killed
 from tiny_data import tiny_datasets
 
 from ldm.cli.train import preflight
-from ldm.model_folder import load_model, read_safetensors, save_model
+from ldm.model_folder import is_model_folder, load_model, read_safetensors, save_model
 from ldm.training.checkpoints import TrainingState, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ldm.training.loop import train
 
@@ -120,3 +120,23 @@ def test_model_save_recovers_or_removes_leftovers(tmp_path, tiny_components, kin
     assert leftover.exists()
     save_model(tiny_components, model)
     assert sorted(os.listdir(tmp_path)) == ["model", "vae-next-to-it"]
+
+
+def test_training_starts_from_an_init_from_model_a_kill_left_aside(tmp_path, tiny_unet_components):
+    """Its save was killed between the two renames of the swap: the model sits at .model.old-*."""
+    model = save_model(tiny_unet_components, tmp_path / "base" / "model")
+    left_aside(model)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_dict("text2img", tmp_path / "run")))
+    preflight(argparse.Namespace(config=str(config), overrides=[f"text2img.init_from={model}"], resume=None, dry_run=False))
+    assert is_model_folder(model)
+
+
+def test_resuming_from_a_checkpoint_a_kill_left_aside(tmp_path):
+    """Another run's checkpoint, saved again and killed between the renames: --resume PATH and
+    Python's train(resume=PATH) find it."""
+    checkpoint = save_checkpoint(tiny_state(2, 1.0), tmp_path / "other" / "checkpoints", keep_last=2)
+    left_aside(checkpoint)
+    assert next_start(tmp_path / "run", tmp_path, resume=str(checkpoint)) == checkpoint
+    left_aside(checkpoint)
+    assert torch.equal(load_checkpoint(checkpoint).weights["w"], torch.full((3,), 1.0))

@@ -2,8 +2,8 @@
 stops just before the new folder is renamed into place (announcing it with a marker file);
 the test SIGKILLs it there, as a power cut or the OOM killer would.
 
-Child side: `stop_before_rename_into(target, marker)` wraps os.rename/os.replace so that the
-rename of a temporary folder (".NAME.tmp-*") onto `target` never happens. Parent side:
+Child side: `stop_before_rename_into(target, marker)` wraps os.rename/os.replace/os.link so that the
+rename (or link) of a temporary folder (".NAME.tmp-*") onto `target` never happens. Parent side:
 `run_until_killed(code, marker)`. Without a child: `left_aside(folder)` puts a folder where
 such a kill leaves it, `dead_pid()` gives leftovers a writer that is gone."""
 
@@ -33,6 +33,7 @@ def stop_before_rename_into(target: Path, marker: Path) -> None:
 
     os.rename = wrap(os.rename)
     os.replace = wrap(os.replace)
+    os.link = wrap(os.link)  # a file that must not replace one: published by a hard link
 
 
 def stop_here(marker: Path) -> None:

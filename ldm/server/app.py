@@ -1,7 +1,8 @@
 """The HTTP face of the worker: AUTOMATIC1111's /sdapi/v1 routes and the web page at /.
 
-Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail`;
-an unexpected failure is a 500 whose body says only that (the traceback goes to the log).
+Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail` in the
+API's terms; an unexpected failure is a 500 whose body says only that (the traceback goes to
+the log).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional
+from typing import Callable, Optional
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.loras import lora_list
+from ldm.server.messages import client_message
 from ldm.server.samplers import sampler_list, scheduler_list
 from ldm.server.worker import Busy, Worker
 
@@ -55,13 +57,15 @@ def _validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, server_folders: Callable[[], dict[str, str]]) -> None:
+    """`server_folders()`: the folders (path -> name) that messages must not reveal."""
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_, error: RequestValidationError):
         return _error(422, "ValidationError", _validation_message(error))
 
     async def bad_request(_, error: Exception):
-        return _error(400, type(error).__name__, str(error))
+        return _error(400, type(error).__name__, client_message(str(error), server_folders()))
 
     app.add_exception_handler(LdmError, bad_request)
     app.add_exception_handler(ModelError, bad_request)  # a model switch to a broken folder
@@ -82,7 +86,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> FastAPI:
     app = FastAPI(title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1")
-    _install_error_handlers(app)
+
+    def lora_folder() -> Optional[str]:
+        """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""
+        return options.lora_dir or worker.pipeline.lora_dir
+
+    def server_folders() -> dict[str, str]:
+        folders = {str(entry.path): entry.title for entry in worker.models}
+        return {**folders, **{folder: "the LoRA folder" for folder in (lora_folder(),) if folder}}
+
+    _install_error_handlers(app, server_folders)
     app.add_middleware(BodyLimit, limit=options.max_upload_bytes)
     if options.api_key:
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
@@ -95,10 +108,6 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(str(STATIC / "index.html"))
-
-    def lora_folder() -> Optional[str]:
-        """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""
-        return options.lora_dir or worker.pipeline.lora_dir
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest):

@@ -148,3 +148,4 @@ def test_model_and_module_lists(control_client):
     assert control_client.get("/controlnet/model_list").json() == {"model_list": ["edges", "scene"]}
     modules = control_client.get("/controlnet/module_list").json()["module_list"]
     assert {"none", "canny", "layout"} <= set(modules)
+    assert control_client.get("/sdapi/v1/scripts").json() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}

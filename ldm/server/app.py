@@ -1,5 +1,5 @@
 """The HTTP face of the worker: AUTOMATIC1111's /sdapi/v1 routes, the web page at /, and the
-API's documentation at /docs and /redoc, served from installed files (no CDN: it works offline).
+API's documentation at /docs, served from installed files (no CDN: it works offline).
 
 Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail` in the
 API's terms; an unexpected failure is a 500 whose body says only that (the traceback goes to
@@ -91,9 +91,11 @@ def _install_error_handlers(app: FastAPI, server_folders: Callable[[], dict[str,
 
 
 def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> FastAPI:
+    # Swagger UI from fastapi-offline's files; no ReDoc: its page fetches a logo from a CDN.
     app = FastAPIOffline(
-        title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1", favicon_url="/favicon.ico"
-    )
+        title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1",
+        favicon_url="/favicon.ico", redoc_url=None,
+    )  # fmt: skip
 
     def lora_folder() -> Optional[str]:
         """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""

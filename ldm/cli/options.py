@@ -47,11 +47,27 @@ def settings_from_args(args: argparse.Namespace, mode: str) -> Settings:
     return Settings(**given)
 
 
+# What each limit counts, for --help (a limit missing here is shown with its default only).
+LIMIT_HELP = {
+    "max_pixels": "pixels per image, width x height",
+    "max_steps": "denoising steps",
+    "max_images": "images per command or request",
+    "max_mask_blur": "mask blur in pixels",
+}
+
+
+def shown_default(value) -> str:
+    """A default as a person reads it: 2097152, not 2.09715e+06; 256, not 256.0."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("limits", "checked before any work; raise them if your hardware has room")
     for each in dataclasses.fields(Limits):
         flag = "--" + each.name.replace("_", "-")
-        group.add_argument(flag, type=type(each.default), metavar="N", help=f"(default {each.default:g})")
+        what = LIMIT_HELP.get(each.name)
+        default = f"default {shown_default(each.default)}"
+        group.add_argument(flag, type=type(each.default), metavar="N", help=f"{what} ({default})" if what else f"({default})")
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:

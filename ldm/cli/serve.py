@@ -131,7 +131,8 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     except ModelError as error:
         raise UsageError(str(error)) from None
     worker = Worker(pipeline, entries[0], entries, loader, limits, max_queue=args.max_queue)
-    options = ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir)
+    flags = {**vars(args), "api_key": api_key}  # the key itself is never shown (/sdapi/v1/cmd-flags)
+    options = ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir, command_flags=flags)
     app = create_app(worker, options)
     host, port = sock.getsockname()[:2]
     print(f"{PROG}: {entries[0].title} on {device}; listening on http://{host}:{port}", file=sys.stderr, flush=True)

@@ -19,12 +19,20 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ldm.control.library import ControlNets
 from ldm.server.codec import decode_image, mask_image, png_base64
 from ldm.server.controlnet_units import control_units
+from ldm.server.loras import check_prompt_loras
 from ldm.server.samplers import OURS_TO_A1111, sampler_from_a1111
 from ldm.settings import DEFAULT_STRENGTH, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
 
 # A1111's defaults where they differ from ours and clients rely on them.
 A1111_STRENGTH = DEFAULT_STRENGTH["img2img"]  # 0.75 for img2img and inpainting alike
 A1111_MASK_PADDING = 32  # inpaint_full_res_padding
+
+
+# Bounds checked when the request is read (422 naming the field): values that pass the settings'
+# own checks but no model can use. A cfg_scale of 1e308 is finite, and then overflows the images
+# into NaN; A1111's slider stops at 30, ComfyUI's at 100.
+MAX_CFG_SCALE = 100.0
+REQUEST_BOUNDS = {"cfg_scale": {"ge": 0, "le": MAX_CFG_SCALE, "allow_inf_nan": False}}
 
 
 def _settings_fields(mode: str) -> dict[str, Any]:
@@ -34,7 +42,8 @@ def _settings_fields(mode: str) -> dict[str, Any]:
     for each in fields_of(mode):
         spec = option_of(each)
         if spec.api is not None:
-            fields[spec.api] = (Optional[hints[each.name]], Field(None, description=spec.help))
+            bounds = REQUEST_BOUNDS.get(spec.api, {})
+            fields[spec.api] = (Optional[hints[each.name]], Field(None, description=spec.help, **bounds))
     return fields
 
 
@@ -99,6 +108,7 @@ def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[C
         given["sampler"] = sampler
     image, mask = _input_images(body, mode, limits) if edit else (None, None)
     given["controls"] = control_units(body.get("alwayson_scripts"), controlnets or ControlNets(), limits.max_pixels, image) or None
+    check_prompt_loras(given.get("prompt") or "", lora_dir)  # before check_settings: messages without server paths
     if edit and given.get("strength") is None:
         given["strength"] = A1111_STRENGTH
     if mode == "inpaint":

@@ -1,7 +1,9 @@
-"""The HTTP face of the worker: AUTOMATIC1111's /sdapi/v1 routes and the web page at /.
+"""The HTTP face of the worker: AUTOMATIC1111's /sdapi/v1 routes, the web page at /, and the
+API's documentation at /docs, served from installed files (no CDN: it works offline).
 
-Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail`;
-an unexpected failure is a 500 whose body says only that (the traceback goes to the log).
+Every error a request can cause is a 4xx (or 503 when busy) with a one-line `detail` in the
+API's terms; an unexpected failure is a 500 whose body says only that (the traceback goes to
+the log).
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from importlib import resources
-from typing import Optional
+from typing import Callable, Optional
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
 from ldm.errors import LdmError
@@ -24,10 +27,14 @@ from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
 from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
+from ldm.server.favicon import favicon_ico
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.loras import lora_list
-from ldm.server.samplers import sampler_list, scheduler_list
+from ldm.server.messages import client_message
+from ldm.server.samplers import OURS_TO_A1111, sampler_list, scheduler_list
+from ldm.server.system_info import CONTROLNET_API_VERSION, command_flags, memory, scripts
 from ldm.server.worker import Busy, Worker
+from ldm.settings import Settings
 
 log = logging.getLogger("ldm.serve")
 STATIC = resources.files("ldm.server") / "static"
@@ -38,6 +45,7 @@ class ServerOptions:
     api_key: Optional[str] = None
     max_upload_bytes: int = 32 * 1024 * 1024
     lora_dir: Optional[str] = None  # where <lora:NAME:WEIGHT> prompt tags find NAME.safetensors
+    command_flags: Optional[dict] = None  # ldm-serve's arguments, for /sdapi/v1/cmd-flags
 
 
 def _error(status: int, kind: str, message: str, headers: Optional[dict] = None) -> JSONResponse:
@@ -55,13 +63,15 @@ def _validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _install_error_handlers(app: FastAPI) -> None:
+def _install_error_handlers(app: FastAPI, server_folders: Callable[[], dict[str, str]]) -> None:
+    """`server_folders()`: the folders (path -> name) that messages must not reveal."""
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_, error: RequestValidationError):
         return _error(422, "ValidationError", _validation_message(error))
 
     async def bad_request(_, error: Exception):
-        return _error(400, type(error).__name__, str(error))
+        return _error(400, type(error).__name__, client_message(str(error), server_folders()))
 
     app.add_exception_handler(LdmError, bad_request)
     app.add_exception_handler(ModelError, bad_request)  # a model switch to a broken folder
@@ -81,8 +91,21 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> FastAPI:
-    app = FastAPI(title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1")
-    _install_error_handlers(app)
+    # Swagger UI from fastapi-offline's files; no ReDoc: its page fetches a logo from a CDN.
+    app = FastAPIOffline(
+        title="ldm-serve", description="AUTOMATIC1111-compatible API on an ldm model", version="1",
+        favicon_url="/favicon.ico", redoc_url=None,
+    )  # fmt: skip
+
+    def lora_folder() -> Optional[str]:
+        """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""
+        return options.lora_dir or worker.pipeline.lora_dir
+
+    def server_folders() -> dict[str, str]:
+        folders = {str(entry.path): entry.title for entry in worker.models}
+        return {**folders, **{folder: "the LoRA folder" for folder in (lora_folder(),) if folder}}
+
+    _install_error_handlers(app, server_folders)
     app.add_middleware(BodyLimit, limit=options.max_upload_bytes)
     if options.api_key:
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
@@ -96,9 +119,24 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     async def page():
         return FileResponse(str(STATIC / "index.html"))
 
-    def lora_folder() -> Optional[str]:
-        """--lora-dir, else the loaded model's own loras/ (it changes with sd_model_checkpoint)."""
-        return options.lora_dir or worker.pipeline.lora_dir
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon():
+        return Response(favicon_ico(), media_type="image/x-icon", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/ldm/v1/model-defaults")
+    async def model_defaults():
+        """What a request that leaves them out gets from the loaded model: its own sampler, steps
+        and cfg (scenes-lcm: LCM, 4, 1), else the generation defaults, and its native size."""
+        used = worker.pipeline.request(Settings(), {})
+        size = worker.pipeline.default_size
+        return {
+            "sd_model_checkpoint": worker.model.title,
+            "sampler_name": OURS_TO_A1111[used.sampler],
+            "steps": used.steps,
+            "cfg_scale": used.cfg,
+            "width": size,
+            "height": size,
+        }
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest):
@@ -161,6 +199,31 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     @app.get("/controlnet/module_list")
     async def controlnet_modules():
         return {"module_list": MODULE_LIST}
+
+    @app.get("/controlnet/version")
+    async def controlnet_version():
+        """The ControlNet extension's API version whose units alwayson_scripts.controlnet takes."""
+        return {"version": CONTROLNET_API_VERSION}
+
+    @app.get("/sdapi/v1/scripts")
+    async def script_list():
+        """The scripts alwayson_scripts can name: ControlNet, when the model has ControlNets."""
+        return scripts(bool(worker.pipeline.controlnets.entries))
+
+    @app.get("/sdapi/v1/sd-vae")
+    async def sd_vae():
+        """No VAE files to choose from: each model folder carries its own VAE."""
+        return []
+
+    @app.get("/sdapi/v1/memory")
+    async def memory_use():
+        """The server's memory and, when the model is on a GPU, the GPU's (A1111's layout, bytes)."""
+        return memory(worker.pipeline.components.device)
+
+    @app.get("/sdapi/v1/cmd-flags")
+    async def cmd_flags():
+        """ldm-serve's command-line arguments (not A1111's: ours have other names); the API key is not shown."""
+        return command_flags(options.command_flags)
 
     @app.post("/sdapi/v1/png-info")
     async def png_info(request: PngInfoRequest):

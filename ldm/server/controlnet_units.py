@@ -34,7 +34,8 @@ def control_units(
     scripts: Any, controlnets: ControlNets, max_pixels: int, init_image: Optional[Image.Image] = None
 ) -> tuple[ControlUnit, ...]:
     """The enabled units of `alwayson_scripts` (the request's field; None: none). A unit without
-    an image uses `init_image` (img2img), as the extension does. GenerationError names the unit."""
+    an image (none, or "") uses `init_image` (img2img), as the extension does. GenerationError
+    names the unit."""
     if scripts is None:
         return ()
     if not isinstance(scripts, dict):
@@ -72,12 +73,18 @@ def _unit(unit: dict, where: str, controlnets: ControlNets, max_pixels: int, ini
 
 def _image(unit: dict, where: str, max_pixels: int, init_image) -> Image.Image:
     # "image" is a base64 string, or {"image": b64, "mask": ...}; older clients send "input_image".
-    value = unit.get("image", unit.get("input_image"))
+    # None, or "" (what the webuiapi client sends for a unit without a picture of its own), is the
+    # img2img picture, as in the extension.
+    value = unit.get("image")
+    if value is None or value == "":
+        value = unit.get("input_image")
     if isinstance(value, dict):
         value = value.get("image")
-    if value is None:
+    if value is None or value == "":
         if init_image is None:
-            raise GenerationError(f"{where}: no image (give one in 'image')")
+            raise GenerationError(
+                f"{where}: no image: give one in 'image' (only img2img can leave it empty, for its input picture)"
+            )
         return init_image
     return decode_image(value, f"{where} image", max_pixels)
 

@@ -1,11 +1,39 @@
-"""GET /sdapi/v1/loras: the LoRA files a prompt's <lora:NAME:WEIGHT> tags can name, as
-AUTOMATIC1111 lists them (name, alias, path, the file's metadata); read from the headers only."""
+"""The LoRA files a prompt's <lora:NAME:WEIGHT> tags can name: GET /sdapi/v1/loras lists them
+as AUTOMATIC1111 does (name, alias, path, the file's metadata; read from the headers only), and
+a request's tags are checked against them in the API's terms."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Optional
+
+from ldm.lora_refs import prompt_lora_tags, resolve_lora_name
+from ldm.settings import GenerationError
+
+# A weight beyond this is a typo or an attack, not a style (ComfyUI's LoRA loader stops at 100 too):
+# 1e308 passes as a finite number and then overflows the merged weights into NaN images.
+MAX_LORA_WEIGHT = 100.0
+
+
+def check_prompt_loras(prompt: str, lora_dir: Optional[str]) -> None:
+    """GenerationError naming the first bad <lora:NAME:WEIGHT> tag of `prompt`: a weight that is
+    not a number within +-MAX_LORA_WEIGHT, or a NAME this server does not have. The messages
+    speak of the API (the prompt, /sdapi/v1/loras), never of the server's folders."""
+    try:
+        tags = prompt_lora_tags(prompt)
+    except ValueError as error:
+        raise GenerationError(f"prompt: {error}") from None
+    for name, weight in tags:
+        if not abs(weight) <= MAX_LORA_WEIGHT:
+            raise GenerationError(
+                f"prompt: <lora:{name}:{weight:g}>: the weight must be between {-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}"
+            )
+        try:
+            resolve_lora_name(name, lora_dir)
+        except ValueError:
+            where = "GET /sdapi/v1/loras lists them" if lora_dir else "it has no LoRA folder (ldm-serve --lora-dir)"
+            raise GenerationError(f"prompt: <lora:{name}>: this server has no LoRA named {name!r}; {where}") from None
 
 
 def lora_list(lora_dir: Optional[str]) -> list[dict]:

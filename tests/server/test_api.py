@@ -1,11 +1,14 @@
 """The /sdapi/v1 routes as an AUTOMATIC1111 client uses them, checked against Pipeline run in-process."""
 
+import io
 import json
+import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
-from server_helpers import open_b64, png_b64
+from server_helpers import make_client, open_b64, png_b64
 
 from ldm.pipeline import Pipeline
 from ldm.png_info import parse_parameters
@@ -171,3 +174,54 @@ def test_the_page_its_assets_and_the_openapi_docs_are_served(client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "/sdapi/v1/txt2img" in client.get("/openapi.json").json()["paths"]
     assert "seed" in client.get("/openapi.json").json()["components"]["schemas"]["Txt2ImgRequest"]["properties"]
+
+
+def test_the_api_docs_work_offline(client):
+    """The page loads nothing from another host (offline, a CDN is a blank page): every script,
+    style sheet and icon it names is served here."""
+    html = client.get("/docs").text
+    assert not re.search(r"""["'](https?:)?//""", html), "the docs page names another host"
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", html)
+    assert any(asset.endswith(".js") for asset in assets)
+    for asset in assets:
+        answer = client.get(asset)
+        assert answer.status_code == 200 and len(answer.content) > 100, asset
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_the_favicon_is_served(client):
+    answer = client.get("/favicon.ico")
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/x-icon"
+    assert Image.open(io.BytesIO(answer.content)).size == (32, 32)
+    assert '<link rel="icon" href="/favicon.ico">' in client.get("/").text
+
+
+def test_what_a1111_clients_ask_before_sending_work(client):
+    assert client.get("/controlnet/version").json() == {"version": 2}
+    assert client.get("/sdapi/v1/scripts").json() == {"txt2img": [], "img2img": []}  # no ControlNets: no script
+    assert client.get("/sdapi/v1/sd-vae").json() == []  # the VAE is part of each model folder
+    memory = client.get("/sdapi/v1/memory").json()
+    assert 0 < memory["ram"]["used"] <= memory["ram"]["total"] and 0 <= memory["ram"]["free"] <= memory["ram"]["total"]
+    assert memory["cuda"] == {"error": "unavailable" if not torch.cuda.is_available() else "the model is on cpu"}
+
+
+def test_cmd_flags_are_the_servers_own_without_the_key(worker):
+    flags = {"model": ["runs/x/model"], "port": 7860, "api_key": "s3cret", "max_pixels": None}
+    with make_client(worker, api_key="s3cret", command_flags=flags) as client:
+        shown = client.get("/sdapi/v1/cmd-flags", headers={"Authorization": "Bearer s3cret"})
+    assert shown.json() == {"model": ["runs/x/model"], "port": 7860, "api_key": "(set, not shown)", "max_pixels": None}
+    assert "s3cret" not in shown.text
+
+
+def test_model_defaults_are_the_models_own_sampling_settings(worker, tiny_components):
+    """What the page starts from: a request without sampler, steps and cfg gets these."""
+    import dataclasses
+
+    sampling = dataclasses.replace(tiny_components.config.sampling, sampler="lcm", steps=4, cfg=1.0)
+    config = dataclasses.replace(tiny_components.config, sampling=sampling)
+    worker.pipeline.components = dataclasses.replace(tiny_components, config=config)
+    with make_client(worker) as client:
+        defaults = client.get("/ldm/v1/model-defaults").json()
+        info = json.loads(client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 1}).json()["info"])
+    assert defaults == {"sd_model_checkpoint": "tiny-model", "sampler_name": "LCM", "steps": 4, "cfg_scale": 1.0, "width": 32, "height": 32}
+    assert (info["sampler_name"], info["steps"], info["cfg_scale"]) == ("LCM", 4, 1.0)

@@ -29,7 +29,11 @@ def check_refused(answer, status, message):
         ('{"batch_size": 4, "n_iter": 3}', 400, "n must be between 1 and 8, got 12"),
         ('{"batch_size": 0}', 400, "batch_size and n_iter must be at least 1"),
         ('{"seed": -2}', 400, "seed must be between 0 and 2**63-1"),
-        ('{"cfg_scale": -1}', 400, "cfg must be a finite number >= 0"),
+        ('{"cfg_scale": -1}', 422, "cfg_scale: Input should be greater than or equal to 0"),
+        # Finite, so the settings' own check passes it, and then the images overflow into NaN.
+        ('{"cfg_scale": 1e308}', 422, "cfg_scale: Input should be less than or equal to 100"),
+        ('{"cfg_scale": NaN}', 422, "cfg_scale: Input should be a finite number"),
+        ('{"prompt": "a lake <lora:style:1e308>"}', 400, "prompt: <lora:style:1e+308>: the weight must be between -100 and 100"),
     ],
 )
 def test_bad_txt2img_requests(client, body, status, message):
@@ -108,3 +112,15 @@ def test_an_unexpected_error_is_a_500_without_traceback(client, worker, monkeypa
     assert answer.status_code == 500 and "secret internals" not in answer.text and "Traceback" not in answer.text
     monkeypatch.undo()
     assert client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1}).status_code == 200  # the worker lives on
+
+
+def test_a_cli_flag_in_a_library_message_is_named_as_the_api_field(client, worker, monkeypatch):
+    from ldm.settings import GenerationError
+
+    def overflowing(*args, **kwargs):  # the pipeline's own words when the images come out NaN
+        raise GenerationError("the images came out as NaN/infinite values (cfg 90, torch.float16): nothing was saved; "
+                              "try a lower --cfg, or --dtype fp32")  # fmt: skip
+
+    monkeypatch.setattr(worker.pipeline, "generate", overflowing)
+    answer = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "cfg_scale": 90})
+    check_refused(answer, 400, "try a lower cfg_scale, or --dtype fp32")

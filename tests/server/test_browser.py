@@ -1,8 +1,13 @@
 """The page in a real browser (headless Chromium from the system, driven by Playwright) against a
-real ldm-serve on a tiny model: generate, paint a mask and inpaint, read a PNG's parameters back."""
+real ldm-serve on a tiny model: generate, paint a mask and inpaint, read a PNG's parameters back,
+start from the model's own sampling defaults; the API docs render offline. Every page loads
+only from the server and logs no error (a missing favicon is one)."""
 
 import base64
+import contextlib
+import dataclasses
 import io
+import json
 import os
 import shutil
 
@@ -20,18 +25,29 @@ sync_api = pytest.importorskip("playwright.sync_api") if not os.environ.get("CI"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-@pytest.fixture
-def page(tiny_model_dir):
-    with ServerProcess("--model", tiny_model_dir) as server, sync_api.sync_playwright() as playwright:
+@contextlib.contextmanager
+def browsing(model_dir, path="/"):
+    """A page of a real ldm-serve on `model_dir`; on leaving, checks that it logged no error and
+    asked no other host for anything. The page records the JSON bodies it posted in `posted`."""
+    with ServerProcess("--model", model_dir) as server, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
-        errors = []
+        errors, elsewhere, page.posted = [], [], []
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(server.url + "/")
-        page.wait_for_function("document.querySelectorAll('#sampler_name option').length > 0")
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("request", lambda request: None if request.url.startswith((server.url, "data:", "blob:" + server.url)) else elsewhere.append(request.url))
+        page.on("request", lambda request: page.posted.append(json.loads(request.post_data)) if request.method == "POST" else None)
+        page.goto(server.url + path)
         yield page
-        assert errors == [], errors
+        assert errors == [] and elsewhere == [], (errors, elsewhere)
         browser.close()
+
+
+@pytest.fixture
+def page(tiny_model_dir):
+    with browsing(tiny_model_dir) as page:
+        page.wait_for_function("document.querySelectorAll('#sampler_name option').length > 1")
+        yield page
 
 
 def image_of(figure) -> Image.Image:
@@ -100,3 +116,29 @@ def _parameters_of(image):
     info = PngImagePlugin.PngInfo()
     info.add_text("parameters", image.text["parameters"])
     return info
+
+
+def test_the_page_starts_from_the_models_own_sampling_defaults(tmp_path, tiny_components):
+    """An LCM model's 4 steps at cfg 1 apply from the page: untouched fields are not sent."""
+    from ldm.model_folder import save_model
+
+    sampling = dataclasses.replace(tiny_components.config.sampling, sampler="lcm", steps=4, cfg=1.0)
+    model = save_model(dataclasses.replace(tiny_components, config=dataclasses.replace(tiny_components.config, sampling=sampling)), tmp_path / "lcm-model")
+    with browsing(model) as page:
+        page.wait_for_function("document.getElementById('steps').placeholder == '4'")
+        assert page.locator("#sampler_name option").first.inner_text() == "model's (LCM)"
+        assert page.get_attribute("#cfg_scale", "placeholder") == "1" and page.get_attribute("#width", "placeholder") == "32"
+        page.fill("#prompt", "a red circle")
+        page.click("#generate")
+        page.wait_for_selector("#gallery figure")
+        caption = page.locator("#gallery figure figcaption").first.inner_text()
+        page.wait_for_selector("#generate:enabled")
+    assert "Steps: 4" in caption and "Sampler: lcm" in caption and "CFG scale: 1," in caption, caption
+    sent = [body for body in page.posted if body.get("prompt") == "a red circle"]
+    assert len(sent) == 1 and not {"sampler_name", "steps", "cfg_scale", "width", "height"} & set(sent[0]), sent
+
+
+def test_the_api_docs_render_offline(tiny_model_dir):
+    with browsing(tiny_model_dir, "/docs") as page:
+        page.wait_for_selector(".opblock", timeout=30000)
+        assert "/sdapi/v1/txt2img" in page.content()

@@ -91,6 +91,35 @@ def test_img2img_unit_without_an_image_reads_the_init_image(control_client, cont
     np.testing.assert_array_equal(pixels(open_b64(body["images"][0])), pixels(expected))
 
 
+# A unit exactly as the webuiapi client's ControlNetUnit(module="canny").to_dict() sends it when it
+# has no picture of its own: "image": "" means "the img2img picture".
+WEBUIAPI_UNIT = {
+    "image": "", "mask": None, "module": "canny", "model": "None", "weight": 1.0, "resize_mode": "Resize and Fill",
+    "low_vram": False, "processor_res": 512, "threshold_a": 64, "threshold_b": 64, "guidance_start": 0.0,
+    "guidance_end": 1.0, "control_mode": "Balanced", "pixel_perfect": False, "hr_option": "Both", "enabled": True,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("image", ["", {"image": "", "mask": None}])
+def test_img2img_unit_with_an_empty_image_reads_the_init_image(control_client, control_pipeline, photo, image):
+    request = {"init_images": [png_b64(photo)], "prompt": "a boat", "seed": 3, "steps": 4, "denoising_strength": 0.6}
+    unit = {**WEBUIAPI_UNIT, "image": image}
+    answer = control_client.post("/sdapi/v1/img2img", json={**request, "alwayson_scripts": {"ControlNet": {"args": [unit]}}})
+    assert answer.status_code == 200, answer.text
+    expected = control_pipeline.img2img(
+        "a boat", photo, strength=0.6, seed=3, steps=4, progress=False, controls=(ControlUnit(photo, "canny"),)
+    ).images[0]
+    np.testing.assert_array_equal(pixels(open_b64(answer.json()["images"][0])), pixels(expected))
+
+
+def test_txt2img_unit_with_an_empty_image_is_4xx_saying_why(control_client):
+    answer = control_client.post("/sdapi/v1/txt2img", json=with_units(TXT2IMG, WEBUIAPI_UNIT))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["detail"] == (
+        "controlnet unit 0: no image: give one in 'image' (only img2img can leave it empty, for its input picture)"
+    )
+
+
 @pytest.mark.parametrize(
     "unit, message",
     [
@@ -119,3 +148,4 @@ def test_model_and_module_lists(control_client):
     assert control_client.get("/controlnet/model_list").json() == {"model_list": ["edges", "scene"]}
     modules = control_client.get("/controlnet/module_list").json()["module_list"]
     assert {"none", "canny", "layout"} <= set(modules)
+    assert control_client.get("/sdapi/v1/scripts").json() == {"txt2img": ["controlnet"], "img2img": ["controlnet"]}

@@ -73,3 +73,22 @@ def test_a_link_out_of_the_lora_dir_is_not_listed(worker, tiny_components, tmp_p
     (folder / "escape.safetensors").symlink_to(outside)
     with make_client(worker, lora_dir=str(folder)) as client:
         assert [entry["name"] for entry in client.get("/sdapi/v1/loras").json()] == ["style"]
+
+
+def test_a_missing_lora_is_named_without_the_servers_folder(worker, tiny_components, tmp_path):
+    folder = lora_dir(tmp_path, tiny_components)
+    with make_client(worker, lora_dir=str(folder)) as client:
+        answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:stlye:0.8>"})
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert detail == "prompt: <lora:stlye>: this server has no LoRA named 'stlye'; GET /sdapi/v1/loras lists them"
+
+
+def test_an_unreadable_lora_is_named_without_the_servers_folder(worker, tiny_components, tmp_path):
+    folder = lora_dir(tmp_path, tiny_components)
+    (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
+    with make_client(worker, lora_dir=str(folder)) as client:
+        answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:broken:0.8>"})
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert "broken.safetensors" in detail and str(tmp_path) not in detail and "\n" not in detail, detail

@@ -58,3 +58,12 @@ def test_a_busy_port_is_one_line(tiny_model_dir):
         taken.listen(1)
         status, stderr = run_cli("--model", tiny_model_dir, "--port", taken.getsockname()[1])
     assert status == 2 and "cannot listen on 127.0.0.1:" in stderr and "Traceback" not in stderr, stderr
+
+
+def test_help_prints_the_limits_as_a_person_reads_them():
+    from ldm.cli.serve import build_parser
+
+    text = " ".join(build_parser().format_help().split())  # argparse wraps to the terminal's width
+    assert "--max-pixels N pixels per image, width x height (default 2097152)" in text
+    assert "--max-mask-blur N mask blur in pixels (default 256)" in text
+    assert "e+" not in text

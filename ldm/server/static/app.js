@@ -2,14 +2,15 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const api = (path, body) =>
-  fetch("/sdapi/v1/" + path, body === undefined ? {} : {
+const call = (url, body) =>
+  fetch(url, body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
   }).then(async (answer) => {
     const data = await answer.json().catch(() => null);
     if (!answer.ok) throw new Error((data && data.detail) || answer.statusText);
     return data;
   });
+const api = (path, body) => call("/sdapi/v1/" + path, body);
 
 let samplerAliases = {}; // any of a sampler's spellings (ours included) -> A1111 name
 let initImage = null; // data: URL of the img2img picture
@@ -24,19 +25,32 @@ function say(text, ok = false) {
 
 async function loadLists() {
   const [samplers, models, options] = await Promise.all([api("samplers"), api("sd-models"), api("options")]);
+  $("sampler_name").add(new Option("model's", "")); // left as is: not sent, the model's own applies
   for (const s of samplers) {
     $("sampler_name").add(new Option(s.name, s.name));
     for (const alias of [s.name, ...s.aliases]) samplerAliases[alias.toLowerCase()] = s.name;
   }
-  $("sampler_name").value = "DPM++ 2M";
   for (const m of models) $("model").add(new Option(m.title, m.title));
   $("model").value = options.sd_model_checkpoint;
+  await showModelDefaults();
+}
+
+// Sampler, steps, cfg and size start empty and are sent only when set: the model's own sampling
+// defaults (an LCM model's 4 steps) apply otherwise. The placeholders say what they are.
+async function showModelDefaults() {
+  const d = await call("/ldm/v1/model-defaults");
+  $("sampler_name").options[0].text = "model's (" + d.sampler_name + ")";
+  $("steps").placeholder = d.steps;
+  $("cfg_scale").placeholder = d.cfg_scale;
+  $("width").placeholder = d.width;
+  $("height").placeholder = d.height;
 }
 
 $("model").addEventListener("change", async () => {
   say("loading " + $("model").value + " …", true);
   try {
     await api("options", { sd_model_checkpoint: $("model").value });
+    await showModelDefaults();
     say("model " + $("model").value + " loaded", true);
   } catch (error) {
     say(error.message);
@@ -146,7 +160,7 @@ document.addEventListener("drop", (event) => {
 function request() {
   const number = (id) => ($(id).value === "" ? undefined : Number($(id).value));
   const body = {
-    prompt: $("prompt").value, negative_prompt: $("negative_prompt").value, sampler_name: $("sampler_name").value,
+    prompt: $("prompt").value, negative_prompt: $("negative_prompt").value, sampler_name: $("sampler_name").value || undefined,
     steps: number("steps"), cfg_scale: number("cfg_scale"), seed: number("seed"),
     width: number("width"), height: number("height"), batch_size: number("batch_size"),
   };

@@ -126,11 +126,19 @@ def input_errors() -> tuple[type, ...]:
 
 def training_summary(result) -> str:
     """'trained 200 steps; data: 1200 images, 5 converted (5 CMYK->RGB), 3 skipped (2 unreadable,
-    1 too small)', naming the steps skipped for a non-finite loss or gradient when there are some."""
-    steps = f"trained {result.step} steps"
+    1 too small)', naming the steps skipped for a non-finite loss or gradient when there are some,
+    and the step a resumed run started from ('trained steps 101-200 (resumed from step 100)')."""
+    from ldm.training.reporting import data_summary
+
+    if not result.start_step:
+        steps = f"trained {result.step} steps"
+    elif result.step > result.start_step:
+        steps = f"trained steps {result.start_step + 1}-{result.step} (resumed from step {result.start_step})"
+    else:
+        steps = f"trained no step (resumed at step {result.start_step}: train.max_steps reached)"
     if result.skipped_steps:
         steps += f" ({result.skipped_steps} not applied: non-finite loss or gradient)"
-    return f"{steps}; data: {result.data.summary()}"
+    return f"{steps}; data: {data_summary(result.data, result.cached_samples)}"
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ import torch
 from ldm.data.captions import choose_caption, drop_caption
 from ldm.data.control_images import with_control
 from ldm.data.decode import ImageSource, decode_image
+from ldm.data.ordering import MAX_HELD_OUT_SHARE
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
 from ldm.data.transforms import ImageTransform
@@ -82,6 +83,16 @@ class IndexedImageDataset(torch.utils.data.Dataset):
     def describe(self) -> dict:
         """What decides this dataset's pixels and captions (for the latent cache key)."""
         return {**self.description, "identity": self.records.identity(), "transform": self.transform.describe()}
+
+    def split_summary(self, asked: int) -> str:
+        """How the source was split, said of the training split's dataset with data.validation =
+        `asked`: '24 samples: 20 for training, 4 held out for validation (data.validation asks
+        16; at most 1 sample in 5 is held out)'."""
+        held_out = len(self.records) - len(self.indices)
+        summary = f"{len(self.records)} samples: {len(self.indices)} for training, {held_out} held out for validation"
+        if held_out < asked:
+            return f"{summary} (data.validation asks {asked}; at most 1 sample in {MAX_HELD_OUT_SHARE} is held out)"
+        return f"{summary} (data.validation: {asked})"
 
     def caching_view(self) -> "IndexedImageDataset":
         """The same samples with all their captions: {"pixels", "captions": list[str], "key"}.

@@ -25,10 +25,21 @@ class SharedEpoch:
         return int(self._value)
 
 
+# At most this share of the samples is held out, whatever data.validation asks: a count
+# meant for a large dataset (16 for the autoencoder) must not take most of a small folder.
+MAX_HELD_OUT_SHARE = 5  # one sample in five
+
+
+def held_out_count(samples: int, validation: int) -> int:
+    """How many of `samples` the validation split holds for `data.validation` = `validation`."""
+    return min(validation, samples // MAX_HELD_OUT_SHARE)
+
+
 def validation_split(keys: Sequence[str], validation: int) -> tuple[list[int], list[int]]:
-    """(train indices, validation indices): the validation is the last `validation` samples in the
-    order of sha256(key), an order that depends neither on the seed nor on the folder
-    layout, so it is the same for every run and spread over all classes/folders."""
+    """(train indices, validation indices): the validation is the last `validation` samples (at
+    most a fifth of them, held_out_count) in the order of sha256(key), an order that depends
+    neither on the seed nor on the folder layout, so it is the same for every run and spread
+    over all classes/folders."""
     order = sorted(range(len(keys)), key=lambda i: hashlib.sha256(keys[i].encode()).digest())
-    cut = len(order) - min(validation, len(order))
+    cut = len(order) - held_out_count(len(order), validation)
     return sorted(order[:cut]), sorted(order[cut:])

@@ -23,6 +23,15 @@ def guidance_scale_embedding(scale: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(features, (0, width % 2)).to(device)  # (B, width)
 
 
+def cfg_embedding(cfg: torch.Tensor, width: int) -> torch.Tensor:
+    """The embedding (B, width) a guidance-distilled (LCM) denoiser reads for --cfg scales `cfg`
+    (B,): LCM's w = cfg - 1 (uncond + cfg (cond - uncond) is cond + w (cond - uncond)), as
+    diffusers' LatentConsistencyModelPipeline embeds it. Sampling (GuidedModel) and LCM
+    training (ldm.training.lcm_stage) both call this, so the two cannot drift apart."""
+    w = cfg.detach().cpu().double() - 1.0  # rounded to float32 once, as diffusers rounds float(cfg) - 1 (no float64 on MPS: CPU)
+    return guidance_scale_embedding(w, width).to(cfg.device)
+
+
 class GuidedModel:
     """eps (or v) = uncond + scale * (cond - uncond), both from one batched denoiser call.
 
@@ -48,8 +57,8 @@ class GuidedModel:
         width = guidance_embedding_width(denoiser)
         self.timestep_cond = None
         if width is not None:
-            scales = torch.full((len(context),), scale - 1.0)  # (B,)
-            self.timestep_cond = guidance_scale_embedding(scales, width).to(context.device, context.dtype)  # (B, width)
+            scales = torch.full((len(context),), float(scale), dtype=torch.float64)  # (B,)
+            self.timestep_cond = cfg_embedding(scales, width).to(context.device, context.dtype)  # (B, width)
         self.guided = width is None and uncond_context is not None and scale > 1.0
         # Unconditional first, as diffusers orders them, so batched results match.
         self.context = torch.cat([uncond_context, context]) if self.guided else context

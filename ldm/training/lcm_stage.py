@@ -15,7 +15,7 @@ from torch import nn
 
 from ldm.config import ConfigError, SamplingDefaults
 from ldm.diffusion.denoiser import backbone, denoise_call
-from ldm.diffusion.guidance import guidance_scale_embedding
+from ldm.diffusion.guidance import cfg_embedding
 from ldm.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
@@ -98,8 +98,8 @@ class LcmModule(Text2ImgModule):
         previous = self.solver.previous(start)  # t_n - k, (B,)
         noisy = self.scheduler.add_noise(latents, randomness.randn(latents.shape), start)
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
-        # The student's embedding carries w = scale - 1, as --cfg reaches it at sampling (ldm.diffusion.guidance).
-        embedding = None if self.lora else guidance_scale_embedding(scale - 1.0, section.guidance_embedding).to(device)  # (B, width)
+        # The student's embedding of `scale` is the one --cfg gets at sampling: one function for both.
+        embedding = None if self.lora else cfg_embedding(scale, section.guidance_embedding).to(device)  # (B, width)
         prediction = self.boundary(denoise_call(self.denoiser, noisy, start, context, None, embedding), noisy, start)
         with torch.no_grad():
             earlier = self.teacher_step(noisy, start, previous, context, uncond, scale)

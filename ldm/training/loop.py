@@ -16,6 +16,8 @@ from typing import Optional
 import torch
 
 from ldm.data import DataStats, build_dataset, make_batches
+from ldm.data.indexed import IndexedImageDataset
+from ldm.data.latent_cache import CachedLatentDataset
 from ldm.training.batches import Randomness
 from ldm.errors import LdmError
 from ldm.training.checkpoints import (
@@ -44,10 +46,12 @@ class TrainingError(LdmError):
 @dataclass
 class TrainResult:
     step: int
+    start_step: int = 0  # the checkpoint's step on --resume; this run trained the steps after it
     losses: list[float] = field(default_factory=list)  # per step of this run, mean over processes
     skipped_steps: int = 0  # steps whose loss or gradient was not finite (not trained on)
     export_path: Optional[Path] = None
     data: DataStats = field(default_factory=DataStats)  # images this run read, all processes
+    cached_samples: int = 0  # samples whose latents training read from the latent cache
 
 
 def resolve_mixed_precision(requested: str, use_cpu: bool) -> str:
@@ -151,7 +155,8 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
     stage = build_stage(context)
     apply_speedups(stage, settings)
-    batches = make_batches(stage.training_data(raw_dataset), settings.batch_size, settings.seed, rank, world, config.data.num_workers)
+    training_data = stage.training_data(raw_dataset)
+    batches = make_batches(training_data, settings.batch_size, settings.seed, rank, world, config.data.num_workers)
 
     parameters = stage.trained_parameters()
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, betas=tuple(settings.adam_betas), weight_decay=settings.weight_decay)
@@ -186,7 +191,11 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     reporter = Reporter(accelerator, output_dir, config, start_step=step)
     reporter.note(f"{config.stage}: {world} process(es), global batch {settings.batch_size * settings.grad_accum * world}, "
                   f"mixed precision {accelerator.mixed_precision}" + (f", resumed at step {step} from {resume}" if resume else ""))
-    result = TrainResult(step=step, skipped_steps=counters["skipped_steps"])
+    if isinstance(raw_dataset, IndexedImageDataset):
+        reporter.note(f"data: {raw_dataset.split_summary(config.data.validation)}")
+    result = TrainResult(step=step, start_step=step, skipped_steps=counters["skipped_steps"])
+    if isinstance(training_data, CachedLatentDataset):
+        result.cached_samples = len(training_data)
     images_per_step = settings.batch_size * settings.grad_accum * world
     consecutive_bad = 0
     fp16 = accelerator.mixed_precision == "fp16"
@@ -266,6 +275,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
         if config.validation.every and step % config.validation.every == 0 and step < settings.max_steps:
             evaluate()
 
+    reporter.steps_done()
     evaluate()
     if accelerator.is_main_process:
         with EMASwap(ema, parameters):
@@ -273,7 +283,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
         reporter.note(f"exported {result.export_path}")
     accelerator.wait_for_everyone()
     result.data = data_totals(raw_dataset, accelerator)
-    reporter.data(step, result.data)
+    reporter.data(step, result.data, result.cached_samples)
     reporter.close()
     accelerator.end_training()
     result.step = step

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ class Reporter:
         self.accelerator = accelerator
         self.every = config.train.log_every
         self.main = accelerator.is_main_process
+        self.show = self.main and config.train.progress  # notes and the bar on the screen
         self.started = time.time()
         self.log_file = None
         if self.main:
@@ -35,12 +37,12 @@ class Reporter:
             self.log_file = open(log_path, "a")
             accelerator.init_trackers("train", config=flat_hparams(config), init_kwargs=init_kwargs)
         self.bar = tqdm(
-            total=config.train.max_steps, initial=start_step, desc=config.stage, disable=not (self.main and config.train.progress), dynamic_ncols=True
+            total=config.train.max_steps, initial=start_step, desc=config.stage, disable=not self.show, dynamic_ncols=True
         )
 
     def step(self, step: int, loss: float, lr: float, images_per_s: float, grad_norm, skipped: int, extra: dict) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)  # shown by the update: this step's loss
         self.bar.update(1)
-        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
         if step % self.every == 0 or step == self.bar.total:
             row = {"step": step, "loss": loss, "lr": lr, "images_per_s": images_per_s, "skipped_steps": skipped, **extra}
             if grad_norm is not None:
@@ -55,21 +57,26 @@ class Reporter:
         self.log_file.write(json.dumps({"step": step, "time": round(time.time() - self.started, 3), **values}) + "\n")
         self.log_file.flush()
 
-    def data(self, step: int, stats) -> None:
+    def data(self, step: int, stats, cached_samples: int = 0) -> None:
         """What the data layer read, converted and skipped (ldm.data.DataStats), as one row
-        of counts (TensorBoard: data/...) and a one-line note."""
+        of counts (TensorBoard: data/...) and a one-line note (data_summary)."""
         counts = {"data/images": stats.seen, "data/converted": sum(stats.converted.values()), "data/skipped": sum(stats.skipped.values())}
         counts.update({f"data/converted/{reason.replace(' ', '_')}": n for reason, n in stats.converted.items()})
         counts.update({f"data/skipped/{reason.replace(' ', '_')}": n for reason, n in stats.skipped.items()})
         self.log(step, counts)
-        self.note(f"data: {stats.summary()}")
+        self.note(f"data: {data_summary(stats, cached_samples)}")
 
     def note(self, message: str) -> None:
         if self.main:
-            if not self.bar.disable:
-                self.bar.write(message)
+            if self.show:
+                tqdm.write(message, file=sys.stderr)  # above the bar while it runs
             self.log_file.write(json.dumps({"note": message}) + "\n")
             self.log_file.flush()
+
+    def steps_done(self) -> None:
+        """Closes the progress bar: the notes after the last step (export, data) then print
+        alone, not each followed by a copy of the finished bar."""
+        self.bar.close()
 
     def close(self) -> None:
         self.bar.close()
@@ -93,6 +100,17 @@ def flat_hparams(config: TrainConfig) -> dict:
 
     walk("", to_dict(config))
     return flat
+
+
+def data_summary(stats, cached_samples: int = 0) -> str:
+    """What a run read: '24 images, 0 converted, 0 skipped' (ldm.data.DataStats); a run that
+    trained on the latent cache says so, rather than '0 images' when it decoded none."""
+    if not cached_samples:
+        return stats.summary()
+    cached = f"trained on the cached latents of {cached_samples} samples"
+    return f"{stats.summary()}; {cached}" if stats.seen else f"no image read, {cached}"
+
+
 def truncate_log(path: Path, step: int) -> None:
     """Cuts log.jsonl before its first row of a step after `step` (what a resume from the
     checkpoint of `step` replays). The file is replaced whole (written aside, then renamed):

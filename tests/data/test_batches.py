@@ -57,6 +57,28 @@ def test_resume_mid_epoch_continues_exactly_and_decodes_only_what_follows(sideca
     assert len(decoded) == 10  # the 5 batches trained on, nothing before them
 
 
+def resumed_continuation(make_batches_, taken: int, more: int = 2) -> tuple[list, list]:
+    """(the `more` batches after the first `taken` of one batcher, what a new batcher seeked to
+    the position the first had after `taken` batches gives): what a checkpoint saves, and resumes."""
+    whole = iter(make_batches_())
+    expected = [next(whole) for _ in range(taken + more)][taken:]
+    batches = make_batches_()
+    stream = iter(batches)
+    for _ in range(taken):
+        next(stream)
+    resumed = make_batches_()
+    resumed.seek(batches.position())
+    stream = iter(resumed)
+    return keys(expected), keys(next(stream) for _ in range(more))
+
+
+@pytest.mark.parametrize("taken", [1, 4, 6, 7])  # 6 batches an epoch: mid-epoch, its end, into the next
+def test_the_position_after_n_batches_resumes_with_batch_n_plus_one(sidecar_folder, taken):
+    config = folder_config(sidecar_folder)
+    expected, resumed = resumed_continuation(lambda: make_batches(build_dataset(config, seed=1), batch_size=2, seed=1), taken)
+    assert resumed == expected
+
+
 def test_two_processes_with_batch_b_read_what_one_reads_with_2b(sidecar_folder):
     dataset = build_dataset(folder_config(sidecar_folder))
     one = keys(make_batches(dataset, batch_size=4, seed=5).epoch_batches())

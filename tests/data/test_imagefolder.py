@@ -128,10 +128,10 @@ def test_unusable_data_raises_data_error_naming_the_path(tmp_path, problem):
 
 
 def test_validation_is_disjoint_from_train_and_the_same_for_every_seed(sidecar_folder):
-    config = folder_config(sidecar_folder, validation=3)
+    config = folder_config(sidecar_folder, validation=2)
     train = {s["key"] for s in build_dataset(config, seed=0)}
     validation = {s["key"] for s in build_dataset(config, seed=0, split="validation")}
-    assert len(train) == 9 and len(validation) == 3 and not train & validation
+    assert len(train) == 10 and len(validation) == 2 and not train & validation
     assert validation == {s["key"] for s in build_dataset(config, seed=5, split="validation")}
 
 

@@ -13,6 +13,15 @@ def test_validation_is_the_last_n_by_key_hash_and_disjoint():
     assert validation_split(keys[::-1], 5)[1] == sorted(49 - i for i in validation)  # independent of listing order
 
 
+def test_a_small_dataset_keeps_four_fifths_for_training_whatever_validation_asks():
+    keys = [f"img{n}" for n in range(24)]
+    train, validation = validation_split(keys, 16)  # a count meant for a large dataset
+    assert (len(train), len(validation)) == (20, 4)
+    fewer = validation_split(keys, 3)[1]  # a smaller ask is taken as it is
+    assert len(fewer) == 3 and set(fewer) < set(validation)
+    assert validation_split(keys[:4], 16) == ([0, 1, 2, 3], [])  # under five samples: all train
+
+
 def crops(config, seed, epoch=0):
     dataset = build_dataset(config, seed=seed)
     return [(s["key"], s["pixels"]) for s in (dataset[(epoch, i)] for i in range(len(dataset)))]

@@ -75,6 +75,15 @@ def test_order_follows_the_seed_and_the_epoch(tmp_path):
     assert order(1) != order(1, epoch=1)
 
 
+@pytest.mark.parametrize("taken", [2, 5, 6])  # 5 batches an epoch: mid-epoch, its end, into the next
+def test_the_position_after_n_batches_resumes_with_batch_n_plus_one(tmp_path, taken):
+    from .test_batches import resumed_continuation
+
+    config = shard_config(write_shards(tmp_path / "shards"))
+    expected, resumed = resumed_continuation(lambda: make_batches(build_dataset(config, seed=1), batch_size=4, seed=1), taken)
+    assert resumed == expected
+
+
 def test_bad_samples_and_a_truncated_shard_are_counted_and_skipped(tmp_path):
     pattern = write_shards(tmp_path / "shards", bad_samples=True)
     last = tmp_path / "shards" / "shard-000003.tar"

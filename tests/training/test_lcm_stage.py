@@ -45,6 +45,31 @@ def test_at_step_zero_the_student_is_the_teacher(tmp_path, tiny_model_dir):
     assert {name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad} == {"denoiser"}
 
 
+def test_the_student_trains_on_the_embedding_its_cfg_gets_at_sampling(tmp_path, tiny_model_dir):
+    """A guidance scale s is embedded as w = s - 1 on both sides (diffusers' LCM pipeline), not s."""
+    from diffusers import LatentConsistencyModelPipeline
+
+    from ldm.data.batches import collate_samples
+    from ldm.diffusion.guidance import GuidedModel
+    from ldm.training.batches import Randomness
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    config = lcm_config(tmp_path, tiny_model_dir, lcm={"cfg_min": 6.0, "cfg_max": 6.0})
+    module = build_stage(StageContext(config, torch.device("cpu"), tmp_path, tiny_datasets())).module
+    images = tiny_datasets()("train")
+    embeddings = []
+    hook = module.denoiser.register_forward_pre_hook(lambda _, args, kwargs: embeddings.append(kwargs["timestep_cond"]), with_kwargs=True)
+    try:
+        module(collate_samples([images[0], images[1]]), Randomness(0, 0, 0), 0)
+    finally:
+        hook.remove()
+    (trained,) = embeddings  # the student's one call (teacher and target are other modules)
+    sampled = GuidedModel(module.denoiser, torch.zeros(2, 77, 32), None, 6.0).timestep_cond
+    diffusers = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, torch.tensor([5.0, 5.0]), embedding_dim=32)
+    assert torch.equal(trained, sampled) and torch.equal(trained, diffusers)
+
+
 def test_the_distillation_loss_falls(tmp_path, tiny_model_dir):
     result = train(lcm_config(tmp_path, tiny_model_dir, max_steps=40, save_every=40, lr=2e-3), open_dataset=tiny_datasets())
     first, last = sum(result.losses[:8]) / 8, sum(result.losses[-8:]) / 8

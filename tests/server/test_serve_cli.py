@@ -40,6 +40,8 @@ def test_another_address_needs_a_key_or_insecure(tiny_model_dir):
         (["--model", "{tmp}/nowhere"], "model folder not found"),
         (["--model", "{tmp}"], "is not a model folder"),
         (["--max-queue", "0"], "--max-queue must be positive, got 0"),
+        (["--header-timeout", "0"], "--header-timeout must be positive, got 0.0"),
+        (["--max-connections", "-1"], "--max-connections must be positive, got -1"),
         (["--lora-dir", "{tmp}/nowhere"], "is not a folder"),
         (["--port", "x"], "invalid int value"),
     ],

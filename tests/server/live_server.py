@@ -10,9 +10,11 @@ import uvicorn
 from ldm.server.app import create_app
 from ldm.server.connections import ConnectionLimits, server_config
 
+DEFAULT_LIMITS = ConnectionLimits()
+
 
 class LiveServer:
-    def __init__(self, worker, limits: ConnectionLimits = ConnectionLimits()):
+    def __init__(self, worker, limits: ConnectionLimits = DEFAULT_LIMITS):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from ldm.errors import LdmError
 from ldm.model_folder import ModelError
@@ -24,6 +25,7 @@ from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
 from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
+from ldm.server.disconnect import result_for
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.loras import lora_list
 from ldm.server.samplers import sampler_list, scheduler_list
@@ -88,8 +90,8 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    async def run_job(request, job):
-        outcome = await asyncio.wrap_future(worker.generate(job))
+    async def run_job(http: Request, request, job):
+        outcome = await result_for(http, worker, worker.generate(job))
         return response(request, job, outcome.result, worker.model.title, outcome.interrupted, outcome.timestamp)
 
     @app.get("/", include_in_schema=False)
@@ -101,12 +103,12 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         return options.lora_dir or worker.pipeline.lora_dir
 
     @app.post("/sdapi/v1/txt2img")
-    async def txt2img(request: Txt2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+    async def txt2img(request: Txt2ImgRequest, http: Request):
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.post("/sdapi/v1/img2img")
-    async def img2img(request: Img2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+    async def img2img(request: Img2ImgRequest, http: Request):
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):

@@ -35,6 +35,11 @@ class _Interrupted(Exception):
     """Raised from the sampling callback to stop the running job (POST /interrupt)."""
 
 
+class ClientGone(Exception):
+    """The job was stopped between two steps because its client disconnected: nobody is
+    left to receive its images."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     title: str  # what /sd-models lists and /options selects
@@ -52,6 +57,7 @@ class Outcome:
 class _Task:
     run: Callable[[], object]
     future: Future = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)  # its client left
 
 
 class Worker:
@@ -71,6 +77,7 @@ class Worker:
         self.progress = Progress()
         self._queue: queue.Queue[Optional[_Task]] = queue.Queue(maxsize=max_queue)
         self._interrupt = threading.Event()
+        self._running: Optional[_Task] = None
         self._seconds_per_job = 1.0  # running mean, for Retry-After
         self._thread = threading.Thread(target=self._loop, name="ldm-serve-worker", daemon=True)
         self._thread.start()
@@ -102,6 +109,15 @@ class Worker:
         if self.progress.busy:
             self._interrupt.set()
 
+    def abandon(self, future: Future) -> None:
+        """The client of `future` left: a queued job is skipped, the running one stops at its
+        next step (other jobs go on)."""
+        if future.cancel():
+            return
+        running = self._running  # set before the future turns running: cancel() failed, so it is there
+        if running is not None and running.future is future:
+            running.abandoned.set()
+
     @property
     def queued(self) -> int:
         return self._queue.qsize()
@@ -120,15 +136,23 @@ class Worker:
             task = self._queue.get()
             if task is None:
                 return
+            self._running = task
             if not task.future.set_running_or_notify_cancel():
+                self._running = None
+                log.info("job skipped: its client disconnected while it waited")
                 continue
             started = time.monotonic()
             try:
                 task.future.set_result(task.run())
+            except ClientGone:
+                log.info("job stopped: its client disconnected")
+                task.future.set_exception(ClientGone())
             except BaseException as error:  # the thread outlives every job; the caller sees the error
                 if not isinstance(error, (GenerationError, _Interrupted)):
                     log.exception("job failed")
                 task.future.set_exception(error)
+            finally:
+                self._running = None
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
 
     def _generate(self, job: Job) -> Outcome:
@@ -165,6 +189,9 @@ class Worker:
         self._check_interrupt()
 
     def _check_interrupt(self) -> None:
+        running = self._running
+        if running is not None and running.abandoned.is_set():
+            raise ClientGone()
         if self._interrupt.is_set():
             raise _Interrupted()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ldm.diffusion.sampling import StopSampling
 from ldm.errors import LdmError
 from ldm.pipeline import GenerationResult, Pipeline
 from ldm.server.a1111 import Job
@@ -29,10 +30,6 @@ class Busy(LdmError):
     def __init__(self, retry_after: int):
         super().__init__(f"the server is busy ({retry_after} s of work queued): try again later")
         self.retry_after = retry_after
-
-
-class _Interrupted(Exception):
-    """Raised from the sampling callback to stop the running job (POST /interrupt)."""
 
 
 class ClientGone(Exception):
@@ -148,7 +145,7 @@ class Worker:
                 log.info("job stopped: its client disconnected")
                 task.future.set_exception(ClientGone())
             except BaseException as error:  # the thread outlives every job; the caller sees the error
-                if not isinstance(error, (GenerationError, _Interrupted)):
+                if not isinstance(error, GenerationError):
                     log.exception("job failed")
                 task.future.set_exception(error)
             finally:
@@ -162,15 +159,19 @@ class Worker:
         try:
             for iteration in range(job.iterations):
                 self.progress.at_iteration(iteration)
-                try:
-                    self._check_interrupt()
-                    part = self._run(job, iteration)
-                except _Interrupted:
+                self._check_abandoned()
+                if self._interrupt.is_set():
                     interrupted = True
                     break
+                # An interrupt during this run ends its sampling early and the pipeline
+                # decodes the pictures as they stand (as A1111 does); later runs are not started.
+                part = self._run(job, iteration)
                 result.images += part.images
                 result.parameters += part.parameters
                 result.notes += [note for note in part.notes if note not in result.notes]
+                if self._interrupt.is_set():
+                    interrupted = True
+                    break
         finally:
             self.progress.end(interrupted)
         return Outcome(result, interrupted, self.progress.timestamp)
@@ -186,14 +187,14 @@ class Worker:
 
     def _on_step(self, info) -> None:
         self.progress.at_step(info.step, info.total, info.latents)
-        self._check_interrupt()
+        self._check_abandoned()
+        if self._interrupt.is_set():
+            raise StopSampling()
 
-    def _check_interrupt(self) -> None:
+    def _check_abandoned(self) -> None:
         running = self._running
         if running is not None and running.abandoned.is_set():
             raise ClientGone()
-        if self._interrupt.is_set():
-            raise _Interrupted()
 
     def _switch(self, entry: ModelEntry) -> None:
         if entry == self.model:

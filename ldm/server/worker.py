@@ -19,6 +19,7 @@ from ldm.errors import LdmError
 from ldm.pipeline import GenerationResult, Pipeline
 from ldm.server.a1111 import Job
 from ldm.server.progress import Progress
+from ldm.server.work import Speed, check_work, estimate_job, measure_speed
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits
 
 log = logging.getLogger("ldm.serve")
@@ -68,9 +69,15 @@ class Worker:
         loader: Callable[[Path], Pipeline],
         limits: Limits = DEFAULT_LIMITS,
         max_queue: int = 8,
+        max_work_seconds: Optional[float] = None,
+        measure: Callable[[Pipeline], Speed] = measure_speed,
     ):
+        """`max_work_seconds`: the most work one request may ask for, estimated from this
+        machine's speed (`measure`d for each model as it loads); None: no limit."""
         self.pipeline, self.model, self.models = pipeline, model, models
         self.loader, self.limits = loader, limits
+        self.max_work_seconds, self._measure = max_work_seconds, measure
+        self.speed = measure(pipeline) if max_work_seconds is not None else None
         self.progress = Progress()
         self._queue: queue.Queue[Optional[_Task]] = queue.Queue(maxsize=max_queue)
         self._interrupt = threading.Event()
@@ -92,6 +99,9 @@ class Worker:
         return task.future
 
     def generate(self, job: Job) -> Future:
+        """Queues `job`; GenerationError, before any work, when it asks for more than the work limit."""
+        if self.speed is not None:
+            check_work(estimate_job(self.speed, self.pipeline, job), self.max_work_seconds)
         return self.submit(lambda: self._generate(job))
 
     def switch_model(self, title: str) -> Future:
@@ -200,5 +210,6 @@ class Worker:
         if entry == self.model:
             return
         pipeline = self.loader(entry.path)  # the old model serves until the new one is whole
-        self.pipeline, self.model = pipeline, entry
+        speed = self._measure(pipeline) if self.speed is not None else None
+        self.pipeline, self.model, self.speed = pipeline, entry, speed
         log.info("model %s loaded from %s", entry.title, entry.path)

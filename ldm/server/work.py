@@ -3,9 +3,10 @@ request (1000 images x 1000 steps, or one 1448x1448 image: 11 minutes a step on 
 hold the server for hours.
 
 The estimate: every image costs its denoiser passes plus a VAE decode (and an encode when it
-starts from a picture). One pass over n latent cells costs a*n + b*n^2 seconds: convolutions
-grow with the cells, attention with their square. a and b are measured on this machine when
-the server starts: one pass and one decode at the model's own size and at half its side.
+starts from a picture). One pass over n latent cells costs c + a*n + b*n^2 seconds: per-call
+overheads, convolutions that grow with the cells, attention with their square. c, a and b are
+measured on this machine when the server starts (and when it switches models): passes and
+decodes at the model's own size, at half and at a quarter of its side.
 """
 
 from __future__ import annotations
@@ -25,29 +26,29 @@ HEUN_PASSES_PER_STEP = 2  # a second-order step evaluates the denoiser twice
 
 @dataclass(frozen=True)
 class Cost:
-    """Seconds of one call on one image of n latent cells: linear * n + quadratic * n^2."""
+    """Seconds of one call on one image of n latent cells: fixed + linear * n + quadratic * n^2
+    (per-call overheads, convolutions, attention)."""
 
+    fixed: float
     linear: float
     quadratic: float
 
     def seconds(self, cells: int) -> float:
-        return self.linear * cells + self.quadratic * cells * cells
+        return self.fixed + self.linear * cells + self.quadratic * cells * cells
 
     @classmethod
-    def fit(cls, cells: tuple[int, int], seconds: tuple[float, float]) -> "Cost":
-        """Through two measurements (small, large); when they do not show growth faster than
-        linear (noise, fixed overheads), the steeper linear one, which over- rather than
-        underestimates."""
-        (n1, n2), (t1, t2) = cells, seconds
-        if n1 == n2:
-            return cls(max(t1, t2) / n1, 0.0)
-        quadratic = (t2 / n2 - t1 / n1) / (n2 - n1)
-        linear = t1 / n1 - quadratic * n1
-        if quadratic <= 0:
-            return cls(max(t1 / n1, t2 / n2), 0.0)
-        if linear < 0:  # all growth, no base: the square through the larger point
-            return cls(0.0, t2 / (n2 * n2))
-        return cls(linear, quadratic)
+    def fit(cls, cells: tuple[int, int, int], seconds: tuple[float, float, float]) -> "Cost":
+        """Through three measurements (growing cells). Timing noise can make a coefficient
+        negative: then a straight line through the two larger ones, at least as steep as the
+        largest's average, so that large requests are over- rather than underestimated."""
+        import numpy as np
+
+        coefficients = np.linalg.solve(np.array([[1.0, n, n * n] for n in cells]), np.array(seconds, dtype=float))
+        if (coefficients >= 0).all():
+            return cls(*map(float, coefficients))
+        (_, n1, n2), (_, t1, t2) = cells, seconds
+        linear = max((t2 - t1) / (n2 - n1), 0.0)
+        return cls(max(t2 - linear * n2, 0.0), linear, 0.0)
 
 
 @dataclass(frozen=True)
@@ -122,27 +123,34 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+TIMED_STEPS = 2  # per measurement: spreads the sampler's set-up over steps, as a real job does
+
+
 def measure_speed(pipeline: Pipeline) -> Speed:
-    """Times one denoiser pass and one VAE decode at the model's size and at half its side
-    (after a warm-up call: the first allocates)."""
+    """Times denoiser passes and a VAE decode at the model's size, at half and at a quarter of
+    its side, after a warm-up at the largest (the first call allocates; smaller ones reuse)."""
     import torch
 
-    multiple = pipeline.size_multiple
-    large = pipeline.default_size
-    small = max(multiple, large // 2 // multiple * multiple)
+    multiple, large = pipeline.size_multiple, pipeline.default_size
+    sides = sorted({max(multiple, large // k // multiple * multiple) for k in (4, 2)} | {large})
+    if len(sides) < 3:  # a model too small to shrink: measure larger than its size instead
+        sides = [large, 2 * large, 4 * large]
     context = pipeline.encode_text([""])
-    timings = {}
-    for side in (small, small, large):  # the first is the warm-up; its timing is replaced
+
+    def seconds_at(side: int, steps: int) -> tuple[float, float]:
         noise = torch.randn(pipeline.latent_shape(1, side, side), generator=torch.Generator().manual_seed(0))
         started = time.perf_counter()
-        latents = pipeline.sample(context, None, noise, 1, 1.0, progress=False)
+        latents = pipeline.sample(context, None, noise, steps, 1.0, progress=False)
         sampled = time.perf_counter()
         pipeline.decode(latents)
-        timings[side] = (sampled - started, time.perf_counter() - sampled)
+        return (sampled - started) / steps, time.perf_counter() - sampled
+
+    seconds_at(sides[-1], 1)  # warm-up
+    timings = [seconds_at(side, TIMED_STEPS) for side in sides]
     cell = pipeline.vae_scale**2
-    cells = (small * small // cell, large * large // cell)
-    denoiser = Cost.fit(cells, (timings[small][0], timings[large][0]))
-    vae = Cost.fit(cells, (timings[small][1], timings[large][1]))
+    cells = tuple(side * side // cell for side in sides)
+    denoiser = Cost.fit(cells, tuple(t for t, _ in timings))
+    vae = Cost.fit(cells, tuple(t for _, t in timings))
     return Speed(denoiser, vae, cell)
 
 

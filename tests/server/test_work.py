@@ -11,23 +11,26 @@ from ldm.server.worker import Worker
 from ldm.settings import ControlUnit, Settings
 
 # 1 ms per denoiser pass per latent cell, 2 ms per decode per cell, no attention term
-LINEAR = Speed(Cost(1e-3, 0.0), Cost(2e-3, 0.0), latent_cell=64)
+LINEAR = Speed(Cost(0.0, 1e-3, 0.0), Cost(0.0, 2e-3, 0.0), latent_cell=64)
 
 
-def test_the_fit_goes_through_both_measurements():
-    truth = Cost(2e-4, 3e-7)
-    fitted = Cost.fit((256, 1024), (truth.seconds(256), truth.seconds(1024)))
-    assert fitted.linear == pytest.approx(truth.linear) and fitted.quadratic == pytest.approx(truth.quadratic)
+def test_the_fit_goes_through_the_three_measurements():
+    truth = Cost(0.05, 2e-4, 3e-7)
+    cells = (64, 256, 1024)
+    fitted = Cost.fit(cells, tuple(truth.seconds(n) for n in cells))
+    for got, want in zip((fitted.fixed, fitted.linear, fitted.quadratic), (truth.fixed, truth.linear, truth.quadratic)):
+        assert got == pytest.approx(want)
     assert fitted.seconds(4096) == pytest.approx(truth.seconds(4096))  # 4x the cells: more than 4x the time
 
 
-def test_measurements_that_grow_slower_than_linear_give_the_steeper_linear_cost():
-    fitted = Cost.fit((256, 1024), (1.0, 2.0))  # overheads dominate the small one
-    assert fitted.quadratic == 0 and fitted.seconds(256) >= 1.0 and fitted.seconds(1024) >= 2.0
+def test_noisy_measurements_give_a_line_that_does_not_underestimate_the_largest():
+    fitted = Cost.fit((64, 256, 1024), (1.0, 0.5, 2.0))  # the smallest slowed down by a neighbour
+    assert min(fitted.fixed, fitted.linear, fitted.quadratic) >= 0
+    assert fitted.seconds(1024) >= 2.0 and fitted.seconds(4096) > fitted.seconds(1024)
 
 
 def test_attention_makes_large_images_cost_more_than_their_pixels():
-    speed = Speed(Cost(1e-4, 1e-7), Cost(0.0, 0.0), latent_cell=64)
+    speed = Speed(Cost(0.0, 1e-4, 1e-7), Cost(0.0, 0.0, 0.0), latent_cell=64)
     one = estimate(speed, Settings(steps=10, cfg=1.0), "txt2img", 1, (512, 512), two_passes=False).seconds
     big = estimate(speed, Settings(steps=10, cfg=1.0), "txt2img", 1, (1024, 1024), two_passes=False).seconds
     assert big > 4 * one * 1.5
@@ -61,7 +64,7 @@ def test_a_whole_job_counts_every_iteration_and_the_model_defaults(tiny_componen
 def test_measured_speed_is_positive_and_finite(tiny_components):
     speed = measure_speed(Pipeline(tiny_components))
     for cost in (speed.denoiser, speed.vae):
-        assert cost.linear >= 0 and cost.quadratic >= 0 and 0 < cost.seconds(256) < 60
+        assert min(cost.fixed, cost.linear, cost.quadratic) >= 0 and 0 < cost.seconds(256) < 60
 
 
 @pytest.fixture

@@ -141,8 +141,9 @@ def measure_speed(pipeline: Pipeline) -> Speed:
         noise = torch.randn(pipeline.latent_shape(1, side, side), generator=torch.Generator().manual_seed(0))
         started = time.perf_counter()
         latents = pipeline.sample(context, None, noise, steps, 1.0, progress=False)
+        latents.cpu()  # waits for an accelerator's queued work: its calls return before it is done
         sampled = time.perf_counter()
-        pipeline.decode(latents)
+        pipeline.decode(latents).cpu()
         return (sampled - started) / steps, time.perf_counter() - sampled
 
     seconds_at(sides[-1], 1)  # warm-up

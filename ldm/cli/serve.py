@@ -15,6 +15,7 @@ from ldm.timing import Stopwatch
 
 PROG = "ldm-serve"
 API_KEY_VARIABLE = "LDM_SERVE_API_KEY"
+DEFAULT_MAX_WORK_SECONDS = 600.0
 
 EXAMPLES = f"""examples:
   ldm-serve                                  # the built-in model on http://127.0.0.1:7860
@@ -51,6 +52,19 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("server limits")
     group.add_argument("--max-upload-bytes", type=int, default=32 * 1024 * 1024, metavar="N", help="request body size (default 32 MiB)")
     group.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs waiting; beyond it: 503 (default 8)")
+    group.add_argument(
+        "--max-connections", type=int, default=64, metavar="N", help="connections open at once; requests beyond get 503 (default 64)"
+    )
+    group.add_argument(
+        "--header-timeout", type=float, default=10.0, metavar="S",
+        help="seconds a client has to send a request's headers, and the longest pause inside its body; "
+        "slower connections are closed (default 10)",
+    )  # fmt: skip
+    group.add_argument(
+        "--max-work-seconds", type=float, default=DEFAULT_MAX_WORK_SECONDS, metavar="S",
+        help="the most work one request may ask for, estimated from its pixels, steps and images and this "
+        "machine's speed (measured at startup); beyond it: 400 with the estimate (default 600; 0: no limit)",
+    )  # fmt: skip
     add_limit_arguments(parser)
     return parser
 
@@ -104,9 +118,11 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     if not is_loopback(args.host) and not api_key and not args.insecure:
         raise UsageError(f"listening on {args.host} lets other machines in: give --api-key KEY (or --insecure)")
-    for name in ("max_upload_bytes", "max_queue", "port"):
-        if getattr(args, name) < (0 if name == "port" else 1):
+    for name, least in {"max_upload_bytes": 1, "max_queue": 1, "max_connections": 1, "header_timeout": 1e-3, "port": 0}.items():
+        if not getattr(args, name) >= least:  # `not >=`: NaN is refused too
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not args.max_work_seconds >= 0:
+        raise UsageError(f"--max-work-seconds must be 0 (no limit) or more, got {args.max_work_seconds}")
     if args.lora_dir is not None and not Path(args.lora_dir).is_dir():
         raise UsageError(f"--lora-dir {args.lora_dir} is not a folder")
     limits = limits_from_args(args)
@@ -118,6 +134,8 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     from ldm.model_folder import ModelError
     from ldm.pipeline import Pipeline
     from ldm.server.app import ServerOptions, create_app
+    from ldm.server.connections import ConnectionLimits, server_config
+    from ldm.server.work import describe_speed
     from ldm.server.worker import Worker
 
     device = resolve_device(args.device)
@@ -130,13 +148,17 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
         pipeline = loader(entries[0].path)
     except ModelError as error:
         raise UsageError(str(error)) from None
-    worker = Worker(pipeline, entries[0], entries, loader, limits, max_queue=args.max_queue)
+    max_work = args.max_work_seconds or None
+    worker = Worker(pipeline, entries[0], entries, loader, limits, max_queue=args.max_queue, max_work_seconds=max_work)
+    if worker.speed is not None:
+        print(f"{PROG}: work limit {max_work:g} s per request; {describe_speed(worker.speed, pipeline)}", file=sys.stderr)
     flags = {**vars(args), "api_key": api_key}  # the key itself is never shown (/sdapi/v1/cmd-flags)
     options = ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir, command_flags=flags)
     app = create_app(worker, options)
     host, port = sock.getsockname()[:2]
     print(f"{PROG}: {entries[0].title} on {device}; listening on http://{host}:{port}", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    connections = ConnectionLimits(head_seconds=args.header_timeout, body_seconds=args.header_timeout, max_connections=args.max_connections)
+    server = uvicorn.Server(server_config(app, connections))
     server.run(sockets=[sock])
     worker.close()
     return 0

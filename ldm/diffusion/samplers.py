@@ -66,9 +66,22 @@ class Sampler:
     def step(self, model_output, timestep, latents, generators) -> "SamplerStep":
         extra = {"generator": generators} if self.takes_generator else {}
         out = self.scheduler.step(model_output, timestep, latents, **extra, return_dict=True)
-        # LCM calls its clean-latents estimate `denoised`; the others `pred_original_sample` (or have none).
+        # LCM calls its clean-latents estimate `denoised`; the others `pred_original_sample`,
+        # except the multistep solvers, which keep theirs in their history.
         x0 = getattr(out, "pred_original_sample", None)
-        return SamplerStep(out.prev_sample, x0 if x0 is not None else getattr(out, "denoised", None))
+        if x0 is None:
+            x0 = getattr(out, "denoised", None)
+        return SamplerStep(out.prev_sample, x0 if x0 is not None else self._solver_data_prediction())
+
+    def _solver_data_prediction(self):
+        """DPM-Solver++ and UniPC (predict_x0) solve for the clean latents: the step's estimate
+        is the newest entry of their `model_outputs`. None for solvers that keep noise there."""
+        scheduler = self.scheduler
+        outputs = getattr(scheduler, "model_outputs", None)
+        solves_for_data = getattr(scheduler.config, "algorithm_type", None) in ("dpmsolver++", "sde-dpmsolver++")
+        if not outputs or outputs[-1] is None or not (solves_for_data or getattr(scheduler, "predict_x0", False)):
+            return None
+        return outputs[-1]
 
     def set_timesteps(self, steps: int, device=None, strength: float = 1.0):
         """The timesteps to run: the whole `steps`-step schedule, or for strength < 1 only

@@ -22,6 +22,12 @@ class StepInfo:
     predicted_x0: Optional[torch.Tensor]  # the sampler's estimate of the clean latents, if it has one
 
 
+class StopSampling(Exception):
+    """Raised by a step callback to end sampling there (an interrupt): `denoise` returns the
+    step's estimate of the clean latents (its latents when the sampler has none), so the
+    caller decodes the picture as it stands instead of losing it."""
+
+
 def denoise(
     model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     sampler,
@@ -34,7 +40,8 @@ def denoise(
     progress: bool = True,
 ) -> torch.Tensor:
     """Runs `sampler` over `timesteps` from `latents` (already scaled by the sampler's
-    initial sigma or noised to the first timestep) and returns the final latents."""
+    initial sigma or noised to the first timestep) and returns the final latents (or, when
+    the callback raises StopSampling, the clean-latents estimate of the step it stopped at)."""
     scheduler = sampler.scheduler
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
         model_input = scheduler.scale_model_input(latents, t)
@@ -47,5 +54,8 @@ def denoise(
             latents = after_step(i, latents)
         if callback is not None:
             x0 = getattr(out, "pred_original_sample", None)
-            callback(StepInfo(i, len(timesteps), t, latents, x0))
+            try:
+                callback(StepInfo(i, len(timesteps), t, latents, x0))
+            except StopSampling:
+                return x0 if x0 is not None else latents
     return latents

@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from ldm.errors import LdmError
 from ldm.model_folder import ModelError
@@ -27,6 +28,7 @@ from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
 from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
+from ldm.server.disconnect import result_for
 from ldm.server.favicon import favicon_ico
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.loras import lora_list
@@ -111,8 +113,8 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
-    async def run_job(request, job):
-        outcome = await asyncio.wrap_future(worker.generate(job))
+    async def run_job(http: Request, request, job):
+        outcome = await result_for(http, worker, worker.generate(job))
         return response(request, job, outcome.result, worker.model.title, outcome.interrupted, outcome.timestamp)
 
     @app.get("/", include_in_schema=False)
@@ -139,12 +141,12 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         }
 
     @app.post("/sdapi/v1/txt2img")
-    async def txt2img(request: Txt2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+    async def txt2img(request: Txt2ImgRequest, http: Request):
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.post("/sdapi/v1/img2img")
-    async def img2img(request: Img2ImgRequest):
-        return await run_job(request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+    async def img2img(request: Img2ImgRequest, http: Request):
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from ldm.diffusion.sampling import StopSampling
 from ldm.errors import LdmError
 from ldm.pipeline import GenerationResult, Pipeline
 from ldm.server.a1111 import Job
 from ldm.server.progress import Progress
+from ldm.server.work import Speed, check_work, estimate_job, measure_speed
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits
 
 log = logging.getLogger("ldm.serve")
@@ -31,8 +33,9 @@ class Busy(LdmError):
         self.retry_after = retry_after
 
 
-class _Interrupted(Exception):
-    """Raised from the sampling callback to stop the running job (POST /interrupt)."""
+class ClientGone(Exception):
+    """The job was stopped between two steps because its client disconnected: nobody is
+    left to receive its images."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class Outcome:
 class _Task:
     run: Callable[[], object]
     future: Future = field(default_factory=Future)
+    abandoned: threading.Event = field(default_factory=threading.Event)  # its client left
 
 
 class Worker:
@@ -65,12 +69,19 @@ class Worker:
         loader: Callable[[Path], Pipeline],
         limits: Limits = DEFAULT_LIMITS,
         max_queue: int = 8,
+        max_work_seconds: Optional[float] = None,
+        measure: Callable[[Pipeline], Speed] = measure_speed,
     ):
+        """`max_work_seconds`: the most work one request may ask for, estimated from this
+        machine's speed (`measure`d for each model as it loads); None: no limit."""
         self.pipeline, self.model, self.models = pipeline, model, models
         self.loader, self.limits = loader, limits
+        self.max_work_seconds, self._measure = max_work_seconds, measure
+        self.speed = measure(pipeline) if max_work_seconds is not None else None
         self.progress = Progress()
         self._queue: queue.Queue[Optional[_Task]] = queue.Queue(maxsize=max_queue)
         self._interrupt = threading.Event()
+        self._running: Optional[_Task] = None
         self._seconds_per_job = 1.0  # running mean, for Retry-After
         self._thread = threading.Thread(target=self._loop, name="ldm-serve-worker", daemon=True)
         self._thread.start()
@@ -88,6 +99,9 @@ class Worker:
         return task.future
 
     def generate(self, job: Job) -> Future:
+        """Queues `job`; GenerationError, before any work, when it asks for more than the work limit."""
+        if self.speed is not None:
+            check_work(estimate_job(self.speed, self.pipeline, job), self.max_work_seconds)
         return self.submit(lambda: self._generate(job))
 
     def switch_model(self, title: str) -> Future:
@@ -101,6 +115,15 @@ class Worker:
         """Stops the running job (not the queued ones), as A1111 does."""
         if self.progress.busy:
             self._interrupt.set()
+
+    def abandon(self, future: Future) -> None:
+        """The client of `future` left: a queued job is skipped, the running one stops at its
+        next step (other jobs go on)."""
+        if future.cancel():
+            return
+        running = self._running  # set before the future turns running: cancel() failed, so it is there
+        if running is not None and running.future is future:
+            running.abandoned.set()
 
     @property
     def queued(self) -> int:
@@ -120,15 +143,23 @@ class Worker:
             task = self._queue.get()
             if task is None:
                 return
+            self._running = task
             if not task.future.set_running_or_notify_cancel():
+                self._running = None
+                log.info("job skipped: its client disconnected while it waited")
                 continue
             started = time.monotonic()
             try:
                 task.future.set_result(task.run())
+            except ClientGone:
+                log.info("job stopped: its client disconnected")
+                task.future.set_exception(ClientGone())
             except BaseException as error:  # the thread outlives every job; the caller sees the error
-                if not isinstance(error, (GenerationError, _Interrupted)):
+                if not isinstance(error, GenerationError):
                     log.exception("job failed")
                 task.future.set_exception(error)
+            finally:
+                self._running = None
             self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (time.monotonic() - started)
 
     def _generate(self, job: Job) -> Outcome:
@@ -138,15 +169,19 @@ class Worker:
         try:
             for iteration in range(job.iterations):
                 self.progress.at_iteration(iteration)
-                try:
-                    self._check_interrupt()
-                    part = self._run(job, iteration)
-                except _Interrupted:
+                self._check_abandoned()
+                if self._interrupt.is_set():
                     interrupted = True
                     break
+                # An interrupt during this run ends its sampling early and the pipeline
+                # decodes the pictures as they stand (as A1111 does); later runs are not started.
+                part = self._run(job, iteration)
                 result.images += part.images
                 result.parameters += part.parameters
                 result.notes += [note for note in part.notes if note not in result.notes]
+                if self._interrupt.is_set():
+                    interrupted = True
+                    break
         finally:
             self.progress.end(interrupted)
         return Outcome(result, interrupted, self.progress.timestamp)
@@ -162,15 +197,19 @@ class Worker:
 
     def _on_step(self, info) -> None:
         self.progress.at_step(info.step, info.total, info.latents)
-        self._check_interrupt()
-
-    def _check_interrupt(self) -> None:
+        self._check_abandoned()
         if self._interrupt.is_set():
-            raise _Interrupted()
+            raise StopSampling()
+
+    def _check_abandoned(self) -> None:
+        running = self._running
+        if running is not None and running.abandoned.is_set():
+            raise ClientGone()
 
     def _switch(self, entry: ModelEntry) -> None:
         if entry == self.model:
             return
         pipeline = self.loader(entry.path)  # the old model serves until the new one is whole
-        self.pipeline, self.model = pipeline, entry
+        speed = self._measure(pipeline) if self.speed is not None else None
+        self.pipeline, self.model, self.speed = pipeline, entry, speed
         log.info("model %s loaded from %s", entry.title, entry.path)

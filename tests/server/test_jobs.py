@@ -33,7 +33,7 @@ def test_latent_preview_is_the_fixed_linear_map():
     assert preview.getpixel((0, 0)) == tuple(int((v + 1) * 127.5) for v in (0.298, 0.207, 0.208))
 
 
-def test_interrupt_returns_the_images_finished_before_it(client, worker):
+def test_interrupt_returns_the_finished_images_and_the_ones_it_stopped_as_they_stand(client, worker):
     gate = StepGate(worker, step=1, iteration=1)
     done = in_thread(lambda: client.post("/sdapi/v1/txt2img", json={"prompt": "x", "seed": 4, "steps": 5, "batch_size": 2, "n_iter": 3}))
     assert gate.reached.wait(30)
@@ -41,20 +41,33 @@ def test_interrupt_returns_the_images_finished_before_it(client, worker):
     gate.release.set()
     body = done().json()
     info = json.loads(body["info"])
-    assert len(body["images"]) == 2 and info["all_seeds"] == [4, 5] and info["interrupted"] is True
+    # The first batch whole, the second as it stood at step 2 of 5 (A1111 does the same); no third.
+    assert len(body["images"]) == 4 and info["all_seeds"] == [4, 5, 6, 7] and info["interrupted"] is True
     assert client.get("/sdapi/v1/progress").json()["state"]["interrupted"] is True
     # The next job runs whole: an interrupt stops only the job it met.
     assert len(client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2}).json()["images"]) == 1
 
 
-def test_interrupt_in_the_first_batch_returns_no_images(client, worker):
-    gate = StepGate(worker, step=0)
-    done = in_thread(lambda: client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 5}))
+def test_the_interrupted_image_is_the_decoded_estimate_of_the_step_it_stopped_at(client, worker):
+    import numpy as np
+
+    from ldm.images import to_pil
+
+    request = {"prompt": "x", "seed": 3, "steps": 6, "sampler_name": "DPM++ 2M"}
+    gate = StepGate(worker, step=1)
+    done = in_thread(lambda: client.post("/sdapi/v1/txt2img", json=request))
     assert gate.reached.wait(30)
     client.post("/sdapi/v1/interrupt")
     gate.release.set()
     body = done().json()
-    assert body["images"] == [] and json.loads(body["info"])["interrupted"] is True
+    assert len(body["images"]) == 1 and json.loads(body["info"])["interrupted"] is True
+    interrupted = np.asarray(open_b64(body["images"][0]).convert("RGB"), dtype=np.int16)
+
+    seen = []
+    whole = worker.pipeline.generate("x", seed=3, steps=6, sampler="dpm++2m", callback=seen.append, progress=False)
+    expected = np.asarray(to_pil(worker.pipeline.decode(seen[1].predicted_x0))[0], dtype=np.int16)
+    assert np.abs(interrupted - expected).max() <= 1
+    assert np.abs(interrupted - np.asarray(whole.images[0], dtype=np.int16)).max() > 10  # not the finished image
 
 
 def test_interrupt_with_nothing_running_does_not_touch_the_next_job(client):

@@ -20,8 +20,12 @@ def test_serves_the_api_and_the_page(tiny_model_dir, tiny_components):
 
     # The served model's own ControlNets come with it.
     save_controlnet(controlnet_from_unet(tiny_components.denoiser, 2), "canny", tiny_model_dir / "controlnet" / "edges")
-    with ServerProcess("--model", tiny_model_dir) as server:
+    with ServerProcess("--model", tiny_model_dir, "--max-work-seconds", 30) as server:
         assert httpx.get(server.url + "/controlnet/model_list").json()["model_list"] == ["edges"]
+        assert any("work limit 30 s per request; measured here at" in line for line in server.lines)
+        # 1000 images x 1000 steps: refused at once with the estimate, not run for hours
+        huge = httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1000, "batch_size": 100, "n_iter": 10}, timeout=30)
+        assert huge.status_code == 400 and "1000 images x 1000 steps" in huge.json()["detail"], huge.text
         assert server.url.startswith("http://127.0.0.1:")
         answer = httpx.post(server.url + "/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "seed": 3}, timeout=60)
         assert answer.status_code == 200 and len(answer.json()["images"]) == 1
@@ -40,6 +44,9 @@ def test_another_address_needs_a_key_or_insecure(tiny_model_dir):
         (["--model", "{tmp}/nowhere"], "model folder not found"),
         (["--model", "{tmp}"], "is not a model folder"),
         (["--max-queue", "0"], "--max-queue must be positive, got 0"),
+        (["--header-timeout", "0"], "--header-timeout must be positive, got 0.0"),
+        (["--max-connections", "-1"], "--max-connections must be positive, got -1"),
+        (["--max-work-seconds", "-1"], "--max-work-seconds must be 0 (no limit) or more, got -1.0"),
         (["--lora-dir", "{tmp}/nowhere"], "is not a folder"),
         (["--port", "x"], "invalid int value"),
     ],

@@ -11,24 +11,16 @@ from typing import Optional
 from ldm.lora_refs import prompt_lora_tags, resolve_lora_name
 from ldm.settings import GenerationError
 
-# A weight beyond this is a typo or an attack, not a style (ComfyUI's LoRA loader stops at 100 too):
-# 1e308 passes as a finite number and then overflows the merged weights into NaN images.
-MAX_LORA_WEIGHT = 100.0
-
 
 def check_prompt_loras(prompt: str, lora_dir: Optional[str]) -> None:
     """GenerationError naming the first bad <lora:NAME:WEIGHT> tag of `prompt`: a weight that is
-    not a number within +-MAX_LORA_WEIGHT, or a NAME this server does not have. The messages
+    not a number within ldm.lora_refs' bounds, or a NAME this server does not have. The messages
     speak of the API (the prompt, /sdapi/v1/loras), never of the server's folders."""
     try:
         tags = prompt_lora_tags(prompt)
     except ValueError as error:
         raise GenerationError(f"prompt: {error}") from None
-    for name, weight in tags:
-        if not abs(weight) <= MAX_LORA_WEIGHT:
-            raise GenerationError(
-                f"prompt: <lora:{name}:{weight:g}>: the weight must be between {-MAX_LORA_WEIGHT:g} and {MAX_LORA_WEIGHT:g}"
-            )
+    for name, _ in tags:
         try:
             resolve_lora_name(name, lora_dir)
         except ValueError:

@@ -14,4 +14,4 @@ def test_an_absurd_lora_weight_is_a_400_naming_the_tag(worker, tiny_components, 
         answer = client.post("/sdapi/v1/txt2img", json={**REQUEST, "prompt": "a lake <lora:style:1e308>"})
     assert answer.status_code == 400, answer.text
     detail = answer.json()["detail"]
-    assert detail == "<lora:style:1e308>: the weight must be between -100 and 100, got 1e+308"
+    assert detail == "prompt: <lora:style:1e308>: the weight must be between -100 and 100, got 1e+308"

@@ -35,7 +35,7 @@ def main() -> int:
     pipe = Pipeline.load(args.model)
     request = {"prompt": settings["prompt"], "steps": args.steps, "seed": 7, "cfg_scale": 7.5}
     server_times, local_times = [], []
-    with ServerProcess(*model, "--device", "cpu") as server:
+    with ServerProcess(*model, "--device", "cpu", "--no-compile") as server:  # uncompiled: like for like with the in-process run
         httpx.post(server.url + "/sdapi/v1/txt2img", json=request, timeout=600)  # warm up both
         pipe.generate(settings["prompt"], steps=args.steps, seed=7, progress=False)
         for _ in range(args.repeats):

@@ -53,7 +53,7 @@ def main() -> int:
     parser.add_argument("--max-queue", type=int, default=8)
     args = parser.parse_args()
     extra = ["--model", args.model] if args.model else []
-    with ServerProcess(*extra, "--max-queue", args.max_queue, "--device", "cpu") as server:
+    with ServerProcess(*extra, "--max-queue", args.max_queue, "--device", "cpu", "--no-compile") as server:
         url = server.url
         httpx.post(url + "/sdapi/v1/txt2img", json={"prompt": "warm up", "steps": args.steps}, timeout=600)
         rss_before = server.rss_bytes()

@@ -143,10 +143,10 @@ def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
     from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtype = resolve_dtype(args.dtype, device, compiled=args.compile)
     path = resolve_model_path(args.model)
     try:
-        pipe = Pipeline.load(path, device=device, dtype=dtype, controlnets=tuple(args.controlnet or ()))
+        pipe = Pipeline.load(path, device=device, dtype=dtype, controlnets=tuple(args.controlnet or ()), compile=args.compile)
     except (ModelError, GenerationError) as error:
         raise UsageError(str(error)) from None
     clock.lap("load")

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-dir", metavar="DIR",
         help="folder of NAME.safetensors LoRAs that prompts name as <lora:NAME:WEIGHT> (listed at /sdapi/v1/loras)",
     )  # fmt: skip
-    add_device_arguments(parser)
+    add_device_arguments(parser, compile_by_default=True)  # the warm-up is paid once, at startup
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860, as AUTOMATIC1111)")
     parser.add_argument("--api-key", metavar="KEY", help="require this key on every request (Bearer token, or Basic auth password)")
@@ -114,6 +114,29 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def model_loader(args: argparse.Namespace, device):
+    """path -> Pipeline (with the folder's ControlNets); with --compile, compiled and warmed up
+    before it serves, or, where compiling fails, uncompiled with a notice."""
+    from ldm.pipeline import Pipeline
+
+    def plain(path: Path) -> Pipeline:
+        return Pipeline.load(path, device=device, dtype=resolve_dtype(args.dtype, device))
+
+    def compiled(path: Path) -> Pipeline:
+        pipeline = Pipeline.load(path, device=device, dtype=resolve_dtype(args.dtype, device, compiled=True), compile=True)
+        print(f"{PROG}: compiling {path.name} for this machine (a minute or more the first time; --no-compile skips it)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            pipeline.warm_up()
+        except Exception as error:  # no C++ compiler, an operation the compiler lacks: the model still runs as it is
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            print(f"{PROG}: compiling failed ({type(error).__name__}: {first_line}); serving uncompiled", file=sys.stderr, flush=True)
+            return plain(path)
+        return pipeline
+
+    return compiled if args.compile else plain
+
+
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     if not is_loopback(args.host) and not api_key and not args.insecure:
@@ -132,18 +155,13 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     import uvicorn
 
     from ldm.model_folder import ModelError
-    from ldm.pipeline import Pipeline
     from ldm.server.app import ServerOptions, create_app
     from ldm.server.connections import ConnectionLimits, server_config
     from ldm.server.work import describe_speed
     from ldm.server.worker import Worker
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
-
-    def loader(path: Path) -> Pipeline:
-        return Pipeline.load(path, device=device, dtype=dtype)  # with the folder's ControlNets
-
+    loader = model_loader(args, device)
     try:
         pipeline = loader(entries[0].path)
     except ModelError as error:

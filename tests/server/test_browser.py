@@ -29,7 +29,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 def browsing(model_dir, path="/"):
     """A page of a real ldm-serve on `model_dir`; on leaving, checks that it logged no error and
     asked no other host for anything. The page records the JSON bodies it posted in `posted`."""
-    with ServerProcess("--model", model_dir) as server, sync_api.sync_playwright() as playwright:
+    with ServerProcess("--model", model_dir, "--no-compile") as server, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         errors, elsewhere, page.posted = [], [], []

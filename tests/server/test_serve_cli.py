@@ -20,7 +20,7 @@ def test_serves_the_api_and_the_page(tiny_model_dir, tiny_components):
 
     # The served model's own ControlNets come with it.
     save_controlnet(controlnet_from_unet(tiny_components.denoiser, 2), "canny", tiny_model_dir / "controlnet" / "edges")
-    with ServerProcess("--model", tiny_model_dir, "--max-work-seconds", 30) as server:
+    with ServerProcess("--model", tiny_model_dir, "--max-work-seconds", 30, "--no-compile") as server:
         assert httpx.get(server.url + "/controlnet/model_list").json()["model_list"] == ["edges"]
         assert any("work limit 30 s per request; measured here at" in line for line in server.lines)
         # 1000 images x 1000 steps: refused at once with the estimate, not run for hours

@@ -18,7 +18,7 @@ def test_the_webuiapi_client_unchanged(tiny_model_dir, tiny_components, photo):
     from ldm.control.model import controlnet_from_unet, save_controlnet
 
     save_controlnet(controlnet_from_unet(tiny_components.denoiser, 2), "canny", tiny_model_dir / "controlnet" / "edges")
-    with ServerProcess("--model", tiny_model_dir) as server:
+    with ServerProcess("--model", tiny_model_dir, "--no-compile") as server:
         api = webuiapi.WebUIApi(baseurl=server.url + "/sdapi/v1")
         assert api.controlnet_version() == 2
         assert api.controlnet_model_list() == ["edges"]

@@ -122,6 +122,25 @@ def resolve_dtype(name: str, device, compiled: bool = False):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
+def load_pipeline_for(prog: str, path: Path, device, dtype_name: str, compile: bool, controlnets: tuple = ()):
+    """Pipeline.load as the commands do it; compiled (--compile), it draws a warm-up image here,
+    and where compiling fails (no C++ compiler, an operation the compiler lacks) the model is
+    loaded again uncompiled, with a notice: it runs as it is."""
+    from ldm.pipeline import Pipeline
+
+    if compile:
+        pipeline = Pipeline.load(path, device=device, dtype=resolve_dtype(dtype_name, device, compiled=True), controlnets=controlnets, compile=True)
+        print(f"{prog}: compiling {path.name} for this machine (a minute or more the first time; --no-compile skips it)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            pipeline.warm_up()
+            return pipeline
+        except Exception as error:
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            print(f"{prog}: compiling failed ({type(error).__name__}: {first_line}); running uncompiled", file=sys.stderr, flush=True)
+    return Pipeline.load(path, device=device, dtype=resolve_dtype(dtype_name, device), controlnets=controlnets)
+
+
 def resolve_model_path(model: str | None) -> Path:
     """--model: an existing path wins; else a built-in model's name; none: the default one."""
     try:

@@ -12,7 +12,7 @@ from ldm.cli.common import (
     check_writable,
     output_paths,
     resolve_device,
-    resolve_dtype,
+    load_pipeline_for,
     resolve_model_path,
     run_command,
     save_png_atomic,
@@ -130,7 +130,7 @@ def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, c
     """Loads the model, runs `generate(pipeline)`, tells the result's notes, saves its images."""
     paths = output_paths(args.out, settings.n, settings.seed)
     check_writable(paths)
-    pipe = load_pipeline(args, clock)
+    pipe = load_pipeline(prog, args, clock)
     try:
         result = generate(pipe)
     except GenerationError as error:
@@ -138,15 +138,13 @@ def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, c
     finish(prog, args, result, paths, clock)
 
 
-def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
+def load_pipeline(prog: str, args: argparse.Namespace, clock: Stopwatch):
     from ldm.model_folder import ModelError
-    from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device, compiled=args.compile)
     path = resolve_model_path(args.model)
     try:
-        pipe = Pipeline.load(path, device=device, dtype=dtype, controlnets=tuple(args.controlnet or ()), compile=args.compile)
+        pipe = load_pipeline_for(prog, path, device, args.dtype, args.compile, tuple(args.controlnet or ()))
     except (ModelError, GenerationError) as error:
         raise UsageError(str(error)) from None
     clock.lap("load")

@@ -9,7 +9,15 @@ import socket
 import sys
 from pathlib import Path
 
-from ldm.cli.common import OneLineArgumentParser, UsageError, add_device_arguments, resolve_device, resolve_dtype, resolve_model_path, run_command
+from ldm.cli.common import (
+    OneLineArgumentParser,
+    UsageError,
+    add_device_arguments,
+    load_pipeline_for,
+    resolve_device,
+    resolve_model_path,
+    run_command,
+)
 from ldm.cli.options import add_limit_arguments, limits_from_args
 from ldm.timing import Stopwatch
 
@@ -117,24 +125,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def model_loader(args: argparse.Namespace, device):
     """path -> Pipeline (with the folder's ControlNets); with --compile, compiled and warmed up
     before it serves, or, where compiling fails, uncompiled with a notice."""
-    from ldm.pipeline import Pipeline
-
-    def plain(path: Path) -> Pipeline:
-        return Pipeline.load(path, device=device, dtype=resolve_dtype(args.dtype, device))
-
-    def compiled(path: Path) -> Pipeline:
-        pipeline = Pipeline.load(path, device=device, dtype=resolve_dtype(args.dtype, device, compiled=True), compile=True)
-        print(f"{PROG}: compiling {path.name} for this machine (a minute or more the first time; --no-compile skips it)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        try:
-            pipeline.warm_up()
-        except Exception as error:  # no C++ compiler, an operation the compiler lacks: the model still runs as it is
-            first_line = (str(error).strip().splitlines() or [""])[0][:200]
-            print(f"{PROG}: compiling failed ({type(error).__name__}: {first_line}); serving uncompiled", file=sys.stderr, flush=True)
-            return plain(path)
-        return pipeline
-
-    return compiled if args.compile else plain
+    return lambda path: load_pipeline_for(PROG, path, device, args.dtype, args.compile)
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:

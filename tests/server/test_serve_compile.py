@@ -42,7 +42,7 @@ def test_when_compiling_fails_the_model_is_served_uncompiled(tiny_model_dir, mon
     pipeline = model_loader(args, torch.device("cpu"))(tiny_model_dir)
     assert pipeline.components.denoiser._compiled_call_impl is None
     err = capsys.readouterr().err
-    assert "compiling failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found); serving uncompiled" in err
+    assert "compiling failed (RuntimeError: InvalidCxxCompiler: No working C++ compiler found); running uncompiled" in err
 
 
 @pytest.mark.parametrize("native", [True, False])

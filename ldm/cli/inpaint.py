@@ -7,7 +7,7 @@ import sys
 
 from ldm.cli.common import OneLineArgumentParser, UsageError, add_model_arguments, run_command
 from ldm.cli.control_options import add_control_arguments
-from ldm.cli.generate import add_output_arguments, checked_settings, produce
+from ldm.cli.generate import add_output_arguments, checked_request, produce
 from ldm.cli.options import add_limit_arguments, add_setting_arguments
 from ldm.settings import GenerationError, check_input_size
 from ldm.timing import Stopwatch
@@ -61,22 +61,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
-    # Project modules that pull in torch are imported after parsing: --help stays instant.
-    from ldm.images import ImageError, load_image
-
-    clock.lap("imports")
     if args.image is None:
         raise UsageError("--image is required: the picture to inpaint")
     if args.mask is None and args.pad is None:
         raise UsageError("--mask is required (white = repaint, black = keep), or --pad to outpaint")
-    settings, limits = checked_settings(args, "inpaint")
+    request = checked_request(args, "inpaint")
+    # Project modules that pull in torch are imported after the cheap checks: --help and
+    # a mistyped path answer at once.
+    from ldm.images import ImageError, load_image
+
+    clock.lap("imports")
+    settings, limits = request.settings, request.limits
     try:
         image = load_image(args.image, "image")
         mask = load_image(args.mask, "mask") if args.mask else None
         check_input_size(settings, "inpaint", image.size, limits)
     except (GenerationError, ImageError) as error:
         raise UsageError(str(error)) from None
-    produce(PROG, args, settings, lambda pipe: pipe.inpaint(settings, image, mask, limits=limits, progress=not args.quiet), clock)
+    produce(PROG, args, request, lambda pipe: pipe.inpaint(settings, image, mask, limits=limits, progress=not args.quiet), clock)
     return 0
 
 

@@ -28,13 +28,13 @@ from ldm.timing import Stopwatch
 PROG = "ldm-generate"
 
 EXAMPLES = """examples:
-  ldm-generate "a lake at dawn" --cfg 7.5
-  ldm-generate "snowy mountains at night" --n 4 --seed 7 --out night/
+  ldm-generate "a lake at dawn" --cfg 7.5 --seed 1 --out lake.png
+  ldm-generate "a snowy field at night with mountains and the moon on the left" --n 3 --seed 9 --out night/
   ldm-generate "a red boat" --model runs/boats/model --sampler euler-a --steps 30 --out boat.png
   ldm-generate "a castle" --model ~/sd-2-1-base --width 512 --height 768 --negative "blurry"
-  ldm-generate "the same street in winter" --init-image street.png --strength 0.6
-  ldm-generate "a lake at dusk" --control layout.png --control-type layout
-  ldm-generate "a lake at dusk" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
+  ldm-generate "a lake at dawn with snowy mountains" --init-image lake.png --strength 0.6 --seed 0
+  ldm-generate "a meadow at dusk" --control layout.png --control-type layout
+  ldm-generate "a lake at dawn" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
 
 Image k of a run with --seed S equals a lone run with --seed S+k. Each PNG carries its
 settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read those

@@ -22,10 +22,10 @@ HELPS = {
 }
 
 EXAMPLES = """examples:
-  ldm-inpaint "a red boat" --image lake.png --mask boat-mask.png
-  ldm-inpaint "a cat on the sofa" --image room.png --mask sofa.png --strength 0.8 --n 4 --out cats/
-  ldm-inpaint "a small bird" --image big-photo.jpg --mask bird.png --crop-to-mask 32 --mask-blur 8
-  ldm-inpaint "a wide beach" --image beach.png --pad 128,0,128,0 --out wide-beach.png
+  ldm-inpaint "a lake at dawn with snowy mountains" --image lake.png --mask sky-mask.png --seed 0
+  ldm-inpaint "a cat on the sofa" --model ~/sd15 --image room.png --mask sofa.png --strength 0.8 --n 4 --out cats/
+  ldm-inpaint "a meadow at noon with three trees" --image big-photo.jpg --mask trees.png --crop-to-mask 32 --mask-blur 8
+  ldm-inpaint "a lake at dawn" --image lake.png --pad 32,0,32,0 --seed 0 --out wide-lake.png
 
 The mask is any image: white = repaint, black = keep (grey: thresholded at half, after
 --mask-blur); transparent pixels count as black. The result is blended over the input

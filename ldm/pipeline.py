@@ -343,8 +343,9 @@ class Pipeline:
         """Fills `result` with `n` images made by run_batch(per-image settings), as many at a
         time as fit in memory (or `batch_size`); image k uses seed `seed + k`."""
         settings = settings.with_seed()
-        if settings.controls:  # each unit names its ControlNet: an error now, before any work
+        if settings.controls:  # each unit names its ControlNet, loaded and checked: an error now, before any work
             settings = settings.replace(controls=self.controlnets.resolve(settings.controls))
+            self.controlnets.load_for(settings.controls, self.components)
         batch_size = settings.batch_size or self.fitting_batch_size(settings, size)
         each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
         try:

@@ -31,6 +31,23 @@ def test_values_with_commas_colons_or_newlines_read_back_whole(value):
     assert (fields["Seed"], fields["Size"], fields["prompt"]) == ("3", "64x64", "a lake")
 
 
+@pytest.mark.parametrize(
+    "value, written",
+    [
+        ("plain", "Model: plain"),
+        ("scenes, v2", 'Model: "scenes, v2"'),
+        ("model: final", 'Model: "model: final"'),
+        ("two\nlines", r'Model: "two\nlines"'),
+        ('"quoted"', r'Model: "\"quoted\""'),
+    ],
+)
+def test_the_written_line_quotes_as_automatic1111_does(value, written):
+    """The text itself, not our parser's reading of it: other tools parse these PNGs (AUTOMATIC1111's
+    quote(): JSON for a value with a comma, colon or newline; our parser reads a colon back either way)."""
+    text = ImageParameters(Settings(prompt="a lake", seed=3), "txt2img", value, 64, 64).to_text()
+    assert text == f"a lake\nSteps: 20, Sampler: dpm++2m, CFG scale: 7.5, Seed: 3, Size: 64x64, {written}"
+
+
 def test_inpainting_fields_are_written_under_automatic1111_names():
     settings = Settings(prompt="p", seed=1, strength=0.5, mask_blur=2, crop_to_mask=16, pad=(1, 2, 3, 4))
     fields = parse_parameters(ImageParameters(settings, "inpaint", "m", 8, 8).to_text())

@@ -5,7 +5,6 @@ did not name. Nothing heavy is imported at module level, so `--help` is instant.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import NoReturn
 from ldm.builtin_models import DEFAULT_MODEL, UnknownModelError, list_models, resolve_model
 from ldm.timing import Stopwatch
 from ldm.errors import LdmError
-from ldm.files import clean_leftovers, publish_new_file, temporary_name, writing_file
+from ldm.files import clean_leftovers, create_exclusive, publish_new_file, temporary_name, writing_file
 
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -192,6 +191,15 @@ def clean_png_leftovers(folder: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
+def probe_writable(folder: Path) -> None:
+    """Creates and removes a file in `folder`; OSError if that cannot be done. The one test
+    that holds for root (whom os.access always lets write), read-only mounts and special
+    file systems (/proc) alike."""
+    probe = temporary_name(folder / "write-test")
+    create_exclusive(probe)
+    probe.unlink()
+
+
 def check_writable(paths: list[Path]) -> None:
     """Fails before any work if the outputs cannot be written (parent not creatable or not
     writable); removes the temporary PNGs crashed runs left there."""
@@ -200,8 +208,10 @@ def check_writable(paths: list[Path]) -> None:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UsageError(f"cannot create output folder {parent}: {error.strerror}") from None
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"output folder {parent} is not writable")
+        try:
+            probe_writable(parent)
+        except OSError as error:
+            raise UsageError(f"cannot write in output folder {parent}: {error.strerror or error}") from None
         clean_png_leftovers(parent)
     for path in paths:
         if path.is_dir():

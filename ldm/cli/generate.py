@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from ldm.cli.common import (
     OneLineArgumentParser,
@@ -20,19 +22,19 @@ from ldm.cli.common import (
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
 from ldm.lora_refs import model_lora_dir
-from ldm.settings import GenerationError, Settings, check_input_size, check_settings
+from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
 PROG = "ldm-generate"
 
 EXAMPLES = """examples:
-  ldm-generate "a lake at dawn" --cfg 7.5
-  ldm-generate "snowy mountains at night" --n 4 --seed 7 --out night/
+  ldm-generate "a lake at dawn" --cfg 7.5 --seed 1 --out lake.png
+  ldm-generate "a snowy field at night with mountains and the moon on the left" --n 3 --seed 9 --out night/
   ldm-generate "a red boat" --model runs/boats/model --sampler euler-a --steps 30 --out boat.png
   ldm-generate "a castle" --model ~/sd-2-1-base --width 512 --height 768 --negative "blurry"
-  ldm-generate "the same street in winter" --init-image street.png --strength 0.6
-  ldm-generate "a lake at dusk" --control layout.png --control-type layout
-  ldm-generate "a lake at dusk" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
+  ldm-generate "a lake at dawn with snowy mountains" --init-image lake.png --strength 0.6 --seed 0
+  ldm-generate "a meadow at dusk" --control layout.png --control-type layout
+  ldm-generate "a lake at dawn" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
 
 Image k of a run with --seed S equals a lone run with --seed S+k. Each PNG carries its
 settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read those
@@ -82,14 +84,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
-    # Project modules that pull in torch are imported after parsing: --help stays instant.
-    from ldm.images import ImageError, load_image
-
-    clock.lap("imports")
     mode = "txt2img" if args.init_image is None else "img2img"
     if args.strength is not None and args.init_image is None:
         raise UsageError("--strength needs --init-image")
-    settings, limits = checked_settings(args, mode)
+    request = checked_request(args, mode)
+    # Project modules that pull in torch are imported after the cheap checks: --help and
+    # a mistyped path answer at once.
+    from ldm.images import ImageError, load_image
+
+    clock.lap("imports")
+    settings, limits = request.settings, request.limits
     try:
         init_image = load_image(args.init_image, "init image") if args.init_image else None
         if init_image is not None:
@@ -102,47 +106,71 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
             return pipe.generate(settings, limits=limits, progress=not args.quiet)
         return pipe.img2img(settings, init_image, limits=limits, progress=not args.quiet)
 
-    produce(PROG, args, settings, generate, clock)
+    produce(PROG, args, request, generate, clock)
     return 0
 
 
-def checked_settings(args: argparse.Namespace, mode: str) -> tuple[Settings, object]:
-    """The request's settings with a concrete seed, and its limits; cheap checks before loading anything."""
-    settings = settings_from_args(args, mode).with_seed()
-    if settings.lora_dir is None:  # LoRA names are checked now: look in the model's own loras/ too
-        try:
-            settings = settings.replace(lora_dir=model_lora_dir(resolve_model_path(args.model)))
-        except UsageError:
-            pass  # a model that is not there is reported when it loads, after the request's own checks
+@dataclass(frozen=True)
+class Request:
+    """What the cheap checks found good: the settings (with a concrete seed), limits, the
+    model's path and where the images go."""
+
+    settings: Settings
+    limits: Limits
+    model: Path
+    paths: list[Path]
+
+
+def checked_request(args: argparse.Namespace, mode: str) -> Request:
+    """Every check that needs no model, so that bad input is told at once: the model's path,
+    the settings, the ControlNet folders, the output's folder (created, and written to
+    once); then the control images, whose reading imports torch."""
+    model = resolve_model_path(args.model)
+    settings, limits = checked_settings(args, mode, model)
+    for folder in args.controlnet or ():
+        if not Path(folder).is_dir():
+            raise UsageError(f"ControlNet folder not found: {folder}")
+    paths = output_paths(args.out, settings.n, settings.seed)
+    check_writable(paths)
     if args.control:
         settings = settings.replace(controls=control_units(args))
-    elif args.controlnet or any(getattr(args, f"control_{name}") for name, *_ in PER_UNIT.values()):
+        check(settings, mode, limits)
+    return Request(settings, limits, model, paths)
+
+
+def checked_settings(args: argparse.Namespace, mode: str, model: Path) -> tuple[Settings, Limits]:
+    """The request's settings with a concrete seed (control units not yet read), and its limits."""
+    settings = settings_from_args(args, mode).with_seed()
+    if settings.lora_dir is None:  # LoRA names are checked now: look in the model's own loras/ too
+        settings = settings.replace(lora_dir=model_lora_dir(model))
+    if not args.control and (args.controlnet or any(getattr(args, f"control_{name}") for name, *_ in PER_UNIT.values())):
         raise UsageError("the control flags need a --control IMAGE")
     limits = limits_from_args(args)
+    check(settings, mode, limits)
+    return settings, limits
+
+
+def check(settings: Settings, mode: str, limits: Limits) -> None:
     try:
         check_settings(settings, mode, limits)
     except GenerationError as error:
         raise UsageError(str(error)) from None
-    return settings, limits
 
 
-def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, clock: Stopwatch) -> None:
+def produce(prog: str, args: argparse.Namespace, request: Request, generate, clock: Stopwatch) -> None:
     """Loads the model, runs `generate(pipeline)`, tells the result's notes, saves its images."""
-    paths = output_paths(args.out, settings.n, settings.seed)
-    check_writable(paths)
-    pipe = load_pipeline(prog, args, clock)
+    pipe = load_pipeline(prog, args, request.model, clock)
     try:
         result = generate(pipe)
     except GenerationError as error:
         raise UsageError(str(error)) from None
-    finish(prog, args, result, paths, clock)
+    finish(prog, args, result, request.paths, clock)
 
 
-def load_pipeline(prog: str, args: argparse.Namespace, clock: Stopwatch):
+def load_pipeline(prog: str, args: argparse.Namespace, path: Path, clock: Stopwatch):
     from ldm.model_folder import ModelError
 
     device = resolve_device(args.device)
-    path = resolve_model_path(args.model)
     try:
         pipe = load_pipeline_for(prog, path, device, args.dtype, args.compile, tuple(args.controlnet or ()))
     except (ModelError, GenerationError) as error:

@@ -7,7 +7,7 @@ import sys
 
 from ldm.cli.common import OneLineArgumentParser, UsageError, add_model_arguments, run_command
 from ldm.cli.control_options import add_control_arguments
-from ldm.cli.generate import add_output_arguments, checked_settings, produce
+from ldm.cli.generate import add_output_arguments, checked_request, produce
 from ldm.cli.options import add_limit_arguments, add_setting_arguments
 from ldm.settings import GenerationError, check_input_size
 from ldm.timing import Stopwatch
@@ -22,10 +22,10 @@ HELPS = {
 }
 
 EXAMPLES = """examples:
-  ldm-inpaint "a red boat" --image lake.png --mask boat-mask.png
-  ldm-inpaint "a cat on the sofa" --image room.png --mask sofa.png --strength 0.8 --n 4 --out cats/
-  ldm-inpaint "a small bird" --image big-photo.jpg --mask bird.png --crop-to-mask 32 --mask-blur 8
-  ldm-inpaint "a wide beach" --image beach.png --pad 128,0,128,0 --out wide-beach.png
+  ldm-inpaint "a lake at dawn with snowy mountains" --image lake.png --mask sky-mask.png --seed 0
+  ldm-inpaint "a cat on the sofa" --model ~/sd15 --image room.png --mask sofa.png --strength 0.8 --n 4 --out cats/
+  ldm-inpaint "a meadow at noon with three trees" --image big-photo.jpg --mask trees.png --crop-to-mask 32 --mask-blur 8
+  ldm-inpaint "a lake at dawn" --image lake.png --pad 32,0,32,0 --seed 0 --out wide-lake.png
 
 The mask is any image: white = repaint, black = keep (grey: thresholded at half, after
 --mask-blur); transparent pixels count as black. The result is blended over the input
@@ -61,22 +61,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
-    # Project modules that pull in torch are imported after parsing: --help stays instant.
-    from ldm.images import ImageError, load_image
-
-    clock.lap("imports")
     if args.image is None:
         raise UsageError("--image is required: the picture to inpaint")
     if args.mask is None and args.pad is None:
         raise UsageError("--mask is required (white = repaint, black = keep), or --pad to outpaint")
-    settings, limits = checked_settings(args, "inpaint")
+    request = checked_request(args, "inpaint")
+    # Project modules that pull in torch are imported after the cheap checks: --help and
+    # a mistyped path answer at once.
+    from ldm.images import ImageError, load_image
+
+    clock.lap("imports")
+    settings, limits = request.settings, request.limits
     try:
         image = load_image(args.image, "image")
         mask = load_image(args.mask, "mask") if args.mask else None
         check_input_size(settings, "inpaint", image.size, limits)
     except (GenerationError, ImageError) as error:
         raise UsageError(str(error)) from None
-    produce(PROG, args, settings, lambda pipe: pipe.inpaint(settings, image, mask, limits=limits, progress=not args.quiet), clock)
+    produce(PROG, args, request, lambda pipe: pipe.inpaint(settings, image, mask, limits=limits, progress=not args.quiet), clock)
     return 0
 
 

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from ldm.bundled_configs import list_configs, resolve_config_path
-from ldm.cli.common import UsageError, fail
-from ldm.config import ConfigError
-from ldm.files import create_exclusive, recover_folder, temporary_name
+from ldm.builtin_models import UnknownModelError
+from ldm.cli.common import UsageError, fail, probe_writable
+from ldm.cli.train_paths import check_config_paths
+from ldm.config import ConfigError, apply_overrides, read_yaml
+from ldm.files import create_exclusive
 
 PROG = "ldm-train"
 
@@ -64,34 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
 def check_output_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = temporary_name(path / "write-test")
-        create_exclusive(probe)
-        probe.unlink()
+        probe_writable(path)
     except OSError as error:
         raise UsageError(f"output directory {path} cannot be written: {error.strerror or error}") from None
 
 
-def check_model_paths(config) -> None:
-    for key in ("init_from", "vae_from", "text_encoder_from"):
-        value = getattr(config.text2img, key)
-        if config.stage == "text2img" and value and not recover_folder(value).is_dir():
-            raise UsageError(f"text2img.{key}: {value} is not a folder")
-    if config.stage == "inpaint" and not recover_folder(config.inpaint.init_from).is_dir():
-        raise UsageError(f"inpaint.init_from: {config.inpaint.init_from} is not a folder")
-
-
 def preflight(args):
     """Every check that can fail on bad input, before any training work starts."""
-    # Project modules that pull in torch are imported after parsing: --help stays instant.
-    from ldm.training.config import load_train_config
-
     try:
-        config = load_train_config(resolve_config_path(args.config), args.overrides)
+        path = resolve_config_path(args.config)
+        if not args.dry_run:  # the dry run reports missing folders itself and writes nothing
+            check_config_paths(apply_overrides(read_yaml(path), list(args.overrides)))
+        # Project modules that pull in torch are imported after the cheap checks: --help stays instant.
+        from ldm.training.config import load_train_config
+
+        config = load_train_config(path, args.overrides)
     except ConfigError as error:
         raise UsageError(str(error)) from None
     if args.dry_run:
-        return config, None  # the dry run reports missing folders itself and writes nothing
-    check_model_paths(config)
+        return config, None
     output_dir = Path(config.train.output_dir)
     check_output_dir(output_dir)
     from ldm.training.checkpoints import clean_run_leftovers
@@ -114,7 +107,7 @@ def input_errors() -> tuple[type, ...]:
     from ldm.model_folder import ModelError
     from ldm.training.checkpoints import CheckpointError
 
-    errors: tuple[type, ...] = (ConfigError, ModelError, CheckpointError)
+    errors: tuple[type, ...] = (ConfigError, ModelError, CheckpointError, UnknownModelError)
     try:
         from ldm.data import DataError
 

@@ -4,5 +4,6 @@ units.py          what a request asks for (image, type, scale, start/end window)
 preprocessors.py  control types by name: a picture -> the control image a ControlNet reads
 model.py          ControlNetModel from a U-Net, ControlNet folders (save atomically, load offline)
 library.py        the ControlNets a pipeline can use, and which one serves a unit
+fit.py            whether a ControlNet can steer a model (told from the two configs)
 denoiser.py       the U-Net call with the ControlNets' residuals added (wrapped by guidance)
 """

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from ldm.control.fit import controlnet_mismatch
 from ldm.control.model import control_type_of, is_controlnet_folder, load_controlnet
 from ldm.control_units import ControlUnit
 from ldm.files import recover_folder, recover_folders
+from ldm.model_folder import ModelError
 from ldm.settings import GenerationError
 
 FOLDER = "controlnet"  # inside a model folder: controlnet/<name>/
@@ -87,3 +89,17 @@ class ControlNets:
         from dataclasses import replace
 
         return tuple(replace(unit, model=self.serving(unit).name) for unit in units)
+
+    def load_for(self, units: Sequence[ControlUnit], components) -> None:
+        """Loads the ControlNet serving each unit onto the model's device and checks that it
+        fits the model: an unreadable folder or one made for another model is a
+        GenerationError now, not a traceback once sampling has begun."""
+        for unit in units:
+            entry = self.serving(unit)
+            try:
+                net = entry.load(components.device, components.dtype)
+            except ModelError as error:
+                raise GenerationError(str(error)) from None
+            problem = controlnet_mismatch(net.config, components)
+            if problem:
+                raise GenerationError(f"ControlNet {entry.name} does not fit this model: {problem}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -68,6 +69,19 @@ def control_type_of(path: Path) -> Optional[str]:
         raise ModelError(f"{file} is not a JSON object with a 'type'") from None
 
 
+# diffusers' words for a weight whose shape is not the one its config.json gives
+WRONG_SHAPE = re.compile(r"(\S+) expected shape (torch\.Size\(\[[\d, ]*\]\)), but got (torch\.Size\(\[[\d, ]*\]\))")
+
+
+def load_failure(error: Exception) -> str:
+    """One line saying why diffusers could not load a folder; a weight of the wrong shape
+    is told without diffusers' advice (options of from_pretrained a user does not call)."""
+    wrong = WRONG_SHAPE.search(str(error))
+    if wrong:
+        return "its weights do not fit its config.json ({} is {}, the config makes it {})".format(*wrong.group(1, 3, 2))
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] = None):
     """A ControlNetModel from a folder, offline, from safetensors only."""
     from diffusers import ControlNetModel
@@ -86,8 +100,7 @@ def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] 
     try:
         model = ControlNetModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, json.JSONDecodeError) as error:
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelError(f"cannot read ControlNet folder {path}: {first}") from None
+        raise ModelError(f"cannot read ControlNet folder {path}: {load_failure(error)}") from None
     # Only a dtype that changes something: diffusers warns on every dtype cast.
     cast = {"dtype": dtype} if dtype not in (None, next(model.parameters()).dtype) else {}
     return model.to(device=device, **cast).eval().requires_grad_(False)

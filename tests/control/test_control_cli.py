@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from ldm.control.model import load_controlnet, save_controlnet
+from tiny_controlnets import steering_controlnet
 from ldm.png_info import parse_parameters
 
 
@@ -116,3 +117,57 @@ def test_unreadable_control_image_and_model_without_controlnet(tiny_model_dir, t
         "the model has no ControlNet (give one with --controlnet DIR)"
     )
     assert not out.exists()
+
+
+def pickled_controlnet(folder, components):
+    steering_controlnet(components, 1).save_pretrained(folder, safe_serialization=False)  # a .bin
+
+
+def controlnet_of_another_model(folder, components):
+    """Whole and readable, but made for a U-Net with wider blocks."""
+    from tiny import build_tiny
+
+    save_controlnet(steering_controlnet(build_tiny(unet__block_out_channels=[24, 48]), 1), "canny", folder)
+
+
+def weights_not_fitting_their_config(folder, components):
+    controlnet_of_another_model(folder, components)
+    wide_weights = (folder / "diffusion_pytorch_model.safetensors").read_bytes()
+    save_controlnet(steering_controlnet(components, 1), "canny", folder)
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(wide_weights)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (pickled_controlnet, "{net}/diffusion_pytorch_model.bin is a pickled checkpoint; refused"),
+        (controlnet_of_another_model, "ControlNet net does not fit this model: its config has block_out_channels [24, 48], "
+                                      "layers_per_block 1; this model's U-Net block_out_channels [16, 32], layers_per_block 1"),
+        (weights_not_fitting_their_config, "cannot read ControlNet folder {net}: its weights do not fit its config.json "
+                                           "(controlnet_cond_embedding.conv_out.bias is torch.Size([24]), the config makes it torch.Size([16]))"),
+    ],
+)  # fmt: skip
+def test_a_controlnet_that_cannot_steer_the_model_is_one_line_before_sampling(tiny_model_dir, tiny_components, tmp_path, photo, make, message):
+    make(tmp_path / "net", tiny_components)
+    photo.save(tmp_path / "photo.png")
+    out = tmp_path / "out.png"
+    status, stderr = run_cli("ldm.cli.generate", "a lake", "--model", tiny_model_dir, "--steps", 1, "--out", out,
+                             "--control", tmp_path / "photo.png", "--controlnet", tmp_path / "net")  # fmt: skip
+    lines = stderr.strip().splitlines()
+    assert status == 2 and len(lines) == 1, stderr
+    assert lines[0].startswith("ldm-generate: error: " + message.format(net=tmp_path / "net")), stderr
+    assert not out.exists()
+
+
+def test_the_python_api_refuses_it_before_the_first_step(tiny_components, tmp_path):
+    from ldm.control.library import ControlNets
+    from ldm.control_units import ControlUnit
+    from ldm.pipeline import Pipeline
+    from ldm.settings import GenerationError
+
+    controlnet_of_another_model(tmp_path / "net", tiny_components)
+    pipe = Pipeline(tiny_components, ControlNets.for_model(None, [tmp_path / "net"]))
+    steps = []
+    with pytest.raises(GenerationError, match="ControlNet net does not fit this model"):
+        pipe.generate("a lake", steps=2, controls=(ControlUnit(Image.new("RGB", (32, 32)), type="canny"),), callback=steps.append)
+    assert steps == []

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from command_probe import run_main
 
 from configs import tiny_train_dict
 
@@ -23,8 +25,9 @@ def ldm_train(*args, cwd=None):
     )
 
 
-def write_config(tmp_path, **changes):
-    data = tiny_train_dict("text2img", tmp_path / "run")
+def write_config(tmp_path, stage="text2img", **changes):
+    data = tiny_train_dict(stage, tmp_path / "run")
+    data["data"]["path"] = str(tmp_path)  # there (the cases fail before its images are read)
     data.update(changes)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -92,3 +95,36 @@ def test_data_path_without_images(tmp_path):
     (tmp_path / "images").mkdir()
     path = write_config(tmp_path)
     assert_one_line_error(ldm_train("--config", path, f"data.path={tmp_path}/images"))
+
+
+@pytest.mark.parametrize(
+    "stage, override, message",
+    [
+        ("text2img", "data.path={tmp}/nowhere", "data.path does not exist: {tmp}/nowhere"),
+        ("text2img", "data.source=hf data.path={tmp}/*.parquet", "data.path does not exist: {tmp}/*.parquet"),
+        ("text2img", "text2img.init_from={tmp}/nowhere", "text2img.init_from: model folder not found: {tmp}/nowhere"),
+        ("text2img", "text2img.vae_from={tmp}/nowhere", "text2img.vae_from: {tmp}/nowhere is not a folder"),
+        ("inpaint", "inpaint.init_from={tmp}/nowhere", "inpaint.init_from: model folder not found: {tmp}/nowhere"),
+        ("controlnet", "controlnet.init_from={tmp}/nowhere", "controlnet.init_from: model folder not found: {tmp}/nowhere"),
+        ("lcm", "lcm.init_from={tmp}/nowhere", "lcm.init_from: model folder not found: {tmp}/nowhere"),
+        ("lora", "lora.init_from={tmp}/nowhere", "lora.init_from: model folder not found: {tmp}/nowhere"),
+    ],
+)
+def test_a_missing_path_is_told_before_torch_is_imported(tmp_path, stage, override, message):
+    path = write_config(tmp_path, stage)
+    overrides = override.replace("{tmp}", str(tmp_path)).split()
+    status, imported, stderr = run_main("ldm.cli.train", "--config", path, *overrides)
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ldm-train: error: {message.replace('{tmp}', str(tmp_path))}"), stderr
+    assert status == 2 and not imported
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_built_in_model_or_a_single_file_is_a_model_to_start_from(tmp_path):
+    """Names and files the stages load (not only folders) pass the early check."""
+    from ldm.cli.train_paths import check_config_paths
+
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    for stage in ("text2img", "inpaint", "controlnet", "lcm", "lora"):
+        for model in ("scenes", str(tmp_path / "model.safetensors")):
+            check_config_paths({"stage": stage, stage: {"init_from": model}, "data": {"path": str(tmp_path)}})

@@ -22,7 +22,9 @@ from ldm.training.loop import train
 def next_start(run_dir, tmp_path, resume="latest"):
     """What `ldm-train --config ... --resume latest` does before training: its checkpoint."""
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_train_dict("text2img", run_dir)))
+    data = tiny_train_dict("text2img", run_dir)
+    data["data"]["path"] = str(tmp_path)  # a folder that is there: preflight checks it
+    config.write_text(yaml.safe_dump(data))
     return preflight(argparse.Namespace(config=str(config), overrides=[], resume=resume, dry_run=False))[1]
 
 

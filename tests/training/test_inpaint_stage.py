@@ -144,7 +144,8 @@ def test_init_from_that_is_not_a_model_folder(tmp_path):
 
 def test_ldm_train_without_init_from_is_one_line_exit_2(tmp_path):
     data = tiny_train_dict("inpaint", tmp_path / "run")
+    data["data"]["path"] = str(tmp_path)  # there: the paths are checked first
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
     assert_one_line_error(ldm_train("--config", path), "inpaint.init_from is required")
-    assert_one_line_error(ldm_train("--config", path, f"inpaint.init_from={tmp_path}/nope"), "inpaint.init_from", "not a folder")
+    assert_one_line_error(ldm_train("--config", path, f"inpaint.init_from={tmp_path}/nope"), "inpaint.init_from", "not found")

@@ -1,0 +1,46 @@
+"""Whether a ControlNet can steer a model, told from the two configs before any sampling
+(a ControlNet made for another model otherwise fails inside the U-Net's forward, steps in):
+its residuals must match the U-Net's skip connections one for one, it must read the same
+latents and text, and its control-image embedding must land on the latent grid."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ldm.diffusion.denoiser import backbone
+
+
+def skip_channels(config) -> list[int]:
+    """Channels of the skip connections a U-Net adds ControlNet residuals to, in order:
+    conv_in's, each resnet's, each downsampler's (none after the last block). A
+    ControlNet's residuals come in the same order from the same config fields."""
+    widths = list(config.block_out_channels)
+    layers = config.layers_per_block
+    per_block = list(layers) if isinstance(layers, (list, tuple)) else [layers] * len(widths)
+    channels = [widths[0]]
+    for k, (width, count) in enumerate(zip(widths, per_block)):
+        channels += [width] * (count + (k < len(widths) - 1))
+    return channels
+
+
+def blocks(config) -> str:
+    return f"block_out_channels {list(config.block_out_channels)}, layers_per_block {config.layers_per_block}"
+
+
+def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
+    """Why a ControlNet with `controlnet_config` cannot steer `components`; None when it can."""
+    if backbone(components.denoiser) != "unet":
+        return "ControlNets steer U-Net models; this model's denoiser is a DiT"
+    unet = components.denoiser.config
+    vae = components.vae.config
+    if skip_channels(controlnet_config) != skip_channels(unet):
+        return f"its config has {blocks(controlnet_config)}; this model's U-Net {blocks(unet)}"
+    if controlnet_config.cross_attention_dim != unet.cross_attention_dim:
+        return f"it reads text {controlnet_config.cross_attention_dim} wide; this model's is {unet.cross_attention_dim}"
+    if controlnet_config.in_channels != vae.latent_channels:
+        return f"it reads {controlnet_config.in_channels} latent channels; this model has {vae.latent_channels}"
+    control_scale = 2 ** (len(controlnet_config.conditioning_embedding_out_channels) - 1)
+    vae_scale = 2 ** (len(vae.block_out_channels) - 1)
+    if control_scale != vae_scale:
+        return f"it shrinks control images {control_scale}x; this model's latents are {vae_scale}x smaller than its pictures"
+    return None

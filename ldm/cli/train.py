@@ -11,7 +11,6 @@ from ldm.builtin_models import UnknownModelError
 from ldm.cli.common import UsageError, fail, probe_writable
 from ldm.cli.train_paths import check_config_paths
 from ldm.config import ConfigError, apply_overrides, read_yaml
-from ldm.files import create_exclusive
 
 PROG = "ldm-train"
 

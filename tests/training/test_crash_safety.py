@@ -129,7 +129,9 @@ def test_training_starts_from_an_init_from_model_a_kill_left_aside(tmp_path, tin
     model = save_model(tiny_unet_components, tmp_path / "base" / "model")
     left_aside(model)
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(tiny_train_dict("text2img", tmp_path / "run")))
+    data = tiny_train_dict("text2img", tmp_path / "run")
+    data["data"]["path"] = str(tmp_path)  # a folder that is there: preflight checks it
+    config.write_text(yaml.safe_dump(data))
     preflight(argparse.Namespace(config=str(config), overrides=[f"text2img.init_from={model}"], resume=None, dry_run=False))
     assert is_model_folder(model)
 

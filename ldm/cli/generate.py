@@ -19,7 +19,7 @@ from ldm.cli.common import (
 )
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
-from ldm.lora_refs import model_lora_dir
+from ldm.lora.refs import model_lora_dir
 from ldm.settings import GenerationError, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
@@ -139,7 +139,7 @@ def produce(prog: str, args: argparse.Namespace, settings: Settings, generate, c
 
 
 def load_pipeline(args: argparse.Namespace, clock: Stopwatch):
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.pipeline import Pipeline
 
     device = resolve_device(args.device)

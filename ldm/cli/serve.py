@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
 
     import uvicorn
 
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.pipeline import Pipeline
     from ldm.server.app import ServerOptions, create_app
     from ldm.server.worker import Worker

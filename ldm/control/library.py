@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ldm.control.model import control_type_of, is_controlnet_folder, load_controlnet
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.files import recover_folder, recover_folders
 from ldm.settings import GenerationError
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ldm.lora_refs import prompt_lora_tags, resolve_lora_name
+from ldm.lora.refs import prompt_lora_tags, resolve_lora_name
 from ldm.settings import GenerationError
 
 # A weight beyond this is a typo or an attack, not a style (ComfyUI's LoRA loader stops at 100 too):

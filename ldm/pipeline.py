@@ -32,12 +32,12 @@ from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
+from ldm.formats.model_folder import ModelError, load_model
 from ldm.images import from_pil, mask_from_pil, resized, to_pil, work_size
-from ldm.lora import apply_loras
-from ldm.lora_refs import model_lora_dir, without_lora_tags
+from ldm.lora.apply import apply_loras
+from ldm.lora.refs import model_lora_dir, without_lora_tags
 from ldm.masks import composite, crop_box, make_canvas
 from ldm.memory import available_bytes, gib, image_bytes
-from ldm.model_folder import ModelError, load_model
 from ldm.models.components import Components
 from ldm.models.inference_speed import speed_up
 from ldm.png_info import ImageParameters

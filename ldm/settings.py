@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ldm.control_units import ControlUnit, check_control_units, png_fields as control_png_fields
+from ldm.control.units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
 from ldm.errors import LdmError
-from ldm.lora_refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
+from ldm.lora.refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
 
 MODES = ("txt2img", "img2img", "inpaint")
 EDIT_MODES = ("img2img", "inpaint")

@@ -40,7 +40,7 @@ def tiny_inpainting_components(backbone):
 
 @pytest.fixture
 def tiny_model_dir(tmp_path, tiny_components):
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
 
     return save_model(tiny_components, tmp_path / "tiny-model")
 

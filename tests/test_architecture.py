@@ -1,8 +1,10 @@
 """The package's shape: the import-linter contracts hold, nothing imports the commands or
-the tools, project imports sit at the top of their module, and `--help` needs no torch."""
+the tools, project imports sit at the top of their module, `--help` needs no torch, and
+README's Layout section names every package and root module."""
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import tomllib
@@ -95,3 +97,19 @@ def test_every_stage_name_has_a_stage():
     from ldm.training.stage_registry import STAGES
 
     assert tuple(STAGES) == STAGE_NAMES
+
+
+def readme_layout() -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("\n## Layout\n"):]
+    end = section.find("\n## ", 1)
+    return section if end < 0 else section[:end]
+
+
+def test_readme_layout_lists_every_package_and_root_module():
+    """README's Layout section names each folder and module at the ldm/ root, and nothing that is gone."""
+    listed = set(re.findall(r"^(ldm/\S+)", readme_layout(), re.MULTILINE))
+    present = {f"ldm/{path.name}/" for path in PACKAGE.iterdir() if path.is_dir() and not path.name.startswith(("_", "."))}
+    present |= {f"ldm/{path.name}" for path in PACKAGE.glob("*.py") if path.name != "__init__.py"}
+    assert not present - listed, f"missing from README's Layout: {sorted(present - listed)}"
+    assert not listed - present, f"README's Layout names what is not in ldm/: {sorted(listed - present)}"

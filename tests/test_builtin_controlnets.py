@@ -9,7 +9,7 @@ from PIL import Image
 from ldm.builtin_models import resolve_model
 from ldm.control.layout_map import layout_labels
 from ldm.control.library import ControlNets
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.images import from_pil
 from ldm.pipeline import Pipeline
 from ldm.scenes.control_metrics import RegionIoU

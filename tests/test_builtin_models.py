@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ldm.builtin_models import BUILTIN_MODELS, DEFAULT_MODEL, UnknownModelError, resolve_model
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.pipeline import Pipeline
 
 REPO = Path(__file__).parents[1]

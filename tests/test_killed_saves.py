@@ -12,7 +12,7 @@ from ldm.cli import convert, generate, inpaint
 from ldm.cli.serve import model_entries
 from ldm.control.library import ControlNets
 from ldm.control.model import controlnet_from_unet, save_controlnet
-from ldm.model_folder import is_model_folder, load_component, load_model, save_model
+from ldm.formats.model_folder import is_model_folder, load_component, load_model, save_model
 from ldm.pipeline import Pipeline
 
 
@@ -32,7 +32,7 @@ def test_ldm_generate_finds_the_model_a_kill_between_the_renames_left_aside(tmp_
     run_until_killed(f"""
 from pathlib import Path
 from kill_between_renames import stop_before_rename_into
-from ldm.model_folder import load_model, save_model
+from ldm.formats.model_folder import load_model, save_model
 model = Path({str(model)!r})
 components = load_model(model)
 stop_before_rename_into(model, Path({str(marker)!r}))

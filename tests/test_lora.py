@@ -10,7 +10,7 @@ from lora_files import RANK, random_lora, write_lora
 from reference import diffusers_pipeline
 from tiny import build_tiny
 
-from ldm.lora import LoraError, apply_loras, file_hash, read_lora
+from ldm.lora.apply import LoraError, apply_loras, file_hash, read_lora
 from ldm.pipeline import Pipeline, make_generators
 
 def latents(pipe, sample=None):
@@ -58,8 +58,8 @@ def test_weight_zero_is_the_base_model_exactly(tiny_unet_components, tmp_path):
 
 
 def test_merged_model_generates_as_the_applied_lora(tiny_unet_components, tmp_path):
-    from ldm.lora_merge import merge_lora_into_folder
-    from ldm.model_folder import load_model, save_model
+    from ldm.lora.merge import merge_lora_into_folder
+    from ldm.formats.model_folder import load_model, save_model
 
     folder = save_model(tiny_unet_components, tmp_path / "model")
     path = write_lora(random_lora(tiny_unet_components), tmp_path / "style.safetensors", "peft")

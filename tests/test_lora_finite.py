@@ -10,8 +10,8 @@ import pytest
 import torch
 from lora_files import random_lora, write_lora
 
-from ldm.lora import LoraError, apply_loras
-from ldm.model_folder import save_model
+from ldm.formats.model_folder import save_model
+from ldm.lora.apply import LoraError, apply_loras
 from ldm.pipeline import Pipeline
 from ldm.settings import GenerationError
 

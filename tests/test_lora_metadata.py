@@ -12,7 +12,7 @@ from peft.utils import get_peft_model_state_dict
 from reference import diffusers_pipeline
 from safetensors.torch import load_file, save_file
 
-from ldm.lora import LoraError, apply_loras, read_lora
+from ldm.lora.apply import LoraError, apply_loras, read_lora
 from ldm.pipeline import Pipeline, make_generators
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from lora_files import random_lora, write_lora
 
-from ldm.lora import apply_loras
-from ldm.lora_refs import file_hash, parse_lora_flag, prompt_lora_tags, without_lora_tags
+from ldm.lora.apply import apply_loras
+from ldm.lora.refs import file_hash, parse_lora_flag, prompt_lora_tags, without_lora_tags
 from ldm.pipeline import Pipeline
 from ldm.settings import GenerationError
 
@@ -125,7 +125,7 @@ def test_a_model_folders_own_loras_are_found_by_name(tiny_unet_components, style
     --lora NAME and <lora:NAME> find when no lora_dir is given; a given one wins."""
     import shutil
 
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
 
     folder = save_model(tiny_unet_components, tmp_path / "model")
     shutil.copytree(style.parent, folder / "loras")

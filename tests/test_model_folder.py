@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm.model_folder import ModelError, load_model, save_model
+from ldm.formats.model_folder import ModelError, load_model, save_model
 from ldm.pipeline import Pipeline
 from sd_folder import write_tiny_sd_folder
 
@@ -52,7 +52,7 @@ def test_saving_over_a_model_replaces_it_whole(tiny_components, tmp_path, backbo
 
 def test_a_crash_while_saving_leaves_the_old_model(tiny_components, tmp_path, monkeypatch):
     folder = save_model(tiny_components, tmp_path / "model")
-    import ldm.model_folder as checkpoint
+    import ldm.formats.model_folder as checkpoint
 
     def crash(state, path):
         raise OSError(28, "No space left on device")
@@ -128,7 +128,7 @@ def test_saved_folder_is_readable_like_any_new_file(tiny_components, tmp_path):
 
 
 def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_unet_components, tmp_path):
-    from ldm.training.diffusers_export import save_diffusers_finetune
+    from ldm.formats.diffusers_export import save_diffusers_finetune
 
     source = write_tiny_sd_folder(tiny_unet_components, tmp_path)
     with torch.no_grad():

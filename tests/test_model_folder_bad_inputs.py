@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from ldm.model_folder import ModelError, load_component, load_model, save_component
+from ldm.formats.model_folder import ModelError, load_component, load_model, save_component
 from ldm.training.config import load_train_config
 
 
@@ -97,7 +97,7 @@ def test_broken_yaml_is_still_called_invalid(vae_folder):
 def test_wrong_shapes_name_the_first_mismatching_tensor(tiny_components, tiny_model_dir, tmp_path):
     # The U-Net of a model with wider blocks, under this model's config: same keys, other shapes.
     from ldm.config import model_config_from_dict
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
     from ldm.models.components import build_components
     from tiny import tiny_model_dict
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.pipeline import Pipeline
 
 GOLDEN = Path(__file__).parent / "golden"

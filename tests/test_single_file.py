@@ -11,10 +11,10 @@ from sd_folder import write_tiny_sd_folder
 from tiny import build_tiny
 
 from ldm.config import to_dict
-from ldm.diffusers_conversion import save_as_diffusers
-from ldm.model_folder import ModelError, load_model
+from ldm.formats.diffusers_conversion import save_as_diffusers
+from ldm.formats.model_folder import ModelError, load_model
+from ldm.formats.single_file import read_metadata, save_single_file
 from ldm.pipeline import Pipeline, make_generators
-from ldm.single_file import read_metadata, save_single_file
 
 # Shaped as real SD checkpoints are, only narrower: 32 norm groups, attention heads as the
 # layout facts say (SD 1.x: 8 per block; SD 2.x and the text towers: 64 channels each).

@@ -12,10 +12,10 @@ from diffusers.loaders import single_file_utils
 from test_single_file import SD2_SHAPED
 from tiny import build_tiny
 
-from ldm.model_folder import ModelError, load_model
-from ldm.original_layout import UNET_PREFIX
-from ldm.single_file import save_single_file
-from ldm.single_file_prediction import detected_prediction_type
+from ldm.formats.model_folder import ModelError, load_model
+from ldm.formats.original_layout import UNET_PREFIX
+from ldm.formats.single_file import save_single_file
+from ldm.formats.single_file_prediction import detected_prediction_type
 
 # An SD 2.x 768 (v) file as its shapes show it: OpenCLIP ViT-H's 1024-wide context. A tiny
 # vocabulary keeps it small; nothing here tokenizes.

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.config import TextEncoderConfig
 from ldm.models.text_encoder import build_text_encoder
 

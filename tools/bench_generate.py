@@ -191,7 +191,7 @@ def main(argv=None):
 
     torch.set_grad_enabled(False)
     if args.model is None:
-        from ldm.model_folder import save_model
+        from ldm.formats.model_folder import save_model
         from ldm.config import model_config_from_dict
         from ldm.models.components import build_components
 

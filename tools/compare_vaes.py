@@ -53,7 +53,7 @@ def _parse_args(argv):
 
 def _load_vae(name: str):
     from ldm.builtin_models import resolve_model
-    from ldm.model_folder import load_component
+    from ldm.formats.model_folder import load_component
 
     vae, _ = load_component(resolve_model(name), "vae")
     return vae.float().eval()
@@ -93,7 +93,7 @@ def markdown(rows: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     from ldm.builtin_models import UnknownModelError
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.pipeline import Pipeline
     from ldm.scenes.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
     from ldm.scenes.layout_segmenter import DEFAULT_SEGMENTER_PATH, load_segmenter

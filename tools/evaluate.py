@@ -44,7 +44,7 @@ from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
 from ldm.files import write_file_atomic
 from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 from ldm.scenes.sweep import SweepPoint, parse_sweep
-from ldm.lora_refs import parse_lora_flag
+from ldm.lora.refs import parse_lora_flag
 
 PROG = "evaluate.py"
 
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     import torch
 
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.builtin_models import UnknownModelError, resolve_model
     from ldm.scenes.attribute_classifier import DEFAULT_CLASSIFIER_PATH, load_classifier
     from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_control(args, pipe, classifier, prompts, bar, device) -> int:
     """Adherence of one ControlNet on held-out scenes, with and without it, side by side."""
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.scenes.control_evaluation import (
         Adherence, ControlEvalSettings, control_markdown, control_rows, evaluate_control,
     )  # fmt: skip

@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     import torch
 
     from ldm.control.model import control_type_of, is_controlnet_folder, load_controlnet, save_controlnet
-    from ldm.model_folder import ModelError, load_model, save_model
+    from ldm.formats.model_folder import ModelError, load_model, save_model
 
     try:
         if is_controlnet_folder(Path(args.source)):
@@ -61,7 +61,7 @@ def share_parts(target: Path, base: Path) -> list[str]:
     import yaml
     from safetensors.torch import load_file
 
-    from ldm.model_folder import CONFIG_FILE, WEIGHT_FILES, weight_file
+    from ldm.formats.model_folder import CONFIG_FILE, WEIGHT_FILES, weight_file
 
     shared = []
     for name in WEIGHT_FILES:

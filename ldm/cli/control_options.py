@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from ldm.cli.common import UsageError
-from ldm.control_units import CONTROL_TYPES, DEFAULT_CONTROL_TYPE, ControlUnit
+from ldm.control.units import CONTROL_TYPES, DEFAULT_CONTROL_TYPE, ControlUnit
 
 # flag -> (ControlUnit field, type, help)
 PER_UNIT = {

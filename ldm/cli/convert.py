@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ldm.cli.common import ListModels, OneLineArgumentParser, UsageError, resolve_model_path, run_command
 from ldm.cli.options import argparse_type
-from ldm.lora_refs import parse_lora_flag, resolve_lora
+from ldm.lora.refs import parse_lora_flag, resolve_lora
 
 PROG = "ldm-convert"
 EXAMPLES = """examples:
@@ -47,11 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, clock) -> int:
     from ldm.cli.convert_target import check_target
-    from ldm.diffusers_conversion import save_as_diffusers
-    from ldm.lora import apply_loras
-    from ldm.model_folder import ModelError, load_model
-    from ldm.single_file import save_single_file
-    from ldm.training.diffusers_export import is_diffusers_folder
+    from ldm.formats.diffusers_conversion import save_as_diffusers
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import ModelError, load_model
+    from ldm.formats.single_file import save_single_file
+    from ldm.formats.diffusers_export import is_diffusers_folder
 
     source, target = resolve_model_path(args.src), Path(args.dst)
     try:

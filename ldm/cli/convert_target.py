@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.cli.common import UsageError
-from ldm.model_folder import CONFIG_FILE, ModelError, parts_source
-from ldm.training.diffusers_export import is_diffusers_folder
+from ldm.formats.diffusers_export import is_diffusers_folder
+from ldm.formats.model_folder import CONFIG_FILE, ModelError, parts_source
 
 SINGLE_FILE_SUFFIX = ".safetensors"
 

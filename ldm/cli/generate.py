@@ -21,7 +21,7 @@ from ldm.cli.common import (
 )
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
-from ldm.lora_refs import model_lora_dir
+from ldm.lora.refs import model_lora_dir
 from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_settings
 from ldm.timing import Stopwatch
 
@@ -168,7 +168,7 @@ def produce(prog: str, args: argparse.Namespace, request: Request, generate, clo
 
 
 def load_pipeline(prog: str, args: argparse.Namespace, path: Path, clock: Stopwatch):
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
 
     device = resolve_device(args.device)
     try:

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
 
     import uvicorn
 
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.server.app import ServerOptions, create_app
     from ldm.server.connections import ConnectionLimits, server_config
     from ldm.server.work import describe_speed

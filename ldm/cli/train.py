@@ -103,7 +103,7 @@ def preflight(args):
 
 def input_errors() -> tuple[type, ...]:
     """Exceptions that mean bad input (exit 2) rather than a failed run."""
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
     from ldm.training.checkpoints import CheckpointError
 
     errors: tuple[type, ...] = (ConfigError, ModelError, CheckpointError, UnknownModelError)

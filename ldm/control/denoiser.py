@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ldm.control_units import active_weight
+from ldm.control.units import active_weight
 from ldm.diffusion.denoiser import backbone
 from ldm.settings import GenerationError
 

@@ -10,9 +10,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 from ldm.control.fit import controlnet_mismatch
 from ldm.control.model import control_type_of, is_controlnet_folder, load_controlnet
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.files import recover_folder, recover_folders
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.settings import GenerationError
 
 FOLDER = "controlnet"  # inside a model folder: controlnet/<name>/

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from ldm.files import recover_folder
-from ldm.model_folder import ModelError, refuse_pickle, staged_folder
+from ldm.formats.model_folder import ModelError, refuse_pickle, staged_folder
 
 CONTROL_FILE = "control.json"
 CONFIG_FILE = "config.json"  # diffusers' name

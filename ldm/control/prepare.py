@@ -10,7 +10,7 @@ from PIL import Image
 from ldm.control.denoiser import ActiveControl, control_tensor
 from ldm.control.library import ControlNets
 from ldm.control.preprocessors import control_image
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 
 
 def active_controls(

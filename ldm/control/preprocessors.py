@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ldm.control_units import CONTROL_TYPES
+from ldm.control.units import CONTROL_TYPES
 from ldm.control.layout_map import layout_image, layout_labels
 
 # AUTOMATIC1111's ControlNet extension's defaults for its canny module.

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ldm.control.layout_map import REGIONS, layout_image
 from ldm.control.preprocessors import canny
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.images import from_pil
 from ldm.scenes import seeds
 from ldm.scenes.attribute_classifier import AttributeClassifier

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ldm.errors import LdmError
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
 from ldm.server.codec import decode_image, png_base64

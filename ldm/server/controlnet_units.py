@@ -4,7 +4,7 @@
         {"image": b64, "module": "canny", "model": "edges", "weight": 1.0,
          "guidance_start": 0, "guidance_end": 1, "enabled": true}, ...]}}}
 
-Values are checked with the other settings (ldm.control_units.check_control_units); here only
+Values are checked with the other settings (ldm.control.units.check_control_units); here only
 what is A1111's own spelling: module and model names, the image field, `enabled`.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from ldm.control.library import ControlNets
-from ldm.control_units import CONTROL_TYPES, ControlUnit
+from ldm.control.units import CONTROL_TYPES, ControlUnit
 from ldm.server.codec import decode_image
 from ldm.settings import GenerationError
 

@@ -8,13 +8,13 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from ldm.lora_refs import prompt_lora_tags, resolve_lora_name
+from ldm.lora.refs import prompt_lora_tags, resolve_lora_name
 from ldm.settings import GenerationError
 
 
 def check_prompt_loras(prompt: str, lora_dir: Optional[str]) -> None:
     """GenerationError naming the first bad <lora:NAME:WEIGHT> tag of `prompt`: a weight that is
-    not a number within ldm.lora_refs' bounds, or a NAME this server does not have. The messages
+    not a number within ldm.lora.refs' bounds, or a NAME this server does not have. The messages
     speak of the API (the prompt, /sdapi/v1/loras), never of the server's folders."""
     try:
         tags = prompt_lora_tags(prompt)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ldm.formats.model_folder import save_component
 from ldm.metrics import psnr, ssim
-from ldm.model_folder import save_component
 from ldm.models.autoencoder import build_vae
 from ldm.training.stages import Stage, StageContext, first_samples
 

@@ -33,7 +33,7 @@ import torch
 
 from ldm.errors import LdmError
 from ldm.files import clean_leftovers, recover_folder, replacing_folder, write_file_atomic
-from ldm.model_folder import ModelError, read_safetensors, write_safetensors
+from ldm.formats.model_folder import ModelError, read_safetensors, write_safetensors
 
 LATEST = "latest"
 TRAINER_FILE = "trainer.json"

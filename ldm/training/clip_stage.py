@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ldm.model_folder import load_state, save_component
+from ldm.formats.model_folder import load_state, save_component
 from ldm.models.text_encoder import OpenClipTextEncoder, resolve_arch
 from ldm.training.stages import Stage, StageContext
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from ldm.control_units import CONTROL_TYPES
+from ldm.control.units import CONTROL_TYPES
 from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES

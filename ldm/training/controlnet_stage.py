@@ -18,10 +18,10 @@ from torch import nn
 from ldm.control.library import ControlNets
 from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
+from ldm.formats.model_folder import ModelError
 from ldm.images import ImageError, load_image, to_pil
-from ldm.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection

@@ -24,7 +24,7 @@ from torch import nn
 
 from ldm.config import ConfigError, from_dict
 from ldm.data.shards import REMOTE_PREFIXES
-from ldm.model_folder import (
+from ldm.formats.model_folder import (
     COMPONENT_FILE,
     CONFIG_FILE,
     is_component_folder,

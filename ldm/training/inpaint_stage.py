@@ -13,7 +13,7 @@ from torch import nn
 
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
 from ldm.images import to_pil
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.diffusion.denoiser import backbone
 from ldm.pipeline import Pipeline

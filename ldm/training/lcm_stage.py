@@ -16,12 +16,12 @@ from torch import nn
 from ldm.config import ConfigError, SamplingDefaults
 from ldm.diffusion.denoiser import backbone, denoise_call
 from ldm.diffusion.guidance import cfg_embedding
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
+from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
-from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.training.stages import make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ldm.config import ConfigError
-from ldm.token_embeddings import single_token
+from ldm.lora.token_embeddings import single_token
 
 
 class LearnedTokens(nn.Module):

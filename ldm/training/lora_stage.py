@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
+from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
+from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
-from ldm.token_embeddings import bundle_tensors
 from ldm.training.config import Text2ImgSection
 from ldm.training.learned_tokens import LearnedTokens
-from ldm.training.lora_adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.training.stages import make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 
@@ -49,7 +49,7 @@ class LoraModule(Text2ImgModule):
 def text_encoder_naming(encoder) -> dict:
     """An HF CLIPTextModel's adapters are named from inside our wrapper and under `text_model.`
     (kohya's lora_te_text_model_encoder_..., what AUTOMATIC1111 and ComfyUI read; newer
-    transformers dropped that level, which ldm.lora accepts either way)."""
+    transformers dropped that level, which ldm.lora.apply accepts either way)."""
     inner = getattr(encoder, "model", None)
     if inner is None:
         return {}

@@ -13,11 +13,11 @@ from torch import nn
 
 from ldm.builtin_models import resolve_model
 from ldm.config import ConfigError
-from ldm.model_folder import load_component, load_model, read_model_config, save_model
+from ldm.formats.model_folder import load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
 from ldm.diffusion.denoiser import denoise_call
 from ldm.pipeline import Pipeline
-from ldm.training.diffusers_export import save_diffusers_finetune
+from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.training.latents import CacheExtras, cached_latents
 from ldm.training.stages import Stage, StageContext, make_grid
 from ldm.training.text_embeddings import TextEmbeddingMemory

@@ -10,7 +10,7 @@ from lora_files import random_lora, write_lora
 
 from ldm.builtin_models import BUILTIN_MODELS, is_installed
 from ldm.cli import convert
-from ldm.model_folder import CONFIG_FILE, load_model, save_model
+from ldm.formats.model_folder import CONFIG_FILE, load_model, save_model
 
 
 @pytest.fixture

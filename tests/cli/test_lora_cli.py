@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from tiny import build_tiny
 
 from ldm.cli import convert, generate, inpaint
-from ldm.lora import apply_loras
-from ldm.lora_refs import file_hash
-from ldm.model_folder import load_model, save_model
+from ldm.formats.model_folder import load_model, save_model
+from ldm.lora.apply import apply_loras
+from ldm.lora.refs import file_hash
 from ldm.pipeline import Pipeline
 from ldm.png_info import parse_parameters
 

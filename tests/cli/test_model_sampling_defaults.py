@@ -5,7 +5,7 @@ from PIL import Image
 from tiny import build_tiny
 
 from ldm.cli.generate import build_parser, main
-from ldm.model_folder import save_model
+from ldm.formats.model_folder import save_model
 from ldm.png_info import parse_parameters
 
 

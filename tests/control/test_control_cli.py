@@ -161,7 +161,7 @@ def test_a_controlnet_that_cannot_steer_the_model_is_one_line_before_sampling(ti
 
 def test_the_python_api_refuses_it_before_the_first_step(tiny_components, tmp_path):
     from ldm.control.library import ControlNets
-    from ldm.control_units import ControlUnit
+    from ldm.control.units import ControlUnit
     from ldm.pipeline import Pipeline
     from ldm.settings import GenerationError
 

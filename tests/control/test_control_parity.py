@@ -9,7 +9,7 @@ from tiny_controlnets import steering_controlnet
 
 from ldm.control.denoiser import ActiveControl, control_tensor
 from ldm.control.library import ControlNets
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.pipeline import Pipeline, make_generators
 
 STEPS = 6

@@ -5,7 +5,7 @@ from tiny import build_tiny
 from tiny_controlnets import steering_controlnet
 
 from ldm.control.library import ControlNets
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.pipeline import Pipeline
 
 

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ldm.control.preprocessors import PREPROCESSORS, control_image
-from ldm.control_units import CONTROL_TYPES, ControlUnit, check_control_units
+from ldm.control.units import CONTROL_TYPES, ControlUnit, check_control_units
 from ldm.scenes.layout import COLOURS, layout_labels, scene_layout
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ldm.model_folder import ModelError
+from ldm.formats.model_folder import ModelError
 from ldm.scenes.generator import SceneAttributes
 from ldm.scenes import seeds
 from ldm.scenes.attribute_classifier import (

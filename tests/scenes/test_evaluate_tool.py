@@ -171,7 +171,7 @@ def test_lora_is_applied_to_every_image_and_concept_prompts_need_a_judge_with_th
     from lora_files import random_lora, write_lora
 
     import ldm.scenes.model_evaluation as model_evaluation
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
 
     tiny_model_dir = save_model(tiny_unet_components, tmp_path / "model")  # LoRAs are U-Net only
     lora = tmp_path / "style-lora.safetensors"

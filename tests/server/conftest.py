@@ -16,7 +16,7 @@ TEST_LIMITS = Limits(max_pixels=64 * 64, max_steps=2000, max_images=8)
 def other_model_dir(tmp_path):
     """A second tiny model, named "other", to switch to."""
     from ldm.config import model_config_from_dict
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
     from ldm.models.components import build_components
 
     torch.manual_seed(1)

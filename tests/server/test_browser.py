@@ -120,7 +120,7 @@ def _parameters_of(image):
 
 def test_the_page_starts_from_the_models_own_sampling_defaults(tmp_path, tiny_components):
     """An LCM model's 4 steps at cfg 1 apply from the page: untouched fields are not sent."""
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
 
     sampling = dataclasses.replace(tiny_components.config.sampling, sampler="lcm", steps=4, cfg=1.0)
     model = save_model(dataclasses.replace(tiny_components, config=dataclasses.replace(tiny_components.config, sampling=sampling)), tmp_path / "lcm-model")

@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 from server_helpers import make_client, open_b64, png_b64
 
 from ldm.control.library import ControlNets
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.pipeline import Pipeline
 from ldm.png_info import parse_parameters
 from ldm.server.worker import ModelEntry, Worker

@@ -39,7 +39,7 @@ def test_prompt_tags_name_loras_in_the_lora_dir(worker, tiny_components, tmp_pat
 
 
 def test_without_a_lora_dir_the_models_own_loras_are_named_and_listed(tiny_components, tmp_path):
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
     from ldm.server.worker import ModelEntry, Worker
     from ldm.settings import DEFAULT_LIMITS
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from ldm.control_units import ControlUnit
+from ldm.control.units import ControlUnit
 from ldm.pipeline import Pipeline
 from ldm.server.process import ServerProcess
 

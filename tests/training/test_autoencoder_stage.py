@@ -5,7 +5,7 @@ import torch
 from configs import tiny_train_config
 from tiny_data import tiny_datasets
 
-from ldm.model_folder import load_component
+from ldm.formats.model_folder import load_component
 from ldm.training.loop import train
 
 

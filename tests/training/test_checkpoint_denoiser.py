@@ -10,7 +10,7 @@ import torch
 from configs import tiny_train_config
 from tiny_data import tiny_image_folder
 
-from ldm.model_folder import load_model
+from ldm.formats.model_folder import load_model
 from ldm.training.checkpoints import CheckpointError, checkpoint_name, load_denoiser_from_checkpoint
 from ldm.training.loop import train
 

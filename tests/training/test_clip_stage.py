@@ -3,7 +3,7 @@ import torch
 from configs import tiny_train_config
 from tiny_data import tiny_datasets
 
-from ldm.model_folder import load_component
+from ldm.formats.model_folder import load_component
 from ldm.training.loop import train
 
 
@@ -18,7 +18,7 @@ def test_few_steps_export_a_text_encoder_that_text2img_uses(tmp_path):
     config = tiny_train_config("text2img", tmp_path / "t2i-run", max_steps=1)
     config.text2img.text_encoder_from = str(result.export_path)
     model = train(config, open_dataset=tiny_datasets()).export_path
-    from ldm.model_folder import load_model
+    from ldm.formats.model_folder import load_model
 
     loaded = load_model(model)
     tokens = encoder.tokenize(["green over red"])

@@ -46,8 +46,8 @@ def test_at_step_zero_the_output_is_the_base_models_exactly(tmp_path, tiny_model
 
 def test_training_exports_a_controlnet_that_generation_loads(tmp_path, tiny_model_dir):
     from ldm.control.model import control_type_of
-    from ldm.control_units import ControlUnit
-    from ldm.model_folder import read_safetensors
+    from ldm.control.units import ControlUnit
+    from ldm.formats.model_folder import read_safetensors
     from ldm.pipeline import Pipeline
 
     validation = {"prompts": ["red over blue"], "steps": 2}
@@ -79,7 +79,7 @@ def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
         open_dataset=tiny_datasets(),
     )
     assert resumed.losses == straight.losses[2:]
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
 
     a = read_safetensors(straight.export_path / "diffusion_pytorch_model.safetensors")
     b = read_safetensors(resumed.export_path / "diffusion_pytorch_model.safetensors")
@@ -171,7 +171,7 @@ def test_the_preprocessors_maps_are_cached_with_the_latents(tmp_path, tiny_model
     cached = run("cached", True)
     assert sum(read) == 6  # each picture once, when the cache was built
     assert cached.losses == pytest.approx(plain.losses, rel=1e-4)
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
 
     shard = next((tmp_path / "cached" / "run" / "latent_cache").glob("*/shard-*.safetensors"))
     maps = read_safetensors(shard)["control_map"]

@@ -14,7 +14,7 @@ from kill_between_renames import left_aside, run_until_killed
 from tiny_data import tiny_datasets
 
 from ldm.cli.train import preflight
-from ldm.model_folder import is_model_folder, load_model, read_safetensors, save_model
+from ldm.formats.model_folder import is_model_folder, load_model, read_safetensors, save_model
 from ldm.training.checkpoints import TrainingState, load_checkpoint, resolve_checkpoint, save_checkpoint
 from ldm.training.loop import train
 
@@ -97,7 +97,7 @@ def test_kill_between_the_renames_of_a_model_re_export(tmp_path, tiny_components
     run_until_killed(f"""
 from pathlib import Path
 from kill_between_renames import stop_before_rename_into
-from ldm.model_folder import load_model, save_model
+from ldm.formats.model_folder import load_model, save_model
 model = Path({str(model)!r})
 components = load_model(model)
 stop_before_rename_into(model, Path({str(marker)!r}))

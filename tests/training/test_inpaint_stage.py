@@ -91,7 +91,7 @@ def test_bad_mask_kinds_are_config_errors(tmp_path):
 
 
 def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, tiny_model_dir, photo, square_mask, backbone):
-    from ldm.model_folder import read_model_config, read_safetensors
+    from ldm.formats.model_folder import read_model_config, read_safetensors
     from ldm.cli import inpaint
     from ldm.pipeline import Pipeline
 
@@ -135,7 +135,7 @@ def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
 
 
 def test_init_from_that_is_not_a_model_folder(tmp_path):
-    from ldm.model_folder import ModelError
+    from ldm.formats.model_folder import ModelError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="inpaint.init_from: .*not a model folder"):

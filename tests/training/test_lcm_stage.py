@@ -78,7 +78,7 @@ def test_the_distillation_loss_falls(tmp_path, tiny_model_dir):
 
 def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir):
     """The target network is part of the state: rebuilt from the student instead, the losses after resume differ."""
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
     from ldm.training.checkpoints import resolve_checkpoint
 
     straight = train(lcm_config(tmp_path / "a", tiny_model_dir, max_steps=4, ema_decay=0.9), open_dataset=tiny_datasets())
@@ -140,7 +140,7 @@ def test_solver_is_ddim_and_scalings_are_lcm_schedulers():
 
 
 def test_a_dit_teacher_is_a_one_line_error(tmp_path):
-    from ldm.model_folder import save_model
+    from ldm.formats.model_folder import save_model
     from tiny import build_tiny
 
     folder = save_model(build_tiny(denoiser="dit"), tmp_path / "dit-model")
@@ -181,7 +181,7 @@ def test_the_teacher_may_be_a_built_in_model_by_name(tmp_path):
 
 def test_lcm_lora_starts_as_the_teacher_and_trains_only_adapters(tmp_path, tiny_model_dir):
     from ldm.diffusion.denoiser import denoise_call
-    from ldm.model_folder import load_model
+    from ldm.formats.model_folder import load_model
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
 
@@ -203,8 +203,8 @@ def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_
     from diffusers import StableDiffusionPipeline
     from reference import diffusers_pipeline
 
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
     from ldm.pipeline import Pipeline, make_generators
 
     result = train(lcm_config(tmp_path, tiny_model_dir, lcm={"lora_rank": 2}, max_steps=2, lr=1e-2), open_dataset=tiny_datasets())
@@ -225,7 +225,7 @@ def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_
 
 
 def test_lcm_lora_resumes_exactly(tmp_path, tiny_model_dir):
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
     from ldm.training.checkpoints import resolve_checkpoint
 
     settings = dict(lcm={"lora_rank": 2})

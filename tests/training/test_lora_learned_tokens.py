@@ -39,8 +39,8 @@ def encoded(encoder, prompts=PROMPTS):
 def test_learned_rows_train_and_the_file_puts_them_back(tmp_path, tiny_model_dir, layout):
     from safetensors import safe_open
 
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
     from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
 
     config = tokens_config(tmp_path, tiny_model_dir, {"layout": layout}, max_steps=3, lr=5e-2)
@@ -77,8 +77,8 @@ def test_a_bundled_embedding_gives_what_diffusers_textual_inversion_gives(tmp_pa
     from sd_folder import write_tiny_sd_folder
     from tiny import build_tiny
 
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
 
     folder = write_tiny_sd_folder(build_tiny(text_encoder__width=64, text_encoder__heads=1, unet__cross_attention_dim=64), tmp_path / "sd", text_heads=1)
     vector = torch.randn(1, 64, generator=torch.Generator().manual_seed(0))
@@ -100,8 +100,8 @@ def test_a_bundled_embedding_gives_what_diffusers_textual_inversion_gives(tmp_pa
     ({"bundle_emb.sailboat.string_to_param.*": torch.zeros(1, 32)}, r"embedding 'sailboat' is 2 tokens \(sail, boat\), not one"),
 ])  # fmt: skip
 def test_embeddings_that_do_not_fit_are_one_line_errors(tmp_path, tiny_model_dir, state, message):
-    from ldm.lora import LoraError, apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import LoraError, apply_loras
+    from ldm.formats.model_folder import load_model
 
     save_file(state, str(tmp_path / "bad.safetensors"))
     components = load_model(tiny_model_dir)
@@ -131,9 +131,9 @@ def backbone() -> str:
 
 def test_merging_a_lora_keeps_its_learned_rows(tmp_path, tiny_model_dir):
     """ldm-convert --lora: the merged model's text encoder reads the word as the LoRA does."""
-    from ldm.lora import apply_loras
-    from ldm.lora_merge import merge_lora_into_folder
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.lora.merge import merge_lora_into_folder
+    from ldm.formats.model_folder import load_model
 
     vector = torch.randn(1, 32, generator=torch.Generator().manual_seed(1))
     save_file({"bundle_emb.red.string_to_param.*": vector}, str(tmp_path / "red-lora.safetensors"))

@@ -33,7 +33,7 @@ def denoiser_output(denoiser, seed=0):
 
 
 def test_at_step_zero_the_adapters_change_nothing_and_only_they_train(tmp_path, tiny_model_dir):
-    from ldm.model_folder import load_model
+    from ldm.formats.model_folder import load_model
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
 
@@ -48,8 +48,8 @@ def test_at_step_zero_the_adapters_change_nothing_and_only_they_train(tmp_path, 
 def test_the_file_applies_as_the_trained_adapters_in_ours_and_diffusers(tmp_path, tiny_model_dir, layout, targets):
     from safetensors import safe_open
 
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
 
@@ -88,8 +88,8 @@ def test_text_encoder_adapters_train_and_the_file_applies_them(tmp_path, tiny_mo
     """lora.text_encoder: adapters on the text encoder's Linear layers (not inside
     nn.MultiheadAttention, which reads its weights directly) train with the U-Net's; the file
     holds both, and our loader gives the trained encoder and denoiser back."""
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
     from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
@@ -127,8 +127,8 @@ def test_text_encoder_lora_of_a_diffusers_folder_uses_kohyas_names(tmp_path):
     from sd_folder import write_tiny_sd_folder
     from tiny import build_tiny
 
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
     from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
@@ -151,9 +151,9 @@ def test_text_encoder_lora_of_a_diffusers_folder_uses_kohyas_names(tmp_path):
 
 def test_a_lora_trains_from_a_single_file_checkpoint(tmp_path, tiny_components):
     """lora.init_from may be an original-layout .safetensors file (what most users keep)."""
-    from ldm.lora import apply_loras
-    from ldm.model_folder import load_model
-    from ldm.single_file import save_single_file
+    from ldm.lora.apply import apply_loras
+    from ldm.formats.model_folder import load_model
+    from ldm.formats.single_file import save_single_file
 
     checkpoint = save_single_file(tiny_components, tmp_path / "model.safetensors")
     result = train(lora_config(tmp_path, checkpoint, max_steps=2, lr=5e-2), open_dataset=tiny_datasets())
@@ -166,7 +166,7 @@ def test_a_lora_trains_from_a_single_file_checkpoint(tmp_path, tiny_components):
 def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
     from tiny import build_tiny
 
-    from ldm.training.lora_adapters import text_encoder_targets
+    from ldm.lora.adapters import text_encoder_targets
 
     last = build_tiny(text_encoder__layer="last").text_encoder
     penultimate = build_tiny(text_encoder__layer="penultimate").text_encoder
@@ -177,7 +177,7 @@ def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
 
 @pytest.mark.parametrize("lora", [{}, {"text_encoder": True}, {"tokens": ["red"]}])
 def test_resume_continues_as_if_never_stopped(tmp_path, tiny_model_dir, lora):
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
     from ldm.training.checkpoints import resolve_checkpoint
 
     straight = train(lora_config(tmp_path / "a", tiny_model_dir, lora, max_steps=4), open_dataset=tiny_datasets())

@@ -17,7 +17,7 @@ import pytest
 
 from tiny_data import tiny_image_folder
 
-from ldm.model_folder import read_safetensors
+from ldm.formats.model_folder import read_safetensors
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]

@@ -12,7 +12,7 @@ import torch
 from configs import tiny_train_config
 from tiny_data import tiny_image_folder
 
-from ldm.model_folder import read_safetensors
+from ldm.formats.model_folder import read_safetensors
 from ldm.training import checkpoints
 from ldm.training.checkpoints import load_checkpoint, resolve_checkpoint
 from ldm.training.loop import TrainingError, train

@@ -8,7 +8,7 @@ from test_resume import killed_during_step, run
 
 from configs import tiny_train_config
 from ldm.config import ConfigError
-from ldm.model_folder import load_model
+from ldm.formats.model_folder import load_model
 from ldm.training.checkpoints import resolve_checkpoint
 
 

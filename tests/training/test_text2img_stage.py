@@ -28,7 +28,7 @@ def test_few_steps_write_a_model_folder_that_generates(tmp_path, backbone):
 
 
 def test_exported_weights_are_the_ema_weights(tmp_path, backbone):
-    from ldm.model_folder import read_safetensors
+    from ldm.formats.model_folder import read_safetensors
 
     config = tiny_train_config("text2img", tmp_path / "run", backbone, max_steps=2, ema_decay=0.5)
     result = train(config, open_dataset=tiny_datasets())

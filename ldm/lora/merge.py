@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldm.lora import apply_loras
-from ldm.model_folder import load_model, save_model
+from ldm.formats.model_folder import load_model, save_model
+from ldm.lora.apply import apply_loras
 
 
 def merge_lora_into_folder(source: str | Path, loras: list[tuple[str | Path, float]], target: str | Path) -> Path:

@@ -1,11 +1,11 @@
 """LoRA files: read both key layouts, apply at a weight as low-rank deltas, unload exactly.
 
 Layouts (one file may hold U-Net and text-encoder parts, and learned token embeddings:
-ldm.token_embeddings):
+ldm.lora.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
                                     .lora_up.weight, .alpha      (lora_te_... for the text encoder)
   diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>);
-                                    alpha from the header's adapter metadata (ldm.lora_metadata)
+                                    alpha from the header's adapter metadata (ldm.lora.metadata)
 
 A delta W += weight * alpha / rank * (up @ down) is added to the module's weight in place;
 the originals are kept so that unloading restores them bit for bit.
@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from ldm.diffusion.denoiser import backbone
-from ldm.lora_metadata import AdapterMetadataError, adapter_configs, effective_alpha
-from ldm.lora_refs import check_weight, file_hash
-from ldm.model_folder import ModelError, read_safetensors
+from ldm.formats.model_folder import ModelError, read_safetensors
+from ldm.formats.single_file import read_metadata
+from ldm.lora.metadata import AdapterMetadataError, adapter_configs, effective_alpha
+from ldm.lora.refs import check_weight, file_hash
+from ldm.lora.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 from ldm.models.components import Components
-from ldm.single_file import read_metadata
-from ldm.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 
 KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
 PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder"}

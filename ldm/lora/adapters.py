@@ -1,7 +1,7 @@
 """Low-rank adapters for training (through peft) and the LoRA files they become.
 
 peft injects the adapters (lora_A, lora_B per targeted layer) and keeps the rest frozen; a
-finished LoRA is written in the key layout other tools read (ldm.lora reads both back):
+finished LoRA is written in the key layout other tools read (ldm.lora.apply reads both back):
   kohya   lora_unet_<module_with_underscores>.lora_down.weight / .lora_up.weight / .alpha
   peft    unet.<module>.lora_A.weight / .lora_B.weight  (diffusers' layout: alpha = rank)
 with the training facts in the file's metadata (strings, as kohya's ss_* keys are)."""

@@ -5,7 +5,7 @@ In order (the first that answers wins):
      NAME.safetensors, the original (LDM) inference config. Only `model.params.parameterization`
      is read ("v", or "eps", LDM's default when the key is absent); a hand-written sidecar may
      hold just `parameterization: v` (or eps). This is also how a user overrides 2 and 3.
-  2. The config ldm wrote into the file's metadata (ldm.single_file).
+  2. The config ldm wrote into the file's metadata (ldm.formats.single_file).
   3. diffusers' rule for files without a config: a U-Net reading a 1024-wide context (SD 2.x,
      OpenCLIP ViT-H) that is not a 9-channel inpainting model is a v-prediction model (the
      768 px SD 2.x), unless its `global_step` is 875000 (SD 2 base, 512 px, epsilon). Every
@@ -20,8 +20,8 @@ from typing import Optional
 import torch
 import yaml
 
+from ldm.formats.original_layout import UNET_PREFIX
 from ldm.models.weights import ModelError
-from ldm.original_layout import UNET_PREFIX
 
 PARAMETERIZATIONS = {"eps": "epsilon", "v": "v_prediction"}  # LDM's names -> the scheduler's
 SD2_CONTEXT_WIDTH = 1024

@@ -3,7 +3,7 @@ ComfyUI and InvokeAI keep): read SD 1.x / 2.x files (and their 9-channel inpaint
 variants) offline, and write any model in that layout.
 
 The architecture is read from the keys and shapes; what they cannot tell (attention heads,
-noise schedule, latent scale) comes from the facts in ldm/layouts/stable_diffusion.yaml.
+noise schedule, latent scale) comes from the facts in ldm/formats/layouts/stable_diffusion.yaml.
 Files written here also carry our resolved model config in their metadata, so they load
 back exactly. Key renames towards diffusers are diffusers' own (single_file_utils).
 """
@@ -26,8 +26,8 @@ from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.unet import build_unet
-from ldm.single_file_prediction import detected_prediction_type, sidecar_prediction_type
-from ldm.original_layout import (
+from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_prediction_type
+from ldm.formats.original_layout import (
     OPEN_CLIP_PREFIX,
     UNET_PREFIX,
     VAE_PREFIX,
@@ -69,7 +69,7 @@ def load_single_file(path: str | Path) -> Components:
     layout = "sd1" if any(k.startswith(HF_CLIP_PREFIX) for k in state) else "sd2"
     if layout == "sd2" and not any(k.startswith(OPEN_CLIP_PREFIX) for k in state):
         raise ModelError(f"{path} has no text encoder weights ({HF_CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*)")
-    prediction_type = sidecar_prediction_type(path)  # the user's word (ldm.single_file_prediction)
+    prediction_type = sidecar_prediction_type(path)  # the user's word (ldm.formats.single_file_prediction)
     try:
         config = _config_from_metadata(read_metadata(path)) or infer_model_config(state, layout, path.stem, prediction_type)
         if prediction_type is not None:

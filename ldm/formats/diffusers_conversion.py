@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from ldm.diffusion.samplers import make_sampler
-from ldm.model_folder import ModelError, load_state, staged_folder
+from ldm.formats.diffusers_export import is_diffusers_folder, save_diffusers_finetune
+from ldm.formats.model_folder import ModelError, load_state, staged_folder
+from ldm.formats.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
+from ldm.formats.single_file import require_unet
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
-from ldm.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
-from ldm.single_file import require_unet
-from ldm.training.diffusers_export import is_diffusers_folder, save_diffusers_finetune
 
 
 def save_as_diffusers(components: Components, path: str | Path, source: Path | None = None) -> Path:

@@ -43,7 +43,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
-from ldm.single_file import load_single_file
+from ldm.formats.single_file import load_single_file
 
 CONFIG_FILE = "model.yaml"
 FORMAT_VERSION = 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ldm.model_folder import staged_folder
+from ldm.formats.model_folder import staged_folder
 
 
 def is_diffusers_folder(path: Path) -> bool:

@@ -1,0 +1,9 @@
+"""LoRA: low-rank deltas (and learned token embeddings) that change a model without retraining it.
+
+refs.py              how a request names its LoRAs (--lora, <lora:name:weight>, --lora-dir), no torch
+apply.py             LoRA files in both key layouts (kohya, diffusers/peft): read, apply at a weight, unload exactly
+metadata.py          alpha from the adapter metadata diffusers writes into a file's header
+token_embeddings.py  learned token embeddings bundled in a LoRA file
+merge.py             a model folder with LoRAs merged into its weights (ldm-convert --lora)
+adapters.py          training: peft adapters on the denoiser and text encoder, and the LoRA files they become
+"""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+
+from ldm.errors import LdmError
 from tqdm.auto import tqdm
 
 
@@ -22,10 +24,11 @@ class StepInfo:
     predicted_x0: Optional[torch.Tensor]  # the sampler's estimate of the clean latents, if it has one
 
 
-class StopSampling(Exception):
+class StopSampling(LdmError):
     """Raised by a step callback to end sampling there (an interrupt): `denoise` returns the
     step's estimate of the clean latents (its latents when the sampler has none), so the
-    caller decodes the picture as it stands instead of losing it."""
+    caller decodes the picture as it stands instead of losing it. An LdmError like every
+    exception ldm defines, though `denoise` always catches it."""
 
 
 def denoise(

@@ -16,10 +16,12 @@ import math
 import re
 from typing import Optional
 
+from ldm.errors import LdmError
+
 ADAPTER_METADATA = "lora_adapter_metadata"
 
 
-class AdapterMetadataError(ValueError):
+class AdapterMetadataError(LdmError, ValueError):
     """The header's adapter metadata is not what diffusers writes; the message says what."""
 
 

@@ -33,7 +33,7 @@ class Busy(LdmError):
         self.retry_after = retry_after
 
 
-class ClientGone(Exception):
+class ClientGone(LdmError):
     """The job was stopped between two steps because its client disconnected: nobody is
     left to receive its images."""
 

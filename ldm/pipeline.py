@@ -91,8 +91,8 @@ class Pipeline:
         that exists wins. None: the default built-in model. The folder's ControlNets
         (controlnet/<name>/) and the `controlnets` folders can steer it; LoRAs in its loras/
         folder are found by name. `compile`: channels-last and torch.compile for the denoiser
-        and the VAE decoder (faster sampling after minutes of compiling on the first image of
-        a size; docs/benchmarks.md)."""
+        and the VAE decoder (faster sampling after minutes of compiling on the first image, for
+        every size; docs/benchmarks.md)."""
         try:
             path = resolve_model(path)
         except UnknownModelError as error:

@@ -22,11 +22,14 @@ def native_bf16(device: torch.device) -> bool:
 
 def speed_up(components: Components, channels_last: bool = True, compile: bool = False, backend: str = "inductor") -> Components:
     """In place, the parameters stay the same objects (LoRA merges and scopes still reach
-    them); compiling is lazy: the first image of each size pays for it (minutes on a CPU)."""
+    them); compiling is lazy: the first image pays for it (minutes on a CPU)."""
     if channels_last:
         for module in (components.denoiser, components.vae):
             module.to(memory_format=torch.channels_last)
     if compile:
-        components.denoiser.compile(backend=backend)  # in place: state dict names unchanged
-        components.vae.decoder.compile(backend=backend)
+        # dynamic: one compiled graph for every size and batch. Measured (scenes, 2-core CPU):
+        # as fast per image as a static graph, and a new size runs at once instead of
+        # recompiling for 90 s.
+        components.denoiser.compile(backend=backend, dynamic=True)  # in place: state dict names unchanged
+        components.vae.decoder.compile(backend=backend, dynamic=True)
     return components

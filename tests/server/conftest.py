@@ -2,14 +2,11 @@
 
 import pytest
 import torch
-from server_helpers import make_client
+from server_helpers import TEST_LIMITS, make_client
 from tiny import tiny_model_dict
 
 from ldm.pipeline import Pipeline
 from ldm.server.worker import ModelEntry, Worker
-from ldm.settings import Limits
-
-TEST_LIMITS = Limits(max_pixels=64 * 64, max_steps=2000, max_images=8)
 
 
 @pytest.fixture

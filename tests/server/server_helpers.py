@@ -8,6 +8,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from ldm.server.app import ServerOptions, create_app
+from ldm.settings import Limits
+
+# The limits of the test server (conftest's worker): 64x64 images at most.
+TEST_LIMITS = Limits(max_pixels=64 * 64, max_steps=2000, max_images=8)
 
 
 def png_b64(image: Image.Image) -> str:

@@ -71,7 +71,7 @@ def test_measured_speed_is_positive_and_finite(tiny_components):
 def limited(tiny_components, tiny_model_dir):
     from ldm.server.worker import ModelEntry
 
-    from conftest import TEST_LIMITS
+    from server_helpers import TEST_LIMITS
 
     entry = ModelEntry("tiny-model", tiny_model_dir)
     worker = Worker(Pipeline(tiny_components), entry, [entry], Pipeline.load, TEST_LIMITS, max_work_seconds=10, measure=lambda _: LINEAR)

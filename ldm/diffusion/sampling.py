@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+from tqdm.auto import tqdm
 
 from ldm.errors import LdmError
-from tqdm.auto import tqdm
 
 
 @dataclass

@@ -63,6 +63,20 @@ def run_until_killed(code: str, marker: Path, timeout: float = 300) -> None:
     child.stderr.close()
 
 
+def kill_while_saving_again(model: Path, marker: Path) -> None:
+    """A child loads the model folder `model` and saves it again over itself; killed between
+    the two renames of the swap (the old folder moved aside, the new one not yet in place)."""
+    run_until_killed(f"""
+from pathlib import Path
+from kill_between_renames import stop_before_rename_into
+from ldm.formats.model_folder import load_model, save_model
+model = Path({str(model)!r})
+components = load_model(model)
+stop_before_rename_into(model, Path({str(marker)!r}))
+save_model(components, model)
+""", marker)
+
+
 def dead_pid() -> int:
     """The process id of a writer that is gone: a child that has ended and been reaped."""
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
-from kill_between_renames import left_aside, run_until_killed
+from kill_between_renames import kill_while_saving_again, left_aside, run_until_killed
 
 from ldm.cli import convert, generate, inpaint
 from ldm.cli.serve import model_entries
@@ -29,15 +29,7 @@ def model(tmp_path, tiny_components):
 
 def test_ldm_generate_finds_the_model_a_kill_between_the_renames_left_aside(tmp_path, model):
     marker = tmp_path / "stopped"
-    run_until_killed(f"""
-from pathlib import Path
-from kill_between_renames import stop_before_rename_into
-from ldm.formats.model_folder import load_model, save_model
-model = Path({str(model)!r})
-components = load_model(model)
-stop_before_rename_into(model, Path({str(marker)!r}))
-save_model(components, model)
-""", marker)
+    kill_while_saving_again(model, marker)
     assert not model.exists()  # the moment of the kill: the old folder aside, the new one not yet in
     out = tmp_path / "lake.png"
     assert generate.main(["a lake", "--model", str(model), "--steps", "1", "--out", str(out), "--quiet"]) == 0

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from configs import tiny_train_config, tiny_train_dict
-from kill_between_renames import left_aside, run_until_killed
+from kill_between_renames import kill_while_saving_again, left_aside, run_until_killed
 from tiny_data import tiny_datasets
 
 from ldm.cli.train import preflight
@@ -94,15 +94,7 @@ def test_resumed_branch_replaces_the_abandoned_one(tmp_path):
 def test_kill_between_the_renames_of_a_model_re_export(tmp_path, tiny_components):
     model = save_model(tiny_components, tmp_path / "run" / "model")
     marker = tmp_path / "stopped"
-    run_until_killed(f"""
-from pathlib import Path
-from kill_between_renames import stop_before_rename_into
-from ldm.formats.model_folder import load_model, save_model
-model = Path({str(model)!r})
-components = load_model(model)
-stop_before_rename_into(model, Path({str(marker)!r}))
-save_model(components, model)
-""", marker)
+    kill_while_saving_again(model, marker)
     next_start(tmp_path / "run", tmp_path, resume=None)
     reloaded = load_model(model)
     saved, reread = tiny_components.denoiser.state_dict(), reloaded.denoiser.state_dict()

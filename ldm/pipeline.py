@@ -103,9 +103,11 @@ class Pipeline:
         return cls(components, ControlNets.for_model(path, controlnets), model_lora_dir(path))
 
     def warm_up(self) -> None:
-        """One two-step image at the model's size with its own sampling defaults: a compiled
-        model compiles here, before the first request waits for it."""
-        self.generate("", steps=2, seed=0, progress=False)
+        """Three-step images at the model's size with its own sampling defaults, one alone and
+        two together: a compiled model compiles here, before a request waits for it. Both,
+        because the compiler fixes a size of 1 (one image's decode) and generalises others."""
+        for n in (1, 2):
+            self.generate("", steps=3, n=n, seed=0, progress=False)
 
     # ------------------------------------------------------------------ geometry
 

@@ -29,7 +29,9 @@ def speed_up(components: Components, channels_last: bool = True, compile: bool =
     if compile:
         # dynamic: one compiled graph for every size and batch. Measured (scenes, 2-core CPU):
         # as fast per image as a static graph, and a new size runs at once instead of
-        # recompiling for 90 s.
+        # recompiling for 90 s. Without duck shapes, sizes that happen to be equal when it
+        # compiles (a batch of 2 and 2 steps, a square) are not assumed equal ever after.
+        torch.fx.experimental._config.use_duck_shape = False
         components.denoiser.compile(backend=backend, dynamic=True)  # in place: state dict names unchanged
         components.vae.decoder.compile(backend=backend, dynamic=True)
     return components

@@ -258,8 +258,13 @@ def recover_folders(folder: Union[str, Path], name: Optional[str] = None, suffix
     ending in `suffix`) whose swap was killed between its two renames: its target is missing
     and its writer no longer running. Deletes nothing. Returns the paths recovered."""
     folder = Path(folder)
+    return _put_back_old_folders(folder, _stale_leftovers(folder, name, suffix))
+
+
+def _put_back_old_folders(folder: Path, stale: list[tuple[Path, re.Match]]) -> list[Path]:
+    """recover_folders over leftovers already listed."""
     recovered = []
-    for entry, match in _stale_leftovers(folder, name, suffix):
+    for entry, match in stale:
         target = folder / match["name"]
         if match["kind"] == "old" and not target.exists() and not target.is_symlink():
             try:
@@ -289,10 +294,12 @@ def clean_leftovers(folder: Union[str, Path], name: Optional[str] = None, suffix
     is renamed back; every other leftover of a writer no longer running is deleted (one
     that cannot be, say another user's in a shared folder, is left). Returns the paths recovered."""
     folder = Path(folder)
-    recovered = recover_folders(folder, name, suffix)
-    for entry, _ in _stale_leftovers(folder, name, suffix):
-        try:
-            _remove(entry)
-        except OSError:
-            continue
+    stale = _stale_leftovers(folder, name, suffix)  # listed once: writers call this before every write
+    recovered = _put_back_old_folders(folder, stale)
+    for entry, _ in stale:
+        if entry.exists() or entry.is_symlink():  # not one just renamed back
+            try:
+                _remove(entry)
+            except OSError:
+                continue
     return recovered

@@ -27,6 +27,7 @@ from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.control.denoiser import ActiveControl, with_controls
 from ldm.control.library import ControlNets
 from ldm.control.prepare import active_controls, crop_controls
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, keep_known_region, latent_mask, masked_pixels
@@ -138,10 +139,11 @@ class Pipeline:
     # ------------------------------------------------------------------ parts
 
     @torch.no_grad()
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+    def encode_text(self, prompts: list[str]) -> Conditioning:
+        """The text side's conditioning for `prompts` (tokens (B, L, D))."""
         encoder = self.components.text_encoder
         tokens = encoder.tokenize(prompts).to(self.components.device)
-        return encoder(tokens).to(self.components.dtype)  # (B, L, D)
+        return Conditioning(encoder(tokens).to(self.components.dtype))
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -164,8 +166,8 @@ class Pipeline:
     @torch.no_grad()
     def sample(
         self,
-        context: torch.Tensor,
-        uncond_context: Optional[torch.Tensor],
+        cond: Conditioning,
+        uncond: Optional[Conditioning],
         noise: torch.Tensor,
         steps: int,
         cfg: float,
@@ -177,7 +179,6 @@ class Pipeline:
         init_latents: Optional[torch.Tensor] = None,
         strength: float = 1.0,
         known_region: Optional[KnownRegion] = None,
-        extra_channels: Optional[torch.Tensor] = None,
         controls: tuple[ActiveControl, ...] = (),
     ) -> torch.Tensor:
         """Denoises in latent space and returns clean latents (B, C, h, w).
@@ -186,7 +187,8 @@ class Pipeline:
         from `init_latents` noised (with `noise`) to the timestep that strength selects,
         running only the last int(steps * strength) steps; when that is none, `init_latents`
         come back as they are. strength 1 starts from pure noise, whatever `init_latents`.
-        Inpainting adds `known_region` (4-channel U-Nets) or `extra_channels` (9-channel).
+        Inpainting adds `known_region` (4-channel U-Nets) or the conditioning's concatenated
+        channels (9-channel: cond.concat; the unconditional pass shares them).
         `controls`: ControlNets whose residuals steer every denoiser call in their window.
         """
         if init_latents is None and strength < 1.0:
@@ -205,8 +207,8 @@ class Pipeline:
         if known_region is not None:
             after_step = keep_known_region(known_region, noise, chosen.scheduler, timesteps)
         denoiser = with_controls(self.components.denoiser, controls, len(timesteps))
-        model = GuidedModel(denoiser, context, uncond_context, cfg)
-        return denoise(model, chosen, latents, timesteps, generators, extra_channels, after_step, callback, progress)
+        model = GuidedModel(denoiser, cond, uncond, cfg)
+        return denoise(model, chosen, latents, timesteps, generators, after_step, callback, progress)
 
     # ------------------------------------------------------------------ the whole job
 
@@ -447,10 +449,10 @@ class Pipeline:
                 known_region = KnownRegion(init_latents, small_mask)
         if pixels is not None:
             clock.lap("encode")
+        cond = context.replace(concat=extra_channels)
         latents = self.sample(
-            context, uncond, noise, settings.steps, settings.cfg, settings.sampler, generators, callback, progress,
-            init_latents=init_latents, strength=strength, known_region=known_region, extra_channels=extra_channels,
-            controls=tuple(controls),
+            cond, uncond, noise, settings.steps, settings.cfg, settings.sampler, generators, callback, progress,
+            init_latents=init_latents, strength=strength, known_region=known_region, controls=tuple(controls),
         )  # fmt: skip
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)

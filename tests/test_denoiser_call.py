@@ -6,6 +6,7 @@ import torch
 
 from tiny import build_tiny
 
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import backbone, denoise_call
 
 
@@ -25,5 +26,5 @@ def test_the_call_runs_through_the_contract():
     latents = torch.randn(1, denoiser.config.in_channels, 8, 8)
     context = torch.randn(1, 77, denoiser.config.cross_attention_dim)
     with torch.no_grad():
-        out = denoise_call(denoiser, latents, torch.tensor([10]), context)
+        out = denoise_call(denoiser, latents, torch.tensor([10]), Conditioning(context))
     assert out.shape == latents.shape

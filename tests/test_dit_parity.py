@@ -41,10 +41,10 @@ def test_txt2img_matches_pixart_alpha(sampler, cfg, learned_sigma):
     context = pipe.encode_text(["a lake at dawn", "a red boat"])
     uncond = pipe.encode_text(["", "blurry"])
     noise = torch.randn(pipe.latent_shape(2, 32, 32), generator=torch.Generator().manual_seed(1))
-    everything = torch.ones(context.shape[:2])  # (B, L): our pipeline attends to every token
+    everything = torch.ones(context.tokens.shape[:2])  # (B, L): our pipeline attends to every token
 
     ours = pipe.sample(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False)
-    theirs = their_latents(components, sampler, context, uncond, everything, everything, noise, cfg, [10, 11])
+    theirs = their_latents(components, sampler, context.tokens, uncond.tokens, everything, everything, noise, cfg, [10, 11])
 
     assert ours.shape == theirs.shape == (2, 4, 16, 16)
     assert (ours - theirs).abs().max().item() < 1e-4
@@ -62,10 +62,10 @@ def test_token_masks_reach_the_dit_as_pixart_passes_them(cfg):
     noise = torch.randn(pipe.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(2))
     sampler = make_sampler("ddim", components.scheduler_config)
     timesteps = sampler.set_timesteps(STEPS)
-    model = GuidedModel(components.denoiser, context, uncond, cfg, mask, uncond_mask)
+    model = GuidedModel(components.denoiser, context.replace(mask=mask), uncond.replace(mask=uncond_mask), cfg)
     with torch.no_grad():
         ours = denoise(model, sampler, noise * sampler.scheduler.init_noise_sigma, timesteps, progress=False)
         unmasked = pipe.sample(context, uncond, noise, STEPS, cfg, "ddim", progress=False)
-    theirs = their_latents(components, "ddim", context, uncond, mask, uncond_mask, noise, cfg, [0])
+    theirs = their_latents(components, "ddim", context.tokens, uncond.tokens, mask, uncond_mask, noise, cfg, [0])
     assert (ours - theirs).abs().max().item() < 1e-4
     assert (ours - unmasked).abs().max().item() > 1e-3

@@ -22,8 +22,8 @@ def test_matches_diffusers_img2img(tiny_components, photo, sampler):
     pipe = Pipeline(tiny_components)
     reference = diffusers_pipeline(StableDiffusionImg2ImgPipeline, tiny_components, sampler)
     expected = reference(
-        prompt_embeds=pipe.encode_text(["a cat"] * 2),
-        negative_prompt_embeds=pipe.encode_text([""] * 2),
+        prompt_embeds=pipe.encode_text(["a cat"] * 2).tokens,
+        negative_prompt_embeds=pipe.encode_text([""] * 2).tokens,
         image=photo,
         strength=0.5,
         num_inference_steps=STEPS,

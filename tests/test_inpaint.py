@@ -34,8 +34,8 @@ def test_matches_diffusers_inpaint(request, backbone, photo, unet_channels, samp
     mask.paste(255, (5, 9, 22, 27))
     reference = diffusers_pipeline(StableDiffusionInpaintPipeline, components, sampler)
     expected = reference(
-        prompt_embeds=pipe.encode_text(["a cat"]),
-        negative_prompt_embeds=pipe.encode_text([""]),
+        prompt_embeds=pipe.encode_text(["a cat"]).tokens,
+        negative_prompt_embeds=pipe.encode_text([""]).tokens,
         image=photo,
         mask_image=mask,
         height=32,

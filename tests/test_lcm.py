@@ -6,6 +6,7 @@ import torch
 from diffusers import LatentConsistencyModelPipeline
 from tiny import build_tiny
 
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.guidance import GuidedModel, guidance_scale_embedding
 from ldm.pipeline import Pipeline, make_generators
 from reference import diffusers_pipeline
@@ -33,7 +34,7 @@ def test_lcm_matches_diffusers(lcm_components, steps, cfg):
 
     reference = diffusers_pipeline(LatentConsistencyModelPipeline, lcm_components, "lcm")
     theirs = reference(
-        prompt_embeds=context,
+        prompt_embeds=context.tokens,
         latents=noise.clone(),
         num_inference_steps=steps,
         guidance_scale=cfg,
@@ -71,9 +72,9 @@ def test_one_conditional_denoiser_call_per_step(lcm_components):
 
 def test_a_classic_unet_keeps_its_two_pass_guidance():
     components = build_tiny()
-    context, uncond = torch.zeros(1, 77, 32), torch.ones(1, 77, 32)
+    context, uncond = Conditioning(torch.zeros(1, 77, 32)), Conditioning(torch.ones(1, 77, 32))
     model = GuidedModel(components.denoiser, context, uncond, 7.5)
-    assert model.guided and model.timestep_cond is None
+    assert model.guided and "guidance_embedding" not in model.cond.vectors
 
 
 @pytest.mark.parametrize("width", [EMBEDDING, 33])

@@ -40,7 +40,7 @@ def test_lora_matches_diffusers_load_lora_weights(tiny_unet_components, tmp_path
     theirs_pipe.load_lora_weights(str(path), adapter_name="style")
     theirs_pipe.set_adapters(["style"], [weight])
     theirs = theirs_pipe(
-        prompt_embeds=context, negative_prompt_embeds=uncond, latents=noise.clone(), num_inference_steps=4,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, latents=noise.clone(), num_inference_steps=4,
         guidance_scale=5.0, generator=make_generators([1]), height=32, width=32, output_type="latent",
     ).images
     assert (ours - base).abs().max().item() > 1e-2  # the LoRA does something

@@ -60,7 +60,7 @@ def test_alpha_in_the_metadata_draws_as_diffusers_draws(tiny_unet_components, tm
     theirs_pipe.set_adapters(["style"], [0.8])
     context, uncond, noise = inputs
     theirs = theirs_pipe(
-        prompt_embeds=context, negative_prompt_embeds=uncond, latents=noise.clone(), num_inference_steps=4,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, latents=noise.clone(), num_inference_steps=4,
         guidance_scale=5.0, generator=make_generators([1]), height=32, width=32, output_type="latent",
     ).images  # fmt: skip
     assert (ours - theirs).abs().max().item() < 1e-4

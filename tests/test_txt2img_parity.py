@@ -23,8 +23,8 @@ def test_txt2img_matches_diffusers(tiny_components, sampler, cfg):
 
     reference = diffusers_pipeline(StableDiffusionPipeline, tiny_components, sampler)
     theirs = reference(
-        prompt_embeds=context,
-        negative_prompt_embeds=uncond,
+        prompt_embeds=context.tokens,
+        negative_prompt_embeds=uncond.tokens,
         latents=noise.clone(),
         num_inference_steps=STEPS,
         guidance_scale=cfg,

@@ -119,8 +119,8 @@ def runners(pipe, args):
 
     def theirs():
         return twin(
-            prompt_embeds=context,
-            negative_prompt_embeds=uncond,
+            prompt_embeds=context.tokens,
+            negative_prompt_embeds=uncond.tokens,
             latents=noise.clone(),
             num_inference_steps=args.steps,
             guidance_scale=args.cfg,

@@ -138,6 +138,7 @@ def denoiser_flops_and_matmul_rate(args, work: Path) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from ldm.diffusion.conditioning import Conditioning
     from ldm.diffusion.denoiser import denoise_call
     from ldm.models.components import build_components
 
@@ -151,7 +152,7 @@ def denoiser_flops_and_matmul_rate(args, work: Path) -> dict:
     timesteps = torch.randint(0, 1000, (b,))
 
     def step(model, x):
-        denoise_call(model, x, timesteps, context).square().mean().backward()
+        denoise_call(model, x, timesteps, Conditioning(context)).square().mean().backward()
 
     def median_time(model, x, repeats=5) -> float:
         step(model, x)  # warm-up (and, compiled, the compilation)

@@ -1,4 +1,4 @@
-"""One call contract for every denoiser: (latents, t, text) -> prediction.
+"""One call contract for every denoiser: (latents, t, conditioning) -> prediction.
 
 The sampling loop, guidance and the training stages call `denoise_call`; only this module
 knows that diffusers' U-Net and PixArt transformer take their arguments differently."""
@@ -9,6 +9,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from ldm.diffusion.conditioning import Conditioning
 
 BACKBONES = {"UNet2DConditionModel": "unet", "PixArtTransformer2DModel": "dit"}
 
@@ -37,30 +39,26 @@ def guidance_embedding_width(model: nn.Module) -> Optional[int]:
     return getattr(model.config, "time_cond_proj_dim", None)
 
 
-def denoise_call(
-    model: nn.Module,
-    latents: torch.Tensor,
-    timestep: torch.Tensor,
-    context: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
-    timestep_cond: Optional[torch.Tensor] = None,
-) -> torch.Tensor:
-    """The prediction (eps or v, per the schedule) for `latents` (B, C_in, h, w) at `timestep`
-    (a scalar or (B,)), given text `context` (B, L, D) and an optional (B, L) token mask
-    (1 = attend); returns (B, C, h, w). `timestep_cond` (B, time_cond_proj_dim): the
-    guidance-scale embedding of a guidance-distilled (LCM) U-Net."""
+def denoise_call(model: nn.Module, latents: torch.Tensor, timestep: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """The prediction (eps or v, per the schedule) for `latents` (B, C, h, w) at `timestep`
+    (a scalar or (B,)) under `cond`; returns (B, C, h, w). The conditioning's concatenated
+    channels (a 9-channel inpainting model's) are put beside the latents here; a
+    guidance-distilled (LCM) U-Net reads cond.vectors["guidance_embedding"]."""
+    if cond.concat is not None:
+        latents = torch.cat([latents, cond.concat], dim=1)  # (B, C + C', h, w)
+    guidance = cond.vectors.get("guidance_embedding")
     if backbone(model) == "unet":
         return model(
-            latents, timestep, encoder_hidden_states=context, encoder_attention_mask=mask, timestep_cond=timestep_cond,
-            return_dict=False,
+            latents, timestep, encoder_hidden_states=cond.tokens, encoder_attention_mask=cond.mask,
+            timestep_cond=guidance, return_dict=False,
         )[0]  # fmt: skip
-    if timestep_cond is not None:
-        raise TypeError("a DiT takes no guidance-scale embedding (timestep_cond)")
+    if guidance is not None:
+        raise TypeError("a DiT takes no guidance-scale embedding")
     timestep = torch.as_tensor(timestep, device=latents.device).reshape(-1).expand(len(latents))  # (B,)
     out = model(
         latents,
-        encoder_hidden_states=context,
-        encoder_attention_mask=mask,
+        encoder_hidden_states=cond.tokens,
+        encoder_attention_mask=cond.mask,
         timestep=timestep,
         added_cond_kwargs={"resolution": None, "aspect_ratio": None},
         return_dict=False,

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from ldm.diffusion.conditioning import Conditioning, cat_conditions
 from ldm.diffusion.denoiser import denoise_call, guidance_embedding_width
 
 
@@ -35,42 +36,39 @@ def cfg_embedding(cfg: torch.Tensor, width: int) -> torch.Tensor:
 class GuidedModel:
     """eps (or v) = uncond + scale * (cond - uncond), both from one batched denoiser call.
 
-    `context` and `uncond_context` are (B, L, D) text embeddings, with optional (B, L) token
-    masks. With scale <= 1 (or no unconditional context) the unconditional pass is skipped:
-    plain conditional output. A guidance-distilled denoiser (one with a guidance-scale
-    embedding, as LCM students have) gets the scale as that embedding instead: one
-    conditional call, no unconditional pass. Its scale counts as diffusers' pipelines count
-    it (w = scale - 1, LCM's own formulation).
+    With scale <= 1 (or no unconditional conditioning) the unconditional pass is skipped:
+    plain conditional output. The unconditional half shares the conditional one's image-side
+    conditions (concatenated channels, named vectors) where it has none of its own. A
+    guidance-distilled denoiser (one with a guidance-scale embedding, as LCM students have)
+    gets the scale as that embedding instead: one conditional call, no unconditional pass. Its
+    scale counts as diffusers' pipelines count it (w = scale - 1, LCM's own formulation).
     """
 
-    def __init__(
-        self,
-        denoiser,
-        context: torch.Tensor,
-        uncond_context: Optional[torch.Tensor],
-        scale: float,
-        mask: Optional[torch.Tensor] = None,
-        uncond_mask: Optional[torch.Tensor] = None,
-    ):
+    def __init__(self, denoiser, cond: Conditioning, uncond: Optional[Conditioning], scale: float):
         self.denoiser = denoiser
         self.scale = scale
         width = guidance_embedding_width(denoiser)
-        self.timestep_cond = None
         if width is not None:
-            scales = torch.full((len(context),), float(scale), dtype=torch.float64)  # (B,)
-            self.timestep_cond = cfg_embedding(scales, width).to(context.device, context.dtype)  # (B, width)
-        self.guided = width is None and uncond_context is not None and scale > 1.0
+            scales = torch.full((len(cond),), float(scale), dtype=torch.float64)  # (B,)
+            embedding = cfg_embedding(scales, width).to(cond.tokens.device, cond.tokens.dtype)  # (B, width)
+            cond = cond.with_vector("guidance_embedding", embedding)
+        self.guided = width is None and uncond is not None and scale > 1.0
         # Unconditional first, as diffusers orders them, so batched results match.
-        self.context = torch.cat([uncond_context, context]) if self.guided else context
-        self.mask = mask
-        if self.guided and mask is not None:
-            self.mask = torch.cat([uncond_mask if uncond_mask is not None else torch.ones_like(mask), mask])
+        self.cond = cat_conditions([shared_with(uncond, cond), cond]) if self.guided else cond
 
-    def __call__(self, model_input: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def __call__(self, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         if self.guided:
-            model_input = torch.cat([model_input, model_input])  # (2B, C, h, w)
-        out = denoise_call(self.denoiser, model_input, timestep, self.context, self.mask, self.timestep_cond)
+            latents = torch.cat([latents, latents])  # (2B, C, h, w)
+        out = denoise_call(self.denoiser, latents, timestep, self.cond)
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)
         return uncond + self.scale * (cond - uncond)
+
+
+def shared_with(uncond: Conditioning, cond: Conditioning) -> Conditioning:
+    """`uncond` with the image-side conditions of `cond` it does not set itself."""
+    return uncond.replace(
+        vectors={**cond.vectors, **uncond.vectors},
+        concat=uncond.concat if uncond.concat is not None else cond.concat,
+    )

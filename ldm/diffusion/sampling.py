@@ -1,6 +1,7 @@
 """The one denoising loop. txt2img, img2img and inpainting differ only in what they pass:
-the starting latents, the timesteps (strength), extra input channels (9-channel inpainting
-U-Nets) and a per-step constraint (the known region for 4-channel inpainting)."""
+the starting latents, the timesteps (strength), the model's conditioning (a 9-channel
+inpainting U-Net's extra channels are part of it) and a per-step constraint (the known region
+for 4-channel inpainting)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ def denoise(
     latents: torch.Tensor,
     timesteps: torch.Tensor,
     generators: Optional[list[torch.Generator]] = None,
-    extra_channels: Optional[torch.Tensor] = None,
     after_step: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
     progress: bool = True,
@@ -47,10 +47,7 @@ def denoise(
     the callback raises StopSampling, the clean-latents estimate of the step it stopped at)."""
     scheduler = sampler.scheduler
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
-        model_input = scheduler.scale_model_input(latents, t)
-        if extra_channels is not None:
-            model_input = torch.cat([model_input, extra_channels], dim=1)  # (B, C + extra, h, w)
-        prediction = model(model_input, t)
+        prediction = model(scheduler.scale_model_input(latents, t), t)
         out = sampler.step(prediction, t, latents, generators)
         latents = out.prev_sample
         if after_step is not None:

@@ -32,6 +32,7 @@ from ldm.formats.model_folder import (
 )
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import build_components
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
@@ -175,7 +176,7 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     parts = [Part(model.denoiser, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.text_encoder, False)]
     return Plan(
         parts,
-        lambda: denoise_call(components.denoiser, noisy, timesteps, context),
+        lambda: denoise_call(components.denoiser, noisy, timesteps, Conditioning(context)),
         frozen_forward=frozen,
         checkpoint_units=(ResnetBlock2D, BasicTransformerBlock),
         latent_shape=(latent_channels, side, side),

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
 from ldm.config import ConfigError, SamplingDefaults
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import backbone, denoise_call
 from ldm.diffusion.guidance import cfg_embedding
 from ldm.formats.model_folder import ModelError
@@ -43,6 +45,11 @@ def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
     return student.to(next(teacher.parameters()).device)
 
 
+
+def student_condition(context: torch.Tensor, embedding: Optional[torch.Tensor]) -> Conditioning:
+    """The text condition, with the guidance-scale embedding a distilled student reads (None for an LCM-LoRA)."""
+    return Conditioning(context, vectors={} if embedding is None else {"guidance_embedding": embedding})
+
 class LcmModule(Text2ImgModule):
     """The student is the trained submodule (`denoiser`); teacher and target sit beside the
     frozen VAE and text encoder, out of DDP's and the checkpoints' way. In the LoRA form
@@ -60,15 +67,15 @@ class LcmModule(Text2ImgModule):
 
     def teacher_call(self, latents, timesteps, context):
         if not self.lora:
-            return denoise_call(self.teacher[0], latents, timesteps, context)
+            return denoise_call(self.teacher[0], latents, timesteps, Conditioning(context))
         set_adapters_enabled(self.denoiser, False)
         try:
-            return denoise_call(self.denoiser, latents, timesteps, context)
+            return denoise_call(self.denoiser, latents, timesteps, Conditioning(context))
         finally:
             set_adapters_enabled(self.denoiser, True)
 
     def target_call(self, latents, timesteps, context, embedding):
-        return denoise_call(self.denoiser if self.lora else self.target[0], latents, timesteps, context, None, embedding)
+        return denoise_call(self.denoiser if self.lora else self.target[0], latents, timesteps, student_condition(context, embedding))
 
     def boundary(self, output, noisy, timesteps):
         """The consistency function f(x, t) = c_skip x + c_out x0(x, t)."""
@@ -100,7 +107,7 @@ class LcmModule(Text2ImgModule):
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
         # The student's embedding of `scale` is the one --cfg gets at sampling: one function for both.
         embedding = None if self.lora else cfg_embedding(scale, section.guidance_embedding).to(device)  # (B, width)
-        prediction = self.boundary(denoise_call(self.denoiser, noisy, start, context, None, embedding), noisy, start)
+        prediction = self.boundary(denoise_call(self.denoiser, noisy, start, student_condition(context, embedding)), noisy, start)
         with torch.no_grad():
             earlier = self.teacher_step(noisy, start, previous, context, uncond, scale)
             target_output = self.target_call(earlier, previous, context, embedding)

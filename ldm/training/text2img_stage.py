@@ -15,6 +15,7 @@ from ldm.builtin_models import resolve_model
 from ldm.config import ConfigError
 from ldm.formats.model_folder import load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.pipeline import Pipeline
 from ldm.formats.diffusers_export import save_diffusers_finetune
@@ -128,7 +129,7 @@ class Text2ImgModule(nn.Module):
 
     def predict(self, model_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch: dict, randomness):
         """The denoiser's eps or v prediction (controlnet adds its residuals here)."""
-        return denoise_call(self.denoiser, model_input, timesteps, context)
+        return denoise_call(self.denoiser, model_input, timesteps, Conditioning(context))
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)

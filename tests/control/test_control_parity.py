@@ -37,7 +37,7 @@ def test_txt2img_matches_diffusers(tiny_components, controlnet, edges, sampler):
     context, uncond = embeddings(pipe, 2)
     reference = diffusers_pipeline(StableDiffusionControlNetPipeline, tiny_components, sampler, controlnet=controlnet)
     expected = reference(
-        prompt_embeds=context, negative_prompt_embeds=uncond, image=edges, num_inference_steps=STEPS,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, image=edges, num_inference_steps=STEPS,
         guidance_scale=CFG, controlnet_conditioning_scale=SCALE, control_guidance_start=START,
         control_guidance_end=END, generator=make_generators([7, 8]), height=32, width=32, output_type="latent",
     ).images  # fmt: skip
@@ -76,7 +76,7 @@ def test_two_controlnets_match_multicontrolnet(tiny_components, controlnet, seco
     both = MultiControlNetModel([controlnet, second_controlnet])
     reference = diffusers_pipeline(StableDiffusionControlNetPipeline, tiny_components, sampler, controlnet=both)
     expected = reference(
-        prompt_embeds=context, negative_prompt_embeds=uncond, image=[edges, photo], num_inference_steps=STEPS,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, image=[edges, photo], num_inference_steps=STEPS,
         guidance_scale=CFG, controlnet_conditioning_scale=[SCALE, 1.3], control_guidance_start=[START, 0.0],
         control_guidance_end=[END, 0.5], generator=make_generators([3]), height=32, width=32, output_type="latent",
     ).images  # fmt: skip
@@ -94,7 +94,7 @@ def test_img2img_matches_diffusers(tiny_components, controlnet, edges, photo, sa
     context, uncond = embeddings(pipe)
     reference = diffusers_pipeline(StableDiffusionControlNetImg2ImgPipeline, tiny_components, sampler, controlnet=controlnet)
     expected = reference(
-        prompt_embeds=context, negative_prompt_embeds=uncond, image=photo, control_image=edges, strength=0.7,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, image=photo, control_image=edges, strength=0.7,
         num_inference_steps=STEPS, guidance_scale=CFG, controlnet_conditioning_scale=SCALE,
         control_guidance_start=START, control_guidance_end=END, generator=make_generators([5]), output_type="latent",
     ).images  # fmt: skip
@@ -119,7 +119,7 @@ def test_inpaint_matches_diffusers(request, fixture, edges, photo, sampler, stre
     mask.paste(255, (5, 9, 22, 27))
     reference = diffusers_pipeline(StableDiffusionControlNetInpaintPipeline, components, sampler, controlnet=controlnet)
     expected = reference(
-        prompt_embeds=context, negative_prompt_embeds=uncond, image=photo, mask_image=mask, control_image=edges,
+        prompt_embeds=context.tokens, negative_prompt_embeds=uncond.tokens, image=photo, mask_image=mask, control_image=edges,
         height=32, width=32, strength=strength, num_inference_steps=STEPS, guidance_scale=CFG,
         controlnet_conditioning_scale=SCALE, control_guidance_start=START, control_guidance_end=END,
         generator=make_generators([3]), output_type="latent",

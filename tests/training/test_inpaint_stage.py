@@ -27,6 +27,7 @@ def inpaint_config(tmp_path, init_from, **train_settings):
 
 
 def test_widened_denoiser_at_step_zero_is_the_text2img_denoiser(tiny_components):
+    from ldm.diffusion.conditioning import Conditioning
     from ldm.diffusion.denoiser import denoise_call
     from ldm.training.inpaint_stage import input_conv_owner, widen_to_inpainting
 
@@ -40,9 +41,9 @@ def test_widened_denoiser_at_step_zero_is_the_text2img_denoiser(tiny_components)
     context = torch.randn(2, 77, 32, generator=g)
     timesteps = torch.tensor([10, 900])
     with torch.no_grad():
-        expected = denoise_call(denoiser, latents, timesteps, context)
+        expected = denoise_call(denoiser, latents, timesteps, Conditioning(context))
         for extra in (torch.zeros(2, 5, 16, 16), 100 * torch.randn(2, 5, 16, 16, generator=g)):
-            got = denoise_call(wide, torch.cat([latents, extra], dim=1), timesteps, context)
+            got = denoise_call(wide, latents, timesteps, Conditioning(context, concat=extra))
             assert torch.equal(got, expected)
 
 

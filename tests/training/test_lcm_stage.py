@@ -9,6 +9,7 @@ from tiny_data import tiny_datasets
 
 from configs import tiny_train_dict
 from ldm.config import ConfigError, from_dict
+from ldm.diffusion.conditioning import Conditioning
 from ldm.training.config import TrainConfig
 from ldm.training.loop import train
 
@@ -38,8 +39,8 @@ def test_at_step_zero_the_student_is_the_teacher(tmp_path, tiny_model_dir):
     latents, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
     timesteps, embedding = torch.tensor([19, 799]), guidance_scale_embedding(torch.tensor([2.0, 11.0]), 32)
     with torch.no_grad():
-        student = denoise_call(module.denoiser, latents, timesteps, context, None, embedding)
-        teacher = denoise_call(module.teacher[0], latents, timesteps, context)
+        student = denoise_call(module.denoiser, latents, timesteps, Conditioning(context, vectors={"guidance_embedding": embedding}))
+        teacher = denoise_call(module.teacher[0], latents, timesteps, Conditioning(context))
     assert torch.equal(student, teacher)
     assert module.denoiser.config.time_cond_proj_dim == 32 and module.teacher[0].config.time_cond_proj_dim is None
     assert {name.split(".")[0] for name, p in module.named_parameters() if p.requires_grad} == {"denoiser"}
@@ -65,7 +66,7 @@ def test_the_student_trains_on_the_embedding_its_cfg_gets_at_sampling(tmp_path, 
     finally:
         hook.remove()
     (trained,) = embeddings  # the student's one call (teacher and target are other modules)
-    sampled = GuidedModel(module.denoiser, torch.zeros(2, 77, 32), None, 6.0).timestep_cond
+    sampled = GuidedModel(module.denoiser, Conditioning(torch.zeros(2, 77, 32)), None, 6.0).cond.vectors["guidance_embedding"]
     diffusers = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, torch.tensor([5.0, 5.0]), embedding_dim=32)
     assert torch.equal(trained, sampled) and torch.equal(trained, diffusers)
 
@@ -190,8 +191,8 @@ def test_lcm_lora_starts_as_the_teacher_and_trains_only_adapters(tmp_path, tiny_
     g = torch.Generator().manual_seed(0)
     latents, context, timesteps = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g), torch.tensor([19, 799])
     with torch.no_grad():
-        student = denoise_call(stage.module.denoiser, latents, timesteps, context)
-        teacher = denoise_call(load_model(tiny_model_dir).denoiser, latents, timesteps, context)
+        student = denoise_call(stage.module.denoiser, latents, timesteps, Conditioning(context))
+        teacher = denoise_call(load_model(tiny_model_dir).denoiser, latents, timesteps, Conditioning(context))
     assert torch.equal(student, teacher)
     trained = [name for name, p in stage.module.named_parameters() if p.requires_grad]
     assert trained and all(".lora_A." in name or ".lora_B." in name for name in trained)
@@ -218,7 +219,7 @@ def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_
     apply_loras(components, [(result.export_path, 1.0)])
     ours = pipe.sample(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False)
     reference.load_lora_weights(str(result.export_path), adapter_name="lcm")
-    theirs = reference(prompt_embeds=context, latents=noise.clone(), num_inference_steps=steps, guidance_scale=1.0,
+    theirs = reference(prompt_embeds=context.tokens, latents=noise.clone(), num_inference_steps=steps, guidance_scale=1.0,
                        generator=make_generators([3]), height=32, width=32, output_type="latent").images  # fmt: skip
     assert (ours - base).abs().max().item() > 1e-3
     assert (ours - theirs).abs().max().item() < 1e-4

@@ -8,7 +8,7 @@ from tiny import build_tiny
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.samplers import make_sampler
 from ldm.diffusion.sampling import denoise
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
 STEPS = 6
 
@@ -43,7 +43,7 @@ def test_txt2img_matches_pixart_alpha(sampler, cfg, learned_sigma):
     noise = torch.randn(pipe.latent_shape(2, 32, 32), generator=torch.Generator().manual_seed(1))
     everything = torch.ones(context.tokens.shape[:2])  # (B, L): our pipeline attends to every token
 
-    ours = pipe.sample(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False)
+    ours = pipe.sample(SampleRequest(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False))
     theirs = their_latents(components, sampler, context.tokens, uncond.tokens, everything, everything, noise, cfg, [10, 11])
 
     assert ours.shape == theirs.shape == (2, 4, 16, 16)
@@ -65,7 +65,7 @@ def test_token_masks_reach_the_dit_as_pixart_passes_them(cfg):
     model = GuidedModel(components.denoiser, context.replace(mask=mask), uncond.replace(mask=uncond_mask), cfg)
     with torch.no_grad():
         ours = denoise(model, sampler, noise * sampler.scheduler.init_noise_sigma, timesteps, progress=False)
-        unmasked = pipe.sample(context, uncond, noise, STEPS, cfg, "ddim", progress=False)
+        unmasked = pipe.sample(SampleRequest(context, uncond, noise, STEPS, cfg, "ddim", progress=False))
     theirs = their_latents(components, "ddim", context.tokens, uncond.tokens, mask, uncond_mask, noise, cfg, [0])
     assert (ours - theirs).abs().max().item() < 1e-4
     assert (ours - unmasked).abs().max().item() > 1e-3

@@ -8,7 +8,7 @@ from tiny import build_tiny
 
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.guidance import GuidedModel, guidance_scale_embedding
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 from reference import diffusers_pipeline
 
 EMBEDDING = 32  # the tiny U-Net's guidance-embedding width (time_cond_proj_dim)
@@ -20,7 +20,7 @@ def lcm_components():
 
 
 def lcm_sample(pipe, steps, cfg, context, noise, seeds):
-    return pipe.sample(context, None, noise, steps, cfg, "lcm", make_generators(seeds), progress=False)
+    return pipe.sample(SampleRequest(context, None, noise, steps, cfg, "lcm", make_generators(seeds), progress=False))
 
 
 @pytest.mark.parametrize("steps", [1, 2, 4])

@@ -11,7 +11,7 @@ from reference import diffusers_pipeline
 from tiny import build_tiny
 
 from ldm.lora.apply import LoraError, apply_loras, file_hash, read_lora
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
 def latents(pipe, sample=None):
     context, uncond = pipe.encode_text(["a red boat"]), pipe.encode_text([""])
@@ -22,7 +22,7 @@ def latents(pipe, sample=None):
 def our_latents(components):
     pipe = Pipeline(components)
     context, uncond, noise = latents(pipe)
-    return pipe.sample(context, uncond, noise, 4, 5.0, "ddim", make_generators([1]), progress=False)
+    return pipe.sample(SampleRequest(context, uncond, noise, 4, 5.0, "ddim", make_generators([1]), progress=False))
 
 
 @pytest.mark.parametrize("layout", ["kohya", "peft"])

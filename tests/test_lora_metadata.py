@@ -13,7 +13,7 @@ from reference import diffusers_pipeline
 from safetensors.torch import load_file, save_file
 
 from ldm.lora.apply import LoraError, apply_loras, read_lora
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
@@ -33,7 +33,7 @@ def diffusers_lora_file(components, folder, **config) -> str:
 def sampled(pipe_or_components, inputs):
     context, uncond, noise = inputs
     pipe = Pipeline(pipe_or_components)
-    return pipe.sample(context, uncond, noise, 4, 5.0, "ddim", make_generators([1]), progress=False)
+    return pipe.sample(SampleRequest(context, uncond, noise, 4, 5.0, "ddim", make_generators([1]), progress=False))
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from tiny import build_tiny
 
 from ldm.diffusion.samplers import SAMPLER_NAMES, UnknownSampler, make_sampler
 from ldm.settings import GenerationError
-from ldm.pipeline import Pipeline
+from ldm.pipeline import Pipeline, SampleRequest
 
 
 def pixels(image):
@@ -26,7 +26,7 @@ def test_every_sampler_is_finite_shaped_and_seeded(tiny_components, sampler):
 
         generators = make_generators([3])
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(3))
-        runs.append(pipe.sample(context, uncond, noise, 5, 4.0, sampler, generators, progress=False))
+        runs.append(pipe.sample(SampleRequest(context, uncond, noise, 5, 4.0, sampler, generators, progress=False)))
     assert runs[0].shape == (1, 4, 12, 20)
     assert torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])

@@ -80,12 +80,12 @@ def test_non_finite_images_are_an_error_not_a_black_picture(tiny_components):
 
 def test_n_runs_in_batches_that_fit_the_memory(tiny_components, monkeypatch):
     pipe = Pipeline(tiny_components)
-    per_image = ldm.pipeline.image_bytes(tiny_components, 32, 32, guided=True)
-    monkeypatch.setattr(ldm.pipeline, "available_bytes", lambda device: 2 * per_image + 1)
+    per_image = ldm.pipeline.batching.image_bytes(tiny_components, 32, 32, guided=True)
+    monkeypatch.setattr(ldm.pipeline.batching, "available_bytes", lambda device: 2 * per_image + 1)
     batches = []
-    monkeypatch.setattr(pipe, "_run_batch", lambda batch, *args, **kw: batches.append(len(batch)) or [None] * len(batch))
+    monkeypatch.setattr(pipe, "_draw", lambda plan, batch, *args, **kw: batches.append(len(batch)) or [None] * len(batch))
     pipe.generate("a lake", n=5, steps=1, seed=0, progress=False)
     assert batches == [2, 2, 1]
-    monkeypatch.setattr(ldm.pipeline, "available_bytes", lambda device: per_image - 1)
+    monkeypatch.setattr(ldm.pipeline.batching, "available_bytes", lambda device: per_image - 1)
     with pytest.raises(GenerationError, match="one 32x32 image needs about .* more than the .* available"):
         pipe.generate("a lake", n=1, steps=1, seed=0, progress=False)

@@ -14,7 +14,7 @@ from ldm.config import to_dict
 from ldm.formats.diffusers_conversion import save_as_diffusers
 from ldm.formats.model_folder import ModelError, load_model
 from ldm.formats.single_file import read_metadata, save_single_file
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
 # Shaped as real SD checkpoints are, only narrower: 32 norm groups, attention heads as the
 # layout facts say (SD 1.x: 8 per block; SD 2.x and the text towers: 64 channels each).
@@ -92,7 +92,7 @@ def test_diffusers_from_single_file_draws_the_same_images(tiny_components, tmp_p
     ours = Pipeline(load_model(path))
     context, uncond = ours.encode_text(["a red boat"]), ours.encode_text([""])
     noise = torch.randn(ours.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(3))
-    latents = ours.sample(context, uncond, noise, 4, 5.0, "dpm++2m", make_generators([1]), progress=False)
+    latents = ours.sample(SampleRequest(context, uncond, noise, 4, 5.0, "dpm++2m", make_generators([1]), progress=False))
 
     theirs = diffusers_pipeline(StableDiffusionPipeline, type(tiny_components)(vae, None, unet, tiny_components.scheduler_config), "dpm++2m")
     their_images = theirs(

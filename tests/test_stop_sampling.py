@@ -6,7 +6,7 @@ import torch
 
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.diffusion.sampling import StopSampling
-from ldm.pipeline import Pipeline
+from ldm.pipeline import Pipeline, SampleRequest
 
 
 @pytest.mark.parametrize("sampler", SAMPLER_NAMES)
@@ -31,6 +31,6 @@ def test_stop_sampling_returns_the_estimate_of_the_step_it_stopped_at(tiny_unet_
 
     context = pipeline.encode_text(["a lake"])
     noise = torch.randn(pipeline.latent_shape(1, 128, 128), generator=torch.Generator().manual_seed(0))
-    latents = pipeline.sample(context, None, noise, 6, 1.0, sampler, callback=stop_after_second_step, progress=False)
+    latents = pipeline.sample(SampleRequest(context, None, noise, 6, 1.0, sampler, callback=stop_after_second_step, progress=False))
     assert [info.step for info in seen] == [0, 1]
     assert torch.equal(latents, seen[-1].predicted_x0)

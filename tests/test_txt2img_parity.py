@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 from reference import diffusers_pipeline
 
 STEPS = 6
@@ -19,7 +19,7 @@ def test_txt2img_matches_diffusers(tiny_components, sampler, cfg):
     uncond = pipe.encode_text(["", "blurry"])
     noise = torch.randn(pipe.latent_shape(2, 32, 32), generator=torch.Generator().manual_seed(1))
 
-    ours = pipe.sample(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False)
+    ours = pipe.sample(SampleRequest(context, uncond, noise, STEPS, cfg, sampler, make_generators([10, 11]), progress=False))
 
     reference = diffusers_pipeline(StableDiffusionPipeline, tiny_components, sampler)
     theirs = reference(
@@ -48,6 +48,6 @@ def test_guidance_changes_the_result(tiny_components):
     context = pipe.encode_text(["a lake at dawn"])
     uncond = pipe.encode_text([""])
     noise = torch.randn(pipe.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(1))
-    guided = pipe.sample(context, uncond, noise, 4, 7.5, "ddim", progress=False)
-    plain = pipe.sample(context, uncond, noise, 4, 1.0, "ddim", progress=False)
+    guided = pipe.sample(SampleRequest(context, uncond, noise, 4, 7.5, "ddim", progress=False))
+    plain = pipe.sample(SampleRequest(context, uncond, noise, 4, 1.0, "ddim", progress=False))
     assert (guided - plain).abs().max().item() > 1e-3

@@ -105,7 +105,7 @@ def runners(pipe, args):
     from both: diffusers is handed the embeddings)."""
     import torch
 
-    from ldm.pipeline import make_generators
+    from ldm.pipeline import SampleRequest, make_generators
 
     size = args.size or pipe.default_size
     context = pipe.encode_text(["a lake at dawn"])
@@ -114,7 +114,7 @@ def runners(pipe, args):
     twin = diffusers_twin(pipe, args.sampler)
 
     def ours():
-        latents = pipe.sample(context, uncond, noise, args.steps, args.cfg, args.sampler, make_generators([0]), progress=False)
+        latents = pipe.sample(SampleRequest(context, uncond, noise, args.steps, args.cfg, args.sampler, make_generators([0]), progress=False))
         return pipe.decode(latents)
 
     def theirs():

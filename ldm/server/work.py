@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
 
-from ldm.images import work_size
-from ldm.pipeline import Pipeline
+from ldm.pipeline import Pipeline, SampleRequest
+from ldm.pipeline.modes import task_for
 from ldm.server.a1111 import Job
 from ldm.settings import GenerationError, Settings
 
@@ -87,17 +86,6 @@ def passes_per_image(settings: Settings, mode: str, two_passes: bool) -> float:
     return calls * per_call
 
 
-def work_pixels(settings: Settings, mode: str, default_size: int, image_size: Optional[tuple[int, int]]) -> tuple[int, int]:
-    """The size the model works at, as the pipeline chooses it."""
-    if image_size is None:
-        return settings.width or default_size, settings.height or default_size
-    if settings.pad is not None:  # outpainting grows the canvas
-        left, top, right, bottom = settings.pad
-        image_size = (image_size[0] + left + right, image_size[1] + top + bottom)
-    if mode == "inpaint" and settings.crop_to_mask is not None:
-        return settings.width or default_size, settings.height or default_size
-    return work_size(image_size, settings.width, settings.height)
-
 
 def estimate(speed: Speed, settings: Settings, mode: str, images: int, size: tuple[int, int], two_passes: bool) -> Estimate:
     """`settings` with the model's defaults applied; `images` in all; `size` the work size."""
@@ -140,7 +128,7 @@ def measure_speed(pipeline: Pipeline) -> Speed:
     def seconds_at(side: int, steps: int) -> tuple[float, float]:
         noise = torch.randn(pipeline.latent_shape(1, side, side), generator=torch.Generator().manual_seed(0))
         started = time.perf_counter()
-        latents = pipeline.sample(context, None, noise, steps, 1.0, progress=False)
+        latents = pipeline.sample(SampleRequest(context, None, noise, steps, 1.0, progress=False))
         latents.cpu()  # waits for an accelerator's queued work: its calls return before it is done
         sampled = time.perf_counter()
         pipeline.decode(latents).cpu()
@@ -158,7 +146,7 @@ def measure_speed(pipeline: Pipeline) -> Speed:
 def estimate_job(speed: Speed, pipeline: Pipeline, job: Job) -> Estimate:
     """A request's whole work: all its images, with the model's sampling defaults applied."""
     settings = pipeline.request(job.settings, {})
-    size = work_pixels(settings, job.mode, pipeline.default_size, job.image.size if job.image is not None else None)
+    size = task_for(job.mode, job.image, job.mask).draw_size(pipeline, settings)
     return estimate(speed, settings, job.mode, settings.n * job.iterations, size, pipeline.two_passes(settings.cfg))
 
 

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 from ldm.diffusion.sampling import StopSampling
 from ldm.errors import LdmError
 from ldm.pipeline import GenerationResult, Pipeline
+from ldm.pipeline.modes import task_for
 from ldm.server.a1111 import Job
 from ldm.server.progress import Progress
 from ldm.server.work import Speed, check_work, estimate_job, measure_speed
@@ -189,11 +190,8 @@ class Worker:
     def _run(self, job: Job, iteration: int) -> GenerationResult:
         settings = job.settings_of(iteration)
         options = {"callback": self._on_step, "progress": False, "limits": self.limits}
-        if job.mode == "txt2img":
-            return self.pipeline.generate(settings, **options)
-        if job.mode == "img2img":
-            return self.pipeline.img2img(settings, job.image, **options)
-        return self.pipeline.inpaint(settings, job.image, job.mask, **options)
+        task = task_for(job.mode, job.image, job.mask)
+        return self.pipeline.run(task, self.pipeline.request(settings, {}), **options)
 
     def _on_step(self, info) -> None:
         self.progress.at_step(info.step, info.total, info.latents)

@@ -10,7 +10,7 @@ from tiny_controlnets import steering_controlnet
 from ldm.control.denoiser import ActiveControl, control_tensor
 from ldm.control.library import ControlNets
 from ldm.control.units import ControlUnit
-from ldm.pipeline import Pipeline, make_generators
+from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
 STEPS = 6
 CFG = 5.0
@@ -56,7 +56,7 @@ def test_the_window_and_scale_matter(tiny_components, controlnet, edges):
     image = control_tensor(edges, (32, 32))
 
     def run(*controls):
-        return pipe.sample(context, uncond, noise, STEPS, CFG, "ddim", progress=False, controls=controls)
+        return pipe.sample(SampleRequest(context, uncond, noise, STEPS, CFG, "ddim", progress=False, controls=controls))
 
     plain = run()
     full = run(ActiveControl(controlnet, image))

@@ -107,7 +107,7 @@ def test_an_unexpected_error_is_a_500_without_traceback(client, worker, monkeypa
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(worker.pipeline, "generate", broken)
+    monkeypatch.setattr(worker.pipeline, "run", broken)
     answer = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1})
     assert answer.status_code == 500 and "secret internals" not in answer.text and "Traceback" not in answer.text
     monkeypatch.undo()
@@ -121,6 +121,6 @@ def test_a_cli_flag_in_a_library_message_is_named_as_the_api_field(client, worke
         raise GenerationError("the images came out as NaN/infinite values (cfg 90, torch.float16): nothing was saved; "
                               "try a lower --cfg, or --dtype fp32")  # fmt: skip
 
-    monkeypatch.setattr(worker.pipeline, "generate", overflowing)
+    monkeypatch.setattr(worker.pipeline, "run", overflowing)
     answer = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 1, "cfg_scale": 90})
     check_refused(answer, 400, "try a lower cfg_scale, or --dtype fp32")

@@ -21,7 +21,7 @@ def test_the_server_compiles_by_default_and_the_generate_command_does_not():
 
 
 def test_a_compiled_model_is_warmed_up_before_it_serves(tiny_model_dir, monkeypatch, capsys):
-    monkeypatch.setattr(ldm.pipeline, "speed_up", functools.partial(speed_up, backend="eager"))  # seconds, not minutes
+    monkeypatch.setattr(ldm.pipeline.core, "speed_up", functools.partial(speed_up, backend="eager"))  # seconds, not minutes
     warmed = []
     monkeypatch.setattr(ldm.pipeline.Pipeline, "warm_up", lambda self: warmed.append(self))
     args = build_parser().parse_args(["--device", "cpu", "--dtype", "fp32"])
@@ -32,7 +32,7 @@ def test_a_compiled_model_is_warmed_up_before_it_serves(tiny_model_dir, monkeypa
 
 
 def test_when_compiling_fails_the_model_is_served_uncompiled(tiny_model_dir, monkeypatch, capsys):
-    monkeypatch.setattr(ldm.pipeline, "speed_up", functools.partial(speed_up, backend="eager"))
+    monkeypatch.setattr(ldm.pipeline.core, "speed_up", functools.partial(speed_up, backend="eager"))
 
     def no_compiler(self):
         raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\nmore detail")

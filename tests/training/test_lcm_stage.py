@@ -206,7 +206,7 @@ def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_
 
     from ldm.lora.apply import apply_loras
     from ldm.formats.model_folder import load_model
-    from ldm.pipeline import Pipeline, make_generators
+    from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
     result = train(lcm_config(tmp_path, tiny_model_dir, lcm={"lora_rank": 2}, max_steps=2, lr=1e-2), open_dataset=tiny_datasets())
     assert result.export_path.name == "lcm-lora.safetensors"
@@ -215,9 +215,9 @@ def test_lcm_lora_file_samples_as_diffusers_with_it_loaded(tmp_path, tiny_model_
     pipe = Pipeline(components)
     context = pipe.encode_text(["a lake at dawn"])
     noise = torch.randn(pipe.latent_shape(1, 32, 32), generator=torch.Generator().manual_seed(1))
-    base = pipe.sample(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False)
+    base = pipe.sample(SampleRequest(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False))
     apply_loras(components, [(result.export_path, 1.0)])
-    ours = pipe.sample(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False)
+    ours = pipe.sample(SampleRequest(context, None, noise, steps, 1.0, "lcm", make_generators([3]), progress=False))
     reference.load_lora_weights(str(result.export_path), adapter_name="lcm")
     theirs = reference(prompt_embeds=context.tokens, latents=noise.clone(), num_inference_steps=steps, guidance_scale=1.0,
                        generator=make_generators([3]), height=32, width=32, output_type="latent").images  # fmt: skip

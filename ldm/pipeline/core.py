@@ -1,0 +1,327 @@
+"""The pipeline: loaded components, the parts every generation mode shares, and `sample`.
+
+The modes themselves (txt2img, img2img, inpainting) are tasks (ldm.pipeline.txt2img,
+.img2img, .inpaint) that plan a request and start its batches; `run` does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from PIL import Image
+
+from ldm.builtin_models import UnknownModelError, resolve_model
+from ldm.control.denoiser import with_controls
+from ldm.control.library import ControlNets
+from ldm.control.prepare import active_controls
+from ldm.diffusion.conditioning import Conditioning
+from ldm.diffusion.denoiser import guidance_embedding_width
+from ldm.diffusion.guidance import GuidedModel
+from ldm.diffusion.inpainting import keep_known_region
+from ldm.diffusion.samplers import make_sampler
+from ldm.diffusion.sampling import StepInfo, denoise
+from ldm.formats.model_folder import ModelError, load_model
+from ldm.images import to_pil
+from ldm.lora.refs import model_lora_dir, without_lora_tags
+from ldm.models.components import Components
+from ldm.models.inference_speed import speed_up
+from ldm.pipeline.batching import in_batches
+from ldm.pipeline.img2img import Img2Img
+from ldm.pipeline.inpaint import Inpaint
+from ldm.pipeline.request import SampleRequest, make_generators
+from ldm.pipeline.result import GenerationResult
+from ldm.pipeline.task import Plan, Task
+from ldm.pipeline.txt2img import Txt2Img
+from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits, Settings, as_settings, check_settings
+from ldm.timing import Stopwatch
+
+
+class Pipeline:
+    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None, lora_dir: Optional[str] = None):
+        self.components = components
+        self.controlnets = controlnets or ControlNets()
+        self.lora_dir = lora_dir  # where LoRA names resolve when a request gives no lora_dir
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+        controlnets: tuple[str | Path, ...] = (),
+        compile: bool = False,
+    ) -> "Pipeline":
+        """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
+        that exists wins. None: the default built-in model. The folder's ControlNets
+        (controlnet/<name>/) and the `controlnets` folders can steer it; LoRAs in its loras/
+        folder are found by name. `compile`: channels-last and torch.compile for the denoiser
+        and the VAE decoder (faster sampling after minutes of compiling on the first image, for
+        every size; docs/benchmarks.md)."""
+        try:
+            path = resolve_model(path)
+        except UnknownModelError as error:
+            raise ModelError(str(error)) from None
+        components = load_model(path, device=device, dtype=dtype)
+        if compile:
+            speed_up(components, channels_last=True, compile=True)
+        return cls(components, ControlNets.for_model(path, controlnets), model_lora_dir(path))
+
+    def warm_up(self) -> None:
+        """Three-step images at the model's size with its own sampling defaults, one alone and
+        two together: a compiled model compiles here, before a request waits for it. Both,
+        because the compiler fixes a size of 1 (one image's decode) and generalises others."""
+        for n in (1, 2):
+            self.generate("", steps=3, n=n, seed=0, progress=False)
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell (8 for KL-f8)."""
+        return 2 ** (len(self.components.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> int:
+        return self.components.denoiser.config.sample_size * self.vae_scale
+
+    @property
+    def size_multiple(self) -> int:
+        """Pixels per denoiser input cell: the VAE's scale times a DiT's patch size."""
+        return self.vae_scale * getattr(self.components.denoiser.config, "patch_size", 1)
+
+    def check_model_size(self, width: int, height: int) -> None:
+        """A DiT cuts the latents into patches: sizes must tile into whole patches."""
+        multiple = self.size_multiple
+        if width % multiple or height % multiple:
+            raise GenerationError(f"this model needs width and height in multiples of {multiple} pixels, got {width}x{height}")
+
+    def latent_shape(self, n: int, width: int, height: int) -> tuple[int, int, int, int]:
+        channels = self.components.vae.config.latent_channels
+        return (n, channels, height // self.vae_scale, width // self.vae_scale)
+
+    # ------------------------------------------------------------------ parts
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> Conditioning:
+        """The text side's conditioning for `prompts` (tokens (B, L, D))."""
+        encoder = self.components.text_encoder
+        tokens = encoder.tokenize(prompts).to(self.components.device)
+        return Conditioning(encoder(tokens).to(self.components.dtype))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (already scaled by scaling_factor) -> pixels (B, 3, H, W) in [-1, 1]."""
+        vae = self.components.vae
+        return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor, generators: Optional[list[torch.Generator]] = None) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents; sampled from the posterior
+        with the generators, or its mean without."""
+        vae = self.components.vae
+        pixels = pixels.to(device=self.components.device, dtype=self.components.dtype)
+        posterior = vae.encode(pixels).latent_dist
+        latents = posterior.sample(generators) if generators else posterior.mode()
+        # Contiguous NCHW: pixels from PIL are channels-last, the VAE keeps that memory format,
+        # and the U-Net's kernels would then round differently from a contiguous run.
+        return (latents * vae.config.scaling_factor).contiguous()  # (B, C, H/8, W/8)
+
+    @torch.no_grad()
+    def sample(self, request: SampleRequest) -> torch.Tensor:
+        """Denoises in latent space and returns clean latents (B, C, h, w): the one sampling
+        run every mode makes (ldm.pipeline.request.SampleRequest says what each one passes)."""
+        if request.init_latents is None and request.strength < 1.0:
+            raise GenerationError("strength below 1 needs init_latents to start from")
+        device, dtype = self.components.device, self.components.dtype
+        chosen = make_sampler(request.sampler, self.components.scheduler_config)
+        timesteps = chosen.set_timesteps(request.steps, device=device, strength=request.strength)
+        noise = request.noise.to(device=device, dtype=dtype)
+        init_latents = request.init_latents
+        if init_latents is None or request.strength >= 1.0:
+            latents = noise * chosen.scheduler.init_noise_sigma
+        elif len(timesteps) == 0:
+            return init_latents
+        else:
+            latents = chosen.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(noise)))
+        after_step = None
+        if request.known_region is not None:
+            after_step = keep_known_region(request.known_region, noise, chosen.scheduler, timesteps)
+        denoiser = with_controls(self.components.denoiser, request.controls, len(timesteps))
+        model = GuidedModel(denoiser, request.cond, request.uncond, request.cfg)
+        return denoise(model, chosen, latents, timesteps, request.generators, after_step, request.callback, request.progress)
+
+    # ------------------------------------------------------------------ the whole job
+
+    def request(self, prompt: str | Settings, options: dict) -> Settings:
+        """The request's settings; the sampler, steps and cfg it leaves out come from the
+        model's `sampling` config, else the generation defaults (the one place they apply);
+        LoRA names resolve in the model's own loras/ folder unless the request names a folder."""
+        config = self.components.config
+        model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
+        settings = as_settings(prompt, options).with_defaults(model_defaults)
+        if settings.lora_dir is None and self.lora_dir is not None:
+            settings = settings.replace(lora_dir=self.lora_dir)
+        return settings
+
+    def generate(
+        self,
+        prompt: str | Settings,
+        *,
+        callback: Optional[Callable[[StepInfo], None]] = None,
+        progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
+    ) -> GenerationResult:
+        """`n` images of `prompt` (a string with Settings' fields as keywords, or a Settings);
+        image k uses seed `seed + k` (a random seed if None)."""
+        return self.run(Txt2Img(), self.request(prompt, options), callback=callback, progress=progress, limits=limits)
+
+    def img2img(
+        self,
+        prompt: str | Settings,
+        image: Image.Image,
+        strength: Optional[float] = None,
+        *,
+        callback: Optional[Callable[[StepInfo], None]] = None,
+        progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
+    ) -> GenerationResult:
+        """`n` images of `prompt` that start from `image`, resized to `width` x `height` (by
+        default its own size rounded to multiples of 8). The image is encoded, noised to the
+        timestep `strength` selects (default 0.75) and denoised from there: the last
+        int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
+        with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
+        settings = self.request(prompt, with_strength(options, strength))
+        return self.run(Img2Img(image), settings, callback=callback, progress=progress, limits=limits)
+
+    def inpaint(
+        self,
+        prompt: str | Settings,
+        image: Image.Image,
+        mask: Optional[Image.Image] = None,
+        strength: Optional[float] = None,
+        *,
+        callback: Optional[Callable[[StepInfo], None]] = None,
+        progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
+    ) -> GenerationResult:
+        """Repaints the white part of `mask` (any mode; resized to the image) in `image`, and
+        composites the result over the input through the mask feathered by `mask_blur`
+        pixels: pixels beyond the feather are the input's exactly; the output has the
+        input's size (grown by `pad`).
+
+        The region is inpainted at `width` x `height` (by default the image's size rounded to
+        multiples of 8). `crop_to_mask=P`: only a crop around the mask, P pixels wider on
+        each side, is inpainted at `width` x `height` (default: the model's size) and pasted
+        back. `pad=(left, top, right, bottom)`: outpainting, the canvas grows and its new
+        border is repainted (with `mask`, if given, inside). `strength` < 1 starts from the
+        noised input, as img2img. An all-black mask returns the input unchanged; an all-white
+        one (with a 4-channel U-Net) is img2img (txt2img at strength 1) with the same seed.
+        """
+        settings = self.request(prompt, with_strength(options, strength))
+        return self.run(Inpaint(image, mask), settings, callback=callback, progress=progress, limits=limits)
+
+    def run(
+        self,
+        task: Task,
+        settings: Settings,
+        *,
+        callback: Optional[Callable[[StepInfo], None]] = None,
+        progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> GenerationResult:
+        """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
+        check_settings(settings, task.mode, limits)
+        result = GenerationResult(images=[])
+        plan = task.plan(self, settings, limits, result.notes)
+        if plan.unchanged is not None:
+            return in_batches(self, result, plan.settings, task.mode, plan.output_size, lambda batch: [plan.unchanged.copy() for _ in batch])
+
+        def run_batch(batch: list[Settings]) -> list[Image.Image]:
+            return plan.finish(self._draw(plan, batch, result, callback, progress))
+
+        return in_batches(self, result, plan.settings, task.mode, plan.output_size, run_batch)
+
+    @property
+    def is_inpainting_model(self) -> bool:
+        """A 9-channel U-Net: latents + mask + masked-image latents."""
+        return self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
+
+    def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
+        first = batch[0]
+        prompts = [without_lora_tags(s.prompt) for s in batch]  # <lora:...> tags name LoRAs, not words
+        for what, text in (("prompt", prompts[0]), ("negative prompt", first.negative)):
+            note = self.truncation_note(what, text)
+            if note and note not in notes:
+                notes.append(note)
+        distilled = "the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"
+        if first.negative and self.guidance_distilled and distilled not in notes:
+            notes.append(distilled)
+        context = self.encode_text(prompts)
+        uncond = self.encode_text([s.negative for s in batch]) if self.two_passes(first.cfg) else None
+        return context, uncond
+
+    @property
+    def guidance_distilled(self) -> bool:
+        return guidance_embedding_width(self.components.denoiser) is not None
+
+    def two_passes(self, cfg: float) -> bool:
+        """Whether guidance makes an unconditional pass beside the conditional one."""
+        return cfg > 1.0 and not self.guidance_distilled
+
+    def truncation_note(self, what: str, text: str) -> Optional[str]:
+        """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""
+        encoder = self.components.text_encoder
+        count, room = encoder.count_tokens(text), encoder.max_tokens
+        if count <= room:
+            return None
+        return f"{what} is {count} tokens; the text encoder reads the first {room}, the rest is ignored"
+
+    def noise(self, generators: list[torch.Generator], width: int, height: int) -> torch.Tensor:
+        """Unit-variance latent noise (B, C, h, w), image k's from generator k."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = self.latent_shape(len(generators), width, height)
+        return randn_tensor(shape, generator=generators, device=self.components.device, dtype=self.components.dtype)
+
+    def _draw(self, plan: Plan, batch: list[Settings], result: GenerationResult, callback, progress: bool) -> list[Image.Image]:
+        """One batch of decoded images as `plan` starts them, one per settings in `batch`
+        (same prompt, own seeds); not yet finished (inpainting composites them after)."""
+        width, height = plan.size
+        self.check_model_size(width, height)
+        clock = Stopwatch(result.timings)
+        device, dtype = self.components.device, self.components.dtype
+        settings = batch[0]
+        generators = make_generators([s.seed for s in batch])
+        cond, uncond = self._prompt_contexts(batch, result.notes)
+        clock.lap("text")
+        start = plan.start(self, generators)
+        controls = active_controls(self.controlnets, settings.controls or (), (width, height), device, dtype, result.notes)
+        if start.read_input:
+            clock.lap("encode")
+        request = SampleRequest(
+            cond.replace(concat=start.concat), uncond, start.noise, settings.steps, settings.cfg, settings.sampler,
+            generators, callback, progress, init_latents=start.init_latents, strength=plan.strength,
+            known_region=start.known_region, controls=tuple(controls),
+        )  # fmt: skip
+        latents = self.sample(request)
+        clock.lap("sampling")
+        decoded = self.decode(latents)  # (B, 3, H, W)
+        if not torch.isfinite(decoded).all():
+            raise GenerationError(
+                f"the images came out as NaN/infinite values (cfg {settings.cfg:g}, {dtype}): nothing was saved; "
+                "try a lower --cfg, or --dtype fp32"
+            )
+        images = to_pil(decoded)
+        clock.lap("decode")
+        return images
+
+
+def with_strength(options: dict, strength: Optional[float]) -> dict:
+    """The request's options with an explicit `strength` argument, when one is given."""
+    return options if strength is None else {**options, "strength": strength}

@@ -1,0 +1,23 @@
+"""Every generation mode's task, by the mode's name (ldm.settings.MODES)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PIL import Image
+
+from ldm.pipeline.img2img import Img2Img
+from ldm.pipeline.inpaint import Inpaint
+from ldm.pipeline.task import Task
+from ldm.pipeline.txt2img import Txt2Img
+
+
+def task_for(mode: str, image: Optional[Image.Image] = None, mask: Optional[Image.Image] = None) -> Task:
+    """The task of `mode` on its inputs (an edit's image, inpainting's mask)."""
+    if mode == Txt2Img.mode:
+        return Txt2Img()
+    if mode == Img2Img.mode:
+        return Img2Img(image)
+    if mode == Inpaint.mode:
+        return Inpaint(image, mask)
+    raise ValueError(f"not a generation mode: {mode!r}")

@@ -1,0 +1,67 @@
+"""What a generation mode is to the pipeline: a task that plans a request and starts its batches.
+
+A task checks its own inputs and chooses the size the model draws at (`plan`); for each batch
+it draws the starting latents and the image-side conditions (`Plan.start`) and turns the
+decoded images into the results (`Plan.finish`). Everything else (text, guidance, sampling,
+decoding, batching, LoRAs, ControlNets) is the pipeline's and the same for every task, so a
+new mode (an upscaler, a hires fix) is one more small task file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
+
+import torch
+from PIL import Image
+
+from ldm.diffusion.inpainting import KnownRegion
+from ldm.settings import GenerationError, Limits, Settings
+
+if TYPE_CHECKING:
+    from ldm.pipeline.core import Pipeline
+
+
+@dataclass
+class Start:
+    """A batch's starting point: the noise, and what the task adds to it."""
+
+    noise: torch.Tensor  # (B, C, h, w) unit-variance noise
+    init_latents: Optional[torch.Tensor] = None  # (B, C, h, w) the input's latents (img2img, 4-channel inpainting)
+    known_region: Optional[KnownRegion] = None  # put back after every step (4-channel inpainting)
+    concat: Optional[torch.Tensor] = None  # (B, C', h, w) channels beside the latents (9-channel inpainting)
+    read_input: bool = False  # whether an input picture was read (timed as "encode")
+
+
+@dataclass
+class Plan:
+    """A request as a task has planned it."""
+
+    settings: Settings  # the request's settings (a task may adjust them: ControlNet images cropped)
+    size: tuple[int, int]  # (width, height) the model draws at
+    output_size: tuple[int, int]  # (width, height) of the results, as the parameters record it
+    start: Callable[["Pipeline", list[torch.Generator]], Start]  # the batch's start, for its generators
+    strength: float = 1.0  # the share of the steps that run (1: from pure noise)
+    finish: Callable[[list[Image.Image]], list[Image.Image]] = list  # decoded images -> results
+    unchanged: Optional[Image.Image] = None  # the result of every image when there is nothing to draw
+
+
+class Task(Protocol):
+    """A generation mode (one of ldm.settings.MODES)."""
+
+    mode: str
+
+    def plan(self, pipe: "Pipeline", settings: Settings, limits: Limits, notes: list[str]) -> Plan:
+        """Checks the task's inputs against `settings` and `limits` (GenerationError), appends
+        what the user should be told to `notes`, and plans the work."""
+        ...
+
+
+def refuse_inpainting_model(pipe: "Pipeline") -> None:
+    """A mode without a mask cannot drive a model whose denoiser reads one."""
+    if pipe.is_inpainting_model:
+        raise GenerationError("this model is an inpainting model (its denoiser takes a mask): use inpaint")
+
+
+def input_pixels(pipe: "Pipeline", pixels: torch.Tensor, n: int) -> torch.Tensor:
+    """One input picture (1, 3, H, W) in [-1, 1] as a batch of `n` on the model's device."""
+    return pixels.expand(n, -1, -1, -1).to(device=pipe.components.device, dtype=pipe.components.dtype)

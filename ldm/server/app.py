@@ -112,6 +112,16 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     if options.api_key:
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _add_generation_routes(app, worker, lora_folder)
+    _add_progress_and_option_routes(app, worker)
+    _add_listing_routes(app, worker, lora_folder)
+    _add_controlnet_routes(app, worker)
+    _add_information_routes(app, worker, options)
+    return app
+
+
+def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]]) -> None:
+    """The page, and the routes that draw."""
 
     async def run_job(http: Request, request, job):
         outcome = await result_for(http, worker, worker.generate(job))
@@ -148,6 +158,8 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     async def img2img(request: Img2ImgRequest, http: Request):
         return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
 
+
+def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:
     @app.get("/sdapi/v1/progress")
     async def progress(skip_current_image: bool = False):
         snapshot = worker.progress.snapshot(worker.queued, with_image=not skip_current_image)
@@ -160,6 +172,22 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     async def interrupt():
         worker.interrupt()
         return {}
+
+    @app.get("/sdapi/v1/options")
+    async def get_options():
+        return {"sd_model_checkpoint": worker.model.title, "samples_format": "png"}
+
+    @app.post("/sdapi/v1/options")
+    async def set_options(changes: dict):
+        """Only sd_model_checkpoint has an effect (it switches the model, after the jobs
+        queued before it); A1111's other options are accepted and ignored."""
+        title = changes.get("sd_model_checkpoint")
+        if title is not None:
+            await asyncio.wrap_future(worker.switch_model(str(title)))
+
+
+def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]]) -> None:
+    """What requests can name: samplers, schedulers, models, LoRAs."""
 
     @app.get("/sdapi/v1/samplers")
     async def samplers():
@@ -181,17 +209,9 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
         """A1111's list of the LoRAs prompts can name: --lora-dir's files (else the model's own), with their metadata."""
         return lora_list(lora_folder())
 
-    @app.get("/sdapi/v1/options")
-    async def get_options():
-        return {"sd_model_checkpoint": worker.model.title, "samples_format": "png"}
 
-    @app.post("/sdapi/v1/options")
-    async def set_options(changes: dict):
-        """Only sd_model_checkpoint has an effect (it switches the model, after the jobs
-        queued before it); A1111's other options are accepted and ignored."""
-        title = changes.get("sd_model_checkpoint")
-        if title is not None:
-            await asyncio.wrap_future(worker.switch_model(str(title)))
+def _add_controlnet_routes(app: FastAPI, worker: Worker) -> None:
+    """The ControlNet extension's routes and the scripts list that names it."""
 
     @app.get("/controlnet/model_list")
     async def controlnet_models():
@@ -211,6 +231,10 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     async def script_list():
         """The scripts alwayson_scripts can name: ControlNet, when the model has ControlNets."""
         return scripts(bool(worker.pipeline.controlnets.entries))
+
+
+def _add_information_routes(app: FastAPI, worker: Worker, options: ServerOptions) -> None:
+    """About the server: VAE list, memory, command-line flags, PNG parameters."""
 
     @app.get("/sdapi/v1/sd-vae")
     async def sd_vae():
@@ -237,5 +261,4 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
             parsed = {"Prompt": parsed.pop("prompt"), "Negative prompt": parsed.pop("negative_prompt"), **parsed}
         return {"info": text, "items": items, "parameters": parsed}
 
-    return app
 

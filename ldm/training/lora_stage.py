@@ -84,6 +84,7 @@ class LoraStage(Text2ImgStage):
 
     @contextmanager
     def lora_off(self):
+        """The base model inside, the LoRA back on after (whatever happened)."""
         self.set_lora_enabled(False)
         try:
             yield

@@ -35,7 +35,7 @@ class Grid:
 
 
 def generate_options(validation: ValidationSection) -> dict:
-    """Pipeline.generate's keyword arguments from the validation section."""
+    """Pipeline.generate's (and inpaint's) keyword arguments from the validation section."""
     return dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
 
 

@@ -67,6 +67,8 @@ class AutoencoderModule(nn.Module):
 
 
 class AutoencoderStage(Stage):
+    find_unused_parameters = True  # the discriminator sits out the steps before disc_start
+
     def __init__(self, context: StageContext):
         super().__init__(context)
         settings = self.config.autoencoder

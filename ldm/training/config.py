@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import ClassVar, Optional, Union
 
 from ldm.control.units import CONTROL_TYPES
 from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
@@ -78,10 +78,20 @@ class ClipSection:
 
 
 @dataclass
-class Text2ImgSection:
-    # A model folder (ours) or a diffusers SD folder: frozen VAE + text encoder, and the
-    # U-Net to fine-tune. null: VAE/text encoder from vae_from/text_encoder_from (or fresh).
+class DenoiserSection:
+    """What every denoiser stage's section (text2img, inpaint, controlnet, lcm, lora) has: the
+    model it starts from, loaded in one place (ldm.training.text2img_stage.load_frozen_parts)."""
+
+    # A model folder (ours or a diffusers SD folder), a single file or a built-in model's name:
+    # the frozen VAE and text encoder, and the denoiser to train or to build on.
     init_from: Optional[str] = None
+    # What init_from is to the stage, said when it is missing; None: optional.
+    init_from_required: ClassVar[Optional[str]] = None
+
+
+@dataclass
+class Text2ImgSection(DenoiserSection):
+    # init_from null: VAE/text encoder from vae_from/text_encoder_from (or fresh), the U-Net fresh.
     vae_from: Optional[str] = None  # the autoencoder stage's OUTPUT/vae, or a model folder
     text_encoder_from: Optional[str] = None  # the clip stage's OUTPUT/text_encoder, or a model folder
     min_snr_gamma: Optional[float] = None  # e.g. 5.0 (Hang et al. 2023)
@@ -98,21 +108,21 @@ def _default_mask_kinds() -> dict[str, float]:
 
 
 @dataclass
-class InpaintSection:
+class InpaintSection(DenoiserSection):
     """Stage `inpaint`: a text-to-image model folder fine-tuned into a 9-channel inpainting
     model. Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
 
-    init_from: Optional[str] = None  # required: a model folder (ours or diffusers SD)
+    init_from_required = "the text-to-image model folder to fine-tune"
     # Relative weights of the random mask kinds: box, brush, full (whole image), none.
     mask_kinds: dict[str, float] = field(default_factory=_default_mask_kinds)
 
 
 @dataclass
-class ControlNetSection:
+class ControlNetSection(DenoiserSection):
     """Stage `controlnet`: a ControlNet for a frozen text-to-image model folder. Loss settings
     (min_snr_gamma, noise_offset) are the text2img section's; data.caption_dropout drops text."""
 
-    init_from: Optional[str] = None  # required: the model folder (ours or diffusers SD) it steers
+    init_from_required = "the text-to-image model folder the ControlNet steers"
     control_type: str = "canny"  # a preprocessor name (ldm.control.preprocessors), recorded with the export
     # A folder of control maps named after the samples' keys (KEY.png, e.g. tools/make_scenes.py
     # --control-maps' OUT-control/layout); null: the preprocessor computes them from each image.
@@ -125,12 +135,12 @@ class ControlNetSection:
 
 
 @dataclass
-class LcmSection:
+class LcmSection(DenoiserSection):
     """Stage `lcm`: latent consistency distillation of a text-to-image model folder (the
     teacher, frozen) into a student U-Net that samples in 1-8 steps with `--sampler lcm`.
     Guidance scales are in --cfg's units (uncond + cfg * (cond - uncond))."""
 
-    init_from: Optional[str] = None  # required: the teacher model folder (ours or diffusers SD)
+    init_from_required = "the teacher model folder to distil"
     # The teacher's DDIM solver jumps `skip` of the schedule's timesteps (20 of 1000: the
     # 50 "original" steps LCMScheduler samples over; other values train a mismatched student).
     skip: int = 20
@@ -150,11 +160,11 @@ class LcmSection:
 
 
 @dataclass
-class LoraSection:
+class LoraSection(DenoiserSection):
     """Stage `lora`: low-rank adapters on a frozen model's U-Net (and optionally its text encoder), written as one small file.
     Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
 
-    init_from: Optional[str] = None  # required: a model folder, diffusers SD folder, single file or built-in name
+    init_from_required = "the model the LoRA adapts"
     rank: int = 4
     alpha: Optional[float] = None  # the delta is scaled by alpha / rank; null = rank (scale 1)
     targets: str = "attention"  # attention (to_q/k/v/out) | all (every Linear and Conv2d of the U-Net)
@@ -228,8 +238,7 @@ def validate_train(config: TrainConfig) -> None:
     at_least("text2img.text_embedding_memory_mb", config.text2img.text_embedding_memory_mb, 0)
     if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
         raise ConfigError("text2img.min_snr_gamma must be positive")
-    if config.stage == "inpaint" and not config.inpaint.init_from:
-        raise ConfigError("inpaint.init_from is required: the text-to-image model folder to fine-tune")
+    check_init_from(config)
     try:
         check_mask_kinds(config.inpaint.mask_kinds)
     except ValueError as error:
@@ -240,6 +249,12 @@ def validate_train(config: TrainConfig) -> None:
     check_lora_section(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
+
+
+def check_init_from(config: TrainConfig) -> None:
+    section = getattr(config, config.stage)
+    if isinstance(section, DenoiserSection) and section.init_from_required and not section.init_from:
+        raise ConfigError(f"{config.stage}.init_from is required: {section.init_from_required}")
 
 
 def check_controlnet_section(config: TrainConfig) -> None:
@@ -256,14 +271,10 @@ def check_controlnet_section(config: TrainConfig) -> None:
         raise ConfigError("the control maps come from data.control_column/control_key or from controlnet.control_dir, not both")
     if section.control_dir and (config.data.crop != "center" or config.data.random_flip):
         raise ConfigError("controlnet.control_dir needs data.crop: center and data.random_flip: false (the maps are not cropped at random with their images)")
-    if config.stage == "controlnet" and not section.init_from:
-        raise ConfigError("controlnet.init_from is required: the text-to-image model folder the ControlNet steers")
 
 
 def check_lcm_section(config: TrainConfig) -> None:
     section = config.lcm
-    if config.stage == "lcm" and not section.init_from:
-        raise ConfigError("lcm.init_from is required: the teacher model folder to distil")
     total = config.model.scheduler.num_train_timesteps
     if section.skip < 1 or total % section.skip:
         raise ConfigError(f"lcm.skip must divide the schedule's {total} timesteps, got {section.skip}")
@@ -282,8 +293,6 @@ def check_lcm_section(config: TrainConfig) -> None:
 
 def check_lora_section(config: TrainConfig) -> None:
     section = config.lora
-    if config.stage == "lora" and not section.init_from:
-        raise ConfigError("lora.init_from is required: the model the LoRA adapts")
     if section.rank < 1:
         raise ConfigError(f"lora.rank must be at least 1, got {section.rank}")
     if section.alpha is not None and section.alpha <= 0:

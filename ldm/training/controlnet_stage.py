@@ -20,14 +20,11 @@ from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
 from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
-from ldm.formats.model_folder import ModelError
 from ldm.images import ImageError, load_image, to_pil
 from ldm.models.components import Components
-from ldm.pipeline import Pipeline
-from ldm.training.config import Text2ImgSection
 from ldm.training.latents import CacheExtras
-from ldm.training.stages import first_samples, make_grid
-from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
+from ldm.training.validation import Grid, generate_options, sample_grid
 
 
 CACHED = "control_map"  # a batch's control images as the latent cache keeps them: uint8 (B, 3, H, W)
@@ -122,15 +119,6 @@ class ControlNetModule(Text2ImgModule):
 
 
 class ControlNetStage(Text2ImgStage):
-    def load_components(self) -> Components:
-        try:
-            return load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.controlnet.init_from))
-        except ModelError as error:
-            raise ModelError(f"controlnet.init_from: {error}") from None
-
-    def init_from(self):
-        return self.config.controlnet.init_from
-
     def make_module(self, components: Components, scheduler) -> nn.Module:
         config, section = self.config, self.config.controlnet
         components.denoiser.eval().requires_grad_(False)
@@ -164,34 +152,21 @@ class ControlNetStage(Text2ImgStage):
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: the control map, the image made with it, the image
         made without it (same seed), and the map laid over the controlled image."""
-        prompts = self.config.validation.prompts
-        if not prompts:
-            return {}
+        options = generate_options(self.config.validation)
 
-        samples = first_samples(self.context.open_dataset("validation"), len(prompts))
-        samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
-        validation = self.config.validation
-        options = dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
-        self.controlnet.eval()
-        try:
-            pipeline = Pipeline(self.components, ControlNets.of(**{self.name: (self.control_images.control_type, self.controlnet)}))
-            images = []
-            for i, prompt in enumerate(prompts):
-                sample = samples[i % len(samples)]
-                batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}
-                picture = self.control_images.pictures(batch)[0]
-                size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
-                control = control_map(self.control_images.reader(batch), picture, size)
-                unit = ControlUnit(control, "raw", model=self.name)
-                steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]
-                plain = pipeline.generate(prompt, width=size[0], height=size[1], **options).images[0]
-                images += [control, steered, plain, Image.blend(steered, control, 0.4)]
-        finally:
-            self.controlnet.train()
-        folder = self.context.output_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        make_grid(images, columns=4).save(folder / f"step-{step:06d}.png")
-        return {}
+        def row(pipeline, prompt: str, sample: dict) -> list[Image.Image]:
+            batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}
+            picture = self.control_images.pictures(batch)[0]
+            size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
+            control = control_map(self.control_images.reader(batch), picture, size)
+            unit = ControlUnit(control, "raw", model=self.name)
+            steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]
+            plain = pipeline.generate(prompt, width=size[0], height=size[1], **options).images[0]
+            return [control, steered, plain, Image.blend(steered, control, 0.4)]
+
+        controlnets = ControlNets.of(**{self.name: (self.control_images.control_type, self.controlnet)})
+        grid = Grid(row, columns=4, samples=True, trained=self.controlnet, controlnets=controlnets)
+        return sample_grid(self.context, self.components, step, grid)
 
     def export(self) -> Path:
         path = self.context.output_dir / "controlnet" / self.name

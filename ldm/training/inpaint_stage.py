@@ -13,14 +13,11 @@ from torch import nn
 
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
 from ldm.images import to_pil
-from ldm.formats.model_folder import ModelError
 from ldm.models.components import Components
 from ldm.diffusion.denoiser import backbone
-from ldm.pipeline import Pipeline
-from ldm.training.config import Text2ImgSection
 from ldm.training.random_masks import random_masks
-from ldm.training.stages import first_samples, make_grid
-from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
+from ldm.training.validation import Grid, generate_options, sample_grid
 
 
 def input_conv_owner(denoiser) -> tuple[nn.Module, str]:
@@ -69,12 +66,7 @@ class InpaintModule(Text2ImgModule):
 
 class InpaintStage(Text2ImgStage):
     def load_components(self) -> Components:
-        config = self.config
-        init_from = config.inpaint.init_from
-        try:
-            components = load_frozen_parts(config, Text2ImgSection(init_from=init_from))
-        except ModelError as error:
-            raise ModelError(f"inpaint.init_from: {error}") from None
+        components = super().load_components()
         latent_channels = components.vae.config.latent_channels
         if components.denoiser.config.in_channels == latent_channels:
             widen_to_inpainting(components.denoiser, latent_channels)
@@ -82,9 +74,6 @@ class InpaintStage(Text2ImgStage):
         if components.config is not None:
             components.config.denoiser_config.in_channels = components.denoiser.config.in_channels
         return components
-
-    def init_from(self):
-        return self.config.inpaint.init_from
 
     def make_module(self, components: Components, scheduler) -> nn.Module:
         config = self.config
@@ -99,30 +88,13 @@ class InpaintStage(Text2ImgStage):
 
     def evaluate(self, step: int) -> dict:
         """Validation prompts inpainted into the middle of held-out (else training) images."""
-        prompts = self.config.validation.prompts
-        if not prompts:
-            return {}
+        options = generate_options(self.config.validation)
 
-        samples = first_samples(self.context.open_dataset("validation"), len(prompts))
-        samples = samples or first_samples(self.context.open_dataset("train"), len(prompts))
-        validation, denoiser = self.config.validation, self.components.denoiser
-        denoiser.eval()
-        try:
-            pipeline = Pipeline(self.components)
-            images = []
-            for i, prompt in enumerate(prompts):
-                image = to_pil(samples[i % len(samples)]["pixels"][None])[0]
-                width, height = image.size
-                mask = Image.new("L", image.size, 0)
-                mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
-                result = pipeline.inpaint(
-                    prompt, image, mask, steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler,
-                    seed=validation.seed, progress=False,
-                )  # fmt: skip
-                images += [image, result.images[0]]
-        finally:
-            denoiser.train()
-        folder = self.context.output_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        make_grid(images, columns=2).save(folder / f"step-{step:06d}.png")
-        return {}
+        def row(pipeline, prompt: str, sample: dict) -> list[Image.Image]:
+            image = to_pil(sample["pixels"][None])[0]
+            width, height = image.size
+            mask = Image.new("L", image.size, 0)
+            mask.paste(255, (width // 4, height // 4, 3 * width // 4, 3 * height // 4))
+            return [image, pipeline.inpaint(prompt, image, mask, **options).images[0]]
+
+        return sample_grid(self.context, self.components, step, Grid(row, columns=2, samples=True))

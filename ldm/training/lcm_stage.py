@@ -21,11 +21,9 @@ from ldm.diffusion.guidance import cfg_embedding
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
-from ldm.pipeline import Pipeline
-from ldm.training.config import Text2ImgSection
 from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
-from ldm.training.stages import make_grid
-from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
+from ldm.training.validation import Grid, sample_grid
 
 VALIDATION_STEPS = (1, 2, 4, 8)
 
@@ -123,10 +121,7 @@ class LcmStage(Text2ImgStage):
 
     def load_components(self) -> Components:
         section = self.config.lcm
-        try:
-            components = load_frozen_parts(self.config, Text2ImgSection(init_from=section.init_from))
-        except ModelError as error:
-            raise ModelError(f"lcm.init_from: {error}") from None
+        components = super().load_components()
         self.teacher = components.denoiser
         if self.lora:
             if backbone(self.teacher) != "unet":
@@ -138,9 +133,6 @@ class LcmStage(Text2ImgStage):
             components.config.sampling = SamplingDefaults("lcm", section.sample_steps, section.sample_cfg)
             components.config.name = f"{components.config.name}-lcm"  # what PNG parameters' Model: says
         return components
-
-    def init_from(self):
-        return self.config.lcm.init_from
 
     @property
     def lora_alpha(self) -> float:
@@ -174,25 +166,13 @@ class LcmStage(Text2ImgStage):
 
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: the student at 1, 2, 4 and 8 lcm steps (same seed)."""
-        prompts = self.config.validation.prompts
-        if not prompts:
-            return {}
-        validation, student = self.config.validation, self.components.denoiser
-        cfg = 1.0 if self.lora else validation.cfg  # LCM-LoRA: no guidance embedding; cfg 1 is one call per step
-        student.eval()
-        try:
-            pipeline = Pipeline(self.components)
-            images = [
-                pipeline.generate(p, steps=n, cfg=cfg, sampler="lcm", seed=validation.seed, progress=False).images[0]
-                for p in prompts
-                for n in VALIDATION_STEPS
-            ]
-        finally:
-            student.train()
-        folder = self.context.output_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        make_grid(images, columns=len(VALIDATION_STEPS)).save(folder / f"step-{step:06d}.png")
-        return {}
+        cfg = 1.0 if self.lora else self.config.validation.cfg  # LCM-LoRA: no guidance embedding; cfg 1 is one call per step
+        options = dict(cfg=cfg, sampler="lcm", seed=self.config.validation.seed, progress=False)
+
+        def row(pipeline, prompt: str, _) -> list:
+            return [pipeline.generate(prompt, steps=n, **options).images[0] for n in VALIDATION_STEPS]
+
+        return sample_grid(self.context, self.components, step, Grid(row, columns=len(VALIDATION_STEPS)))
 
     def export(self) -> Path:
         if not self.lora:

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -32,7 +32,7 @@ from ldm.training.checkpoints import (
 from ldm.training.config import TrainConfig
 from ldm.training.reporting import Reporter
 from ldm.training.speedups import apply_speedups
-from ldm.training.stage_registry import build_stage
+from ldm.training.stage_registry import STAGES, build_stage
 from ldm.training.stages import OpenDataset, Stage, StageContext
 
 # Our schedule names -> diffusers.optimization names (all with linear warm-up first).
@@ -65,6 +65,7 @@ def resolve_mixed_precision(requested: str, use_cpu: bool) -> str:
 
 
 def make_accelerator(config: TrainConfig, output_dir: Path, find_unused_parameters: bool = False):
+    """find_unused_parameters: the stage's declaration (Stage.find_unused_parameters)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
@@ -122,172 +123,227 @@ class EMASwap:
             self.ema.restore(self.parameters)
 
 
-def apply_resumed_settings(settings, optimizer, lr_scheduler, ema) -> str:
+def apply_resumed_settings(train_section, optimizer, lr_scheduler, ema) -> str:
     """A checkpoint brings back its learning rate and EMA decay; a config that asks for others
     on resume (train.lr=... --resume latest) gets them from here on. Says what changed."""
     changes = []
-    if any(base != settings.lr for base in lr_scheduler.base_lrs):
-        changes.append(f"train.lr {lr_scheduler.base_lrs[0]:g} -> {settings.lr:g}")
-        lr_scheduler.base_lrs = [settings.lr] * len(lr_scheduler.base_lrs)
+    if any(base != train_section.lr for base in lr_scheduler.base_lrs):
+        changes.append(f"train.lr {lr_scheduler.base_lrs[0]:g} -> {train_section.lr:g}")
+        lr_scheduler.base_lrs = [train_section.lr] * len(lr_scheduler.base_lrs)
         for group, factor in zip(optimizer.param_groups, lr_scheduler.lr_lambdas):
-            group["initial_lr"] = settings.lr
-            group["lr"] = settings.lr * factor(lr_scheduler.last_epoch)
-    if ema is not None and ema.decay != settings.ema_decay:
-        changes.append(f"train.ema_decay {ema.decay:g} -> {settings.ema_decay:g}")
-        ema.decay = settings.ema_decay
+            group["initial_lr"] = train_section.lr
+            group["lr"] = train_section.lr * factor(lr_scheduler.last_epoch)
+    if ema is not None and ema.decay != train_section.ema_decay:
+        changes.append(f"train.ema_decay {ema.decay:g} -> {train_section.ema_decay:g}")
+        ema.decay = train_section.ema_decay
     return ", ".join(changes)
 
 
-def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Optional[OpenDataset] = None) -> TrainResult:
-    """Trains `config.stage` for train.max_steps steps (continuing from checkpoint `resume`)."""
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel
+class StepOutcome(NamedTuple):
+    loss: float  # mean over micro-batches and processes
+    grad_norm: Optional[torch.Tensor]  # before clipping; None when train.max_grad_norm is off or the loss was not finite
+    trained: bool  # False: the loss or gradient was not finite and the step was skipped
+    logs: dict  # the module's other values, from the last micro-batch
 
-    settings = config.train
-    output_dir = Path(settings.output_dir)
-    # The autoencoder's discriminator sits out its first steps: DDP must allow that.
-    accelerator = make_accelerator(config, output_dir, find_unused_parameters=config.stage == "autoencoder")
-    rank, world = accelerator.process_index, accelerator.num_processes
-    open_dataset = open_dataset or ldm_datasets(config, rank, world)
-    # Data first: a bad data path fails before any model is built.
-    raw_dataset = open_dataset("train")
-    torch.manual_seed(settings.seed)  # identical initial weights in every process
-    context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
-    stage = build_stage(context)
-    apply_speedups(stage, settings)
-    training_data = stage.training_data(raw_dataset)
-    batches = make_batches(training_data, settings.batch_size, settings.seed, rank, world, config.data.num_workers)
 
-    parameters = stage.trained_parameters()
-    optimizer = torch.optim.AdamW(parameters, lr=settings.lr, betas=tuple(settings.adam_betas), weight_decay=settings.weight_decay)
-    # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
-    lr_scheduler = get_scheduler(
-        LR_SCHEDULES[settings.lr_schedule], optimizer, num_warmup_steps=settings.warmup_steps, num_training_steps=settings.max_steps
-    )
-    ema = EMAModel(parameters, decay=settings.ema_decay) if settings.ema_decay else None
-    module, optimizer = accelerator.prepare(stage.module, optimizer)
+@dataclass
+class Run:
+    """The moving parts of one training run, from the first step to the export."""
 
-    step, counters = 0, {"skipped_steps": 0}
-    if resume is not None:
-        state = load_checkpoint(resume)
-        load_trained_weights(stage, state.weights)
-        optimizer.load_state_dict(state.optimizer)
-        lr_scheduler.load_state_dict(state.lr_scheduler)
-        if ema is not None and state.ema is not None:
-            ema.load_state_dict(state.ema)
-            ema.to(accelerator.device)
-        changed = apply_resumed_settings(settings, optimizer, lr_scheduler, ema)
-        if changed and accelerator.is_main_process:
+    config: TrainConfig
+    accelerator: object
+    stage: Stage
+    module: torch.nn.Module  # stage.module as accelerate prepared it (DDP with several processes)
+    parameters: list
+    optimizer: object
+    lr_scheduler: object
+    ema: Optional[object]
+    batches: object
+    counters: dict = field(default_factory=lambda: {"skipped_steps": 0})
+
+    @classmethod
+    def prepare(cls, config: TrainConfig, accelerator, stage: Stage, batches) -> "Run":
+        """The optimizer, LR schedule and EMA of the stage's trained parameters."""
+        from diffusers.optimization import get_scheduler
+        from diffusers.training_utils import EMAModel
+
+        train_section = config.train
+        parameters = stage.trained_parameters()
+        optimizer = torch.optim.AdamW(
+            parameters, lr=train_section.lr, betas=tuple(train_section.adam_betas), weight_decay=train_section.weight_decay
+        )
+        # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
+        lr_scheduler = get_scheduler(
+            LR_SCHEDULES[train_section.lr_schedule], optimizer,
+            num_warmup_steps=train_section.warmup_steps, num_training_steps=train_section.max_steps,
+        )  # fmt: skip
+        ema = EMAModel(parameters, decay=train_section.ema_decay) if train_section.ema_decay else None
+        module, optimizer = accelerator.prepare(stage.module, optimizer)
+        return cls(config, accelerator, stage, module, parameters, optimizer, lr_scheduler, ema, batches)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.config.train.output_dir)
+
+    def resume(self, checkpoint: Path) -> int:
+        """Puts back the state saved in `checkpoint`; returns its step."""
+        state = load_checkpoint(checkpoint)
+        load_trained_weights(self.stage, state.weights)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.lr_scheduler.load_state_dict(state.lr_scheduler)
+        if self.ema is not None and state.ema is not None:
+            self.ema.load_state_dict(state.ema)
+            self.ema.to(self.accelerator.device)
+        changed = apply_resumed_settings(self.config.train, self.optimizer, self.lr_scheduler, self.ema)
+        if changed and self.accelerator.is_main_process:
             print(f"ldm-train: resuming with the config's {changed}", file=sys.stderr)
-        batches.seek(state.data_position)
-        stage.load_state(state.counters.get("stage", {}))
-        stage.load_state_tensors(state.stage_tensors)
-        counters.update({k: v for k, v in state.counters.items() if k != "stage"})
+        self.batches.seek(state.data_position)
+        self.stage.load_state(state.counters.get("stage", {}))
+        self.stage.load_state_tensors(state.stage_tensors)
+        self.counters.update({k: v for k, v in state.counters.items() if k != "stage"})
         restore_rng(state.rng)
-        step = state.step
-        if accelerator.is_main_process:  # `--resume latest` now continues this branch
-            point_latest_at(output_dir / "checkpoints", resume)
+        if self.accelerator.is_main_process:  # `--resume latest` now continues this branch
+            point_latest_at(self.output_dir / "checkpoints", checkpoint)
+        return state.step
 
-    reporter = Reporter(accelerator, output_dir, config, start_step=step)
-    reporter.note(f"{config.stage}: {world} process(es), global batch {settings.batch_size * settings.grad_accum * world}, "
-                  f"mixed precision {accelerator.mixed_precision}" + (f", resumed at step {step} from {resume}" if resume else ""))
-    if isinstance(raw_dataset, IndexedImageDataset):
-        reporter.note(f"data: {raw_dataset.split_summary(config.data.validation)}")
-    result = TrainResult(step=step, start_step=step, skipped_steps=counters["skipped_steps"])
-    if isinstance(training_data, CachedLatentDataset):
-        result.cached_samples = len(training_data)
-    images_per_step = settings.batch_size * settings.grad_accum * world
-    consecutive_bad = 0
-    fp16 = accelerator.mixed_precision == "fp16"
-    data = iter(batches)
-    module.train()
-
-    def checkpoint() -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            state = TrainingState(
-                step=step,
-                weights=trained_weights(stage),
-                optimizer=optimizer.state_dict(),
-                lr_scheduler=lr_scheduler.state_dict(),
-                data_position=batches.position(),
-                ema=ema.state_dict() if ema is not None else None,
-                counters={**counters, "stage": stage.state()},
-                rng=capture_rng(),
-                stage_tensors=stage.state_tensors(),
-            )
-            save_checkpoint(state, output_dir / "checkpoints", settings.keep_last)
-        accelerator.wait_for_everyone()
-
-    def evaluate() -> None:
-        if accelerator.is_main_process:
-            with EMASwap(ema, parameters), torch.no_grad():
-                metrics = stage.evaluate(step)
-            if metrics:
-                reporter.log(step, metrics)
-        accelerator.wait_for_everyone()
-
-    while step < settings.max_steps:
-        started = time.perf_counter()
+    def train_step(self, data, step: int) -> StepOutcome:
+        """One optimizer step over train.grad_accum micro-batches from `data`."""
+        train_section, accelerator = self.config.train, self.accelerator
         micro_losses = []
-        for micro in range(settings.grad_accum):
+        for micro in range(train_section.grad_accum):
             batch = next(data)
-            randomness = Randomness(settings.seed, step, micro, rank, world, accelerator.device)
-            with accelerator.accumulate(module):
+            randomness = Randomness(train_section.seed, step, micro, accelerator.process_index, accelerator.num_processes, accelerator.device)
+            with accelerator.accumulate(self.module):
                 with accelerator.autocast():
-                    loss, logs = module(batch, randomness, step)
+                    loss, logs = self.module(batch, randomness, step)
                 micro_losses.append(loss.detach().float())
                 accelerator.backward(loss)
         loss_value = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean")
         finite = bool(torch.isfinite(loss_value))
+        fp16 = accelerator.mixed_precision == "fp16"
         grad_norm = None
-        if finite and settings.max_grad_norm:
-            grad_norm = accelerator.clip_grad_norm_(parameters, settings.max_grad_norm)
+        if finite and train_section.max_grad_norm:
+            grad_norm = accelerator.clip_grad_norm_(self.parameters, train_section.max_grad_norm)
             # fp16 gradient overflow is the grad scaler's business (it skips and lowers its scale).
             finite = bool(torch.isfinite(grad_norm)) or fp16
         if finite or fp16:
             # fp16: the scaler must see every step, or its unscale/update bookkeeping breaks;
             # it skips the update itself when the gradients are not finite.
-            optimizer.step()
+            self.optimizer.step()
         if finite:
-            lr_scheduler.step()
-            if ema is not None:
-                ema.step(parameters)
-            stage.after_step()
-            consecutive_bad = 0
+            self.lr_scheduler.step()
+            if self.ema is not None:
+                self.ema.step(self.parameters)
+            self.stage.after_step()
         else:
             # Same decision in every process: the loss and the gradient norm are global.
-            counters["skipped_steps"] += 1
-            consecutive_bad += 1
-        optimizer.zero_grad(set_to_none=True)
+            self.counters["skipped_steps"] += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepOutcome(float(loss_value), grad_norm, finite, {k: float(v) for k, v in logs.items() if k != "loss"})
+
+    def checkpoint(self, step: int) -> None:
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = TrainingState(
+                step=step,
+                weights=trained_weights(self.stage),
+                optimizer=self.optimizer.state_dict(),
+                lr_scheduler=self.lr_scheduler.state_dict(),
+                data_position=self.batches.position(),
+                ema=self.ema.state_dict() if self.ema is not None else None,
+                counters={**self.counters, "stage": self.stage.state()},
+                rng=capture_rng(),
+                stage_tensors=self.stage.state_tensors(),
+            )
+            save_checkpoint(state, self.output_dir / "checkpoints", self.config.train.keep_last)
+        accelerator.wait_for_everyone()
+
+    def evaluate(self, step: int, reporter: Reporter) -> None:
+        if self.accelerator.is_main_process:
+            with EMASwap(self.ema, self.parameters), torch.no_grad():
+                metrics = self.stage.evaluate(step)
+            if metrics:
+                reporter.log(step, metrics)
+        self.accelerator.wait_for_everyone()
+
+    def export(self, reporter: Reporter) -> Optional[Path]:
+        """The stage's product, written by the main process with the EMA weights in place."""
+        path = None
+        if self.accelerator.is_main_process:
+            with EMASwap(self.ema, self.parameters):
+                path = self.stage.export()
+            reporter.note(f"exported {path}")
+        self.accelerator.wait_for_everyone()
+        return path
+
+
+def open_reporter(config: TrainConfig, accelerator, raw_dataset, step: int, resume: Optional[Path]) -> Reporter:
+    """The run's reporter, after its opening notes: processes, global batch, precision, resume, data split."""
+    reporter = Reporter(accelerator, Path(config.train.output_dir), config, start_step=step)
+    world = accelerator.num_processes
+    reporter.note(f"{config.stage}: {world} process(es), global batch {config.train.batch_size * config.train.grad_accum * world}, "
+                  f"mixed precision {accelerator.mixed_precision}" + (f", resumed at step {step} from {resume}" if resume else ""))
+    if isinstance(raw_dataset, IndexedImageDataset):
+        reporter.note(f"data: {raw_dataset.split_summary(config.data.validation)}")
+    return reporter
+
+
+def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Optional[OpenDataset] = None) -> TrainResult:
+    """Trains `config.stage` for train.max_steps steps (continuing from checkpoint `resume`)."""
+    train_section = config.train
+    output_dir = Path(train_section.output_dir)
+    accelerator = make_accelerator(config, output_dir, STAGES[config.stage].find_unused_parameters)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    open_dataset = open_dataset or ldm_datasets(config, rank, world)
+    # Data first: a bad data path fails before any model is built.
+    raw_dataset = open_dataset("train")
+    torch.manual_seed(train_section.seed)  # identical initial weights in every process
+    context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
+    stage = build_stage(context)
+    apply_speedups(stage, train_section)
+    training_data = stage.training_data(raw_dataset)
+    batches = make_batches(training_data, train_section.batch_size, train_section.seed, rank, world, config.data.num_workers)
+    run = Run.prepare(config, accelerator, stage, batches)
+    step = run.resume(resume) if resume is not None else 0
+
+    reporter = open_reporter(config, accelerator, raw_dataset, step, resume)
+    images_per_step = train_section.batch_size * train_section.grad_accum * world
+    result = TrainResult(step=step, start_step=step, skipped_steps=run.counters["skipped_steps"])
+    if isinstance(training_data, CachedLatentDataset):
+        result.cached_samples = len(training_data)
+    consecutive_bad = 0
+    data = iter(batches)
+    run.module.train()
+
+    while step < train_section.max_steps:
+        started = time.perf_counter()
+        outcome = run.train_step(data, step)
+        consecutive_bad = 0 if outcome.trained else consecutive_bad + 1
         step += 1
-        result.losses.append(float(loss_value))
-        reporter.step(step, float(loss_value), lr_scheduler.get_last_lr()[0], images_per_step / (time.perf_counter() - started),
-                      grad_norm, counters["skipped_steps"], {k: float(v) for k, v in logs.items() if k != "loss"})
-        if consecutive_bad >= settings.max_bad_steps:
+        result.losses.append(outcome.loss)
+        reporter.step(step, outcome.loss, run.lr_scheduler.get_last_lr()[0], images_per_step / (time.perf_counter() - started),
+                      outcome.grad_norm, run.counters["skipped_steps"], outcome.logs)
+        if consecutive_bad >= train_section.max_bad_steps:
             reporter.close()
             raise TrainingError(
                 f"stopped at step {step}: {consecutive_bad} consecutive steps had a non-finite loss or gradient "
                 f"(lower train.lr, check the data, or raise train.max_bad_steps); the last checkpoint is intact"
             )
-        if step % settings.save_every == 0 or step == settings.max_steps:
-            checkpoint()
-        if config.validation.every and step % config.validation.every == 0 and step < settings.max_steps:
-            evaluate()
+        if step % train_section.save_every == 0 or step == train_section.max_steps:
+            run.checkpoint(step)
+        if config.validation.every and step % config.validation.every == 0 and step < train_section.max_steps:
+            run.evaluate(step, reporter)
 
     reporter.steps_done()
-    evaluate()
-    if accelerator.is_main_process:
-        with EMASwap(ema, parameters):
-            result.export_path = stage.export()
-        reporter.note(f"exported {result.export_path}")
-    accelerator.wait_for_everyone()
+    run.evaluate(step, reporter)
+    result.export_path = run.export(reporter)
     result.data = data_totals(raw_dataset, accelerator)
     reporter.data(step, result.data, result.cached_samples)
     reporter.close()
     accelerator.end_training()
     result.step = step
-    result.skipped_steps = counters["skipped_steps"]
+    result.skipped_steps = run.counters["skipped_steps"]
     return result
 
 

@@ -7,21 +7,19 @@ without and with the LoRA (same seed)."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
-from ldm.pipeline import Pipeline
-from ldm.training.config import Text2ImgSection
 from ldm.training.learned_tokens import LearnedTokens
-from ldm.training.stages import make_grid
-from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
+from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
+from ldm.training.validation import Grid, generate_options, sample_grid
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
@@ -58,15 +56,6 @@ def text_encoder_naming(encoder) -> dict:
 
 
 class LoraStage(Text2ImgStage):
-    def load_components(self) -> Components:
-        try:
-            return load_frozen_parts(self.config, Text2ImgSection(init_from=self.config.lora.init_from))
-        except ModelError as error:
-            raise ModelError(f"lora.init_from: {error}") from None
-
-    def init_from(self):
-        return self.config.lora.init_from
-
     @property
     def alpha(self) -> float:
         section = self.config.lora
@@ -93,26 +82,25 @@ class LoraStage(Text2ImgStage):
         if self.module.tokens is not None:
             self.module.tokens.enabled = enabled
 
-    def evaluate(self, step: int) -> dict:
-        """Two images per validation prompt, same seed: the base model, then with the LoRA."""
-        validation, denoiser = self.config.validation, self.components.denoiser
-        if not validation.prompts:
-            return {}
-        options = dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
-        pipeline, images = Pipeline(self.components), []
-        denoiser.eval()
+    @contextmanager
+    def lora_off(self):
+        """The base model inside, the LoRA back on after (whatever happened)."""
+        self.set_lora_enabled(False)
         try:
-            for prompt in validation.prompts:
-                for enabled in (False, True):
-                    self.set_lora_enabled(enabled)
-                    images.append(pipeline.generate(prompt, **options).images[0])
+            yield
         finally:
             self.set_lora_enabled(True)
-            denoiser.train()
-        folder = self.context.output_dir / "samples"
-        folder.mkdir(parents=True, exist_ok=True)
-        make_grid(images, columns=2).save(folder / f"step-{step:06d}.png")
-        return {}
+
+    def evaluate(self, step: int) -> dict:
+        """Two images per validation prompt, same seed: the base model, then with the LoRA."""
+        options = generate_options(self.config.validation)
+
+        def row(pipeline, prompt: str, _) -> list:
+            with self.lora_off():
+                base = pipeline.generate(prompt, **options).images[0]
+            return [base, pipeline.generate(prompt, **options).images[0]]
+
+        return sample_grid(self.context, self.components, step, Grid(row, columns=2))
 
     def export(self) -> Path:
         config, section = self.config, self.config.lora

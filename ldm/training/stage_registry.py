@@ -7,8 +7,6 @@ config are ldm.training.config.STAGE_NAMES; a test keeps the two in step.
 
 from __future__ import annotations
 
-from typing import Callable
-
 from ldm.training.autoencoder_stage import AutoencoderStage
 from ldm.training.clip_stage import ClipStage
 from ldm.training.controlnet_stage import ControlNetStage
@@ -18,7 +16,7 @@ from ldm.training.lora_stage import LoraStage
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text2img_stage import Text2ImgStage
 
-STAGES: dict[str, Callable[[StageContext], Stage]] = {
+STAGES: dict[str, type[Stage]] = {
     "autoencoder": AutoencoderStage,
     "clip": ClipStage,
     "text2img": Text2ImgStage,

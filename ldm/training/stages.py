@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import nn
@@ -37,7 +37,8 @@ class Stage:
 
     module: nn.Module
     # True when some trained parameters take no part in some steps (a discriminator that
-    # starts late): DDP must then look for unused parameters.
+    # starts late): DDP must then look for unused parameters. Read by the loop from the
+    # class, before the stage is built (the accelerator comes first).
     find_unused_parameters: bool = False
 
     def __init__(self, context: StageContext):
@@ -79,19 +80,6 @@ class Stage:
 
     def after_step(self) -> None:
         """Called after each optimizer step that trained (lcm: the target network follows)."""
-
-
-def make_grid(images: list, columns: Optional[int] = None):
-    """PIL images of one size -> one grid image (row-major)."""
-    from PIL import Image
-
-    columns = columns or len(images)
-    rows = (len(images) + columns - 1) // columns
-    width, height = images[0].size
-    grid = Image.new("RGB", (columns * width, rows * height))
-    for i, image in enumerate(images):
-        grid.paste(image, ((i % columns) * width, (i // columns) * height))
-    return grid
 
 
 def first_samples(dataset, n: int) -> list[dict]:

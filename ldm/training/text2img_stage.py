@@ -13,36 +13,30 @@ from torch import nn
 
 from ldm.builtin_models import resolve_model
 from ldm.config import ConfigError
-from ldm.formats.model_folder import load_component, load_model, read_model_config, save_model
+from ldm.formats.model_folder import ModelError, load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
-from ldm.pipeline import Pipeline
 from ldm.formats.diffusers_export import save_diffusers_finetune
+from ldm.training.config import DenoiserSection, Text2ImgSection
 from ldm.training.latents import CacheExtras, cached_latents
-from ldm.training.stages import Stage, StageContext, make_grid
+from ldm.training.stages import Stage, StageContext
 from ldm.training.text_embeddings import TextEmbeddingMemory
+from ldm.training.validation import Grid, generate_options, sample_grid
 
 
-def load_frozen_parts(config, section=None) -> Components:
-    """Components to train from: init_from (ours or a diffusers SD folder), else the model
-    config, with the VAE / text encoder replaced by earlier stages' exports. `section`
-    (init_from, vae_from, text_encoder_from) is config.text2img unless given; init_from may
-    name a built-in model ("scenes")."""
+def load_frozen_parts(config, section: Optional[DenoiserSection] = None, name: str = "text2img") -> Components:
+    """Components to train from: the section's init_from (ours, a diffusers SD folder, a single
+    file or a built-in model's name), else the model config (text2img), with text2img's VAE /
+    text encoder replaced by earlier stages' exports (vae_from, text_encoder_from). `section`
+    is config.text2img unless given; `name` is the config section a load error names."""
     section = section or config.text2img
-    if section.init_from:
-        init_from = resolve_model(section.init_from)  # a path, or a built-in model's name
-        components = load_model(init_from)
-        if components.config is not None:
-            # The folder's (or single file's) config describes its weights; the YAML's `model` is ignored.
-            config.model = read_model_config(init_from) if Path(init_from).is_dir() else components.config
-            components.config = config.model
-    else:
-        components = build_components(config.model)
-    if section.vae_from:
-        components.vae, config.model.vae = load_component(section.vae_from, "vae")
-    if section.text_encoder_from:
-        components.text_encoder, config.model.text_encoder = load_component(section.text_encoder_from, "text_encoder")
+    components = load_init_from(config, section.init_from, name) if section.init_from else build_components(config.model)
+    if isinstance(section, Text2ImgSection):
+        if section.vae_from:
+            components.vae, config.model.vae = load_component(section.vae_from, "vae")
+        if section.text_encoder_from:
+            components.text_encoder, config.model.text_encoder = load_component(section.text_encoder_from, "text_encoder")
     if components.config is not None:
         components.config = config.model
         if config.model.vae.scaling_factor is None:
@@ -50,6 +44,20 @@ def load_frozen_parts(config, section=None) -> Components:
                 "model.vae.scaling_factor is null: train the autoencoder stage first (text2img.vae_from) "
                 "or set it (0.18215 for Stable Diffusion's VAE)"
             )
+    return components
+
+
+def load_init_from(config, init_from: str, name: str) -> Components:
+    """The model `init_from` names; its config (the folder's, or the single file's) replaces the
+    YAML's `model`. A load error is one line naming the key (`lcm.init_from: ...`)."""
+    path = resolve_model(init_from)  # a path, or a built-in model's name
+    try:
+        components = load_model(path)
+        if components.config is not None:
+            config.model = read_model_config(path) if Path(path).is_dir() else components.config
+            components.config = config.model
+    except ModelError as error:
+        raise ModelError(f"{name}.init_from: {error}") from None
     return components
 
 
@@ -168,11 +176,13 @@ class Text2ImgStage(Stage):
             self.module.text_memory = TextEmbeddingMemory(components.text_encoder, int(memory_mb * 2**20))
 
     # Hooks for stages that fine-tune the same way (inpaint).
-    def load_components(self) -> Components:
-        return load_frozen_parts(self.config)
+    @property
+    def section(self) -> DenoiserSection:
+        """The stage's config section (config.lcm for stage lcm): its init_from is the model to start from."""
+        return getattr(self.config, self.config.stage)
 
-    def init_from(self):
-        return self.config.text2img.init_from
+    def load_components(self) -> Components:
+        return load_frozen_parts(self.config, self.section, self.config.stage)
 
     def make_module(self, components: Components, scheduler) -> nn.Module:
         config = self.config
@@ -199,28 +209,12 @@ class Text2ImgStage(Stage):
     # ------------------------------------------------------------------ outputs
 
     def evaluate(self, step: int) -> dict:
-        prompts = self.config.validation.prompts
-        if not prompts:
-            return {}
-
-        validation = self.config.validation
-        denoiser = self.components.denoiser
-        denoiser.eval()
-        try:
-            pipeline = Pipeline(self.components)
-            images = [
-                pipeline.generate(p, steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False).images[0]
-                for p in prompts
-            ]
-        finally:
-            denoiser.train()
-        samples = self.context.output_dir / "samples"
-        samples.mkdir(parents=True, exist_ok=True)
-        make_grid(images).save(samples / f"step-{step:06d}.png")
-        return {}
+        """One image per validation prompt."""
+        options = generate_options(self.config.validation)
+        return sample_grid(self.context, self.components, step, Grid(lambda pipeline, prompt, _: [pipeline.generate(prompt, **options).images[0]]))
 
     def export(self) -> Path:
         path = self.context.output_dir / "model"
         if self.components.config is None:
-            return save_diffusers_finetune(self.components.denoiser, Path(self.init_from()), path)
+            return save_diffusers_finetune(self.components.denoiser, Path(self.section.init_from), path)
         return save_model(self.components, path)

@@ -198,14 +198,14 @@ class Pipeline:
         timesteps = chosen.set_timesteps(steps, device=device, strength=strength)
         noise = noise.to(device=device, dtype=dtype)
         if init_latents is None or strength >= 1.0:
-            latents = noise * chosen.scheduler.init_noise_sigma
+            latents = chosen.start(noise)
         elif len(timesteps) == 0:
             return init_latents
         else:
-            latents = chosen.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(noise)))
+            latents = chosen.renoise(init_latents, noise, timesteps[:1].repeat(len(noise)))
         after_step = None
         if known_region is not None:
-            after_step = keep_known_region(known_region, noise, chosen.scheduler, timesteps)
+            after_step = keep_known_region(known_region, noise, chosen, timesteps)
         denoiser = with_controls(self.components.denoiser, controls, len(timesteps))
         model = GuidedModel(denoiser, cond, uncond, cfg)
         return denoise(model, chosen, latents, timesteps, generators, after_step, callback, progress)

@@ -15,6 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ldm.diffusion.samplers import Sampler
+
 
 @dataclass
 class KnownRegion:
@@ -39,16 +41,16 @@ def inpaint_channels(mask: torch.Tensor, masked_image_latents: torch.Tensor) -> 
 
 
 def keep_known_region(
-    known: KnownRegion, noise: torch.Tensor, scheduler, timesteps: torch.Tensor
+    known: KnownRegion, noise: torch.Tensor, sampler: Sampler, timesteps: torch.Tensor
 ) -> Callable[[int, torch.Tensor], torch.Tensor]:
     """An `after_step` for the denoising loop: the known region replaced after step i by the
-    input noised (with the starting `noise`) to timesteps[i + 1]."""
+    input noised by `sampler` (with the starting `noise`) to timesteps[i + 1]."""
     last = len(timesteps) - 1
 
     def after_step(i: int, latents: torch.Tensor) -> torch.Tensor:
         target = known.latents
         if i < last:
-            target = scheduler.add_noise(known.latents, noise, timesteps[i + 1 : i + 2])
+            target = sampler.renoise(known.latents, noise, timesteps[i + 1 : i + 2])
         return (1 - known.mask) * target + known.mask * latents  # (B, C, h, w)
 
     return after_step

@@ -1,11 +1,18 @@
-"""Samplers by name: each is a diffusers scheduler built from the model's scheduler config."""
+"""Samplers by name: each is a diffusers scheduler built from the model's scheduler config,
+behind one small wrapper (`Sampler`) that the loop, the pipeline and inpainting call: where
+to start, what the denoiser reads at a step, how clean latents are noised to a timestep, and
+the step itself. Those belong to the solver (Euler works in sigma space and scales its
+latents; DDIM does not), so no caller touches the scheduler's own API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ldm.errors import LdmError
+
+if TYPE_CHECKING:  # torch is not imported at run time: `--help` reads SAMPLER_NAMES from here
+    import torch
 
 
 def _registry() -> dict[str, tuple[Any, dict, bool]]:
@@ -60,8 +67,26 @@ class SamplerStep:
 
 @dataclass
 class Sampler:
+    """A diffusers scheduler of the discrete DDPM family (ldm.diffusion.process.DiscreteDDPM);
+    a flow-matching solver will be another class with the same methods."""
+
     scheduler: Any  # a fresh diffusers scheduler: they keep per-run state
     takes_generator: bool  # stochastic steps draw their noise from the per-image generators
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        """The first latents of a run from pure noise: unit-variance `noise` scaled to the
+        sampler's largest noise level (1 in DDPM space, sqrt(sigma_max^2 + 1) in sigma space)."""
+        return noise * self.scheduler.init_noise_sigma
+
+    def model_input(self, latents: torch.Tensor, timestep) -> torch.Tensor:
+        """What the denoiser reads at `timestep`: the latents, brought back from the sampler's
+        space to the process's (sigma-space samplers divide by sqrt(sigma^2 + 1))."""
+        return self.scheduler.scale_model_input(latents, timestep)
+
+    def renoise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Clean latents `x0` (B, C, h, w) noised with `noise` to `timesteps` ((B,) or (1,)) in
+        the sampler's space: img2img's start and inpainting's known region."""
+        return self.scheduler.add_noise(x0, noise, timesteps)
 
     def step(self, model_output, timestep, latents, generators) -> "SamplerStep":
         extra = {"generator": generators} if self.takes_generator else {}
@@ -93,7 +118,7 @@ class Sampler:
         # Heun (order 2) lists its timesteps but the first twice; diffusers cuts at
         # (steps - kept) * order, and so do we, for parity.
         start = (steps - kept) * scheduler.order
-        # The solver's step counter (and add_noise) must start at the cut, not at 0.
+        # The solver's step counter (and renoise) must start at the cut, not at 0.
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         return scheduler.timesteps[start:]

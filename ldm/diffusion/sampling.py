@@ -42,12 +42,11 @@ def denoise(
     callback: Optional[Callable[[StepInfo], None]] = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Runs `sampler` over `timesteps` from `latents` (already scaled by the sampler's
-    initial sigma or noised to the first timestep) and returns the final latents (or, when
-    the callback raises StopSampling, the clean-latents estimate of the step it stopped at)."""
-    scheduler = sampler.scheduler
+    """Runs `sampler` over `timesteps` from `latents` (sampler.start(noise), or clean latents
+    sampler.renoise'd to the first timestep) and returns the final latents (or, when the
+    callback raises StopSampling, the clean-latents estimate of the step it stopped at)."""
     for i, t in enumerate(tqdm(timesteps, desc="sampling", disable=not progress, leave=False)):
-        prediction = model(scheduler.scale_model_input(latents, t), t)
+        prediction = model(sampler.model_input(latents, t), t)
         out = sampler.step(prediction, t, latents, generators)
         latents = out.prev_sample
         if after_step is not None:

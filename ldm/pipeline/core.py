@@ -141,14 +141,14 @@ class Pipeline:
         noise = request.noise.to(device=device, dtype=dtype)
         init_latents = request.init_latents
         if init_latents is None or request.strength >= 1.0:
-            latents = noise * chosen.scheduler.init_noise_sigma
+            latents = chosen.start(noise)
         elif len(timesteps) == 0:
             return init_latents
         else:
-            latents = chosen.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(noise)))
+            latents = chosen.renoise(init_latents, noise, timesteps[:1].repeat(len(noise)))
         after_step = None
         if request.known_region is not None:
-            after_step = keep_known_region(request.known_region, noise, chosen.scheduler, timesteps)
+            after_step = keep_known_region(request.known_region, noise, chosen, timesteps)
         denoiser = with_controls(self.components.denoiser, request.controls, len(timesteps))
         model = GuidedModel(denoiser, request.cond, request.uncond, request.cfg)
         return denoise(model, chosen, latents, timesteps, request.generators, after_step, request.callback, request.progress)

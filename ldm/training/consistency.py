@@ -32,14 +32,14 @@ class SkippingSolver:
     """The teacher's DDIM step from t_n to t_n - k over the `skip`-spaced timesteps
     (k - 1, 2k - 1, ..., T - 1: LCM's 50 "original" steps for k = 20 of T = 1000)."""
 
-    def __init__(self, alphas_cumprod: torch.Tensor, skip: int):
-        self.alphas_cumprod = alphas_cumprod.float()  # (T,)
+    def __init__(self, alpha_bars: torch.Tensor, skip: int):
+        self.alpha_bars = alpha_bars.float()  # (T,) the schedule's cumulative alphas (DiscreteDDPM.alpha_bars)
         self.skip = skip
-        total = len(alphas_cumprod)
+        total = len(alpha_bars)
         self.timesteps = torch.arange(1, total // skip + 1) * skip - 1  # (N,)
 
     def alpha_bar(self, timesteps: torch.Tensor, device) -> torch.Tensor:
-        return self.alphas_cumprod[timesteps.cpu()].to(device)[:, None, None, None]  # (B, 1, 1, 1)
+        return self.alpha_bars[timesteps.cpu()].to(device)[:, None, None, None]  # (B, 1, 1, 1)
 
     def previous(self, timesteps: torch.Tensor) -> torch.Tensor:
         return (timesteps - self.skip).clamp(min=0)

@@ -20,6 +20,7 @@ from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
 from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
+from ldm.diffusion.process import NoiseProcess
 from ldm.images import ImageError, load_image, to_pil
 from ldm.models.components import Components
 from ldm.training.latents import CacheExtras
@@ -86,9 +87,9 @@ class ControlNetModule(Text2ImgModule):
     only the ControlNet's parameters require gradients, so only they are checkpointed."""
 
     def __init__(
-        self, components: Components, controlnet, scheduler, text2img, caption_dropout, control_images, control_dropout, timesteps="uniform"
+        self, components: Components, controlnet, process: NoiseProcess, text2img, caption_dropout, control_images, control_dropout, timesteps="uniform"
     ):
-        super().__init__(components, scheduler, caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
+        super().__init__(components, process, caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
         self.timestep_sampling = timesteps
         self.controlnet = controlnet
         self.control_images = control_images
@@ -100,9 +101,8 @@ class ControlNetModule(Text2ImgModule):
         the layout of an image is decided and a control map can change the loss."""
         if self.timestep_sampling == "uniform":
             return super().sample_timesteps(b, randomness)
-        total = self.scheduler.config.num_train_timesteps
         u = randomness.rand((b,))
-        return ((1 - u**3) * total).long().clamp(max=total - 1)
+        return self.process.timesteps_at(1 - u**3)
 
     def predict(self, model_input, timesteps, context, batch, randomness):
         height, width = (side * self.vae_scale for side in model_input.shape[-2:])
@@ -119,7 +119,7 @@ class ControlNetModule(Text2ImgModule):
 
 
 class ControlNetStage(Text2ImgStage):
-    def make_module(self, components: Components, scheduler) -> nn.Module:
+    def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.controlnet
         components.denoiser.eval().requires_grad_(False)
         vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
@@ -130,7 +130,7 @@ class ControlNetStage(Text2ImgStage):
         control_dir = Path(section.control_dir) if section.control_dir else None
         self.control_images = ControlImages(section.control_type, control_dir, config.data.resolution)
         return ControlNetModule(
-            components, self.controlnet, scheduler, config.text2img, config.data.caption_dropout,
+            components, self.controlnet, process, config.text2img, config.data.caption_dropout,
             self.control_images, section.control_dropout, section.timesteps,
         )  # fmt: skip
 

@@ -12,6 +12,7 @@ from PIL import Image
 from torch import nn
 
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
+from ldm.diffusion.process import NoiseProcess
 from ldm.images import to_pil
 from ldm.models.components import Components
 from ldm.diffusion.denoiser import backbone
@@ -46,8 +47,8 @@ def widen_to_inpainting(denoiser, latent_channels: int) -> None:
 
 
 class InpaintModule(Text2ImgModule):
-    def __init__(self, components: Components, scheduler, caption_dropout, noise_offset, min_snr_gamma, mask_kinds: dict):
-        super().__init__(components, scheduler, caption_dropout, noise_offset, min_snr_gamma)
+    def __init__(self, components: Components, process: NoiseProcess, caption_dropout, noise_offset, min_snr_gamma, mask_kinds: dict):
+        super().__init__(components, process, caption_dropout, noise_offset, min_snr_gamma)
         self.mask_kinds = mask_kinds
 
     def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
@@ -75,10 +76,10 @@ class InpaintStage(Text2ImgStage):
             components.config.denoiser_config.in_channels = components.denoiser.config.in_channels
         return components
 
-    def make_module(self, components: Components, scheduler) -> nn.Module:
+    def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config = self.config
         return InpaintModule(
-            components, scheduler, config.data.caption_dropout, config.text2img.noise_offset,
+            components, process, config.data.caption_dropout, config.text2img.noise_offset,
             config.text2img.min_snr_gamma, config.inpaint.mask_kinds,
         )  # fmt: skip
 

@@ -18,6 +18,7 @@ from ldm.config import ConfigError, SamplingDefaults
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import backbone, denoise_call
 from ldm.diffusion.guidance import cfg_embedding
+from ldm.diffusion.process import DiscreteDDPM
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
@@ -54,13 +55,13 @@ class LcmModule(Text2ImgModule):
     (LCM-LoRA) the student is the teacher plus adapters: the teacher is the student with its
     adapters off, the target the student itself (no EMA), and no guidance embedding."""
 
-    def __init__(self, components: Components, teacher, scheduler, caption_dropout, section, lora: bool = False):
-        super().__init__(components, scheduler, caption_dropout, 0.0, None)
+    def __init__(self, components: Components, teacher, process: DiscreteDDPM, caption_dropout, section, lora: bool = False):
+        super().__init__(components, process, caption_dropout, 0.0, None)
         self.lora = lora
         if not lora:
             self.teacher = (teacher.eval().requires_grad_(False),)
             self.target = (copy.deepcopy(components.denoiser).eval().requires_grad_(False),)
-        self.solver = SkippingSolver(scheduler.alphas_cumprod, section.skip)
+        self.solver = SkippingSolver(process.alpha_bars, section.skip)
         self.section = section
 
     def teacher_call(self, latents, timesteps, context):
@@ -83,7 +84,7 @@ class LcmModule(Text2ImgModule):
 
     @property
     def prediction_type(self) -> str:
-        return self.scheduler.config.prediction_type
+        return self.process.prediction_type
 
     def teacher_step(self, noisy, start, previous, context, uncond, scale):
         """The teacher's guided DDIM step from `start` to `previous` (no gradient)."""
@@ -101,7 +102,7 @@ class LcmModule(Text2ImgModule):
         b, device, section = len(latents), latents.device, self.section
         start = self.solver.timesteps[randomness.randint(len(self.solver.timesteps), (b,)).cpu()].to(device)  # t_n, (B,)
         previous = self.solver.previous(start)  # t_n - k, (B,)
-        noisy = self.scheduler.add_noise(latents, randomness.randn(latents.shape), start)
+        noisy = self.process.noised(latents, randomness.randn(latents.shape), start)
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
         # The student's embedding of `scale` is the one --cfg gets at sampling: one function for both.
         embedding = None if self.lora else cfg_embedding(scale, section.guidance_embedding).to(device)  # (B, width)
@@ -139,12 +140,12 @@ class LcmStage(Text2ImgStage):
         section = self.config.lcm
         return float(section.lora_alpha if section.lora_alpha is not None else section.lora_rank)
 
-    def make_module(self, components: Components, scheduler) -> nn.Module:
+    def make_module(self, components: Components, process: DiscreteDDPM) -> nn.Module:
         section = self.config.lcm
         if self.lora:
             add_lora_adapters(components.denoiser, section.lora_rank, self.lora_alpha, "attention", self.config.train.seed)
         self.teacher.to(self.context.device)
-        return LcmModule(components, self.teacher, scheduler, self.config.data.caption_dropout, section, self.lora)
+        return LcmModule(components, self.teacher, process, self.config.data.caption_dropout, section, self.lora)
 
     def after_step(self) -> None:
         if not self.lora:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldm.diffusion.process import NoiseProcess
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
@@ -29,9 +30,9 @@ class LoraModule(Text2ImgModule):
     are checkpointed and synchronised); learned token rows are one too. Either way captions
     are encoded with gradients every step."""
 
-    def __init__(self, components: Components, scheduler, config):
+    def __init__(self, components: Components, process: NoiseProcess, config):
         text2img = config.text2img
-        super().__init__(components, scheduler, config.data.caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
+        super().__init__(components, process, config.data.caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
         self.train_text_encoder = config.lora.text_encoder
         if self.train_text_encoder:
             self.text_encoder = components.text_encoder
@@ -61,7 +62,7 @@ class LoraStage(Text2ImgStage):
         section = self.config.lora
         return float(section.alpha if section.alpha is not None else section.rank)
 
-    def make_module(self, components: Components, scheduler) -> nn.Module:
+    def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.lora
         add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
         components.denoiser.to(self.context.device)
@@ -69,7 +70,7 @@ class LoraStage(Text2ImgStage):
             encoder = components.text_encoder
             add_lora_adapters(encoder, section.rank, self.alpha, text_encoder_targets(encoder), config.train.seed + 1)
             encoder.to(self.context.device)
-        return LoraModule(components, scheduler, config)
+        return LoraModule(components, process, config)
 
     def adapted(self) -> list[nn.Module]:
         """The parts that carry adapters."""

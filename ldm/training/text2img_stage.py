@@ -17,6 +17,7 @@ from ldm.formats.model_folder import ModelError, load_component, load_model, rea
 from ldm.models.components import Components, build_components
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
+from ldm.diffusion.process import NoiseProcess, noise_process
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.training.config import DenoiserSection, Text2ImgSection
 from ldm.training.latents import CacheExtras, cached_latents
@@ -61,27 +62,15 @@ def load_init_from(config, init_from: str, name: str) -> Components:
     return components
 
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """min(SNR, gamma) expressed for the predicted target (Hang et al. 2023): / SNR for eps,
-    / (SNR + 1) for v. Zero-terminal-SNR makes SNR 0 at the last step: clamped for eps."""
-    from diffusers.training_utils import compute_snr
-
-    snr = compute_snr(scheduler, timesteps)
-    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
-    if scheduler.config.prediction_type == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped / snr.clamp(min=1e-8)
-
-
 class Text2ImgModule(nn.Module):
     """Only the denoiser is a registered (trained, DDP-synchronised) submodule; the frozen VAE
     and text encoder sit in a plain tuple so DDP and the checkpoints leave them alone."""
 
-    def __init__(self, components: Components, scheduler, caption_dropout: float, noise_offset: float, min_snr_gamma):
+    def __init__(self, components: Components, process: NoiseProcess, caption_dropout: float, noise_offset: float, min_snr_gamma):
         super().__init__()
         self.denoiser = components.denoiser
         self.frozen = (components.vae, components.text_encoder)
-        self.scheduler = scheduler
+        self.process = process
         self.caption_dropout = caption_dropout
         self.noise_offset = noise_offset
         self.min_snr_gamma = min_snr_gamma
@@ -120,16 +109,11 @@ class Text2ImgModule(nn.Module):
         if self.noise_offset:
             noise = noise + self.noise_offset * randomness.randn((b, c, 1, 1))
         timesteps = self.sample_timesteps(b, randomness)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        if self.scheduler.config.prediction_type == "v_prediction":
-            target = self.scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
-        return noisy, target, timesteps
+        return self.process.noised(latents, noise, timesteps), self.process.target(latents, noise, timesteps), timesteps
 
     def sample_timesteps(self, b: int, randomness) -> torch.Tensor:
-        """(b,) training timesteps, uniform over the schedule."""
-        return randomness.randint(self.scheduler.config.num_train_timesteps, (b,))
+        """(b,) training timesteps, drawn as the noise process draws them."""
+        return self.process.sample_timesteps(b, randomness)
 
     def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
         """What the denoiser sees besides timestep and context: the noisy latents (inpainting adds channels)."""
@@ -141,24 +125,21 @@ class Text2ImgModule(nn.Module):
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
-        if self.min_snr_gamma:
-            per_sample = per_sample * min_snr_weights(self.scheduler, timesteps.cpu(), self.min_snr_gamma).to(per_sample.device)
-        return per_sample.mean()
+        weights = self.process.loss_weights(timesteps, self.min_snr_gamma).to(per_sample.device)  # (B,)
+        return (per_sample * weights).mean()
 
     def forward(self, batch: dict, randomness, step: int):
         latents = self.latents(batch, randomness)
         context = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
         model_input = self.denoiser_input(noisy, batch, randomness)
-        prediction = self.predict(model_input, timesteps, context.to(noisy.dtype), batch, randomness)
+        prediction = self.predict(model_input, self.process.model_time(timesteps), context.to(noisy.dtype), batch, randomness)
         loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
 
 
 class Text2ImgStage(Stage):
     def __init__(self, context: StageContext):
-        from diffusers import DDPMScheduler
-
         super().__init__(context)
         config = self.config
         self.components = self.load_components()
@@ -169,8 +150,7 @@ class Text2ImgStage(Stage):
         components.denoiser.train().requires_grad_(True)
         if config.train.gradient_checkpointing:
             components.denoiser.enable_gradient_checkpointing()
-        scheduler = DDPMScheduler.from_config(components.scheduler_config)
-        self.module = self.make_module(components, scheduler)
+        self.module = self.make_module(components, noise_process(components.scheduler_config))
         memory_mb = config.text2img.text_embedding_memory_mb
         if memory_mb:
             self.module.text_memory = TextEmbeddingMemory(components.text_encoder, int(memory_mb * 2**20))
@@ -184,10 +164,10 @@ class Text2ImgStage(Stage):
     def load_components(self) -> Components:
         return load_frozen_parts(self.config, self.section, self.config.stage)
 
-    def make_module(self, components: Components, scheduler) -> nn.Module:
+    def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config = self.config
         return Text2ImgModule(
-            components, scheduler, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
+            components, process, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
         )
 
     def compiled_parts(self) -> list[nn.Module]:

@@ -44,7 +44,10 @@ def test_caption_dropout_decides_what_the_text_encoder_reads(tmp_path, monkeypat
 def test_min_snr_weighting_is_diffusers(tmp_path, monkeypatch, prediction_type):
     """Against diffusers' compute_snr and the weighting of its train_text_to_image.py:
     min(SNR, gamma) / SNR for eps, / (SNR + 1) for v."""
+    from diffusers import DDPMScheduler
     from diffusers.training_utils import compute_snr
+
+    from ldm.diffusion.schedule import scheduler_config
 
     gamma = 5.0
     config = tiny_train_config("text2img", tmp_path / "run")
@@ -69,7 +72,7 @@ def test_min_snr_weighting_is_diffusers(tmp_path, monkeypatch, prediction_type):
     loss, _ = module(a_batch(), Randomness(0, 3, 0), 3)
 
     timesteps = seen["timesteps"]
-    snr = compute_snr(module.scheduler, timesteps)
+    snr = compute_snr(DDPMScheduler.from_config(scheduler_config(config.model.scheduler)), timesteps)
     weights = torch.stack([snr, gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
     weights = weights / snr if prediction_type == "epsilon" else weights / (snr + 1)
     per_sample = F.mse_loss(seen["prediction"].float(), seen["target"].float(), reduction="none").mean(dim=(1, 2, 3))

@@ -98,7 +98,7 @@ def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_unet_compone
 
     folder = write_tiny_sd_folder(tiny_unet_components, tmp_path)
     pipe = Pipeline.load(folder)
-    assert pipe.components.config is None and pipe.components.text_encoder.width == 32
+    assert pipe.components.config is None and pipe.components.first_text_encoder.width == 32
     ours = pipe.generate("a red boat", negative="fog", steps=4, cfg=6.0, seed=9, sampler="ddim", progress=False)
 
     reference = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True)

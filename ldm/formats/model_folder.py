@@ -279,7 +279,7 @@ def load_component(path: str | Path, kind: str):
         if (path / "model_index.json").is_file():
             raise ModelError(f"{path} is a diffusers folder; use it as text2img.init_from instead")
         components = load_model(path)
-        return getattr(components, kind), getattr(components.config, kind)
+        return components.modules()[kind], getattr(components.config, kind)
     if not is_component_folder(path):
         raise ModelError(f"{path} is neither a component folder ({COMPONENT_FILE}) nor a model folder")
     document = _read_document(path / COMPONENT_FILE)

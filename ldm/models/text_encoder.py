@@ -35,8 +35,11 @@ class TextEncoding(NamedTuple):
 class TextEncoder(Protocol):
     """What the text side, LoRA and learned tokens use of a text encoder."""
 
-    width: int  # of the hidden states
-    max_tokens: int  # prompt tokens read; the rest is cut
+    @property
+    def width(self) -> int: ...  # of the hidden states
+
+    @property
+    def max_tokens(self) -> int: ...  # prompt tokens read; the rest is cut
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor: ...  # (B, L) int64
 

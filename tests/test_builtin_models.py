@@ -112,7 +112,7 @@ def test_scenes_lcm_is_the_distilled_scenes_and_shares_its_vae_and_text_encoder(
     assert sorted(p.name for p in lcm.iterdir()) == ["MODEL_CARD.md", "denoiser.safetensors", "model.yaml"]
     student, teacher = Pipeline.load("scenes-lcm"), Pipeline.load("scenes")
     for part in ("vae", "text_encoder"):
-        mine, theirs = getattr(student.components, part).state_dict(), getattr(teacher.components, part).state_dict()
+        mine, theirs = student.components.modules()[part].state_dict(), teacher.components.modules()[part].state_dict()
         assert mine.keys() == theirs.keys() and all(mine[k].equal(theirs[k]) for k in mine)
     assert student.components.denoiser.config.time_cond_proj_dim  # the guidance-scale embedding
     assert student.components.config.sampling.sampler == "lcm"

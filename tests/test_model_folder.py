@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ldm.formats.model_folder import ModelError, load_model, save_model
+from ldm.formats.model_folder import ModelError, load_component, load_model, save_model
 from ldm.pipeline import Pipeline
 from sd_folder import write_tiny_sd_folder
 
@@ -98,7 +98,7 @@ def test_diffusers_folder_loads_and_matches_diffusers_pipeline(tiny_unet_compone
 
     folder = write_tiny_sd_folder(tiny_unet_components, tmp_path)
     pipe = Pipeline.load(folder)
-    assert pipe.components.config is None and pipe.components.text_encoder.width == 32
+    assert pipe.components.config is None and pipe.components.first_text_encoder.width == 32
     ours = pipe.generate("a red boat", negative="fog", steps=4, cfg=6.0, seed=9, sampler="ddim", progress=False)
 
     reference = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True)
@@ -169,3 +169,13 @@ def test_a_folder_reads_the_parts_it_shares_from_its_base(tiny_unet_components, 
     (tmp_path / "base").rename(tmp_path / "moved")
     with pytest.raises(ModelError, match="parts_from ../base is not a model folder"):
         load_model(tmp_path / "slim")
+
+
+@pytest.mark.parametrize("kind", ["vae", "text_encoder"])
+def test_a_component_is_read_from_a_whole_model_folder(tiny_model_dir, kind):
+    """text2img.vae_from / text_encoder_from may name a model folder: its part of that kind."""
+    module, config = load_component(tiny_model_dir, kind)
+    model = load_model(tiny_model_dir)
+    expected = model.modules()[kind]
+    assert type(module) is type(expected) and config == getattr(model.config, kind)
+    assert all(torch.equal(a, b) for a, b in zip(module.state_dict().values(), expected.state_dict().values()))

@@ -65,7 +65,7 @@ def test_a_settings_object_and_keywords_are_the_same_request(tiny_components):
 
 
 def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(tiny_components):
-    encoder = tiny_components.text_encoder
+    encoder = tiny_components.first_text_encoder
     long_prompt = " ".join(["lake"] * (encoder.max_tokens + 5))
     result = Pipeline(tiny_components).generate(long_prompt, steps=1, seed=0, progress=False)
     assert result.notes == [f"prompt is {encoder.max_tokens + 5} tokens; the text encoder reads the first {encoder.max_tokens}, "

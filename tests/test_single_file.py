@@ -111,7 +111,7 @@ def test_sd2_layout_file_without_our_config_is_read_from_its_shapes(tmp_path):
     # The shapes describe a U-Net; the unused `dit` section keeps its defaults.
     expected = to_dict(source.config) | {"name": "sd2", "dit": to_dict(loaded.config)["dit"]}
     assert to_dict(loaded.config) == expected
-    assert same_weights(loaded.text_encoder.tower, source.text_encoder.tower)
+    assert same_weights(loaded.first_text_encoder.tower, source.first_text_encoder.tower)
     assert np.array_equal(pixels(Pipeline(source)), pixels(Pipeline(loaded)))
 
 
@@ -124,16 +124,16 @@ def test_sd1_layout_file_matches_the_diffusers_folder_it_was_made_from(tmp_path,
     assert loaded.config is None  # a transformers CLIP text model, as in the folder
     for part in ("vae", "denoiser"):
         assert same_weights(getattr(loaded, part), getattr(original, part))
-    assert same_weights(loaded.text_encoder.model, original.text_encoder.model)
+    assert same_weights(loaded.first_text_encoder.model, original.first_text_encoder.model)
     assert loaded.denoiser.config.in_channels == in_channels
     ids = torch.tensor([[512, 40, 41, 42, 513] + [513] * 72])  # within the tiny byte vocabulary
-    assert torch.equal(loaded.text_encoder(ids), original.text_encoder(ids))
+    assert torch.equal(loaded.first_text_encoder(ids).hidden, original.first_text_encoder(ids).hidden)
 
 
 def test_sd1_file_tokenizes_as_clip(tmp_path):
     folder = write_tiny_sd_folder(build_tiny(**SD1_SHAPED), tmp_path, text_heads=1)
     loaded = load_model(save_single_file(load_model(folder), tmp_path / "sd1.safetensors"))
-    ids = loaded.text_encoder.tokenize(["a photo of a cat"])
+    ids = loaded.first_text_encoder.tokenize(["a photo of a cat"])
     assert ids[0, :7].tolist() == [49406, 320, 1125, 539, 320, 2368, 49407]
     assert ids[0, -1].item() == 49407  # padded with the end mark, as SD 1.x
 
@@ -179,7 +179,7 @@ def test_diffusers_folder_export_draws_the_same_images(tmp_path):
     source = build_tiny(text_encoder__layer="penultimate")
     folder = save_as_diffusers(source, tmp_path / "diffusers")
     loaded = load_model(folder)
-    assert loaded.text_encoder.tokenize(["a lake"]).tolist() == source.text_encoder.tokenize(["a lake"]).tolist()
+    assert loaded.first_text_encoder.tokenize(["a lake"]).tolist() == source.first_text_encoder.tokenize(["a lake"]).tolist()
     ours, theirs = Pipeline(source), Pipeline(loaded)
     assert (ours.encode_text(["a lake at dawn"]).tokens - theirs.encode_text(["a lake at dawn"]).tokens).abs().max() < 1e-5
     assert np.abs(pixels(ours).astype(int) - pixels(theirs).astype(int)).max() <= 1

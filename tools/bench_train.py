@@ -91,7 +91,7 @@ def run_baseline(args, work: Path) -> dict:
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(0)
     parts = build_components(config.model)
-    vae, text_encoder, unet = parts.vae, parts.text_encoder, parts.denoiser
+    vae, text_encoder, unet = parts.vae, parts.first_text_encoder, parts.denoiser
     vae.requires_grad_(False)
     text_encoder.requires_grad_(False)
     noise_scheduler = DDPMScheduler.from_config(parts.scheduler_config)
@@ -112,7 +112,7 @@ def run_baseline(args, work: Path) -> dict:
                 noise = torch.randn_like(latents)
                 timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device)
                 noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-                encoder_hidden_states = text_encoder(text_encoder.tokenize(batch["caption"]).to(accelerator.device))
+                encoder_hidden_states = text_encoder(text_encoder.tokenize(batch["caption"]).to(accelerator.device)).hidden
                 target = noise if noise_scheduler.config.prediction_type == "epsilon" else noise_scheduler.get_velocity(latents, noise, timesteps)
                 model_pred = unet(noisy_latents, timesteps, encoder_hidden_states, return_dict=False)[0]
                 loss = F.mse_loss(model_pred.float(), target.float(), reduction="mean")

@@ -42,22 +42,29 @@ class GuidedModel:
     guidance-distilled denoiser (one with a guidance-scale embedding, as LCM students have)
     gets the scale as that embedding instead: one conditional call, no unconditional pass. Its
     scale counts as diffusers' pipelines count it (w = scale - 1, LCM's own formulation).
+
+    `scale` is one number for the batch (sampling's --cfg) or one per sample, a (B,) tensor
+    (LCM training's teacher, whose scales are drawn per sample); a per-sample scale always
+    makes both passes.
     """
 
-    def __init__(self, denoiser, cond: Conditioning, uncond: Optional[Conditioning], scale: float):
+    def __init__(self, denoiser, cond: Conditioning, uncond: Optional[Conditioning], scale: float | torch.Tensor):
         self.denoiser = denoiser
-        self.scale = scale
+        per_sample = torch.is_tensor(scale)
         width = guidance_embedding_width(denoiser)
         if width is not None:
-            scales = torch.full((len(cond),), float(scale), dtype=torch.float64)  # (B,)
+            scales = scale if per_sample else torch.full((len(cond),), float(scale), dtype=torch.float64)  # (B,)
             embedding = cfg_embedding(scales, width).to(cond.tokens.device, cond.tokens.dtype)  # (B, width)
             cond = cond.with_vector("guidance_embedding", embedding)
-        self.guided = width is None and uncond is not None and scale > 1.0
+        self.guided = width is None and uncond is not None and (per_sample or scale > 1.0)
+        self.scale = scale[:, None, None, None] if per_sample else scale  # (B, 1, 1, 1) against (B, C, h, w)
         # Unconditional first, as diffusers orders them, so batched results match.
         self.cond = cat_conditions([shared_with(uncond, cond), cond]) if self.guided else cond
 
     def __call__(self, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         if self.guided:
+            if torch.is_tensor(timestep) and timestep.dim() > 0 and len(timestep) == len(latents):
+                timestep = torch.cat([timestep, timestep])  # per-sample timesteps (B,) -> (2B,)
             latents = torch.cat([latents, latents])  # (2B, C, h, w)
         out = denoise_call(self.denoiser, latents, timestep, self.cond)
         if not self.guided:

@@ -23,7 +23,7 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
     require_unet(components, "a Stable Diffusion diffusers folder")
     if source is not None and is_diffusers_folder(source):
         return save_diffusers_finetune(components.denoiser, source, path)
-    if getattr(components.text_encoder, "tower", None) is None:
+    if getattr(components.first_text_encoder, "tower", None) is None:
         raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
     from diffusers import StableDiffusionPipeline
 
@@ -65,7 +65,7 @@ def hf_text_model(components: Components):
             pad_token_id=0,
         )
     )
-    original = open_clip_to_original(components.text_encoder.tower.state_dict())
+    original = open_clip_to_original(components.first_text_encoder.tower.state_dict())
     converted = convert_open_clip_checkpoint(model, original, prefix=OPEN_CLIP_PREFIX)
     expected = model.state_dict().keys()
     weights = {}

@@ -31,6 +31,7 @@ from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_di
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
 from ldm.diffusion.denoiser import restore_buffers
+from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.weights import (
     PICKLE_SUFFIXES,
@@ -62,7 +63,7 @@ def save_model(components: Components, path: str | Path) -> Path:
     with staged_folder(path, is_model_folder, "model folder") as staging:
         document = {"format_version": FORMAT_VERSION, "model": to_dict(components.config)}
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
-        text_tower = getattr(components.text_encoder, "tower", components.text_encoder)
+        text_tower = getattr(components.first_text_encoder, "tower", components.first_text_encoder)
         states = {
             "vae": components.vae.state_dict(),
             "text_encoder": text_tower.state_dict(),
@@ -200,7 +201,7 @@ def weights_path(path: Path, name: str) -> Path:
 
 
 def _restore_buffers(components: Components) -> None:
-    _restore_text_buffers(components.text_encoder)
+    _restore_text_buffers(components.first_text_encoder)
     restore_buffers(components.denoiser)
 
 
@@ -238,7 +239,7 @@ def load_diffusers_folder(path: Path) -> Components:
     scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
     return Components(
         vae=vae,
-        text_encoder=HFClipTextEncoder(text_model, tokenizer),
+        conditioner=TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
         denoiser=unet,
         scheduler_config=scheduler_config,
         config=None,
@@ -278,7 +279,7 @@ def load_component(path: str | Path, kind: str):
         if (path / "model_index.json").is_file():
             raise ModelError(f"{path} is a diffusers folder; use it as text2img.init_from instead")
         components = load_model(path)
-        return getattr(components, kind), getattr(components.config, kind)
+        return components.modules()[kind], getattr(components.config, kind)
     if not is_component_folder(path):
         raise ModelError(f"{path} is neither a component folder ({COMPONENT_FILE}) nor a model folder")
     document = _read_document(path / COMPONENT_FILE)

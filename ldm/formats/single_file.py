@@ -24,6 +24,7 @@ from ldm.diffusion.schedule import scheduler_config
 from ldm.models.autoencoder import build_vae
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
+from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.unet import build_unet
 from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_prediction_type
@@ -184,7 +185,7 @@ def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig
     load_state(unet, convert_ldm_unet_checkpoint(state, {"layers_per_block": config.unet.layers_per_block}), "U-Net")
     return Components(
         vae=vae,
-        text_encoder=text_encoder,
+        conditioner=TextConditioner([text_encoder]),
         denoiser=unet,
         scheduler_config=scheduler_config(config.scheduler),
         config=config if layout == "sd2" else None,  # ours only with our (open_clip) text tower
@@ -240,11 +241,11 @@ def original_state(components: Components) -> dict[str, torch.Tensor]:
     require_unet(components, "an original-layout single file")
     state = unet_to_original(components.denoiser.state_dict(), components.denoiser.config)
     state.update(vae_to_original(components.vae.state_dict(), components.vae.config))
-    tower = getattr(components.text_encoder, "tower", None)
+    tower = getattr(components.first_text_encoder, "tower", None)
     if tower is not None:
         state.update(open_clip_to_original(tower.state_dict()))
     else:
-        text = components.text_encoder.model.state_dict()
+        text = components.first_text_encoder.model.state_dict()
         state.update({HF_CLIP_PREFIX + "text_model." + k.removeprefix("text_model."): v for k, v in text.items()})
     return state
 

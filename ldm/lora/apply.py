@@ -36,7 +36,7 @@ class LoraError(ModelError):
 
 @dataclass
 class LoraDelta:
-    part: str  # "denoiser" or "text_encoder": the Components attribute it changes
+    part: str  # "denoiser" or "text_encoder": the Components part (Components.modules()) it changes
     module: str  # the module's name as in named_modules()
     up: torch.Tensor  # (out, rank[, 1, 1])
     down: torch.Tensor  # (rank, in[, kh, kw])
@@ -94,12 +94,12 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
 
 def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: Path) -> dict[int, torch.Tensor]:
     """Bundled embeddings as rows of the text encoder's embedding table (one-token words only)."""
-    rows, width = {}, components.text_encoder.token_embedding.weight.shape[1]
+    rows, width = {}, components.first_text_encoder.token_embedding.weight.shape[1]
     for word, vectors_of_word in vectors.items():
         if vectors_of_word.shape != (1, width):
             raise LoraError(f"{path}: embedding {word!r} is {tuple(vectors_of_word.shape)}; this model takes one vector of width {width}")
         try:
-            rows[single_token(components.text_encoder, word)] = vectors_of_word[0]
+            rows[single_token(components.first_text_encoder, word)] = vectors_of_word[0]
         except ValueError as error:
             raise LoraError(f"{path}: embedding {error}") from None
     return rows
@@ -116,7 +116,7 @@ def _module_index(module: torch.nn.Module) -> dict[str, str]:
 
 
 def _target(components: Components, part: str) -> torch.nn.Module:
-    module = getattr(components, part)
+    module = components.modules()[part]
     return getattr(module, "model", module)  # an HF text encoder wraps its CLIPTextModel
 
 
@@ -216,7 +216,7 @@ class AppliedLoras:
                 self.originals[key] = module.weight.detach().clone()
             module.weight.copy_(merged)
         # A learned embedding is used whole at any non-zero weight, as AUTOMATIC1111 does.
-        table = self.components.text_encoder.token_embedding.weight
+        table = self.components.first_text_encoder.token_embedding.weight
         for token, row in lora.tokens.items():
             self.original_rows.setdefault(token, table[token].detach().clone())
             table[token] = row.to(table.device, table.dtype)
@@ -225,7 +225,7 @@ class AppliedLoras:
     def unload(self) -> None:
         for (part, name), original in self.originals.items():
             dict(_target(self.components, part).named_modules())[name].weight.copy_(original)
-        table = self.components.text_encoder.token_embedding.weight
+        table = self.components.first_text_encoder.token_embedding.weight
         for token, row in self.original_rows.items():
             table[token] = row
         self.originals.clear()

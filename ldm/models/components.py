@@ -12,21 +12,39 @@ from ldm.config import ModelConfig
 from ldm.diffusion.schedule import scheduler_config
 from ldm.models.autoencoder import build_vae
 from ldm.models.dit import build_dit
-from ldm.models.text_encoder import build_text_encoder
+from ldm.models.text_conditioner import TextConditioner
+from ldm.models.text_encoder import TextEncoder, build_text_encoder
 from ldm.models.unet import build_unet
 
 
 @dataclass
 class Components:
     vae: nn.Module  # diffusers AutoencoderKL; vae.config.scaling_factor scales latents
-    text_encoder: nn.Module  # tokenize(prompts) -> ids; forward(ids) -> (B, L, width)
+    conditioner: TextConditioner  # the text side: prompts -> Conditioning, through its list of text encoders
     denoiser: nn.Module  # diffusers UNet2DConditionModel or PixArtTransformer2DModel (ldm.diffusion.denoiser)
     scheduler_config: dict  # diffusers scheduler config: the model's noise schedule
     config: Optional[ModelConfig] = None  # ours; None for imported diffusers folders
     name: str = "ldm"
 
+    @property
+    def text_encoders(self) -> list[TextEncoder]:
+        return self.conditioner.encoders
+
+    @property
+    def first_text_encoder(self) -> TextEncoder:
+        """The first (in SD 1/2 the only) text encoder: the one a model folder keeps in
+        text_encoder.safetensors, LoRA keys lora_te_/lora_te1_ address and learned token
+        embeddings extend (SDXL's CLIP ViT-L; its second encoder would be text_encoder_2)."""
+        return self.conditioner.encoders[0]
+
+    @first_text_encoder.setter
+    def first_text_encoder(self, encoder: TextEncoder) -> None:
+        self.conditioner.encoders[0] = encoder
+
     def modules(self) -> dict[str, nn.Module]:
-        return {"vae": self.vae, "text_encoder": self.text_encoder, "denoiser": self.denoiser}
+        """The parts by name (diffusers' names for the text encoders: text_encoder, text_encoder_2, ...)."""
+        encoders = {text_encoder_name(i): encoder for i, encoder in enumerate(self.text_encoders)}
+        return {"vae": self.vae, **encoders, "denoiser": self.denoiser}
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Components":
         for module in self.modules().values():
@@ -49,12 +67,17 @@ class Components:
         return next(self.denoiser.parameters()).dtype
 
 
+def text_encoder_name(index: int) -> str:
+    """The part name of text encoder `index` (0-based): text_encoder, text_encoder_2, ..."""
+    return "text_encoder" if index == 0 else f"text_encoder_{index + 1}"
+
+
 def build_components(config: ModelConfig) -> Components:
     """Fresh (randomly initialised) components from a model config."""
     text_encoder = build_text_encoder(config.text_encoder)
     return Components(
         vae=build_vae(config.vae),
-        text_encoder=text_encoder,
+        conditioner=TextConditioner([text_encoder]),
         denoiser=build_denoiser(config, text_encoder.width),
         scheduler_config=scheduler_config(config.scheduler),
         config=config,

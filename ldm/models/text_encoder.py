@@ -1,19 +1,56 @@
-"""Text encoders: prompts -> token embeddings (B, context_length, width) for cross-attention.
+"""Text encoders: prompts -> token embeddings (B, context_length, width) for cross-attention,
+and a pooled embedding of the whole prompt.
 
 `OpenClipTextEncoder` is ours (open_clip's text tower and tokenizer, any size, trainable by
 the clip stage). `HFClipTextEncoder` only reads the transformers CLIPTextModel found in
-diffusers-format Stable Diffusion folders. Both expose `tokenize`, `forward` and `width`.
+diffusers-format Stable Diffusion folders. Both are `TextEncoder`s; the text side of a model
+(ldm.models.text_conditioner) is a list of them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from ldm.config import ConfigError, TextEncoderConfig
 from ldm.models.weights import load_state, read_safetensors
+
+
+class TextEncoding(NamedTuple):
+    """What a text encoder makes of a batch of token ids.
+
+    hidden: (B, L, width) the token embeddings the denoiser attends to (the chosen layer).
+    pooled: (B, P) one vector per prompt: CLIP's final-layer-normed end-of-text token, through
+            the text projection where the model has one (P = embed_dim), else as it is (P = width).
+    """
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """What the text side, LoRA and learned tokens use of a text encoder."""
+
+    @property
+    def width(self) -> int: ...  # of the hidden states
+
+    @property
+    def max_tokens(self) -> int: ...  # prompt tokens read; the rest is cut
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor: ...  # (B, L) int64
+
+    def __call__(self, tokens: torch.Tensor) -> TextEncoding: ...
+
+    def count_tokens(self, prompt: str) -> int: ...
+
+    def word_tokens(self, word: str) -> list[int]: ...  # the ids `word` becomes, no start or end mark
+
+    @property
+    def token_embedding(self) -> nn.Embedding: ...
 
 
 def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
@@ -39,6 +76,9 @@ def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
 
 
 class OpenClipTextEncoder(nn.Module):
+    """open_clip's TextTransformer; hidden states from block `layer_index` after the final
+    LayerNorm, pooled output as open_clip's own (CLIP.encode_text without normalising)."""
+
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         from open_clip.tokenizer import SimpleTokenizer
@@ -81,20 +121,16 @@ class OpenClipTextEncoder(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.tower.token_embedding
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> TextEncoding:
         out = self.tower.forward_intermediates(
-            tokens,
-            indices=[self.layer_index],
-            stop_early=True,
-            normalize_intermediates=True,
-            intermediates_only=True,
-            output_fmt="NLC",
-        )
-        return out["text_intermediates"][0]  # (B, context_length, width)
+            tokens, indices=[self.layer_index], normalize_intermediates=True, output_fmt="NLC"
+        )  # every block runs: the pooled output is the last one's, whichever layer conditions
+        return TextEncoding(out["text_intermediates"][0], out["text_features"])  # (B, L, width), (B, embed_dim)
 
 
 class HFClipTextEncoder(nn.Module):
-    """transformers CLIPTextModel + CLIPTokenizer, as stored in diffusers SD folders."""
+    """transformers CLIPTextModel (or CLIPTextModelWithProjection) + CLIPTokenizer, as stored
+    in diffusers SD folders."""
 
     def __init__(self, model, tokenizer):
         super().__init__()
@@ -128,10 +164,13 @@ class HFClipTextEncoder(nn.Module):
     def token_embedding(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor) -> TextEncoding:
         # Same as StableDiffusionPipeline: the last hidden state, final LayerNorm applied
         # (SD 2 folders already cut the model to its penultimate layer in their config).
-        return self.model(tokens)[0]
+        out = self.model(tokens)
+        # A model with a projection (SDXL's second encoder) pools into text_embeds.
+        pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
+        return TextEncoding(out.last_hidden_state, pooled)  # (B, L, width), (B, P)
 
 
 def build_text_encoder(config: TextEncoderConfig) -> OpenClipTextEncoder:

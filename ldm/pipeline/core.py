@@ -106,10 +106,8 @@ class Pipeline:
 
     @torch.no_grad()
     def encode_text(self, prompts: list[str]) -> Conditioning:
-        """The text side's conditioning for `prompts` (tokens (B, L, D))."""
-        encoder = self.components.text_encoder
-        tokens = encoder.tokenize(prompts).to(self.components.device)
-        return Conditioning(encoder(tokens).to(self.components.dtype))
+        """The text side's conditioning for `prompts` (tokens (B, L, D), pooled (B, P)), in the denoiser's dtype."""
+        return self.components.conditioner(prompts, self.components.device).to(dtype=self.components.dtype)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -276,10 +274,10 @@ class Pipeline:
 
     def truncation_note(self, what: str, text: str) -> Optional[str]:
         """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""
-        encoder = self.components.text_encoder
-        count, room = encoder.count_tokens(text), encoder.max_tokens
-        if count <= room:
+        cut = self.components.conditioner.truncation(text)
+        if cut is None:
             return None
+        count, room = cut
         return f"{what} is {count} tokens; the text encoder reads the first {room}, the rest is ignored"
 
     def noise(self, generators: list[torch.Generator], width: int, height: int) -> torch.Tensor:

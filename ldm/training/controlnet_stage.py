@@ -104,16 +104,16 @@ class ControlNetModule(Text2ImgModule):
         u = randomness.rand((b,))
         return self.process.timesteps_at(1 - u**3)
 
-    def predict(self, model_input, timesteps, context, batch, randomness):
-        height, width = (side * self.vae_scale for side in model_input.shape[-2:])
-        control = self.control_images(batch, (width, height)).to(model_input)  # (B, 3, H, W)
+    def predict(self, noisy, timesteps, cond, batch, randomness):
+        height, width = (side * self.vae_scale for side in noisy.shape[-2:])
+        control = self.control_images(batch, (width, height)).to(noisy)  # (B, 3, H, W)
         keep = randomness.rand((len(control),)) >= self.control_dropout  # (B,)
         control = control * keep.to(control)[:, None, None, None]  # dropped: a blank map
         down, mid = self.controlnet(
-            model_input, timesteps, encoder_hidden_states=context, controlnet_cond=control, return_dict=False
+            noisy, timesteps, encoder_hidden_states=cond.tokens, controlnet_cond=control, return_dict=False
         )
         return self.denoiser(
-            model_input, timesteps, encoder_hidden_states=context,
+            noisy, timesteps, encoder_hidden_states=cond.tokens,
             down_block_additional_residuals=down, mid_block_additional_residual=mid,
         ).sample  # fmt: skip
 

@@ -160,7 +160,7 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     noisy = torch.zeros(batch, model.denoiser_config.in_channels, side, side)  # (B, C_in, h, w)
     timesteps = torch.zeros(batch, dtype=torch.long)
     tokens = torch.zeros(batch, model.text_encoder.context_length, dtype=torch.long)  # (B, L)
-    context = torch.zeros(batch, model.text_encoder.context_length, components.text_encoder.width)  # (B, L, D)
+    context = torch.zeros(batch, model.text_encoder.context_length, components.first_text_encoder.width)  # (B, L, D)
     pixels = _meta_pixels(config)
     # The frozen VAE encodes every step: the image (and for inpainting the masked image)
     # unless latents are cached.
@@ -169,11 +169,11 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         notes.append("latent cache on: the VAE encodes only in the first epoch (not counted)")
 
     def frozen():
-        components.text_encoder(tokens)
+        components.first_text_encoder(tokens)
         for _ in range(encodes):
             components.vae.encode(pixels)
 
-    parts = [Part(model.denoiser, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.text_encoder, False)]
+    parts = [Part(model.denoiser, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.first_text_encoder, False)]
     return Plan(
         parts,
         lambda: denoise_call(components.denoiser, noisy, timesteps, Conditioning(context)),

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixels
 from ldm.diffusion.process import NoiseProcess
 from ldm.images import to_pil
@@ -51,9 +52,9 @@ class InpaintModule(Text2ImgModule):
         super().__init__(components, process, caption_dropout, noise_offset, min_snr_gamma)
         self.mask_kinds = mask_kinds
 
-    def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
-        """The noisy latents + the mask + the masked image's latents, prepared as the
-        pipeline prepares them at inference (ldm.diffusion.inpainting)."""
+    def image_conditions(self, cond: Conditioning, noisy: torch.Tensor, batch: dict, randomness) -> Conditioning:
+        """The mask and the masked image's latents as channels beside the noisy latents,
+        prepared as the pipeline prepares them at inference (ldm.diffusion.inpainting)."""
         pixels = batch["pixels"]  # (B, 3, H, W)
         height, width = pixels.shape[-2:]
         draw = lambda n, generator: random_masks(n, height, width, self.mask_kinds, generator)  # noqa: E731
@@ -61,8 +62,7 @@ class InpaintModule(Text2ImgModule):
         # A posterior sample, as the pipeline's encode_images(masked, generators) takes.
         masked_latents = self.latents({"pixels": masked_pixels(pixels, masks)}, randomness)  # (B, C, h, w)
         small_mask = latent_mask(masks.to(masked_latents), noisy.shape[-2:])  # (B, 1, h, w)
-        extra = inpaint_channels(small_mask, masked_latents).to(noisy.dtype)  # (B, 1 + C, h, w)
-        return torch.cat([noisy, extra], dim=1)  # (B, 2C + 1, h, w)
+        return cond.replace(concat=inpaint_channels(small_mask, masked_latents))  # concat: (B, 1 + C, h, w)
 
 
 class InpaintStage(Text2ImgStage):

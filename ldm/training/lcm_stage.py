@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
 
 from ldm.config import ConfigError, SamplingDefaults
 from ldm.diffusion.conditioning import Conditioning
-from ldm.diffusion.denoiser import backbone, denoise_call
-from ldm.diffusion.guidance import cfg_embedding
+from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.process import DiscreteDDPM
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
@@ -44,11 +43,6 @@ def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
     return student.to(next(teacher.parameters()).device)
 
 
-
-def student_condition(context: torch.Tensor, embedding: Optional[torch.Tensor]) -> Conditioning:
-    """The text condition, with the guidance-scale embedding a distilled student reads (None for an LCM-LoRA)."""
-    return Conditioning(context, vectors={} if embedding is None else {"guidance_embedding": embedding})
-
 class LcmModule(Text2ImgModule):
     """The student is the trained submodule (`denoiser`); teacher and target sit beside the
     frozen VAE and text encoder, out of DDP's and the checkpoints' way. In the LoRA form
@@ -64,17 +58,27 @@ class LcmModule(Text2ImgModule):
         self.solver = SkippingSolver(process.alpha_bars, section.skip)
         self.section = section
 
-    def teacher_call(self, latents, timesteps, context):
+    def student_call(self, network, latents, timesteps, cond: Conditioning, scale: torch.Tensor) -> torch.Tensor:
+        """The student's (or the target network's) output at guidance scales `scale` (B,): its
+        guidance embedding, one conditional pass (an LCM-LoRA has no embedding: the plain call)."""
+        return GuidedModel(network, cond, None, scale)(latents, timesteps)
+
+    @property
+    def target_network(self) -> nn.Module:
+        """The EMA target (in the LoRA form, the student itself)."""
+        return self.denoiser if self.lora else self.target[0]
+
+    def teacher_call(self, latents, timesteps, cond: Conditioning, uncond: Conditioning, scale: torch.Tensor) -> torch.Tensor:
+        """The teacher's output guided at scales `scale` (B,), one scale per sample. In the LoRA
+        form the teacher is the student with its adapters off."""
+        guided = GuidedModel(self.denoiser if self.lora else self.teacher[0], cond, uncond, scale)
         if not self.lora:
-            return denoise_call(self.teacher[0], latents, timesteps, Conditioning(context))
+            return guided(latents, timesteps)
         set_adapters_enabled(self.denoiser, False)
         try:
-            return denoise_call(self.denoiser, latents, timesteps, Conditioning(context))
+            return guided(latents, timesteps)
         finally:
             set_adapters_enabled(self.denoiser, True)
-
-    def target_call(self, latents, timesteps, context, embedding):
-        return denoise_call(self.denoiser if self.lora else self.target[0], latents, timesteps, student_condition(context, embedding))
 
     def boundary(self, output, noisy, timesteps):
         """The consistency function f(x, t) = c_skip x + c_out x0(x, t)."""
@@ -86,30 +90,27 @@ class LcmModule(Text2ImgModule):
     def prediction_type(self) -> str:
         return self.process.prediction_type
 
-    def teacher_step(self, noisy, start, previous, context, uncond, scale):
-        """The teacher's guided DDIM step from `start` to `previous` (no gradient)."""
-        both = self.teacher_call(torch.cat([noisy, noisy]), torch.cat([start, start]), torch.cat([uncond, context])).float()
-        alpha_bar = self.solver.alpha_bar(start, noisy.device)
-        (x0_u, eps_u), (x0_c, eps_c) = (clean_and_noise(out, noisy, alpha_bar, self.prediction_type) for out in both.chunk(2))
-        scale = scale[:, None, None, None]
-        x0, eps = x0_u + scale * (x0_c - x0_u), eps_u + scale * (eps_c - eps_u)
+    def teacher_step(self, noisy, start, previous, cond: Conditioning, uncond: Conditioning, scale: torch.Tensor):
+        """The teacher's guided DDIM step from `start` to `previous` (no gradient). Guidance acts
+        on the teacher's output: x0 and eps are affine in it, so guiding them is the same."""
+        output = self.teacher_call(noisy, start, cond, uncond, scale).float()
+        x0, eps = clean_and_noise(output, noisy, self.solver.alpha_bar(start, noisy.device), self.prediction_type)
         return self.solver.step(x0, eps, previous)
 
     def forward(self, batch: dict, randomness, step: int):
         latents = self.latents(batch, randomness)
-        context = self.context(list(batch["caption"]), randomness)
+        cond = self.context(list(batch["caption"]), randomness)
         uncond = self.encode([""] * len(latents))
         b, device, section = len(latents), latents.device, self.section
         start = self.solver.timesteps[randomness.randint(len(self.solver.timesteps), (b,)).cpu()].to(device)  # t_n, (B,)
         previous = self.solver.previous(start)  # t_n - k, (B,)
         noisy = self.process.noised(latents, randomness.randn(latents.shape), start)
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
-        # The student's embedding of `scale` is the one --cfg gets at sampling: one function for both.
-        embedding = None if self.lora else cfg_embedding(scale, section.guidance_embedding).to(device)  # (B, width)
-        prediction = self.boundary(denoise_call(self.denoiser, noisy, start, student_condition(context, embedding)), noisy, start)
+        # The student embeds `scale` as --cfg is embedded at sampling: GuidedModel does both.
+        prediction = self.boundary(self.student_call(self.denoiser, noisy, start, cond, scale), noisy, start)
         with torch.no_grad():
-            earlier = self.teacher_step(noisy, start, previous, context, uncond, scale)
-            target_output = self.target_call(earlier, previous, context, embedding)
+            earlier = self.teacher_step(noisy, start, previous, cond, uncond, scale)
+            target_output = self.student_call(self.target_network, earlier, previous, cond, scale)
             target = self.boundary(target_output, earlier, previous)
         loss = pseudo_huber(prediction, target, section.huber_c)
         return loss, {"loss": loss.detach()}

@@ -35,14 +35,9 @@ class LoraModule(Text2ImgModule):
         super().__init__(components, process, config.data.caption_dropout, text2img.noise_offset, text2img.min_snr_gamma)
         self.train_text_encoder = config.lora.text_encoder
         if self.train_text_encoder:
-            self.text_encoder = components.text_encoder
-        self.tokens = LearnedTokens(components.text_encoder, config.lora.tokens) if config.lora.tokens else None
-
-    def encode(self, captions: list[str]) -> torch.Tensor:
-        if not self.train_text_encoder and self.tokens is None:
-            return super().encode(captions)
-        encoder = self.frozen[1]
-        return encoder(encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
+            self.text_encoder = components.first_text_encoder
+        self.tokens = LearnedTokens(components.first_text_encoder, config.lora.tokens) if config.lora.tokens else None
+        self.text_trains = self.train_text_encoder or self.tokens is not None
 
 
 def text_encoder_naming(encoder) -> dict:
@@ -67,14 +62,14 @@ class LoraStage(Text2ImgStage):
         add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
         components.denoiser.to(self.context.device)
         if section.text_encoder:
-            encoder = components.text_encoder
+            encoder = components.first_text_encoder
             add_lora_adapters(encoder, section.rank, self.alpha, text_encoder_targets(encoder), config.train.seed + 1)
             encoder.to(self.context.device)
         return LoraModule(components, process, config)
 
     def adapted(self) -> list[nn.Module]:
         """The parts that carry adapters."""
-        return [self.components.denoiser] + ([self.components.text_encoder] if self.config.lora.text_encoder else [])
+        return [self.components.denoiser] + ([self.components.first_text_encoder] if self.config.lora.text_encoder else [])
 
     def set_lora_enabled(self, enabled: bool) -> None:
         """The base model, exactly, when off: adapters and learned token rows."""
@@ -107,8 +102,8 @@ class LoraStage(Text2ImgStage):
         config, section = self.config, self.config.lora
         tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
         if section.text_encoder:
-            tensors |= lora_tensors(self.components.text_encoder, "text_encoder", section.layout, section.rank, self.alpha,
-                                    **text_encoder_naming(self.components.text_encoder))  # fmt: skip
+            encoder = self.components.first_text_encoder
+            tensors |= lora_tensors(encoder, "text_encoder", section.layout, section.rank, self.alpha, **text_encoder_naming(encoder))
         if self.module.tokens is not None:
             tensors |= bundle_tensors(self.module.tokens.vectors())
         metadata = {

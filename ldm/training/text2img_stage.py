@@ -37,7 +37,7 @@ def load_frozen_parts(config, section: Optional[DenoiserSection] = None, name: s
         if section.vae_from:
             components.vae, config.model.vae = load_component(section.vae_from, "vae")
         if section.text_encoder_from:
-            components.text_encoder, config.model.text_encoder = load_component(section.text_encoder_from, "text_encoder")
+            components.first_text_encoder, config.model.text_encoder = load_component(section.text_encoder_from, "text_encoder")
     if components.config is not None:
         components.config = config.model
         if config.model.vae.scaling_factor is None:
@@ -64,12 +64,15 @@ def load_init_from(config, init_from: str, name: str) -> Components:
 
 class Text2ImgModule(nn.Module):
     """Only the denoiser is a registered (trained, DDP-synchronised) submodule; the frozen VAE
-    and text encoder sit in a plain tuple so DDP and the checkpoints leave them alone."""
+    sits in a plain tuple and the text side in a plain object, so DDP and the checkpoints
+    leave them alone."""
 
     def __init__(self, components: Components, process: NoiseProcess, caption_dropout: float, noise_offset: float, min_snr_gamma):
         super().__init__()
         self.denoiser = components.denoiser
-        self.frozen = (components.vae, components.text_encoder)
+        self.frozen = (components.vae,)
+        self.conditioner = components.conditioner
+        self.text_trains = False  # whether captions are encoded with gradients (a LoRA on the text side)
         self.process = process
         self.caption_dropout = caption_dropout
         self.noise_offset = noise_offset
@@ -88,19 +91,22 @@ class Text2ImgModule(nn.Module):
         mean, std = mean.to(self.denoiser.device), std.to(self.denoiser.device)
         return (mean + std * randomness.randn(mean.shape)) * vae.config.scaling_factor  # (B, 4, h, w)
 
-    def context(self, captions: list[str], randomness) -> torch.Tensor:
+    def context(self, captions: list[str], randomness) -> Conditioning:
         # Caption dropout here, not in the dataset: cached and streamed data then drop alike,
         # with the step's own randomness (so resumed and multi-process runs match).
         keep = randomness.rand((len(captions),)) >= self.caption_dropout
         return self.encode([c if k else "" for c, k in zip(captions, keep.tolist())])
 
-    def encode(self, captions: list[str]) -> torch.Tensor:
-        """The frozen text encoder's embeddings (B, L, D) of `captions`, as they are."""
+    def encode(self, captions: list[str]) -> Conditioning:
+        """The text side's conditioning of `captions`, as they are: remembered when the text
+        side is frozen and the memory is on, with gradients when it trains."""
+        device = self.denoiser.device
+        if self.text_trains:
+            return self.conditioner(captions, device)
         if self.text_memory is not None:
-            return self.text_memory(captions, self.denoiser.device)
-        encoder = self.frozen[1]
+            return self.text_memory(captions, device)
         with torch.no_grad():
-            return encoder(encoder.tokenize(captions).to(self.denoiser.device))  # (B, L, D)
+            return self.conditioner(captions, device)
 
     def noised(self, latents: torch.Tensor, randomness) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(noisy latents, the eps or v target, timesteps) for clean `latents`."""
@@ -115,13 +121,14 @@ class Text2ImgModule(nn.Module):
         """(b,) training timesteps, drawn as the noise process draws them."""
         return self.process.sample_timesteps(b, randomness)
 
-    def denoiser_input(self, noisy: torch.Tensor, batch: dict, randomness) -> torch.Tensor:
-        """What the denoiser sees besides timestep and context: the noisy latents (inpainting adds channels)."""
-        return noisy
+    def image_conditions(self, cond: Conditioning, noisy: torch.Tensor, batch: dict, randomness) -> Conditioning:
+        """`cond` with what the denoiser reads of the image besides the noisy latents: nothing
+        here (inpainting adds the mask and the masked image's latents as concatenated channels)."""
+        return cond
 
-    def predict(self, model_input: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, batch: dict, randomness):
+    def predict(self, noisy: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning, batch: dict, randomness):
         """The denoiser's eps or v prediction (controlnet adds its residuals here)."""
-        return denoise_call(self.denoiser, model_input, timesteps, Conditioning(context))
+        return denoise_call(self.denoiser, noisy, timesteps, cond)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
@@ -130,10 +137,10 @@ class Text2ImgModule(nn.Module):
 
     def forward(self, batch: dict, randomness, step: int):
         latents = self.latents(batch, randomness)
-        context = self.context(list(batch["caption"]), randomness)
+        cond = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
-        model_input = self.denoiser_input(noisy, batch, randomness)
-        prediction = self.predict(model_input, self.process.model_time(timesteps), context.to(noisy.dtype), batch, randomness)
+        cond = self.image_conditions(cond, noisy, batch, randomness).to(dtype=noisy.dtype)
+        prediction = self.predict(noisy, self.process.model_time(timesteps), cond, batch, randomness)
         loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
 
@@ -145,7 +152,7 @@ class Text2ImgStage(Stage):
         self.components = self.load_components()
         components = self.components
         components.to(device=context.device)
-        for part in (components.vae, components.text_encoder):
+        for part in (components.vae, *components.text_encoders):
             part.eval().requires_grad_(False)
         components.denoiser.train().requires_grad_(True)
         if config.train.gradient_checkpointing:
@@ -153,7 +160,7 @@ class Text2ImgStage(Stage):
         self.module = self.make_module(components, noise_process(components.scheduler_config))
         memory_mb = config.text2img.text_embedding_memory_mb
         if memory_mb:
-            self.module.text_memory = TextEmbeddingMemory(components.text_encoder, int(memory_mb * 2**20))
+            self.module.text_memory = TextEmbeddingMemory(components.conditioner, int(memory_mb * 2**20))
 
     # Hooks for stages that fine-tune the same way (inpaint).
     @property

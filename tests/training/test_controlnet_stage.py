@@ -9,6 +9,7 @@ from tiny_data import TinyImages, tiny_datasets
 
 from configs import tiny_train_dict
 from ldm.config import ConfigError, from_dict
+from ldm.diffusion.conditioning import Conditioning
 from ldm.training.config import TrainConfig
 from ldm.training.loop import train
 
@@ -35,7 +36,7 @@ def test_at_step_zero_the_output_is_the_base_models_exactly(tmp_path, tiny_model
     latents, context = torch.randn(2, 4, 16, 16, generator=g), torch.randn(2, 77, 32, generator=g)
     timesteps = torch.tensor([5, 800])
     with torch.no_grad():
-        controlled = module.predict(latents, timesteps, context, batch, Randomness(0, 0, 0))
+        controlled = module.predict(latents, timesteps, Conditioning(context), batch, Randomness(0, 0, 0))
         base = module.denoiser(latents, timesteps, encoder_hidden_states=context).sample
         control = stage.control_images(batch, (32, 32))
     assert control.abs().sum() > 0  # a real control image went in

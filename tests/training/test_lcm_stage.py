@@ -237,3 +237,33 @@ def test_lcm_lora_resumes_exactly(tmp_path, tiny_model_dir):
     assert resumed.losses == straight.losses[2:]
     a, b = read_safetensors(straight.export_path), read_safetensors(resumed.export_path)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("lora_rank", [None, 2])
+def test_the_teacher_step_guides_x0_and_eps_per_sample(tmp_path, tiny_model_dir, lora_rank):
+    """Through GuidedModel (guiding the teacher's output) it is the step that guides x0 and eps
+    of the two passes, each sample at its own scale: they are affine in the output."""
+    from ldm.diffusion.denoiser import denoise_call
+    from ldm.formats.model_folder import load_model
+    from ldm.training.consistency import clean_and_noise
+    from ldm.training.stage_registry import build_stage
+    from ldm.training.stages import StageContext
+
+    config = lcm_config(tmp_path, tiny_model_dir, lcm={"lora_rank": lora_rank} if lora_rank else None)
+    module = build_stage(StageContext(config, torch.device("cpu"), tmp_path, tiny_datasets())).module
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.randn(3, 4, 16, 16, generator=g)
+    cond, uncond = (Conditioning(torch.randn(3, 77, 32, generator=g)) for _ in range(2))
+    start, scale = torch.tensor([199, 499, 979]), torch.tensor([1.0, 3.0, 12.0])
+    previous = module.solver.previous(start)
+    teacher = load_model(tiny_model_dir).denoiser
+    with torch.no_grad():
+        ours = module.teacher_step(noisy, start, previous, cond, uncond, scale)
+        alpha_bar = module.solver.alpha_bar(start, "cpu")
+        (x0_u, eps_u), (x0_c, eps_c) = (
+            clean_and_noise(denoise_call(teacher, noisy, start, c), noisy, alpha_bar, module.prediction_type) for c in (uncond, cond)
+        )
+    s = scale[:, None, None, None]
+    expected = module.solver.step(x0_u + s * (x0_c - x0_u), eps_u + s * (eps_c - eps_u), previous)
+    assert torch.allclose(ours, expected, atol=5e-5), (ours - expected).abs().max()
+    assert (ours[2] - module.solver.step(x0_c, eps_c, previous)[2]).abs().max() > 1e-3  # the guidance shows

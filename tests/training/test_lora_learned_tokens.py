@@ -32,7 +32,7 @@ def build(config, folder):
 
 def encoded(encoder, prompts=PROMPTS):
     with torch.no_grad():
-        return encoder(encoder.tokenize(prompts))
+        return encoder(encoder.tokenize(prompts)).hidden
 
 
 @pytest.mark.parametrize("layout", ["kohya", "peft"])
@@ -45,11 +45,11 @@ def test_learned_rows_train_and_the_file_puts_them_back(tmp_path, tiny_model_dir
 
     config = tokens_config(tmp_path, tiny_model_dir, {"layout": layout}, max_steps=3, lr=5e-2)
     base = load_model(tiny_model_dir)
-    untouched = encoded(base.text_encoder)
+    untouched = encoded(base.first_text_encoder)
     fresh = build(config, tmp_path / "fresh")
     trained_names = [name for name, p in fresh.module.named_parameters() if p.requires_grad]
     assert "tokens.rows" in trained_names and all(n == "tokens.rows" or ".lora_" in n for n in trained_names)
-    assert torch.equal(encoded(fresh.module.frozen[1]), untouched)  # step 0: the rows are the table's
+    assert torch.equal(encoded(fresh.module.conditioner.encoders[0]), untouched)  # step 0: the rows are the table's
 
     result = train(config, open_dataset=tiny_datasets())
     with safe_open(str(result.export_path), framework="pt") as handle:
@@ -59,15 +59,15 @@ def test_learned_rows_train_and_the_file_puts_them_back(tmp_path, tiny_model_dir
     assert json.loads(metadata["ldm_training"])["text2img"]["min_snr_gamma"] == config.text2img.min_snr_gamma  # the loss settings too
     stage = build(config, tmp_path / "x")
     stage.module.load_state_dict(load_checkpoint(resolve_checkpoint("latest", tmp_path / "run")).weights, strict=False)
-    trained = encoded(stage.module.frozen[1])
+    trained = encoded(stage.module.conditioner.encoders[0])
 
     applied = apply_loras(base, [(result.export_path, 1.0)])
-    ours = encoded(base.text_encoder)
+    ours = encoded(base.first_text_encoder)
     assert (trained[0] - untouched[0]).abs().max() > 1e-3  # the word's row moved
     assert (ours[0] - trained[0]).abs().max() < 1e-6
     assert torch.equal(ours[1], untouched[1])  # a prompt without the word is as it was
     applied.unload()
-    assert torch.equal(encoded(base.text_encoder), untouched)
+    assert torch.equal(encoded(base.first_text_encoder), untouched)
 
 
 def test_a_bundled_embedding_gives_what_diffusers_textual_inversion_gives(tmp_path):
@@ -85,13 +85,13 @@ def test_a_bundled_embedding_gives_what_diffusers_textual_inversion_gives(tmp_pa
     save_file({"bundle_emb.x.string_to_param.*": vector}, str(tmp_path / "x-lora.safetensors"))
     components = load_model(folder)
     apply_loras(components, [(tmp_path / "x-lora.safetensors", 1.0)])
-    ours = encoded(components.text_encoder, ["a x b"])
+    ours = encoded(components.first_text_encoder, ["a x b"])
 
     pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, local_files_only=True)
     pipe.load_textual_inversion(vector, token="<x>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
     theirs, _ = pipe.encode_prompt("a <x> b", "cpu", 1, False)
     assert (ours - theirs).abs().max() < 1e-5
-    assert (ours - encoded(load_model(folder).text_encoder, ["a x b"])).abs().max() > 1e-3
+    assert (ours - encoded(load_model(folder).first_text_encoder, ["a x b"])).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize(("state", "message"), [
@@ -105,11 +105,11 @@ def test_embeddings_that_do_not_fit_are_one_line_errors(tmp_path, tiny_model_dir
 
     save_file(state, str(tmp_path / "bad.safetensors"))
     components = load_model(tiny_model_dir)
-    before = encoded(components.text_encoder)
+    before = encoded(components.first_text_encoder)
     with pytest.raises(LoraError, match=message) as error:
         apply_loras(components, [(tmp_path / "bad.safetensors", 1.0)])
     assert "\n" not in str(error.value)
-    assert torch.equal(encoded(components.text_encoder), before)
+    assert torch.equal(encoded(components.first_text_encoder), before)
 
 
 def test_a_word_of_several_tokens_is_a_config_error_naming_its_pieces(tmp_path, tiny_model_dir):
@@ -140,5 +140,5 @@ def test_merging_a_lora_keeps_its_learned_rows(tmp_path, tiny_model_dir):
     merged = load_model(merge_lora_into_folder(tiny_model_dir, [(tmp_path / "red-lora.safetensors", 1.0)], tmp_path / "merged"))
     applied = load_model(tiny_model_dir)
     apply_loras(applied, [(tmp_path / "red-lora.safetensors", 1.0)])
-    assert torch.equal(encoded(merged.text_encoder), encoded(applied.text_encoder))
-    assert not torch.equal(encoded(merged.text_encoder), encoded(load_model(tiny_model_dir).text_encoder))
+    assert torch.equal(encoded(merged.first_text_encoder), encoded(applied.first_text_encoder))
+    assert not torch.equal(encoded(merged.first_text_encoder), encoded(load_model(tiny_model_dir).first_text_encoder))

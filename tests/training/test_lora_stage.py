@@ -108,13 +108,13 @@ def test_text_encoder_adapters_train_and_the_file_applies_them(tmp_path, tiny_mo
     encoder = stage.module.text_encoder
     tokens = encoder.tokenize(["a lake at dawn", "a red boat"])
     with torch.no_grad():
-        trained = encoder(tokens)
+        trained = encoder(tokens).hidden
     base = load_model(tiny_model_dir)
     with torch.no_grad():
-        untouched = base.text_encoder(tokens)
+        untouched = base.first_text_encoder(tokens).hidden
     apply_loras(base, [(result.export_path, 1.0)])
     with torch.no_grad():
-        ours = base.text_encoder(tokens)
+        ours = base.first_text_encoder(tokens).hidden
     assert (trained - untouched).abs().max() > 1e-4  # the encoder's adapters moved
     assert (ours - trained).abs().max() < 1e-5
     assert (denoiser_output(base.denoiser) - denoiser_output(stage.module.denoiser)).abs().max() < 1e-5
@@ -146,7 +146,7 @@ def test_text_encoder_lora_of_a_diffusers_folder_uses_kohyas_names(tmp_path):
     base = load_model(folder)
     apply_loras(base, [(result.export_path, 1.0)])
     with torch.no_grad():
-        assert (base.text_encoder(tokens) - stage.module.text_encoder(tokens)).abs().max() < 1e-5
+        assert (base.first_text_encoder(tokens).hidden - stage.module.text_encoder(tokens).hidden).abs().max() < 1e-5
 
 
 def test_a_lora_trains_from_a_single_file_checkpoint(tmp_path, tiny_components):
@@ -168,8 +168,8 @@ def test_text_encoder_targets_skip_blocks_the_encoder_does_not_read():
 
     from ldm.lora.adapters import text_encoder_targets
 
-    last = build_tiny(text_encoder__layer="last").text_encoder
-    penultimate = build_tiny(text_encoder__layer="penultimate").text_encoder
+    last = build_tiny(text_encoder__layer="last").first_text_encoder
+    penultimate = build_tiny(text_encoder__layer="penultimate").first_text_encoder
     assert {n.split(".")[3] for n in text_encoder_targets(last)} == {"0", "1"}  # tower.transformer.resblocks.N...
     assert {n.split(".")[3] for n in text_encoder_targets(penultimate)} == {"0"}
     assert not any("attn" in n for n in text_encoder_targets(last))

@@ -31,7 +31,7 @@ def test_caption_dropout_decides_what_the_text_encoder_reads(tmp_path, monkeypat
     config = tiny_train_config("text2img", tmp_path / "run")
     config.data.caption_dropout = dropout
     module = build_module(config, tmp_path)
-    encoder, read = module.frozen[1], []
+    encoder, read = module.conditioner.encoders[0], []
     tokenize = encoder.tokenize
     monkeypatch.setattr(encoder, "tokenize", lambda captions: read.extend(captions) or tokenize(captions))
     batch = a_batch()

@@ -12,6 +12,7 @@ from tiny import build_tiny
 from tiny_data import tiny_image_folder
 
 from ldm.config import ConfigError
+from ldm.models.text_conditioner import TextConditioner
 from ldm.training import text2img_stage
 from ldm.training.config import validate_train
 from ldm.training.loop import train
@@ -33,30 +34,32 @@ class CountingEncoder(torch.nn.Module):
 
 @pytest.fixture
 def encoder():
-    return CountingEncoder(build_tiny().text_encoder.eval())
+    return CountingEncoder(build_tiny().first_text_encoder.eval())
 
 
 def test_remembered_embeddings_equal_the_encoders_and_cost_no_second_call(encoder):
     captions = ["a lake at dawn", "", "a desert at night", "a lake at dawn"]
-    memory = TextEmbeddingMemory(encoder, 2**30)
+    memory = TextEmbeddingMemory(TextConditioner([encoder]), 2**30)
     first = memory(captions, torch.device("cpu"))
     with torch.no_grad():
         direct = encoder(encoder.tokenize(captions))
-    assert first.shape == direct.shape
-    assert torch.allclose(first, direct, atol=1e-5)
+    assert first.tokens.shape == direct.hidden.shape and first.pooled.shape == direct.pooled.shape
+    assert torch.allclose(first.tokens, direct.hidden, atol=1e-5)
+    assert torch.allclose(first.pooled, direct.pooled, atol=1e-5)  # the pooled output is remembered too
     calls = encoder.calls
     assert calls == 1 + 3  # the batch above, then one call per distinct caption
     again = memory(list(reversed(captions)), torch.device("cpu"))
     assert encoder.calls == calls
-    assert torch.equal(again, first.flip(0))
+    assert torch.equal(again.tokens, first.tokens.flip(0)) and torch.equal(again.pooled, first.pooled.flip(0))
     assert (memory.hits, memory.misses) == (5, 3)
 
 
 def test_least_recently_used_captions_are_forgotten_first(encoder):
-    one = TextEmbeddingMemory(encoder, 2**30)
+    one = TextEmbeddingMemory(TextConditioner([encoder]), 2**30)
     one(["a"], torch.device("cpu"))
     size = one.bytes
-    memory = TextEmbeddingMemory(encoder, 2 * size)
+    assert size == (77 * 32 + 16) * 4  # tokens (1, 77, 32) and pooled (1, 16), float32
+    memory = TextEmbeddingMemory(TextConditioner([encoder]), 2 * size)
     for caption in ["a", "b", "a", "c"]:  # "b" is the least recently used when "c" arrives
         memory([caption], torch.device("cpu"))
     assert list(memory.embeddings) == ["a", "c"]

@@ -142,7 +142,8 @@ def find_and_write(kind: str, source, out: Path, threshold: int, flips: bool, wo
     write_exclusion_list(out / "exclude.txt", excluded)
     skipped = f", {len(prints) - len(readable)} unreadable (named in the report)" if len(readable) < len(prints) else ""
     return (
-        f"{PROG}: {len(prints)} images{skipped}: {report['groups']} groups of copies, {len(excluded)} to exclude "
+        f"{PROG}: {len(prints)} images{skipped}: {report['groups']} group{'s' if report['groups'] != 1 else ''} of copies, "
+        f"{len(excluded)} to exclude "
         f"({report['exact']} exact, {report['near']} near); wrote {out / 'report.json'} and {out / 'exclude.txt'} "
         f"(train without them: data.exclude={out / 'exclude.txt'})"
     )

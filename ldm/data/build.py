@@ -56,11 +56,7 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
 def _indexed(load: Callable[[DataConfig], Records]):
     def build(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
         records = load(config)
-        keys = [records.key(i) for i in range(len(records))]
-        exclusion = _exclusion(config, keys)
-        train, validation = validation_split(keys if exclusion is None else [keys[i] for i in exclusion.kept], config.validation)
-        if exclusion is not None:  # positions among the kept samples -> record indices
-            train, validation = [exclusion.kept[i] for i in train], [exclusion.kept[i] for i in validation]
+        train, validation, exclusion = _split(config, [records.key(i) for i in range(len(records))])
         description = {
             "source": config.source,
             "split": split,
@@ -81,9 +77,14 @@ def _indexed(load: Callable[[DataConfig], Records]):
     return build
 
 
-def _exclusion(config: DataConfig, keys: list[str]) -> Optional[Exclusion]:
-    """What data.exclude leaves of the samples `keys`; None without a list (nothing changes)."""
-    return exclude_keys(read_exclusion_list(config.exclude), keys) if config.exclude else None
+def _split(config: DataConfig, keys: list[str]) -> tuple[list[int], list[int], Optional[Exclusion]]:
+    """(train indices, validation indices, what data.exclude did): the samples the list names
+    are in neither split. Without a list: validation_split's, exactly as ever."""
+    if not config.exclude:
+        return (*validation_split(keys, config.validation), None)
+    exclusion = exclude_keys(read_exclusion_list(config.exclude), keys)
+    train, validation = validation_split([keys[i] for i in exclusion.kept], config.validation)
+    return [exclusion.kept[i] for i in train], [exclusion.kept[i] for i in validation], exclusion  # positions -> indices
 
 
 def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
@@ -96,10 +97,10 @@ def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: 
     keys = [config.image_key, config.caption_key, *filter(None, [config.control_key])]
     description = {"source": config.source, "split": split, "keys": keys}
     # A stream cannot tell up front which names match nothing: each excluded read is counted.
-    listed = read_exclusion_list(config.exclude) if config.exclude else None
-    if listed is not None:
-        description["exclude"] = listed.digest()
-    excluded = listed.names if listed is not None else frozenset()
+    excluded: frozenset[str] = frozenset()
+    if config.exclude:
+        listed = read_exclusion_list(config.exclude)
+        description["exclude"], excluded = listed.digest(), listed.names
     return WebDatasetShards(urls, config, transform, seed, rank, world_size, description, excluded)
 
 

@@ -61,6 +61,20 @@ def test_a_training_config_with_overrides_is_read_as_ldm_train_reads_it(capsys, 
     assert status == 0 and (tmp_path / "bundled" / "exclude.txt").read_text().count("\n") == 2, lines
 
 
+def test_webdataset_shards_are_read_by_key(capsys, tmp_path):
+    import webdataset as wds
+
+    with wds.TarWriter(str(tmp_path / "shard-0.tar")) as writer:
+        for n in range(4):
+            writer.write({"__key__": f"k{n}", "jpg": jpeg(picture(n), 95), "txt": "a picture"})
+        writer.write({"__key__": "k1-again", "jpg": jpeg(picture(1), 60), "txt": "a copy"})
+    config = tmp_path / "shards.yaml"
+    config.write_text(yaml.safe_dump({"stage": "text2img", "data": {"source": "webdataset", "path": str(tmp_path / "shard-0.tar")}}))
+    status, lines = run(capsys, "dedupe", config, "--out", tmp_path / "out")
+    assert status == 0 and "5 images: 1 group of copies, 1 to exclude (0 exact, 1 near)" in lines[0], lines
+    assert (tmp_path / "out" / "exclude.txt").read_text() == "k1-again\n"
+
+
 @pytest.mark.parametrize(
     "make, message",
     [

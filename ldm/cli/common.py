@@ -200,6 +200,15 @@ def probe_writable(folder: Path) -> None:
     probe.unlink()
 
 
+def check_output_dir(path: Path) -> None:
+    """Creates the folder `path` if needed; UsageError if it cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe_writable(path)
+    except OSError as error:
+        raise UsageError(f"output directory {path} cannot be written: {error.strerror or error}") from None
+
+
 def check_writable(paths: list[Path]) -> None:
     """Fails before any work if the outputs cannot be written (parent not creatable or not
     writable); removes the temporary PNGs crashed runs left there."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ldm.bundled_configs import list_configs, resolve_config_path
 from ldm.builtin_models import UnknownModelError
-from ldm.cli.common import UsageError, fail, probe_writable
+from ldm.cli.common import UsageError, check_output_dir, fail
 from ldm.cli.train_paths import check_config_paths
 from ldm.config import ConfigError, apply_overrides, read_yaml
 
@@ -60,14 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from OUTPUT/checkpoints/latest, a checkpoint folder, or a run's output folder",
     )
     return parser
-
-
-def check_output_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe_writable(path)
-    except OSError as error:
-        raise UsageError(f"output directory {path} cannot be written: {error.strerror or error}") from None
 
 
 def preflight(args):

@@ -47,3 +47,6 @@ def check_config_paths(data: dict) -> None:
     path = value(data, "data.path")
     if source in LOCAL_SOURCES and path is not None and not (Path(path).exists() or glob.glob(path, recursive=True)):
         raise UsageError(f"data.path does not exist: {path}")
+    exclude = value(data, "data.exclude")
+    if exclude is not None and not Path(exclude).is_file():
+        raise UsageError(f"data.exclude is not a file: {exclude}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 from ldm.data.config import DataConfig
 from ldm.data.errors import DataError
+from ldm.data.exclude import Exclusion, exclude_keys, read_exclusion_list
 from ldm.data.hf_datasets import load_hf
 from ldm.data.imagefolder import load_image_folder
 from ldm.data.indexed import IndexedImageDataset, Records
@@ -55,18 +56,35 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
 def _indexed(load: Callable[[DataConfig], Records]):
     def build(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
         records = load(config)
-        train, validation = validation_split([records.key(i) for i in range(len(records))], config.validation)
+        train, validation, exclusion = _split(config, [records.key(i) for i in range(len(records))])
         description = {
             "source": config.source,
             "split": split,
             "validation": len(validation),  # held out: data.validation, fewer in a small dataset
             "columns": [config.image_column, config.caption_column, *filter(None, [config.control_column])],
         }
+        if exclusion is not None:
+            description["exclude"] = exclusion.digest
         indices = train if split == "train" else validation
         # Every process gets every sample: the sampler picks each one's share (ldm.data.batches).
-        return IndexedImageDataset(records, indices, transform, config.caption_dropout, seed, split == "train", description)
+        dataset = IndexedImageDataset(records, indices, transform, config.caption_dropout, seed, split == "train", description)
+        if exclusion is not None:
+            dataset.exclusion = exclusion
+            if rank == 0:  # counted once: the processes' counts are summed
+                dataset.stats.record_excluded(exclusion.excluded)
+        return dataset
 
     return build
+
+
+def _split(config: DataConfig, keys: list[str]) -> tuple[list[int], list[int], Optional[Exclusion]]:
+    """(train indices, validation indices, what data.exclude did): the samples the list names
+    are in neither split. Without a list: validation_split's, exactly as ever."""
+    if not config.exclude:
+        return (*validation_split(keys, config.validation), None)
+    exclusion = exclude_keys(read_exclusion_list(config.exclude), keys)
+    train, validation = validation_split([keys[i] for i in exclusion.kept], config.validation)
+    return [exclusion.kept[i] for i in train], [exclusion.kept[i] for i in validation], exclusion  # positions -> indices
 
 
 def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
@@ -78,7 +96,12 @@ def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: 
     urls = shard_urls(config, world_size)
     keys = [config.image_key, config.caption_key, *filter(None, [config.control_key])]
     description = {"source": config.source, "split": split, "keys": keys}
-    return WebDatasetShards(urls, config, transform, seed, rank, world_size, description)
+    # A stream cannot tell up front which names match nothing: each excluded read is counted.
+    excluded: frozenset[str] = frozenset()
+    if config.exclude:
+        listed = read_exclusion_list(config.exclude)
+        description["exclude"], excluded = listed.digest(), listed.names
+    return WebDatasetShards(urls, config, transform, seed, rank, world_size, description, excluded)
 
 
 SOURCES = {

@@ -36,3 +36,6 @@ class DataConfig:
     # never trained on; read with split "validation". At most 1 sample in 5 is held out,
     # so a small folder still trains on most of its pictures; ldm-train says the split.
     validation: int = 0
+    # A text file of sample keys that no source reads (ldm.data.exclude; `ldm-data dedupe` writes
+    # one): paths relative to data.path, hf row numbers or webdataset __key__s, one per line.
+    exclude: str = ""

@@ -52,12 +52,13 @@ class Decoded:
     skipped: Optional[str] = None  # a stats.SKIP_REASONS reason
 
 
-def decode_image(source: ImageSource, min_size: int = 0) -> Decoded:
+def decode_image(source: ImageSource, min_size: int = 0, draft: int = 0) -> Decoded:
     """Decodes `source` (encoded bytes or a path) to 8-bit RGB, or says why it is skipped.
 
     Images whose shorter side is below `min_size` are skipped (never upsampled). JPEGs are
-    decoded at the smallest DCT scale that keeps the shorter side at least `min_size`,
-    which makes large photos several times cheaper to decode."""
+    decoded at the smallest DCT scale that keeps the shorter side at least `min_size` (or
+    `draft`, when larger: a small preview is enough), which makes large photos several
+    times cheaper to decode."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -70,8 +71,8 @@ def decode_image(source: ImageSource, min_size: int = 0) -> Decoded:
         width, height = image.size
         if min(width, height) < min_size:
             return Decoded(skipped="too small")
-        if image.format == "JPEG" and min_size > 0:
-            scale = min_size / min(width, height)
+        if image.format == "JPEG" and max(min_size, draft) > 0:
+            scale = max(min_size, draft) / min(width, height)
             image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
         try:
             image.load()

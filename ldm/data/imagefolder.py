@@ -51,13 +51,7 @@ class FolderRecords:
 
 def load_image_folder(config: DataConfig) -> FolderRecords:
     root = Path(config.path)
-    if not config.path or not root.exists():
-        raise DataError(f"data.path does not exist: {root}")
-    if not root.is_dir():
-        raise DataError(f"data.path is not a folder of images: {root}")
-    files, others = _walk(root)
-    if not files:
-        raise DataError(f"no images found in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)})")
+    files, others = folder_files(config.path)
     captions = _captions(root, files, others, config)
     if not any(captions):
         raise DataError(
@@ -66,6 +60,20 @@ def load_image_folder(config: DataConfig) -> FolderRecords:
             "in data.coco_captions, or data.caption_from_folder ({folder name: caption})"
         )
     return FolderRecords(root, files, captions)
+
+
+def folder_files(path: str, setting: str = "data.path") -> tuple[list[str], set[str]]:
+    """(image files, other files) of the folder `path` as _walk finds them; DataError naming
+    `setting` when it is missing, not a folder, or holds no image."""
+    root = Path(path)
+    if not path or not root.exists():
+        raise DataError(f"{setting} does not exist: {root}")
+    if not root.is_dir():
+        raise DataError(f"{setting} is not a folder of images: {root}")
+    files, others = _walk(root)
+    if not files:
+        raise DataError(f"no images found in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)})")
+    return files, others
 
 
 def _walk(root: Path) -> tuple[list[str], set[str]]:

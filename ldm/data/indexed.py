@@ -17,6 +17,7 @@ import torch
 from ldm.data.captions import choose_caption, drop_caption
 from ldm.data.control_images import with_control
 from ldm.data.decode import ImageSource, decode_image
+from ldm.data.exclude import Exclusion
 from ldm.data.ordering import MAX_HELD_OUT_SHARE
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
@@ -69,6 +70,7 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         self.description = description
         self.stats = DataStats()
         self.caching = False  # set on caching views only
+        self.exclusion: Optional[Exclusion] = None  # data.exclude's effect, when a list is set
         self._counted = torch.zeros(len(records), dtype=torch.bool).share_memory_()
 
     # ------------------------------------------------------------------ interface
@@ -87,12 +89,15 @@ class IndexedImageDataset(torch.utils.data.Dataset):
     def split_summary(self, asked: int) -> str:
         """How the source was split, said of the training split's dataset with data.validation =
         `asked`: '24 samples: 20 for training, 4 held out for validation (data.validation asks
-        16; at most 1 sample in 5 is held out)'."""
-        held_out = len(self.records) - len(self.indices)
+        16; at most 1 sample in 5 is held out)', and with data.exclude ', 3 excluded (...)'."""
+        excluded = self.exclusion.excluded if self.exclusion else 0
+        held_out = len(self.records) - excluded - len(self.indices)
         summary = f"{len(self.records)} samples: {len(self.indices)} for training, {held_out} held out for validation"
         if held_out < asked:
-            return f"{summary} (data.validation asks {asked}; at most 1 sample in {MAX_HELD_OUT_SHARE} is held out)"
-        return f"{summary} (data.validation: {asked})"
+            summary += f" (data.validation asks {asked}; at most 1 sample in {MAX_HELD_OUT_SHARE} is held out)"
+        else:
+            summary += f" (data.validation: {asked})"
+        return f"{summary}, {self.exclusion.summary()}" if self.exclusion else summary
 
     def caching_view(self) -> "IndexedImageDataset":
         """The same samples with all their captions: {"pixels", "captions": list[str], "key"}.

@@ -55,7 +55,15 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
     differ in size: give every rank the same number of equal-sized shards."""
 
     def __init__(
-        self, urls: list[str], config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, description: dict
+        self,
+        urls: list[str],
+        config: DataConfig,
+        transform: ImageTransform,
+        seed: int,
+        rank: int,
+        world_size: int,
+        description: dict,
+        excluded: frozenset[str] = frozenset(),
     ):
         super().__init__()
         self.urls = urls
@@ -67,6 +75,7 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.caption_dropout = config.caption_dropout
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.description = description
+        self.excluded = excluded  # data.exclude: keys skipped (and counted) as they stream past
         self.stats = DataStats()
         self._epoch = SharedEpoch()
         self._cache_skip: Optional[set[str]] = None
@@ -133,6 +142,9 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
     def _read(self, raw: dict, epoch: int) -> Optional[dict]:
         key = raw["__key__"]
         if self._cache_skip is not None and key in self._cache_skip:
+            return None
+        if key in self.excluded:
+            self.stats.record(skipped="excluded")
             return None
         caption = raw.get(self.caption_key, b"")
         caption = caption.decode("utf-8", errors="replace").strip() if isinstance(caption, bytes) else str(caption).strip()

@@ -18,7 +18,7 @@ CONVERSIONS = (
     "palette->RGB",
     "colour space->RGB",
 )
-SKIP_REASONS = ("unreadable", "truncated", "too small", "too large", "no caption", "unreadable shard")
+SKIP_REASONS = ("unreadable", "truncated", "too small", "too large", "no caption", "unreadable shard", "excluded")
 COUNTERS = ("seen", *CONVERSIONS, *SKIP_REASONS)
 MAX_WORKERS = 64  # workers beyond this share rows (their counts may then race)
 
@@ -43,6 +43,12 @@ class DataStats:
         for reason in (converted, skipped):
             if reason is not None:
                 row[COUNTERS.index(reason)] += 1
+
+    def record_excluded(self, count: int) -> None:
+        """`count` samples that data.exclude names: seen (by name), skipped unread."""
+        row = self._counts[_worker_row()]
+        row[0] += count
+        row[COUNTERS.index("excluded")] += count
 
     def record_skipped_shard(self) -> None:
         """A shard that could not be read at all: its samples are unknown, so not `seen`."""

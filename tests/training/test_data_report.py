@@ -67,6 +67,17 @@ def test_the_end_of_training_reports_skipped_and_converted_images(capsys, tmp_pa
     assert [(e.step, e.value) for e in events.Scalars("data/skipped")] == [(3, 1.0)]
 
 
+def test_data_exclude_skips_are_counted_and_said(capsys, tmp_path):
+    images = tiny_image_folder(tmp_path / "images", n=8)
+    (tmp_path / "exclude.txt").write_text("00001.png\n00006.png\nnot-there.png\n")
+    status, lines = run_cli(capsys, tmp_path, "text2img", images, data={"exclude": str(tmp_path / "exclude.txt")})
+    assert status == 0, lines  # 6 samples, 3 batches of 2: all read
+    assert lines[-1].startswith("trained 3 steps; data: 8 images, 0 converted, 2 skipped (2 excluded); wrote ")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert {"note": f"data: 8 samples: 6 for training, 0 held out for validation (data.validation: 0), 2 excluded "
+                    f"(data.exclude {tmp_path / 'exclude.txt'}; 1 name in it matches no sample)"} in rows  # fmt: skip
+
+
 def test_steps_not_applied_are_not_called_skipped_images(capsys, tmp_path, monkeypatch):
     from ldm.training.text2img_stage import Text2ImgModule
 

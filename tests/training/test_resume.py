@@ -25,10 +25,14 @@ def on_disk(config, n: int = 8):
     return config
 
 
-def run(output_dir, resume=None, backbone="unet", **settings):
+def run(output_dir, resume=None, backbone="unet", exclude=None, **settings):
     # 4 samples, global batch 2: 2 batches per epoch, so the runs cross epoch boundaries.
     settings = {"max_steps": 5, "save_every": 3, "ema_decay": 0.9, "warmup_steps": 2, "lr_schedule": "cosine", **settings}
-    return train(on_disk(tiny_train_config("text2img", output_dir, backbone, **settings), n=4), resume=resume)
+    config = tiny_train_config("text2img", output_dir, backbone, **settings)
+    if exclude is not None:  # 6 images, 2 of them listed: 4 samples again
+        config.data.exclude = str(exclude)
+        return train(on_disk(config, n=6), resume=resume)
+    return train(on_disk(config, n=4), resume=resume)
 
 
 def logged_steps(output_dir) -> list[int]:
@@ -71,6 +75,21 @@ def test_resume_gives_the_same_losses_and_weights(tmp_path, monkeypatch, backbon
     a = read_safetensors(tmp_path / "whole" / "model" / "denoiser.safetensors")
     b = read_safetensors(tmp_path / "split" / "model" / "denoiser.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_with_an_exclusion_list_gives_the_same_losses(tmp_path, monkeypatch):
+    from ldm.training.text2img_stage import Text2ImgModule
+
+    listed = tmp_path / "exclude.txt"
+    listed.write_text("00001.png\n00004.png\n")
+    whole = run(tmp_path / "whole", exclude=listed)
+    forward = killed_during_step(monkeypatch, 4)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", exclude=listed)
+    monkeypatch.setattr(Text2ImgModule, "forward", forward)
+    second = run(tmp_path / "split", resume=resolve_checkpoint("latest", tmp_path / "split"), exclude=listed)
+    assert second.losses == pytest.approx(whole.losses[3:], abs=1e-6)
+    assert whole.data.skipped == {"excluded": 2}
 
 
 def test_a_resumed_run_logs_each_step_once(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixel
 from ldm.images import to_pil
 from ldm.formats.model_folder import ModelError
 from ldm.models.components import Components
-from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.backbones import backbone_of
 from ldm.pipeline import Pipeline
 from ldm.training.config import Text2ImgSection
 from ldm.training.random_masks import random_masks
@@ -23,17 +23,10 @@ from ldm.training.stages import first_samples, make_grid
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage, load_frozen_parts
 
 
-def input_conv_owner(denoiser) -> tuple[nn.Module, str]:
-    """(module, attribute) of the denoiser's first convolution, the one that sees the input channels."""
-    if backbone(denoiser) == "dit":
-        return denoiser.pos_embed, "proj"  # PixArt's patch embedding: a patch_size-strided conv
-    return denoiser, "conv_in"
-
-
 def widen_to_inpainting(denoiser, latent_channels: int) -> None:
     """Input convolution: C -> 2C + 1 input channels; the extra ones weigh zero, so the
     denoiser's output does not depend on them until training moves those weights. Bias kept."""
-    owner, name = input_conv_owner(denoiser)
+    owner, name = backbone_of(denoiser).input_conv()
     old = getattr(owner, name)
     wide = nn.Conv2d(
         2 * latent_channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding,

@@ -24,8 +24,9 @@ def test_sd_scale_config_matches_stable_diffusion_2():
     config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img.yaml")
     assert config.model.vae.block_out_channels == [128, 256, 512, 512]
     assert config.model.vae.scaling_factor == 0.18215
-    assert config.model.unet.block_out_channels == [320, 640, 1280, 1280]
-    assert config.model.unet.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
+    assert config.model.denoiser.kind == "unet"
+    assert config.model.denoiser.block_out_channels == [320, 640, 1280, 1280]
+    assert config.model.denoiser.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
     assert config.model.text_encoder.layer == "penultimate"
     assert config.data.source == "webdataset"
 
@@ -56,7 +57,7 @@ def test_dit_scale_config_matches_pixart_alpha():
     from ldm.models.text_encoder import resolve_arch
 
     config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img-dit.yaml")
-    assert config.model.denoiser == "dit"
+    assert config.model.denoiser.kind == "dit"
     text = resolve_arch(config.model.text_encoder)
     with torch.device("meta"):
         dit = build_denoiser(config.model, text.width)

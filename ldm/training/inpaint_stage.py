@@ -73,7 +73,7 @@ class InpaintStage(Text2ImgStage):
             widen_to_inpainting(components.denoiser, latent_channels)
         # else: already an inpainting model (2C + 1 channels), fine-tuned as it is.
         if components.config is not None:
-            components.config.denoiser_config.in_channels = components.denoiser.config.in_channels
+            components.config.denoiser.in_channels = components.denoiser.config.in_channels
         return components
 
     def init_from(self):

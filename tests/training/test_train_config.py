@@ -66,3 +66,22 @@ def test_dit_scale_config_matches_pixart_alpha():
     assert dit.config.patch_size == 2 and dit.config.out_channels == 4  # learned sigma off
     assert dit.caption_projection.linear_1.in_features == text.width == 1024  # T5-less: CLIP's width
     assert dit.config.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
+
+
+@pytest.mark.parametrize("name", ["cpu/text2img.yaml", "cpu/text2img-dit.yaml"])
+def test_a_training_config_in_the_old_form_loads_the_same_model(tmp_path, name):
+    """Users' configs written before the tagged section: `denoiser: dit` (or none) beside a
+    `unet:` or `dit:` section; dotted overrides in the old form too."""
+    import yaml
+
+    path = Path(__file__).parents[2] / "configs" / name
+    document = yaml.safe_load(path.read_text())
+    section = document["model"].pop("denoiser")
+    kind = section.pop("kind")
+    document["model"] |= {"denoiser": kind, kind: section} if kind == "dit" else {kind: section}
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(document))
+    assert load_train_config(old).model == load_train_config(path).model
+    overrides = [f"model.{kind}.sample_size=8"]
+    assert load_train_config(old, overrides).model == load_train_config(path, ["model.denoiser.sample_size=8"]).model
+    assert load_train_config(path, overrides).model.denoiser.sample_size == 8

@@ -120,6 +120,7 @@ class DiTConfig:
 DENOISER_SECTIONS = (UNetConfig, DiTConfig)
 DenoiserConfig = Union[UNetConfig, DiTConfig]
 
+
 @dataclass
 class SchedulerConfig:
     """Noise schedule shared by training and sampling (a diffusers scheduler config)."""

@@ -3,7 +3,7 @@
 Every section of a config is a dataclass; loading checks each key against the fields of
 its section, so a misspelt key is an error that names it (with its dotted path) instead
 of a silently ignored setting. Command-line overrides use the same dotted paths:
-`unet.layers_per_block=1`.
+`denoiser.layers_per_block=1`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import yaml
 
@@ -73,6 +73,7 @@ class TextEncoderConfig:
 class UNetConfig:
     """diffusers UNet2DConditionModel; cross_attention_dim null = the text encoder width."""
 
+    kind: str = field(default="unet", init=False)  # the tag of `model.denoiser` (ldm.diffusion.backbones)
     in_channels: int = 4
     out_channels: int = 4
     block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
@@ -98,6 +99,7 @@ class DiTConfig:
     """diffusers PixArtTransformer2DModel (PixArt-alpha): patches of the latents, adaLN-single
     timestep conditioning, cross-attention to the text tokens. Defaults: PixArt-alpha at 512 px."""
 
+    kind: str = field(default="dit", init=False)
     layers: int = 28
     heads: int = 16
     head_dim: int = 72  # width = heads x head_dim (1152)
@@ -112,6 +114,11 @@ class DiTConfig:
     @property
     def width(self) -> int:
         return self.heads * self.head_dim
+
+
+# `model.denoiser` is one of these, told apart by its `kind` (the first is the default).
+DENOISER_SECTIONS = (UNetConfig, DiTConfig)
+DenoiserConfig = Union[UNetConfig, DiTConfig]
 
 
 @dataclass
@@ -143,25 +150,17 @@ class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    denoiser: str = "unet"  # unet | dit: which of the two sections below is built
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    dit: DiTConfig = field(default_factory=DiTConfig)
+    denoiser: DenoiserConfig = field(default_factory=UNetConfig)  # {kind: unet | dit, ...its settings}
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
 
     def __post_init__(self) -> None:
         validate_model(self)
 
-    @property
-    def denoiser_config(self) -> Union[UNetConfig, DiTConfig]:
-        """The section of the chosen denoiser."""
-        return getattr(self, self.denoiser)
-
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 TEXT_LAYERS = ("last", "penultimate")
-DENOISERS = ("unet", "dit")
 
 
 def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -175,10 +174,9 @@ def validate_model(config: ModelConfig) -> None:
     one_of("model.scheduler.beta_schedule", config.scheduler.beta_schedule, BETA_SCHEDULES)
     one_of("model.scheduler.prediction_type", config.scheduler.prediction_type, PREDICTION_TYPES)
     one_of("model.text_encoder.layer", config.text_encoder.layer, TEXT_LAYERS)
-    one_of("model.denoiser", config.denoiser, DENOISERS)
     if config.text_encoder.layer == "penultimate" and config.text_encoder.layers < 2:
         raise ConfigError("model.text_encoder.layer 'penultimate' needs at least 2 layers")
-    section, denoiser = f"model.{config.denoiser}", config.denoiser_config
+    section, denoiser = "model.denoiser", config.denoiser
     if config.vae.latent_channels not in (denoiser.out_channels,):
         raise ConfigError(
             f"{section}.out_channels ({denoiser.out_channels}) must equal "
@@ -199,7 +197,9 @@ def from_dict(cls: type, data: Any, path: str = "") -> Any:
     """Builds dataclass `cls` from nested dicts, checking keys and types by dotted path."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if cls in OLD_FORMS:
+        data = OLD_FORMS[cls](data, path)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -225,6 +225,8 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     args = typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value if value is not None else {}, path)
+    if origin in (Union, types.UnionType) and _tagged(args):
+        return _tagged_section(args, value, path)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -254,6 +256,50 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if not isinstance(value, hint):
         raise ConfigError(f"{path} must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _tagged(options: tuple) -> bool:
+    """A union of sections that each state their `kind` (model.denoiser's)."""
+    return all(dataclasses.is_dataclass(o) and "kind" in {f.name for f in dataclasses.fields(o)} for o in options)
+
+
+def _tagged_section(options: tuple, value: Any, path: str) -> Any:
+    """The section whose kind `value["kind"]` names (the first option's without one)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} must be a mapping, got {value!r}")
+    sections = {option.kind: option for option in options}
+    kind = value.get("kind", options[0].kind)
+    one_of(f"{path}.kind", kind, tuple(sections))
+    return from_dict(sections[kind], {k: v for k, v in value.items() if k != "kind"}, path)
+
+
+def _one_denoiser_section(data: dict, path: str) -> dict:
+    """A model section in the form written before the tagged `denoiser` section (`denoiser:
+    unet | dit` beside both a `unet:` and a `dit:` section) in the current form: the chosen
+    section becomes `denoiser`; the other is checked, as it was then, and dropped. An old
+    section beside a current `denoiser` mapping (a dotted override such as
+    `model.unet.sample_size=32` on a current file) is merged into it when its kind matches."""
+    sections = {section.kind: section for section in DENOISER_SECTIONS}
+    old = {kind: data[kind] for kind in sections if kind in data}
+    chosen = data.get("denoiser")
+    if not old and not isinstance(chosen, str):
+        return data
+    if chosen is None or isinstance(chosen, str):
+        chosen = chosen or DENOISER_SECTIONS[0].kind
+        one_of(f"{path}.denoiser", chosen, tuple(sections))
+        chosen = {"kind": chosen}
+    if not isinstance(chosen, dict):
+        return data  # the type check names it
+    merged = dict(chosen)
+    for kind, section in old.items():
+        from_dict(sections[kind], section if section is not None else {}, f"{path}.{kind}")  # named as written
+        if kind == chosen.get("kind", DENOISER_SECTIONS[0].kind):
+            merged.update(section or {})
+    return {**{k: v for k, v in data.items() if k not in sections}, "denoiser": merged}
+
+
+# Sections whose earlier forms are still read: section -> (data, dotted path) -> current data.
+OLD_FORMS: dict[type, Callable[[dict, str], dict]] = {ModelConfig: _one_denoiser_section}
 
 
 def to_dict(config: Any) -> dict:

@@ -7,6 +7,7 @@ import numpy as np
 
 import pytest
 import torch
+import yaml
 
 from ldm.formats.model_folder import ModelError, load_component, load_model, save_model
 from ldm.pipeline import Pipeline
@@ -31,6 +32,28 @@ def test_folders_from_before_the_dit_load_their_unet_safetensors(tiny_unet_compo
     before = generate(Pipeline(tiny_unet_components)).images[0]
     after = generate(Pipeline.load(folder)).images[0]
     assert np.array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_the_config_is_written_with_one_denoiser_section_and_read_back(tiny_components, tmp_path, backbone):
+    folder = save_model(tiny_components, tmp_path / "model")
+    model = yaml.safe_load((folder / "model.yaml").read_text())["model"]
+    assert model["denoiser"]["kind"] == backbone and "unet" not in model and "dit" not in model
+    assert load_model(folder).config == tiny_components.config
+
+
+def test_folders_with_the_old_config_form_load_as_the_same_model(tiny_components, tmp_path, backbone):
+    """model.yaml as it was written before the tagged section: `denoiser: unet | dit` beside a
+    `unet:` and a `dit:` section, both always there."""
+    folder = save_model(tiny_components, tmp_path / "model")
+    document = yaml.safe_load((folder / "model.yaml").read_text())
+    section = dict(document["model"].pop("denoiser"))
+    del section["kind"]
+    unused = {"unet": {"layers_per_block": 2}, "dit": {"layers": 28}}  # defaults, as they were written
+    document["model"] = {**document["model"], "denoiser": backbone, **unused, backbone: section}
+    (folder / "model.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    loaded = load_model(folder)
+    assert loaded.config == tiny_components.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.denoiser.state_dict().values(), tiny_components.denoiser.state_dict().values()))
 
 
 def test_loaded_model_keeps_its_config(tiny_model_dir):

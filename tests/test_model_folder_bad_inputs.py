@@ -24,8 +24,8 @@ def vae_folder(tiny_components, tmp_path):
 
 def test_absurd_unet_width_is_refused_before_allocating(tiny_model_dir):
     def widen(model):
-        model["unet"]["block_out_channels"] = [10**6, 10**6]
-        model["unet"]["norm_num_groups"] = 4
+        model["denoiser"]["block_out_channels"] = [10**6, 10**6]
+        model["denoiser"]["norm_num_groups"] = 4
 
     edit_model_yaml(tiny_model_dir, widen)
     # Materialised, this U-Net would need terabytes; the weights file holds a few hundred kB.

@@ -14,6 +14,9 @@ TINY_MODEL = {
         "scaling_factor": 0.5,
     },
     "text_encoder": {"width": 32, "heads": 2, "layers": 2, "embed_dim": 16, "context_length": 77},
+    # The denoiser section's choices: `denoiser` names one (overrides: denoiser="dit",
+    # unet__in_channels=9, dit__learned_sigma=True); tiny_model_dict makes it `model.denoiser`.
+    "denoiser": "unet",
     "unet": {
         "block_out_channels": [16, 32],
         "layers_per_block": 1,
@@ -23,7 +26,6 @@ TINY_MODEL = {
         "norm_num_groups": 4,
         "sample_size": 16,
     },
-    # Used where `denoiser: dit` (tests parametrised over both backbones set it).
     "dit": {"layers": 2, "heads": 4, "head_dim": 16, "sample_size": 16},
     "scheduler": {"beta_schedule": "scaled_linear"},
 }
@@ -31,7 +33,10 @@ TINY_MODEL = {
 BACKBONES = ["unet", "dit"]
 
 
-def tiny_model_dict(**overrides) -> dict:
+def tiny_model_dict(old_form: bool = False, **overrides) -> dict:
+    """The tiny model section with `overrides` (`a__b=v` sets a.b): one tagged `denoiser`
+    section, or with `old_form` as configs were written before it (`denoiser: unet` beside
+    both a `unet:` and a `dit:` section)."""
     data = copy.deepcopy(TINY_MODEL)
     for dotted, value in overrides.items():
         node = data
@@ -39,7 +44,10 @@ def tiny_model_dict(**overrides) -> dict:
         for part in parents:
             node = node[part]
         node[last] = value
-    return data
+    if old_form or not isinstance(data["denoiser"], str):
+        return data
+    sections = {kind: data.pop(kind) for kind in BACKBONES}
+    return {**data, "denoiser": {"kind": data["denoiser"], **sections.get(data["denoiser"], {})}}
 
 
 def build_tiny(**overrides):

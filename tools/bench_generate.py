@@ -26,7 +26,8 @@ BENCH_MODEL = {
     "name": "bench",
     "vae": {"block_out_channels": [32, 64, 128, 128], "layers_per_block": 1, "sample_size": 128, "scaling_factor": 0.5},
     "text_encoder": {"width": 256, "heads": 4, "layers": 4, "embed_dim": 256},
-    "unet": {
+    "denoiser": {
+        "kind": "unet",
         "block_out_channels": [128, 256, 256],
         "layers_per_block": 1,
         "attention_head_dim": 32,

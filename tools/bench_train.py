@@ -186,7 +186,7 @@ def denoiser_flops_and_matmul_rate(args, work: Path) -> dict:
             started = time.perf_counter()
             parts.vae.encode(pixels)
             encode_times.append(time.perf_counter() - started)
-    return {"backbone": config.model.denoiser, "step_gflop": flops / 1e9, "matmul_gflops_per_s": matmul / 1e9, "step_s": seconds,
+    return {"backbone": config.model.denoiser.kind, "step_gflop": flops / 1e9, "matmul_gflops_per_s": matmul / 1e9, "step_s": seconds,
             "vae_encode_s": statistics.median(encode_times[1:])}
 
 

@@ -5,5 +5,5 @@ preprocessors.py  control types by name: a picture -> the control image a Contro
 model.py          ControlNetModel from a U-Net, ControlNet folders (save atomically, load offline)
 library.py        the ControlNets a pipeline can use, and which one serves a unit
 fit.py            whether a ControlNet can steer a model (told from the two configs)
-denoiser.py       the U-Net call with the ControlNets' residuals added (wrapped by guidance)
+denoiser.py       the ControlNets' residuals, steering the U-Net's backbone adapter (wrapped by guidance)
 """

@@ -1,21 +1,23 @@
-"""The denoiser call with ControlNet residuals: it takes and returns what the U-Net does, so
-classifier-free guidance (ldm.diffusion.guidance.GuidedModel) wraps it unchanged and the
-sampling loop knows nothing of control. Like diffusers' ControlNet pipelines: each
-ControlNet sees the (guidance-batched) latents and text, its control image repeated over
-the batch, its residuals weighed by scale while the step lies in its [start, end] window;
-several ControlNets add their residuals (as MultiControlNetModel)."""
+"""The denoiser call with ControlNet residuals: the U-Net's backbone adapter steered by the
+controls takes and returns what the plain denoiser does, so classifier-free guidance
+(ldm.diffusion.guidance.GuidedModel) wraps it unchanged and the sampling loop knows nothing
+of control. Like diffusers' ControlNet pipelines: each ControlNet sees the (guidance-batched)
+latents and text, its control image repeated over the batch, its residuals weighed by scale
+while the step lies in its [start, end] window; several ControlNets add their residuals (as
+MultiControlNetModel)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ldm.control.units import active_weight
-from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.backbones import Residuals, backbone_of
+from ldm.diffusion.conditioning import Conditioning
 from ldm.settings import GenerationError
 
 
@@ -37,24 +39,16 @@ def control_tensor(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)[None].contiguous()  # (1, 3, H, W)
 
 
-class ControlledDenoiser:
-    """`denoiser(sample, t, encoder_hidden_states=..., return_dict=False)` with the controls'
-    residuals; call k is step k of `total_steps` (one call per step, as the loop makes)."""
+class ControlResiduals:
+    """The controls' summed residuals for one denoiser call; call k is step k of
+    `total_steps` (one call per step, as the loop makes). None when no control weighs in."""
 
-    backbone = "unet"  # called as a U-Net (ldm.diffusion.denoiser.denoise_call)
-
-    def __init__(self, denoiser, controls: Sequence[ActiveControl], total_steps: int):
-        self.denoiser = denoiser
+    def __init__(self, controls: Sequence[ActiveControl], total_steps: int):
         self.controls = list(controls)
         self.total_steps = total_steps
         self.step = 0
 
-    @property
-    def config(self):
-        return self.denoiser.config  # what guidance asks of the model (its guidance embedding)
-
-    def __call__(self, sample: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor, encoder_attention_mask=None,
-                 timestep_cond=None, return_dict: bool = False):  # fmt: skip
+    def __call__(self, sample: torch.Tensor, timestep, cond: Conditioning) -> Optional[Residuals]:
         down, mid = None, None
         for control in self.controls:
             scale = control.scale * active_weight(self.step, self.total_steps, control.start, control.end)
@@ -65,22 +59,21 @@ class ControlledDenoiser:
             # Inpainting U-Nets take mask channels after the latents; a ControlNet sees the latents.
             latents = sample[:, : net.config.in_channels]  # (B, C, h, w)
             # No timestep_cond for the ControlNet: diffusers' has no guidance embedding (on an
-            # LCM student it is the teacher's ControlNet); the U-Net below takes it.
-            d, m = net(latents, timestep, encoder_hidden_states=encoder_hidden_states, controlnet_cond=image,
+            # LCM student it is the teacher's ControlNet); the U-Net takes it.
+            d, m = net(latents, timestep, encoder_hidden_states=cond.tokens, controlnet_cond=image,
                        conditioning_scale=scale, return_dict=False)  # fmt: skip
             down = d if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
         self.step += 1
-        return self.denoiser(
-            sample, timestep, encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-            timestep_cond=timestep_cond, down_block_additional_residuals=down, mid_block_additional_residual=mid, return_dict=return_dict,
-        )  # fmt: skip
+        return None if down is None else (down, mid)
 
 
 def with_controls(denoiser, controls: Sequence[ActiveControl], total_steps: int):
-    """`denoiser` itself without controls; else the ControlledDenoiser around it."""
+    """`denoiser` itself without controls; else its backbone adapter steered by the controls'
+    residuals (called as any denoiser is: ldm.diffusion.denoiser.denoise_call)."""
     if not controls:
         return denoiser
-    if backbone(denoiser) != "unet":
-        raise GenerationError("ControlNets steer U-Net models; this model's denoiser is a DiT")
-    return ControlledDenoiser(denoiser, controls, total_steps)
+    backbone = backbone_of(denoiser)
+    if not backbone.supports_controlnet:
+        raise GenerationError(f"ControlNets steer U-Net models; this model's denoiser is a {backbone.title}")
+    return backbone.steered_by(ControlResiduals(controls, total_steps))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.backbones import backbone_of
 
 
 def skip_channels(config) -> list[int]:
@@ -29,8 +29,9 @@ def blocks(config) -> str:
 
 def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
     """Why a ControlNet with `controlnet_config` cannot steer `components`; None when it can."""
-    if backbone(components.denoiser) != "unet":
-        return "ControlNets steer U-Net models; this model's denoiser is a DiT"
+    backbone = backbone_of(components.denoiser)
+    if not backbone.supports_controlnet:
+        return f"ControlNets steer U-Net models; this model's denoiser is a {backbone.title}"
     unet = components.denoiser.config
     vae = components.vae.config
     if skip_channels(controlnet_config) != skip_channels(unet):

@@ -5,7 +5,7 @@ Our format is one directory:
     model.yaml                 the resolved model config (everything needed to rebuild)
     vae.safetensors            diffusers AutoencoderKL state dict
     text_encoder.safetensors   open_clip TextTransformer state dict (open_clip's key names)
-    denoiser.safetensors       diffusers UNet2DConditionModel or PixArtTransformer2DModel state dict
+    denoiser.safetensors       the denoiser's state dict (a diffusers module: ldm.diffusion.backbones)
                                (folders written before the DiT have unet.safetensors; still read)
 
 A folder may leave out parts it shares with another model folder: `parts_from: ../base` in
@@ -30,7 +30,7 @@ import ldm.config as config_module
 from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, parse_yaml, to_dict
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
-from ldm.diffusion.denoiser import restore_buffers
+from ldm.diffusion.backbones import backbone_in_diffusers_folder, backbone_of
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.weights import (
@@ -202,7 +202,7 @@ def weights_path(path: Path, name: str) -> Path:
 
 def _restore_buffers(components: Components) -> None:
     _restore_text_buffers(components.first_text_encoder)
-    restore_buffers(components.denoiser)
+    backbone_of(components.denoiser).restore_buffers()
 
 
 def _restore_text_buffers(text_encoder) -> None:
@@ -213,14 +213,17 @@ def _restore_text_buffers(text_encoder) -> None:
 
 
 def load_diffusers_folder(path: Path) -> Components:
-    """A diffusers-format Stable Diffusion folder, offline, safetensors only."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    """A diffusers-format Stable Diffusion folder, offline, safetensors only (its denoiser
+    is found by its subfolder: unet/ in Stable Diffusion's)."""
+    from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+    backbone = backbone_in_diffusers_folder(path)
+    denoiser_folder = backbone.diffusers_folder
+    for sub in (denoiser_folder, "vae", "text_encoder", "tokenizer", "scheduler"):
         if not (path / sub).is_dir():
             raise ModelError(f"{path} has model_index.json but no {sub}/ folder")
-    for sub in ("unet", "vae", "text_encoder"):
+    for sub in (denoiser_folder, "vae", "text_encoder"):
         if not any((path / sub).glob("*.safetensors")):
             pickled = [p for p in (path / sub).iterdir() if p.suffix in PICKLE_SUFFIXES]
             if pickled:
@@ -228,7 +231,7 @@ def load_diffusers_folder(path: Path) -> Components:
             raise ModelError(f"{path / sub} has no .safetensors weights")
     options = {"local_files_only": True, "use_safetensors": True}
     try:
-        unet = UNet2DConditionModel.from_pretrained(path / "unet", **options)
+        denoiser = backbone.load_pretrained(path / denoiser_folder, **options)
         vae = AutoencoderKL.from_pretrained(path / "vae", **options)
         text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
         tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
@@ -240,7 +243,7 @@ def load_diffusers_folder(path: Path) -> Components:
     return Components(
         vae=vae,
         conditioner=TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
-        denoiser=unet,
+        denoiser=denoiser,
         scheduler_config=scheduler_config,
         config=None,
         name=path.name,

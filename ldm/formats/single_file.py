@@ -20,13 +20,14 @@ import yaml
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
 from ldm.files import clean_leftovers, writing_file
 from ldm.models.weights import ModelError, load_state, read_safetensors, refuse_pickle
+from ldm.diffusion.backbones import backbone_of
+from ldm.diffusion.backbones.unet import UNet
 from ldm.diffusion.schedule import scheduler_config
 from ldm.models.autoencoder import build_vae
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
-from ldm.models.unet import build_unet
 from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_prediction_type
 from ldm.formats.original_layout import (
     OPEN_CLIP_PREFIX,
@@ -117,7 +118,7 @@ def infer_model_config(state: dict[str, torch.Tensor], layout: str, name: str, p
         text = _infer_open_clip(state, facts)
     else:  # a transformers CLIP model: its config is read in _hf_clip_text_encoder
         text = {"width": unet["cross_attention_dim"], "heads": 1, "layers": 1}
-    model = {"name": name, "vae": vae, "text_encoder": text, "unet": unet, "scheduler": dict(facts["scheduler"], prediction_type=prediction_type)}
+    model = {"name": name, "vae": vae, "text_encoder": text, "denoiser": {"kind": UNet.kind, **unet}, "scheduler": dict(facts["scheduler"], prediction_type=prediction_type)}
     return model_config_from_dict(model)
 
 
@@ -181,8 +182,8 @@ def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig
     levels = len(config.vae.block_out_channels)
     vae_config = {"down_block_types": [None] * levels, "up_block_types": [None] * levels}
     load_state(vae, convert_ldm_vae_checkpoint(state, vae_config), "VAE")
-    unet = build_unet(config.unet, text_encoder.width)
-    load_state(unet, convert_ldm_unet_checkpoint(state, {"layers_per_block": config.unet.layers_per_block}), "U-Net")
+    unet = UNet.build(config.denoiser, text_encoder.width)
+    load_state(unet, convert_ldm_unet_checkpoint(state, {"layers_per_block": config.denoiser.layers_per_block}), "U-Net")
     return Components(
         vae=vae,
         conditioner=TextConditioner([text_encoder]),
@@ -231,9 +232,10 @@ def _hf_clip_name(model, bare: str) -> str:
 
 
 def require_unet(components: Components, what: str) -> None:
-    """Stable Diffusion's layouts have a U-Net; a DiT model has no place in them."""
-    if components.config is not None and components.config.denoiser != "unet":
-        raise ModelError(f"{what} holds a U-Net; this model's denoiser is a {components.config.denoiser}")
+    """Stable Diffusion's layouts have a U-Net; another denoiser has no place in them."""
+    backbone = backbone_of(components.denoiser)
+    if not isinstance(backbone, UNet):
+        raise ModelError(f"{what} holds a U-Net; this model's denoiser is a {backbone.kind}")
 
 
 def original_state(components: Components) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.backbones import backbone_of
 from ldm.formats.model_folder import ModelError, read_safetensors
 from ldm.formats.single_file import read_metadata
 from ldm.lora.metadata import AdapterMetadataError, adapter_configs, effective_alpha
@@ -64,8 +64,9 @@ class Lora:
 def read_lora(path: str | Path, components: Components) -> Lora:
     """Reads a LoRA file and matches every part of it to a module of `components`."""
     path = Path(path)
-    if backbone(components.denoiser) != "unet":
-        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone(components.denoiser)}")
+    backbone = backbone_of(components.denoiser)
+    if not backbone.supports_lora:
+        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone.kind}")
     state = read_safetensors(path)
     _check_finite(state, path)
     metadata = read_metadata(path)

@@ -26,7 +26,8 @@ class AdapterMetadataError(LdmError, ValueError):
 
 
 def adapter_configs(metadata: dict[str, str]) -> dict[str, dict]:
-    """part prefix ("unet", "text_encoder") -> its peft config entries; {} without the key."""
+    """part prefix, as the header names the parts (unet, text_encoder) -> its peft config
+    entries; {} without the key."""
     if ADAPTER_METADATA not in metadata:
         return {}
     try:

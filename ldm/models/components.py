@@ -10,18 +10,17 @@ from torch import nn
 
 from ldm.config import ModelConfig
 from ldm.diffusion.schedule import scheduler_config
+from ldm.diffusion.backbones import backbone_for_config
 from ldm.models.autoencoder import build_vae
-from ldm.models.dit import build_dit
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import TextEncoder, build_text_encoder
-from ldm.models.unet import build_unet
 
 
 @dataclass
 class Components:
     vae: nn.Module  # diffusers AutoencoderKL; vae.config.scaling_factor scales latents
     conditioner: TextConditioner  # the text side: prompts -> Conditioning, through its list of text encoders
-    denoiser: nn.Module  # diffusers UNet2DConditionModel or PixArtTransformer2DModel (ldm.diffusion.denoiser)
+    denoiser: nn.Module  # a module a backbone adapter drives (ldm.diffusion.backbones)
     scheduler_config: dict  # diffusers scheduler config: the model's noise schedule
     config: Optional[ModelConfig] = None  # ours; None for imported diffusers folders
     name: str = "ldm"
@@ -86,6 +85,5 @@ def build_components(config: ModelConfig) -> Components:
 
 
 def build_denoiser(config: ModelConfig, text_width: int) -> nn.Module:
-    """The denoiser `model.denoiser` names, from its section of the config."""
-    build = {"unet": build_unet, "dit": build_dit}[config.denoiser]
-    return build(config.denoiser_config, text_width)
+    """The denoiser `model.denoiser` configures, built by its backbone."""
+    return backbone_for_config(config.denoiser).build(config.denoiser, text_width)

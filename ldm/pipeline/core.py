@@ -17,6 +17,7 @@ from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.control.denoiser import with_controls
 from ldm.control.library import ControlNets
 from ldm.control.prepare import active_controls
+from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
@@ -90,7 +91,7 @@ class Pipeline:
     @property
     def size_multiple(self) -> int:
         """Pixels per denoiser input cell: the VAE's scale times a DiT's patch size."""
-        return self.vae_scale * getattr(self.components.denoiser.config, "patch_size", 1)
+        return self.vae_scale * backbone_of(self.components.denoiser).patch_size
 
     def check_model_size(self, width: int, height: int) -> None:
         """A DiT cuts the latents into patches: sizes must tile into whole patches."""

@@ -153,11 +153,11 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     model.text_encoder = dataclasses.replace(model.text_encoder, pretrained=None)  # no weights read
     latent_channels = model.vae.latent_channels
     if inpaint:
-        model.denoiser_config.in_channels = 2 * latent_channels + 1  # noisy latents + mask + masked image latents
+        model.denoiser.in_channels = 2 * latent_channels + 1  # noisy latents + mask + masked image latents
     components = build_components(model)
     batch, factor = config.train.batch_size, model.vae.downsample_factor
     side = config.data.resolution // factor
-    noisy = torch.zeros(batch, model.denoiser_config.in_channels, side, side)  # (B, C_in, h, w)
+    noisy = torch.zeros(batch, model.denoiser.in_channels, side, side)  # (B, C_in, h, w)
     timesteps = torch.zeros(batch, dtype=torch.long)
     tokens = torch.zeros(batch, model.text_encoder.context_length, dtype=torch.long)  # (B, L)
     context = torch.zeros(batch, model.text_encoder.context_length, components.first_text_encoder.width)  # (B, L, D)
@@ -173,7 +173,7 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         for _ in range(encodes):
             components.vae.encode(pixels)
 
-    parts = [Part(model.denoiser, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.first_text_encoder, False)]
+    parts = [Part(model.denoiser.kind, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.first_text_encoder, False)]
     return Plan(
         parts,
         lambda: denoise_call(components.denoiser, noisy, timesteps, Conditioning(context)),

@@ -16,23 +16,16 @@ from ldm.diffusion.inpainting import inpaint_channels, latent_mask, masked_pixel
 from ldm.diffusion.process import NoiseProcess
 from ldm.images import to_pil
 from ldm.models.components import Components
-from ldm.diffusion.denoiser import backbone
+from ldm.diffusion.backbones import backbone_of
 from ldm.training.random_masks import random_masks
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, generate_options, sample_grid
 
 
-def input_conv_owner(denoiser) -> tuple[nn.Module, str]:
-    """(module, attribute) of the denoiser's first convolution, the one that sees the input channels."""
-    if backbone(denoiser) == "dit":
-        return denoiser.pos_embed, "proj"  # PixArt's patch embedding: a patch_size-strided conv
-    return denoiser, "conv_in"
-
-
 def widen_to_inpainting(denoiser, latent_channels: int) -> None:
     """Input convolution: C -> 2C + 1 input channels; the extra ones weigh zero, so the
     denoiser's output does not depend on them until training moves those weights. Bias kept."""
-    owner, name = input_conv_owner(denoiser)
+    owner, name = backbone_of(denoiser).input_conv()
     old = getattr(owner, name)
     wide = nn.Conv2d(
         2 * latent_channels + 1, old.out_channels, old.kernel_size, old.stride, old.padding,
@@ -73,7 +66,7 @@ class InpaintStage(Text2ImgStage):
             widen_to_inpainting(components.denoiser, latent_channels)
         # else: already an inpainting model (2C + 1 channels), fine-tuned as it is.
         if components.config is not None:
-            components.config.denoiser_config.in_channels = components.denoiser.config.in_channels
+            components.config.denoiser.in_channels = components.denoiser.config.in_channels
         return components
 
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:

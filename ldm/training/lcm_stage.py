@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ldm.config import ConfigError, SamplingDefaults
+from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
-from ldm.diffusion.denoiser import backbone
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.process import DiscreteDDPM
 from ldm.formats.model_folder import ModelError
@@ -28,14 +28,18 @@ from ldm.training.validation import Grid, sample_grid
 VALIDATION_STEPS = (1, 2, 4, 8)
 
 
+def require_unet_teacher(teacher: nn.Module) -> None:
+    """LCM students take a guidance-scale embedding, which only a U-Net has a place for."""
+    backbone = backbone_of(teacher)
+    if not backbone.takes_guidance_embedding:
+        raise ConfigError(f"stage lcm distils a U-Net teacher (model.denoiser.kind: unet); this model's denoiser is a {backbone.title}")
+
+
 def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
     """The teacher's U-Net plus a guidance-scale embedding whose projection starts at zero,
     so that the student's output equals the teacher's until training moves it."""
-    from diffusers import UNet2DConditionModel
-
-    if backbone(teacher) != "unet":
-        raise ConfigError("stage lcm distils a U-Net teacher (model.denoiser: unet); this model's denoiser is a DiT")
-    student = UNet2DConditionModel.from_config({**teacher.config, "time_cond_proj_dim": embedding_width})
+    require_unet_teacher(teacher)
+    student = type(teacher).from_config({**teacher.config, "time_cond_proj_dim": embedding_width})
     missing, unexpected = student.load_state_dict(teacher.state_dict(), strict=False)
     if unexpected or missing != ["time_embedding.cond_proj.weight"]:
         raise ModelError(f"lcm.init_from: the teacher's U-Net does not fit its own copy ({(unexpected or missing)[0]})")
@@ -126,12 +130,11 @@ class LcmStage(Text2ImgStage):
         components = super().load_components()
         self.teacher = components.denoiser
         if self.lora:
-            if backbone(self.teacher) != "unet":
-                raise ConfigError("stage lcm distils a U-Net teacher (model.denoiser: unet); this model's denoiser is a DiT")
+            require_unet_teacher(self.teacher)
             return components  # adapters are added to the teacher's own U-Net (make_module)
         components.denoiser = student_from_teacher(self.teacher, section.guidance_embedding)
         if components.config is not None:
-            components.config.unet.time_cond_proj_dim = section.guidance_embedding
+            components.config.denoiser.time_cond_proj_dim = section.guidance_embedding
             components.config.sampling = SamplingDefaults("lcm", section.sample_steps, section.sample_cfg)
             components.config.name = f"{components.config.name}-lcm"  # what PNG parameters' Model: says
         return components

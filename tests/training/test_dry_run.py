@@ -22,11 +22,11 @@ def test_sd_scale_configs_match_the_published_parameter_counts():
 
     from ldm.models.autoencoder import build_vae
     from ldm.models.text_encoder import build_text_encoder
-    from ldm.models.unet import build_unet
+    from ldm.models.components import build_denoiser
 
     text2img = load_train_config(resolve_config_path("text2img.yaml")).model
     autoencoder = load_train_config(resolve_config_path("autoencoder.yaml")).model
-    assert meta_count(lambda: build_unet(text2img.unet, 1024)) == 865_910_724  # SD 2.x U-Net
+    assert meta_count(lambda: build_denoiser(text2img, 1024)) == 865_910_724  # SD 2.x U-Net
     assert meta_count(lambda: build_vae(autoencoder.vae)) == 83_653_863  # KL-f8 VAE
     assert meta_count(lambda: build_vae(text2img.vae)) == 83_653_863
     # ViT-H-14's text tower as open_clip itself builds it (its CLIP minus the image tower).

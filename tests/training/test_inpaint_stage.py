@@ -29,12 +29,13 @@ def inpaint_config(tmp_path, init_from, **train_settings):
 def test_widened_denoiser_at_step_zero_is_the_text2img_denoiser(tiny_components):
     from ldm.diffusion.conditioning import Conditioning
     from ldm.diffusion.denoiser import denoise_call
-    from ldm.training.inpaint_stage import input_conv_owner, widen_to_inpainting
+    from ldm.diffusion.backbones import backbone_of
+    from ldm.training.inpaint_stage import widen_to_inpainting
 
     denoiser = tiny_components.denoiser
     wide = copy.deepcopy(denoiser)
     widen_to_inpainting(wide, latent_channels=4)
-    owner, name = input_conv_owner(wide)
+    owner, name = backbone_of(wide).input_conv()
     assert wide.config.in_channels == 9 and getattr(owner, name).in_channels == 9
     g = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, 16, 16, generator=g)
@@ -102,7 +103,7 @@ def test_few_steps_export_an_inpainting_model_that_ldm_inpaint_runs(tmp_path, ti
     result = train(config, open_dataset=tiny_datasets())
     assert result.step == 3 and all(torch.isfinite(torch.tensor(result.losses)))
     folder = result.export_path
-    assert read_model_config(folder).denoiser_config.in_channels == 9
+    assert read_model_config(folder).denoiser.in_channels == 9
     assert Pipeline.load(folder).is_inpainting_model
     # Training reached the new input channels (mask + masked latents) and kept the old ones.
     conv = {"unet": "conv_in.weight", "dit": "pos_embed.proj.weight"}[backbone]

@@ -24,8 +24,9 @@ def test_sd_scale_config_matches_stable_diffusion_2():
     config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img.yaml")
     assert config.model.vae.block_out_channels == [128, 256, 512, 512]
     assert config.model.vae.scaling_factor == 0.18215
-    assert config.model.unet.block_out_channels == [320, 640, 1280, 1280]
-    assert config.model.unet.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
+    assert config.model.denoiser.kind == "unet"
+    assert config.model.denoiser.block_out_channels == [320, 640, 1280, 1280]
+    assert config.model.denoiser.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
     assert config.model.text_encoder.layer == "penultimate"
     assert config.data.source == "webdataset"
 
@@ -56,7 +57,7 @@ def test_dit_scale_config_matches_pixart_alpha():
     from ldm.models.text_encoder import resolve_arch
 
     config = load_train_config(Path(__file__).parents[2] / "configs" / "text2img-dit.yaml")
-    assert config.model.denoiser == "dit"
+    assert config.model.denoiser.kind == "dit"
     text = resolve_arch(config.model.text_encoder)
     with torch.device("meta"):
         dit = build_denoiser(config.model, text.width)
@@ -65,3 +66,22 @@ def test_dit_scale_config_matches_pixart_alpha():
     assert dit.config.patch_size == 2 and dit.config.out_channels == 4  # learned sigma off
     assert dit.caption_projection.linear_1.in_features == text.width == 1024  # T5-less: CLIP's width
     assert dit.config.sample_size * config.model.vae.downsample_factor == config.data.resolution == 512
+
+
+@pytest.mark.parametrize("name", ["cpu/text2img.yaml", "cpu/text2img-dit.yaml"])
+def test_a_training_config_in_the_old_form_loads_the_same_model(tmp_path, name):
+    """Users' configs written before the tagged section: `denoiser: dit` (or none) beside a
+    `unet:` or `dit:` section; dotted overrides in the old form too."""
+    import yaml
+
+    path = Path(__file__).parents[2] / "configs" / name
+    document = yaml.safe_load(path.read_text())
+    section = document["model"].pop("denoiser")
+    kind = section.pop("kind")
+    document["model"] |= {"denoiser": kind, kind: section} if kind == "dit" else {kind: section}
+    old = tmp_path / "old.yaml"
+    old.write_text(yaml.safe_dump(document))
+    assert load_train_config(old).model == load_train_config(path).model
+    overrides = [f"model.{kind}.sample_size=8"]
+    assert load_train_config(old, overrides).model == load_train_config(path, ["model.denoiser.sample_size=8"]).model
+    assert load_train_config(path, overrides).model.denoiser.sample_size == 8

@@ -1,0 +1,67 @@
+"""diffusers' UNet2DConditionModel (Stable Diffusion 1.x / 2.x and our own U-Nets)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ldm.config import UNetConfig
+from ldm.diffusion.backbones.base import Backbone, Residuals
+from ldm.diffusion.conditioning import Conditioning
+
+
+class UNet(Backbone):
+    kind = "unet"
+    title = "U-Net"
+    diffusers_class = "UNet2DConditionModel"
+    diffusers_folder = "unet"
+    config_section = UNetConfig
+    supports_controlnet = True
+    supports_lora = True
+    takes_guidance_embedding = True  # config time_cond_proj_dim
+
+    @staticmethod
+    def build(section: UNetConfig, text_width: int) -> nn.Module:
+        from diffusers import UNet2DConditionModel
+
+        head_dim = section.attention_head_dim
+        return UNet2DConditionModel(
+            sample_size=section.sample_size,
+            in_channels=section.in_channels,
+            out_channels=section.out_channels,
+            down_block_types=tuple(section.down_block_types),
+            up_block_types=tuple(section.up_block_types),
+            block_out_channels=tuple(section.block_out_channels),
+            layers_per_block=section.layers_per_block,
+            attention_head_dim=tuple(head_dim) if isinstance(head_dim, list) else head_dim,
+            norm_num_groups=section.norm_num_groups,
+            cross_attention_dim=section.cross_attention_dim or text_width,
+            use_linear_projection=section.use_linear_projection,
+            upcast_attention=section.upcast_attention,
+            time_cond_proj_dim=section.time_cond_proj_dim,
+        )
+
+    def forward(self, model_input: torch.Tensor, timestep: torch.Tensor, cond: Conditioning,
+                residuals: Optional[Residuals]) -> torch.Tensor:  # fmt: skip
+        down, mid = residuals if residuals is not None else (None, None)
+        return self.module(
+            model_input, timestep, encoder_hidden_states=cond.tokens, encoder_attention_mask=cond.mask,
+            timestep_cond=cond.vectors.get("guidance_embedding"),
+            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            **self.added_conditions(cond), return_dict=False,
+        )[0]  # fmt: skip
+
+    def added_conditions(self, cond: Conditioning) -> dict:
+        """Keyword arguments for the conditions beyond the text tokens. SD 1.x / 2.x U-Nets
+        take none; SDXL's (`addition_embed_type: text_time`) will map cond.pooled and
+        cond.vectors["time_ids"] to `added_cond_kwargs` here."""
+        return {}
+
+    @property
+    def guidance_embedding_width(self) -> Optional[int]:
+        return getattr(self.config, "time_cond_proj_dim", None)  # set on LCM students
+
+    def input_conv(self) -> tuple[nn.Module, str]:
+        return self.inner, "conv_in"

@@ -11,6 +11,7 @@ from ldm.config import SchedulerConfig
 from ldm.diffusion.process import DiscreteDDPM, noise_process
 from ldm.diffusion.samplers import SAMPLER_NAMES, make_sampler
 from ldm.diffusion.schedule import scheduler_config
+from seeded_draws import SeededDraws
 
 SCHEDULES = {
     "eps": SchedulerConfig(),
@@ -62,17 +63,8 @@ def test_min_snr_weights_are_the_formula(name):
 
 
 def test_timesteps_are_drawn_over_the_whole_schedule_and_placed_by_noise_level():
-    class Draws:
-        generator = torch.Generator().manual_seed(0)
-
-        def rand(self, shape):
-            return torch.rand(shape, generator=self.generator)
-
-        def randint(self, high, shape):
-            return torch.randint(0, high, shape, generator=self.generator)
-
     process = noise_process(scheduler_config(SchedulerConfig(num_train_timesteps=100)))
-    drawn = process.sample_timesteps(5000, Draws())
+    drawn = process.sample_timesteps(5000, SeededDraws())
     assert drawn.dtype == torch.long and drawn.min() == 0 and drawn.max() == 99
     assert process.timesteps_at(torch.tensor([0.0, 0.5, 0.999, 1.0])).tolist() == [0, 50, 99, 99]
     assert torch.equal(process.model_time(drawn), drawn)

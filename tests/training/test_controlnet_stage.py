@@ -8,6 +8,7 @@ from PIL import Image
 from tiny_data import TinyImages, tiny_datasets
 
 from configs import tiny_train_dict
+from seeded_draws import SeededDraws
 from ldm.config import ConfigError, from_dict
 from ldm.diffusion.conditioning import Conditioning
 from ldm.training.config import TrainConfig
@@ -200,19 +201,10 @@ def test_cubic_timesteps_sit_mostly_at_high_noise(tmp_path, tiny_model_dir):
     from ldm.training.stage_registry import build_stage
     from ldm.training.stages import StageContext
 
-    class Draws:
-        generator = torch.Generator().manual_seed(0)
-
-        def rand(self, shape):
-            return torch.rand(shape, generator=self.generator)
-
-        def randint(self, high, shape):
-            return torch.randint(0, high, shape, generator=self.generator)
-
     def timesteps(kind):
         config = controlnet_config(tmp_path / kind, tiny_model_dir, controlnet={"timesteps": kind})
         stage = build_stage(StageContext(config, torch.device("cpu"), tmp_path / kind, tiny_datasets()))
-        return stage.module.sample_timesteps(20000, Draws()).float()
+        return stage.module.sample_timesteps(20000, SeededDraws()).float()
 
     uniform, cubic = timesteps("uniform"), timesteps("cubic")
     assert uniform.mean() == pytest.approx(500, abs=10) and cubic.mean() == pytest.approx(750, abs=10)  # E[1 - u^3] = 3/4

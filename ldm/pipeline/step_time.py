@@ -92,16 +92,20 @@ def check_step_time(pipe: "Pipeline", size: tuple[int, int], guided: bool, limit
         return
     width, height = fitting_size(pipe, size, guided, limits.max_step_seconds)
     raise GenerationError(
-        f"one denoising step at {size[0]}x{size[1]} is about {seconds:.0f} s of full-resolution attention on "
+        f"one denoising step at {size[0]}x{size[1]} is about {shown_seconds(seconds)} s of full-resolution attention on "
         f"{pipe.components.device.type} (the limit is {limits.max_step_seconds:g} s, --max-step-seconds): draw at "
         f"{width}x{height} or smaller, e.g. at the model's {pipe.default_size} px with --hires-scale"
     )
 
 
+def shown_seconds(seconds: float) -> str:
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
+
+
 def fitting_size(pipe: "Pipeline", size: tuple[int, int], guided: bool, seconds: float) -> tuple[int, int]:
-    """The largest size of `size`'s shape (multiples of the model's) whose step fits `seconds`;
-    attention grows with the pixel count squared, so the side shrinks by the 4th root."""
-    multiple = pipe.size_multiple
+    """The largest size of `size`'s shape (in multiples of 8 and of the model's) whose step
+    fits `seconds`; attention grows with the pixel count squared: the side shrinks by the 4th root."""
+    multiple = math.lcm(8, pipe.size_multiple)
     shrink = (seconds / step_seconds(pipe, *size, guided)) ** 0.25
     width, height = (max(multiple, math.floor(side * shrink / multiple) * multiple) for side in size)
     while step_seconds(pipe, width, height, guided) > seconds and min(width, height) > multiple:

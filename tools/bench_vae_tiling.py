@@ -9,7 +9,7 @@ and mean absolute difference in 0-255 units, and PSNR; the same for a tiled enco
 whole) against a whole one, and for both decodes against the drawn picture itself.
 
     python tools/bench_vae_tiling.py                                    # the built-in model's VAE
-    python tools/bench_vae_tiling.py --model random --seam-sizes 512    # its architecture, random weights
+    python tools/bench_vae_tiling.py --model random --sizes              # its architecture, random weights
     python tools/bench_vae_tiling.py --model DIR --device cuda --sizes 2048 4096
 """
 
@@ -32,7 +32,8 @@ def parse_args(argv=None):
                         "architecture with random weights) (default: scenes)")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", type=int, nargs="*", default=[1024, 2048], help="square sides for peak memory and time")
-    parser.add_argument("--seam-sizes", type=int, nargs="*", default=[512, 1024], help="square sides for the seam error")
+    parser.add_argument("--seam-sizes", type=int, nargs="*", default=[1024], help="square sides for the seam error "
+                        "(larger than the tile, or nothing is tiled)")  # fmt: skip
     parser.add_argument("--tile", type=int, help="tile side in pixels (default: ldm.pipeline.tiling.tile_pixels)")
     parser.add_argument("--only", nargs=2, metavar=("SIZE", "MODE"), help=argparse.SUPPRESS)  # memory subprocess
     return parser.parse_args(argv)

@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from ldm.pipeline.core import Pipeline
 
 # Self-attention operations per second: a CPU's per thread (the built-in model measured
-# 2.2-2.5 G with 2 threads at 256-768 px; 1.5 G at 1448 px, where the keys outgrow the
-# caches), an accelerator's as a whole (a conservative figure for fused fp16/fp32 kernels).
+# 2.2-2.5 G a thread with 2 threads at 256-768 px, 1.4 G at 1448 px where the keys outgrow
+# the caches: the rule errs towards allowing), an accelerator's as a whole (an assumed,
+# conservative figure for fused fp16/fp32 kernels, not measured in this project).
 ATTENTION_SPEED = {"cpu": 2.5e9, "cuda": 2e13, "mps": 2e12}
 OTHER_DEVICE_SPEED = 2e12
 

@@ -43,16 +43,14 @@ def load(args):
     import torch
 
     from ldm.builtin_models import resolve_model
-    from ldm.models.components import build_components
     from ldm.formats.model_folder import load_model, read_model_config
+    from ldm.models.components import build_components
     from ldm.pipeline import Pipeline
 
-    if args.model == "random":
-        torch.manual_seed(0)
-        components = build_components(read_model_config(resolve_model(None))).eval()
-    else:
-        components = load_model(resolve_model(args.model), device=args.device)
-    return Pipeline(components.to(args.device) if args.model == "random" else components)
+    if args.model != "random":
+        return Pipeline(load_model(resolve_model(args.model), device=args.device))
+    torch.manual_seed(0)
+    return Pipeline(build_components(read_model_config(resolve_model(None))).eval().to(args.device))
 
 
 def tile_of(pipe, args) -> int:

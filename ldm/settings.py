@@ -31,6 +31,7 @@ MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; A1111 and diffusers 
 RANDOM_SEEDS = 2**32  # a random seed is drawn below this, as AUTOMATIC1111 does
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 7.5
+VAE_TILING = ("auto", "on", "off")  # ldm.pipeline.tiling
 
 
 Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
@@ -78,6 +79,12 @@ def parse_pad(text: str) -> Pad:
 
 def show_float(value: float) -> str:
     return f"{value:g}"
+
+
+def parse_vae_tiling(text: str) -> str:
+    if text not in VAE_TILING:
+        raise ValueError(f"must be one of {', '.join(VAE_TILING)}, got {text!r}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,15 @@ class Settings:
         flag="--batch-size",
         api="batch_size",
         parse=int,
+    )
+    vae_tiling: str = option(
+        "auto",
+        help="encode and decode pictures larger than a 512 px tile in overlapping tiles: auto (when a whole "
+        "pass would not fit in memory; the PNG then says 'VAE tiling: on'), on, off",
+        flag="--vae-tiling",
+        metavar="|".join(VAE_TILING),
+        parse=parse_vae_tiling,
+        expand=lambda value: {"VAE tiling": "on"} if value == "on" else {},
     )
     strength: Optional[float] = option(
         None,
@@ -281,6 +297,7 @@ class Limits:
     max_steps: int = 1000  # a model's training timesteps: more steps than that repeat timesteps
     max_images: int = 1000  # --n per command
     max_mask_blur: float = 256.0  # pixels (sigma); AUTOMATIC1111's slider stops at 64
+    max_step_seconds: float = 60.0  # one denoising step's estimated full-resolution attention (ldm.pipeline.step_time)
 
 
 DEFAULT_LIMITS = Limits()
@@ -311,6 +328,8 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         raise GenerationError(f"n must be between 1 and {limits.max_images}, got {settings.n}")
     if settings.batch_size is not None and settings.batch_size < 1:
         raise GenerationError(f"batch size must be at least 1, got {settings.batch_size}")
+    if settings.vae_tiling not in VAE_TILING:
+        raise GenerationError(f"vae tiling must be one of {', '.join(VAE_TILING)}, got {settings.vae_tiling!r}")
     if settings.seed is not None and not 0 <= settings.seed <= MAX_SEED - (settings.n - 1):
         raise GenerationError(f"seed must be between 0 and 2**63-1 (with room for n images), got {settings.seed}")
     strength = settings.strength_for(mode)

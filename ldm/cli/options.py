@@ -53,6 +53,8 @@ LIMIT_HELP = {
     "max_steps": "denoising steps",
     "max_images": "images per command or request",
     "max_mask_blur": "mask blur in pixels",
+    "max_step_seconds": "a denoising step's estimated seconds of full-resolution attention, which grows with "
+    "the pixel count squared",
 }
 
 

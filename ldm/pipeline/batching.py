@@ -9,7 +9,7 @@ from PIL import Image
 
 from ldm.formats.model_folder import ModelError
 from ldm.lora.apply import apply_loras
-from ldm.memory import available_bytes, gib, image_bytes
+from ldm.memory import available_bytes, gib, image_bytes, vae_bytes
 from ldm.pipeline.result import GenerationResult
 from ldm.png_info import ImageParameters
 from ldm.settings import GenerationError, Settings
@@ -32,6 +32,7 @@ def in_batches(
     if settings.controls:  # each unit names its ControlNet, loaded and checked: an error now, before any work
         settings = settings.replace(controls=pipe.controlnets.resolve(settings.controls))
         pipe.controlnets.load_for(settings.controls, pipe.components)
+    settings = settings.replace(vae_tiling=vae_tiling(pipe, settings, size))
     batch_size = settings.batch_size or fitting_batch_size(pipe, settings, size)
     each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
     try:
@@ -48,15 +49,24 @@ def in_batches(
     return result
 
 
+def vae_tiling(pipe: "Pipeline", settings: Settings, size: tuple[int, int]) -> str:
+    """"on" or "off": `auto` tiles when one image's whole VAE pass would not fit in the
+    memory there is."""
+    if settings.vae_tiling != "auto":
+        return settings.vae_tiling
+    return "on" if vae_bytes(pipe.components, *size) > available_bytes(pipe.components.device) else "off"
+
+
 def fitting_batch_size(pipe: "Pipeline", settings: Settings, size: tuple[int, int]) -> int:
-    """How many images of `size` one batch can hold in the memory there is; GenerationError
-    when not even one fits."""
-    need = image_bytes(pipe.components, *size, guided=pipe.two_passes(settings.cfg))
+    """How many images of `size` one batch can hold in the memory there is (VAE tiled as
+    `settings.vae_tiling` says: "on" or "off"); GenerationError when not even one fits."""
+    tile = pipe.vae_tile if settings.vae_tiling == "on" else None
+    need = image_bytes(pipe.components, *size, guided=pipe.two_passes(settings.cfg), vae_tile=tile)
     have = available_bytes(pipe.components.device)
     if need > have:
         raise GenerationError(
-            "one {}x{} image needs about {} on {}, more than the {} available: choose a smaller size".format(
-                *size, gib(need), pipe.components.device, gib(have)
+            "one {}x{} image needs about {} on {}{}, more than the {} available: choose a smaller size".format(
+                *size, gib(need), pipe.components.device, " with a tiled VAE" if tile else "", gib(have)
             )
         )
     return max(1, min(settings.n, have // need))

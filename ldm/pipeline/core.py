@@ -34,7 +34,9 @@ from ldm.pipeline.img2img import Img2Img
 from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.pipeline.result import GenerationResult
+from ldm.pipeline.step_time import check_step_time
 from ldm.pipeline.task import Plan, Task
+from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.pipeline.txt2img import Txt2Img
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits, Settings, as_settings, check_settings
 from ldm.timing import Stopwatch
@@ -99,6 +101,11 @@ class Pipeline:
         if width % multiple or height % multiple:
             raise GenerationError(f"this model needs width and height in multiples of {multiple} pixels, got {width}x{height}")
 
+    @property
+    def vae_tile(self) -> int:
+        """The side in pixels of the tiles a tiled VAE pass works in (ldm.pipeline.tiling)."""
+        return tile_pixels(self.components.vae.config)
+
     def latent_shape(self, n: int, width: int, height: int) -> tuple[int, int, int, int]:
         channels = self.components.vae.config.latent_channels
         return (n, channels, height // self.vae_scale, width // self.vae_scale)
@@ -111,18 +118,23 @@ class Pipeline:
         return self.components.conditioner(prompts, self.components.device).to(dtype=self.components.dtype)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (already scaled by scaling_factor) -> pixels (B, 3, H, W) in [-1, 1]."""
+    def decode(self, latents: torch.Tensor, tile: Optional[int] = None) -> torch.Tensor:
+        """Latents (already scaled by scaling_factor) -> pixels (B, 3, H, W) in [-1, 1];
+        `tile`: in overlapping tiles of that many pixels a side (`vae_tile`: the usual)."""
         vae = self.components.vae
-        return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        with tiled(vae, tile):
+            return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
 
     @torch.no_grad()
-    def encode_images(self, pixels: torch.Tensor, generators: Optional[list[torch.Generator]] = None) -> torch.Tensor:
+    def encode_images(
+        self, pixels: torch.Tensor, generators: Optional[list[torch.Generator]] = None, tile: Optional[int] = None
+    ) -> torch.Tensor:
         """Pixels (B, 3, H, W) in [-1, 1] -> scaled latents; sampled from the posterior
-        with the generators, or its mean without."""
+        with the generators, or its mean without; `tile`: as `decode`'s."""
         vae = self.components.vae
         pixels = pixels.to(device=self.components.device, dtype=self.components.dtype)
-        posterior = vae.encode(pixels).latent_dist
+        with tiled(vae, tile):
+            posterior = vae.encode(pixels).latent_dist
         latents = posterior.sample(generators) if generators else posterior.mode()
         # Contiguous NCHW: pixels from PIL are channels-last, the VAE keeps that memory format,
         # and the U-Net's kernels would then round differently from a contiguous run.
@@ -238,11 +250,14 @@ class Pipeline:
         check_settings(settings, task.mode, limits)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
+        if plan.unchanged is None and plan.strength > 0:  # a step will run
+            check_step_time(self, plan.size, self.two_passes(plan.settings.cfg), limits)
         if plan.unchanged is not None:
             return in_batches(self, result, plan.settings, task.mode, plan.output_size, lambda batch: [plan.unchanged.copy() for _ in batch])
 
         def run_batch(batch: list[Settings]) -> list[Image.Image]:
-            return plan.finish(self._draw(plan, batch, result, callback, progress))
+            with tiled(self.components.vae, self.vae_tile if batch[0].vae_tiling == "on" else None):  # encodes and decodes
+                return plan.finish(self._draw(plan, batch, result, callback, progress))
 
         return in_batches(self, result, plan.settings, task.mode, plan.output_size, run_batch)
 

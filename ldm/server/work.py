@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from ldm.pipeline import Pipeline, SampleRequest
 from ldm.pipeline.modes import task_for
+from ldm.pipeline.step_time import check_step_time
 from ldm.server.a1111 import Job
-from ldm.settings import GenerationError, Settings
+from ldm.settings import GenerationError, Limits, Settings
 
 CONTROLNET_SHARE = 0.5  # a ControlNet is a copy of the denoiser's encoder half: ~half a pass
 HEUN_PASSES_PER_STEP = 2  # a second-order step evaluates the denoiser twice
@@ -143,10 +144,23 @@ def measure_speed(pipeline: Pipeline) -> Speed:
     return Speed(denoiser, vae, cell)
 
 
+def job_size(pipeline: Pipeline, job: Job) -> tuple[Settings, tuple[int, int]]:
+    """A request's settings with the model's sampling defaults applied, and the size it draws at."""
+    settings = pipeline.request(job.settings, {})
+    return settings, task_for(job.mode, job.image, job.mask).draw_size(pipeline, settings)
+
+
+def check_job_steps(pipeline: Pipeline, job: Job, limits: Limits) -> None:
+    """GenerationError, before the job is queued, when one of its steps would take too long
+    (ldm.pipeline.step_time: the pipeline checks it too, but only once the job runs)."""
+    settings, size = job_size(pipeline, job)
+    if settings.strength_for(job.mode) > 0:
+        check_step_time(pipeline, size, pipeline.two_passes(settings.cfg), limits)
+
+
 def estimate_job(speed: Speed, pipeline: Pipeline, job: Job) -> Estimate:
     """A request's whole work: all its images, with the model's sampling defaults applied."""
-    settings = pipeline.request(job.settings, {})
-    size = task_for(job.mode, job.image, job.mask).draw_size(pipeline, settings)
+    settings, size = job_size(pipeline, job)
     return estimate(speed, settings, job.mode, settings.n * job.iterations, size, pipeline.two_passes(settings.cfg))
 
 

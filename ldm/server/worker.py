@@ -20,7 +20,7 @@ from ldm.pipeline import GenerationResult, Pipeline
 from ldm.pipeline.modes import task_for
 from ldm.server.a1111 import Job
 from ldm.server.progress import Progress
-from ldm.server.work import Speed, check_work, estimate_job, measure_speed
+from ldm.server.work import Speed, check_job_steps, check_work, estimate_job, measure_speed
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits
 
 log = logging.getLogger("ldm.serve")
@@ -100,7 +100,9 @@ class Worker:
         return task.future
 
     def generate(self, job: Job) -> Future:
-        """Queues `job`; GenerationError, before any work, when it asks for more than the work limit."""
+        """Queues `job`; GenerationError, before any work, when it asks for more than the work
+        limit or for steps that would take too long."""
+        check_job_steps(self.pipeline, job, self.limits)
         if self.speed is not None:
             check_work(estimate_job(self.speed, self.pipeline, job), self.max_work_seconds)
         return self.submit(lambda: self._generate(job))

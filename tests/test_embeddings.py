@@ -220,3 +220,12 @@ def test_pipeline_load_finds_the_model_folders_embeddings(tiny_model_dir, tmp_pa
     a1111_pt(vectors(2), tiny_model_dir / "embeddings" / "style.pt")
     assert Pipeline.load(tiny_model_dir).embeddings_dir == str(tiny_model_dir / "embeddings")
     assert Pipeline.load(tiny_model_dir, embeddings_dir=tmp_path).embeddings_dir == str(tmp_path)
+
+
+def test_a_file_too_large_for_an_embedding_is_skipped_unread(tiny_components, tmp_path):
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    with open(folder / "model.pt", "wb") as handle:
+        handle.truncate(17 * 2**20)  # a model in the wrong folder: refused by its size, not unpickled
+    read, why = catalog(folder, tiny_components).skipped["model"]
+    assert read is None and "too large for an embedding" in why

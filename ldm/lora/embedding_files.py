@@ -21,6 +21,9 @@ import torch
 from ldm.models.weights import ModelError, read_safetensors, read_tensor_pickle
 
 EMBEDDING_SUFFIXES = (".safetensors", ".pt", ".bin")
+# Far above any embedding (75 vectors of SDXL's 2048 in float32 are 0.6 MB): a larger file is a
+# model or a LoRA in the wrong folder, refused before it is read.
+MAX_EMBEDDING_BYTES = 16 * 2**20
 SDXL_PARTS = ("clip_l", "clip_g")
 ONE_ENCODER = ""  # the key of `tensors` for a file made for one text encoder
 
@@ -58,6 +61,8 @@ def read_embedding_file(path: str | Path) -> EmbeddingFile:
     path = Path(path)
     if path.suffix.lower() not in EMBEDDING_SUFFIXES:
         raise EmbeddingFileError(f"{path}: not an embedding file (expected {', '.join(EMBEDDING_SUFFIXES)})")
+    if path.stat().st_size > MAX_EMBEDDING_BYTES:
+        raise EmbeddingFileError(f"{path}: {path.stat().st_size / 2**20:.0f} MiB is too large for an embedding (a model or a LoRA?)")
     try:
         data = read_safetensors(path) if path.suffix.lower() == ".safetensors" else read_tensor_pickle(path)
     except ModelError as error:

@@ -229,3 +229,27 @@ def test_a_file_too_large_for_an_embedding_is_skipped_unread(tiny_components, tm
         handle.truncate(17 * 2**20)  # a model in the wrong folder: refused by its size, not unpickled
     read, why = catalog(folder, tiny_components).skipped["model"]
     assert read is None and "too large for an embedding" in why
+
+
+def test_a_multi_vector_file_gives_what_diffusers_textual_inversion_gives(tmp_path):
+    """An independent reading, on a diffusers SD folder (transformers' CLIP and tokenizer):
+    diffusers adds the vectors as new tokens <x>, <x>_1, ... and expands the prompt's <x>."""
+    from diffusers import StableDiffusionPipeline
+    from sd_folder import write_tiny_sd_folder
+    from tiny import build_tiny
+
+    from ldm.formats.model_folder import load_model
+
+    folder = write_tiny_sd_folder(build_tiny(text_encoder__width=64, text_encoder__heads=1, unet__cross_attention_dim=64), tmp_path / "sd", text_heads=1)
+    rows = vectors(3, width=64, seed=5)
+    components = load_model(folder)
+    encoder = components.first_text_encoder
+    prompts = ["a sailboat b", "lake " * 90]
+    embeddings = PromptEmbeddings(encoder, {"sailboat": rows})
+    assert torch.equal(PromptEmbeddings(encoder, {}).tokenize(prompts), encoder.tokenize(prompts))
+    ours = encoded(components, ["a sailboat b"], embeddings)
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, local_files_only=True)
+    pipe.load_textual_inversion(rows, token="<x>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    theirs, _ = pipe.encode_prompt("a <x> b", "cpu", 1, False)
+    assert (ours - theirs).abs().max() < 1e-5

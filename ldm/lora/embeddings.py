@@ -69,6 +69,8 @@ def catalog(folder: Optional[str | Path], components: Components) -> Catalog:
             found.skipped[read.name] = (read, f"{path}: its vectors are {read.shape} wide; this model's text encoder takes {width}")
         else:
             found.loaded[read.name] = read
+    for name in found.loaded:  # a name also in an unusable file: the usable one stands
+        found.skipped.pop(name, None)
     found.loaded = dict(sorted(found.loaded.items(), key=lambda item: item[0].lower()))  # A1111's order
     return found
 

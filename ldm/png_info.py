@@ -47,13 +47,14 @@ class ImageParameters:
     model: str
     width: int
     height: int
+    extra: tuple[tuple[str, str], ...] = ()  # fields the request's run adds (A1111's TI hashes)
 
     @property
     def seed(self) -> int:
         return self.settings.seed
 
     def fields(self) -> dict[str, str]:
-        return self.settings.png_fields(self.mode, self.model, self.width, self.height)
+        return {**self.settings.png_fields(self.mode, self.model, self.width, self.height), **dict(self.extra)}
 
     def to_text(self) -> str:
         lines = [self.settings.prompt]

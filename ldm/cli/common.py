@@ -70,7 +70,21 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         f"(--list-models; a path wins). Default: the built-in {DEFAULT_MODEL!r} model.",
     )
     parser.add_argument("--list-models", action=ListModels, help="list the built-in models (name, size, what they draw) and exit")
+    add_embeddings_argument(parser)
     add_device_arguments(parser)
+
+
+def add_embeddings_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--embeddings-dir", metavar="DIR",
+        help="folder of textual-inversion embeddings (.safetensors, .pt, .bin) that prompts use by writing a "
+        "file's name, as in AUTOMATIC1111 (default: the model folder's embeddings/)",
+    )  # fmt: skip
+
+
+def check_embeddings_dir(args: argparse.Namespace) -> None:
+    if args.embeddings_dir is not None and not Path(args.embeddings_dir).is_dir():
+        raise UsageError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, compile_by_default: bool = False) -> None:
@@ -121,14 +135,15 @@ def resolve_dtype(name: str, device, compiled: bool = False):
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
 
 
-def load_pipeline_for(prog: str, path: Path, device, dtype_name: str, compile: bool, controlnets: tuple = ()):
+def load_pipeline_for(prog: str, path: Path, device, dtype_name: str, compile: bool, controlnets: tuple = (), embeddings_dir=None):
     """Pipeline.load as the commands do it; compiled (--compile), it draws a warm-up image here,
     and where compiling fails (no C++ compiler, an operation the compiler lacks) the model is
     loaded again uncompiled, with a notice: it runs as it is."""
     from ldm.pipeline import Pipeline
 
     if compile:
-        pipeline = Pipeline.load(path, device=device, dtype=resolve_dtype(dtype_name, device, compiled=True), controlnets=controlnets, compile=True)
+        dtype = resolve_dtype(dtype_name, device, compiled=True)
+        pipeline = Pipeline.load(path, device=device, dtype=dtype, controlnets=controlnets, compile=True, embeddings_dir=embeddings_dir)
         print(f"{prog}: compiling {path.name} for this machine (a minute or more the first time; --no-compile skips it)",
               file=sys.stderr, flush=True)  # fmt: skip
         try:
@@ -137,7 +152,7 @@ def load_pipeline_for(prog: str, path: Path, device, dtype_name: str, compile: b
         except Exception as error:
             first_line = (str(error).strip().splitlines() or [""])[0][:200]
             print(f"{prog}: compiling failed ({type(error).__name__}: {first_line}); running uncompiled", file=sys.stderr, flush=True)
-    return Pipeline.load(path, device=device, dtype=resolve_dtype(dtype_name, device), controlnets=controlnets)
+    return Pipeline.load(path, device=device, dtype=resolve_dtype(dtype_name, device), controlnets=controlnets, embeddings_dir=embeddings_dir)
 
 
 def resolve_model_path(model: str | None) -> Path:

@@ -11,6 +11,7 @@ from ldm.cli.common import (
     OneLineArgumentParser,
     UsageError,
     add_model_arguments,
+    check_embeddings_dir,
     check_writable,
     output_paths,
     resolve_device,
@@ -127,6 +128,7 @@ def checked_request(args: argparse.Namespace, mode: str) -> Request:
     once); then the control images, whose reading imports torch."""
     model = resolve_model_path(args.model)
     settings, limits = checked_settings(args, mode, model)
+    check_embeddings_dir(args)
     for folder in args.controlnet or ():
         if not Path(folder).is_dir():
             raise UsageError(f"ControlNet folder not found: {folder}")
@@ -172,7 +174,7 @@ def load_pipeline(prog: str, args: argparse.Namespace, path: Path, clock: Stopwa
 
     device = resolve_device(args.device)
     try:
-        pipe = load_pipeline_for(prog, path, device, args.dtype, args.compile, tuple(args.controlnet or ()))
+        pipe = load_pipeline_for(prog, path, device, args.dtype, args.compile, tuple(args.controlnet or ()), args.embeddings_dir)
     except (ModelError, GenerationError) as error:
         raise UsageError(str(error)) from None
     clock.lap("load")

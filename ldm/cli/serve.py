@@ -13,6 +13,8 @@ from ldm.cli.common import (
     OneLineArgumentParser,
     UsageError,
     add_device_arguments,
+    add_embeddings_argument,
+    check_embeddings_dir,
     load_pipeline_for,
     resolve_device,
     resolve_model_path,
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lora-dir", metavar="DIR",
         help="folder of NAME.safetensors LoRAs that prompts name as <lora:NAME:WEIGHT> (listed at /sdapi/v1/loras)",
     )  # fmt: skip
+    add_embeddings_argument(parser)  # listed at /sdapi/v1/embeddings
     add_device_arguments(parser, compile_by_default=True)  # the warm-up is paid once, at startup
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860, as AUTOMATIC1111)")
@@ -125,7 +128,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def model_loader(args: argparse.Namespace, device):
     """path -> Pipeline (with the folder's ControlNets); with --compile, compiled and warmed up
     before it serves, or, where compiling fails, uncompiled with a notice."""
-    return lambda path: load_pipeline_for(PROG, path, device, args.dtype, args.compile)
+    return lambda path: load_pipeline_for(PROG, path, device, args.dtype, args.compile, embeddings_dir=args.embeddings_dir)
 
 
 def run(args: argparse.Namespace, clock: Stopwatch) -> int:
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
         raise UsageError(f"--max-work-seconds must be 0 (no limit) or more, got {args.max_work_seconds}")
     if args.lora_dir is not None and not Path(args.lora_dir).is_dir():
         raise UsageError(f"--lora-dir {args.lora_dir} is not a folder")
+    check_embeddings_dir(args)
     limits = limits_from_args(args)
     entries = model_entries(args.model)
     sock = listening_socket(args.host, args.port)

@@ -4,6 +4,8 @@ refs.py              how a request names its LoRAs (--lora, <lora:name:weight>, 
 apply.py             LoRA files in both key layouts (kohya, diffusers/peft): read, apply at a weight, unload exactly
 metadata.py          alpha from the adapter metadata diffusers writes into a file's header
 token_embeddings.py  learned token embeddings bundled in a LoRA file
+embedding_files.py   textual-inversion embedding files (A1111's .pt/.bin/.safetensors), read without unpickling code
+embeddings.py        a folder of them (--embeddings-dir), the ones a request's prompts name, their export from a LoRA
 merge.py             a model folder with LoRAs merged into its weights (ldm-convert --lora)
 adapters.py          training: peft adapters on the denoiser and text encoder, and the LoRA files they become
 """

@@ -14,6 +14,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ldm.diffusion.conditioning import Conditioning
+from ldm.models.prompt_embeddings import PromptEmbeddings
 from ldm.models.text_encoder import TextEncoder, TextEncoding
 
 Combine = Callable[[Sequence[TextEncoding]], Conditioning]
@@ -34,10 +35,16 @@ class TextConditioner:
     def __init__(self, encoders: Sequence[TextEncoder], combine: Combine = one_encoder):
         self.encoders = list(encoders)
         self.combine = combine
+        # A request's textual-inversion embeddings (its encoder reads their names as vectors); None: none.
+        self.embeddings: Optional[PromptEmbeddings] = None
 
     def __call__(self, prompts: list[str], device: torch.device | str | None = None) -> Conditioning:
-        encodings = [encoder(encoder.tokenize(prompts).to(device)) for encoder in self.encoders]
-        return self.combine(encodings)
+        return self.combine([self._encode(encoder, prompts, device) for encoder in self.encoders])
+
+    def _encode(self, encoder: TextEncoder, prompts: list[str], device) -> TextEncoding:
+        if self.embeddings is not None and self.embeddings.encoder is encoder:
+            return self.embeddings(prompts, device)
+        return encoder(encoder.tokenize(prompts).to(device))
 
     def truncation(self, text: str) -> Optional[tuple[int, int]]:
         """(tokens in `text`, tokens read) for the first encoder that cuts `text`, else None."""

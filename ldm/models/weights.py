@@ -1,4 +1,5 @@
-"""Weight tensors on disk: safetensors only, pickles refused, strict loading into modules.
+"""Weight tensors on disk: safetensors only, pickles refused (but for the tensors-only reader
+textual-inversion files need), strict loading into modules.
 
 The lowest layer that touches weight files, so that model builders (the text encoder's
 pretrained tower) and model folders share one reader without importing each other.
@@ -40,6 +41,21 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def read_tensor_pickle(path: str | Path):
+    """A .pt/.bin file holding only tensors and plain values (AUTOMATIC1111's textual-inversion
+    files), read by torch's weights-only unpickler: a file that would build any other object
+    or call anything is refused, one line, before any of its code runs."""
+    path = Path(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise ModelError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # the unpickler's refusal, or a damaged file: whatever the bytes provoke
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        why = next((line for line in lines if "GLOBAL" in line), None) or f"{type(error).__name__}: {(lines or [''])[0][:120]}"
+        raise ModelError(f"{path} is refused: not a tensors-only file, and unpickling anything else could run code ({why})") from None
 
 
 def write_safetensors(state: dict[str, torch.Tensor], path: Path) -> None:

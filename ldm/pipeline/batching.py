@@ -1,5 +1,6 @@
 """A request's images in batches: as many at a time as fit in memory, with the request's
-LoRAs applied for it alone and its ControlNets loaded and checked before any work."""
+LoRAs and textual-inversion embeddings applied for it alone and its ControlNets loaded and
+checked before any work."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from PIL import Image
 
 from ldm.formats.model_folder import ModelError
 from ldm.lora.apply import apply_loras
+from ldm.lora.embeddings import request_embeddings
+from ldm.lora.refs import without_lora_tags
 from ldm.memory import available_bytes, gib, image_bytes, vae_bytes
 from ldm.pipeline.result import GenerationResult
 from ldm.png_info import ImageParameters
@@ -35,17 +38,24 @@ def in_batches(
     settings = settings.replace(vae_tiling=vae_tiling(pipe, settings, size))
     batch_size = settings.batch_size or fitting_batch_size(pipe, settings, size)
     each = [settings.replace(seed=settings.seed + k, n=1) for k in range(settings.n)]
+    conditioner = pipe.components.conditioner
     try:
+        texts = [without_lora_tags(settings.prompt), settings.negative]
+        embeddings = request_embeddings(pipe.components, pipe.embeddings_dir, texts)
         loras = apply_loras(pipe.components, settings.lora_files())  # this request's only
     except (ValueError, ModelError) as error:  # a file not found, not safetensors, not fitting
         raise GenerationError(str(error)) from None
+    result.notes += [note for note in embeddings.notes if note not in result.notes]
+    extra = tuple(embeddings.png_fields().items())
     try:
+        conditioner.embeddings = embeddings.vocabulary  # the prompts' embedding names read as their vectors
         for start in range(0, settings.n, batch_size):
             batch = each[start : start + batch_size]
             result.images += run_batch(batch)
-            result.parameters += [ImageParameters(s, mode, pipe.components.name, *size) for s in batch]
+            result.parameters += [ImageParameters(s, mode, pipe.components.name, *size, extra) for s in batch]
     finally:
         loras.unload()  # the next request draws with the base model exactly, even after an error
+        conditioner.embeddings = None
     return result
 
 

@@ -26,6 +26,7 @@ from ldm.diffusion.samplers import make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.formats.model_folder import ModelError, load_model
 from ldm.images import to_pil
+from ldm.lora.embeddings import model_embeddings_dir
 from ldm.lora.refs import model_lora_dir, without_lora_tags
 from ldm.models.components import Components
 from ldm.models.inference_speed import speed_up
@@ -43,10 +44,17 @@ from ldm.timing import Stopwatch
 
 
 class Pipeline:
-    def __init__(self, components: Components, controlnets: Optional[ControlNets] = None, lora_dir: Optional[str] = None):
+    def __init__(
+        self,
+        components: Components,
+        controlnets: Optional[ControlNets] = None,
+        lora_dir: Optional[str] = None,
+        embeddings_dir: Optional[str] = None,
+    ):
         self.components = components
         self.controlnets = controlnets or ControlNets()
         self.lora_dir = lora_dir  # where LoRA names resolve when a request gives no lora_dir
+        self.embeddings_dir = embeddings_dir  # textual-inversion files whose names prompts use
 
     @classmethod
     def load(
@@ -56,21 +64,26 @@ class Pipeline:
         dtype: torch.dtype = torch.float32,
         controlnets: tuple[str | Path, ...] = (),
         compile: bool = False,
+        embeddings_dir: str | Path | None = None,
     ) -> "Pipeline":
         """A model folder (ours or diffusers SD) or a built-in model's name ("scenes"); a path
         that exists wins. None: the default built-in model. The folder's ControlNets
         (controlnet/<name>/) and the `controlnets` folders can steer it; LoRAs in its loras/
-        folder are found by name. `compile`: channels-last and torch.compile for the denoiser
+        folder are found by name, the embeddings in `embeddings_dir` (default: its embeddings/
+        folder) by the words prompts use. `compile`: channels-last and torch.compile for the denoiser
         and the VAE decoder (faster sampling after minutes of compiling on the first image, for
         every size; docs/benchmarks.md)."""
         try:
             path = resolve_model(path)
         except UnknownModelError as error:
             raise ModelError(str(error)) from None
+        if embeddings_dir is not None and not Path(embeddings_dir).is_dir():
+            raise ModelError(f"embeddings folder not found: {embeddings_dir}")
         components = load_model(path, device=device, dtype=dtype)
         if compile:
             speed_up(components, channels_last=True, compile=True)
-        return cls(components, ControlNets.for_model(path, controlnets), model_lora_dir(path))
+        embeddings = str(embeddings_dir) if embeddings_dir is not None else model_embeddings_dir(path)
+        return cls(components, ControlNets.for_model(path, controlnets), model_lora_dir(path), embeddings)
 
     def warm_up(self) -> None:
         """Three-step images at the model's size with its own sampling defaults, one alone and

@@ -171,6 +171,7 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         "sd_model_name": model_title,
         "index_of_first_image": 0,
         "infotexts": infotexts,
+        "extra_generation_params": dict(first.extra) if first else {},  # the TI hashes
         "styles": [],
         "job_timestamp": timestamp,
         "clip_skip": 1,

@@ -29,6 +29,7 @@ from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job
 from ldm.server.codec import decode_image, png_base64
 from ldm.server.controlnet_units import MODULE_LIST, model_list
 from ldm.server.disconnect import result_for
+from ldm.server.embeddings import embedding_list
 from ldm.server.favicon import favicon_ico
 from ldm.server.guards import ApiKeyGuard, BodyLimit
 from ldm.server.loras import lora_list
@@ -105,7 +106,8 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
 
     def server_folders() -> dict[str, str]:
         folders = {str(entry.path): entry.title for entry in worker.models}
-        return {**folders, **{folder: "the LoRA folder" for folder in (lora_folder(),) if folder}}
+        named = {lora_folder(): "the LoRA folder", worker.pipeline.embeddings_dir: "the embeddings folder"}
+        return {**folders, **{folder: name for folder, name in named.items() if folder}}
 
     _install_error_handlers(app, server_folders)
     app.add_middleware(BodyLimit, limit=options.max_upload_bytes)
@@ -187,7 +189,7 @@ def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:
 
 
 def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]]) -> None:
-    """What requests can name: samplers, schedulers, models, LoRAs."""
+    """What requests can name: samplers, schedulers, models, LoRAs, embeddings."""
 
     @app.get("/sdapi/v1/samplers")
     async def samplers():
@@ -208,6 +210,12 @@ def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], 
     async def loras():
         """A1111's list of the LoRAs prompts can name: --lora-dir's files (else the model's own), with their metadata."""
         return lora_list(lora_folder())
+
+    @app.get("/sdapi/v1/embeddings")
+    async def embeddings():
+        """A1111's list of the textual-inversion embeddings prompts can use by name (ldm-serve
+        --embeddings-dir, else the loaded model's embeddings/), and of those skipped."""
+        return embedding_list(worker.pipeline.embeddings_dir, worker.pipeline.components)
 
 
 def _add_controlnet_routes(app: FastAPI, worker: Worker) -> None:

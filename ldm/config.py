@@ -92,6 +92,9 @@ class UNetConfig:
     upcast_attention: bool = False
     # Width of a guidance-scale embedding added to the timestep's (LCM students); null = none.
     time_cond_proj_dim: Optional[int] = None
+    # Class labels the timestep embedding adds (an upscaler's noise level: max_noise_level + 1
+    # of them, diffusers' num_class_embeds); null = none.
+    num_class_embeds: Optional[int] = None
 
 
 @dataclass
@@ -146,6 +149,19 @@ class SamplingDefaults:
 
 
 @dataclass
+class UpscalerConfig:
+    """A super-resolution model (Stable Diffusion's x4 upscaler): its denoiser reads the noisy
+    latents beside the low-resolution picture (3 more input channels, at the latents' size),
+    noised by `low_res_scheduler` to a noise level it is told as a class label."""
+
+    max_noise_level: int = 350  # the highest noise level trained (and accepted at sampling)
+    noise_level: int = 20  # the noise added to the low-resolution picture by default when sampling
+    low_res_scheduler: SchedulerConfig = field(
+        default_factory=lambda: SchedulerConfig(beta_schedule="linear", beta_start=0.0001, beta_end=0.02)
+    )
+
+
+@dataclass
 class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -153,6 +169,7 @@ class ModelConfig:
     denoiser: DenoiserConfig = field(default_factory=UNetConfig)  # {kind: unet | dit, ...its settings}
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    upscaler: Optional[UpscalerConfig] = None  # set: a super-resolution model (stage upscaler)
 
     def __post_init__(self) -> None:
         validate_model(self)
@@ -182,7 +199,9 @@ def validate_model(config: ModelConfig) -> None:
             f"{section}.out_channels ({denoiser.out_channels}) must equal "
             f"model.vae.latent_channels ({config.vae.latent_channels})"
         )
-    if denoiser.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
+    if config.upscaler is not None:
+        validate_upscaler(config)
+    elif denoiser.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
         raise ConfigError(
             f"{section}.in_channels is {denoiser.in_channels}; expected "
             f"{config.vae.latent_channels} (text-to-image) or "
@@ -357,3 +376,16 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 
 def model_config_from_dict(data: dict) -> ModelConfig:
     return from_dict(ModelConfig, data, "model")
+
+
+def validate_upscaler(config: ModelConfig) -> None:
+    """An upscaler's denoiser reads 3 picture channels beside the latents and a class label per
+    noise level."""
+    upscaler, denoiser = config.upscaler, config.denoiser
+    if not 0 <= upscaler.noise_level <= upscaler.max_noise_level:
+        raise ConfigError(f"model.upscaler.noise_level must be in [0, max_noise_level {upscaler.max_noise_level}], got {upscaler.noise_level}")
+    if getattr(denoiser, "num_class_embeds", None) is None or denoiser.num_class_embeds <= upscaler.max_noise_level:
+        raise ConfigError(f"an upscaler's model.denoiser.num_class_embeds must exceed model.upscaler.max_noise_level ({upscaler.max_noise_level})")
+    expected = config.vae.latent_channels + 3
+    if denoiser.in_channels != expected:
+        raise ConfigError(f"an upscaler's model.denoiser.in_channels must be the latent channels + 3 (the picture): {expected}, got {denoiser.in_channels}")

@@ -14,9 +14,9 @@ from ldm.files import recover_folder
 
 DEFAULT_STAGE = "text2img"  # ldm.training.config.TrainConfig.stage
 # The keys each stage reads a model from: a model folder, a single file or a built-in name.
-MODEL_KEYS = {stage: (f"{stage}.init_from",) for stage in ("text2img", "inpaint", "controlnet", "lcm", "lora")}
+MODEL_KEYS = {stage: (f"{stage}.init_from",) for stage in ("text2img", "inpaint", "controlnet", "lcm", "lora", "upscaler")}
 # The keys each stage reads one part of a model from: a folder (an earlier stage's export).
-PART_KEYS = {"text2img": ("text2img.vae_from", "text2img.text_encoder_from")}
+PART_KEYS = {stage: (f"{stage}.vae_from", f"{stage}.text_encoder_from") for stage in ("text2img", "upscaler")}
 # Data sources whose data.path is a local file, folder or glob (webdataset's may be a URL or a command).
 LOCAL_SOURCES = ("imagefolder", "hf")
 

@@ -1,10 +1,10 @@
 """The training config: one YAML file, `stage` picks what is trained.
 
-    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet | lcm | lora (see STAGE_NAMES)
+    stage: text2img          # autoencoder | clip | text2img | inpaint | controlnet | lcm | lora | upscaler (see STAGE_NAMES)
     model: {...}             # ldm.config.ModelConfig: what is built (or the shape to fine-tune)
     data: {...}              # ldm.data.config.DataConfig
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
-    autoencoder / clip / text2img / inpaint / controlnet / lcm / lora: {...}   # stage settings
+    autoencoder / clip / text2img / inpaint / controlnet / lcm / lora / upscaler: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
 """
 
@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import ClassVar, Optional, Union
 
 from ldm.control.units import CONTROL_TYPES
-from ldm.config import ConfigError, ModelConfig, apply_overrides, from_dict, one_of, read_yaml
+from ldm.config import ConfigError, ModelConfig, UNetConfig, UpscalerConfig, apply_overrides, from_dict, one_of, read_yaml, validate_model
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 from ldm.training.speedups import check_speedups
 
 # What `stage` may name; ldm.training.stage_registry.STAGES maps each to its Stage.
-STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm", "lora")
+STAGE_NAMES = ("autoencoder", "clip", "text2img", "inpaint", "controlnet", "lcm", "lora", "upscaler")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 LORA_TARGETS = ("attention", "all")
@@ -182,6 +182,28 @@ class LoraSection(DenoiserSection):
 
 
 @dataclass
+class UpscalerSection(Text2ImgSection):
+    """Stage `upscaler`: a text-conditioned super-resolution model (Stable Diffusion's x4
+    upscaler's form) on pairs made at every step: the data's pictures (optionally a random crop)
+    are the truth, downscaled by the VAE's factor and degraded they are the input. Fresh
+    (init_from null: vae_from, text_encoder_from as text2img's; the model config gets an
+    `upscaler` section and the U-Net its extra inputs) or fine-tuned from an upscaler model.
+    Loss and cache settings (min_snr_gamma, noise_offset, latent_cache, text_embedding_memory_mb)
+    are this section's own."""
+
+    # High-resolution pixels of the square crop taken at a random place at every step; null:
+    # the whole data.resolution picture (then latent_cache can keep its latents).
+    crop: Optional[int] = None
+    # Degradations of the downscaled picture, each drawn per picture from [low, high]; null: off.
+    blur: Optional[list[float]] = None  # Gaussian blur sigma, in low-resolution pixels
+    noise: Optional[list[float]] = None  # Gaussian pixel noise std, in units of the [0, 1] range
+    jpeg_quality: Optional[list[float]] = None  # JPEG quality, 1-100
+    # The noise level the low-resolution picture is noised to (the U-Net's class label), drawn
+    # uniformly from [low, high]; null: [0, model.upscaler.max_noise_level], as SD's upscaler.
+    noise_levels: Optional[list[int]] = None
+
+
+@dataclass
 class ValidationSection:
     prompts: list[str] = field(default_factory=list)
     every: int = 0  # 0: only at the end (when there are prompts)
@@ -204,6 +226,7 @@ class TrainConfig:
     controlnet: ControlNetSection = field(default_factory=ControlNetSection)
     lcm: LcmSection = field(default_factory=LcmSection)
     lora: LoraSection = field(default_factory=LoraSection)
+    upscaler: UpscalerSection = field(default_factory=UpscalerSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
 
     def __post_init__(self) -> None:
@@ -247,6 +270,7 @@ def validate_train(config: TrainConfig) -> None:
     check_controlnet_section(config)
     check_lcm_section(config)
     check_lora_section(config)
+    check_upscaler_section(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -305,6 +329,50 @@ def check_lora_section(config: TrainConfig) -> None:
     for word in section.tokens:
         if not word or any(c.isspace() or c == "." for c in word) or word != word.lower():
             raise ConfigError(f"lora.tokens: {word!r} is not a lower-case word without spaces or dots")
+
+
+def check_upscaler_section(config: TrainConfig) -> None:
+    section = config.upscaler
+    ranges = {"blur": (0.0, None), "noise": (0.0, 1.0), "jpeg_quality": (1.0, 100.0), "noise_levels": (0, None)}
+    for key, (lowest, highest) in ranges.items():
+        value = getattr(section, key)
+        if value is None:
+            continue
+        if len(value) != 2 or not lowest <= value[0] <= value[1] or (highest is not None and value[1] > highest):
+            within = f"[{lowest}, {highest}]" if highest is not None else f"at least {lowest}"
+            raise ConfigError(f"upscaler.{key} must be [low, high] with low <= high, {within}; got {value}")
+    if config.stage != "upscaler":
+        return
+    if not isinstance(config.model.denoiser, UNetConfig):
+        raise ConfigError("stage upscaler trains a U-Net (model.denoiser.kind: unet): the noise level is a U-Net class label")
+    if not section.init_from:
+        upscaler_model(config.model)
+    check_upscaler_sizes(config)
+
+
+def upscaler_model(model: ModelConfig) -> None:
+    """A fresh upscaler's model config: an `upscaler` section (defaults unless given), and a
+    U-Net that reads the picture beside the latents and a class label per noise level."""
+    model.upscaler = model.upscaler or UpscalerConfig()
+    model.denoiser.in_channels = model.vae.latent_channels + 3
+    if model.denoiser.num_class_embeds is None:
+        model.denoiser.num_class_embeds = model.upscaler.max_noise_level + 1
+    validate_model(model)
+
+
+def check_upscaler_sizes(config: TrainConfig) -> None:
+    """The trained size (the crop, else the data's) must make whole U-Net latents; the noise
+    levels must be ones the model knows."""
+    section, model = config.upscaler, config.model
+    size = section.crop or config.data.resolution
+    key = "upscaler.crop" if section.crop else "data.resolution"
+    multiple = model.vae.downsample_factor * 2 ** (len(model.denoiser.block_out_channels) - 1)
+    if section.crop is not None and not 0 < section.crop <= config.data.resolution:
+        raise ConfigError(f"upscaler.crop must be in [1, data.resolution {config.data.resolution}], got {section.crop}")
+    if size % multiple:
+        raise ConfigError(f"{key} must be a multiple of {multiple} (the VAE's factor x the U-Net's downsampling), got {size}")
+    if model.upscaler is not None and section.noise_levels and section.noise_levels[1] > model.upscaler.max_noise_level:
+        raise ConfigError(f"upscaler.noise_levels must stay within model.upscaler.max_noise_level ({model.upscaler.max_noise_level}), got {section.noise_levels}")
 
 
 def load_train_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -136,19 +136,19 @@ def _denoiser_model_config(config: TrainConfig, init_from: str | None, section) 
         elif (path / CONFIG_FILE).is_file():
             setattr(config.model, kind, getattr(read_model_config(path), kind))
         else:
-            notes.append(f"text2img.{key}: {value} does not exist yet (train that stage first); its size is from the config")
+            notes.append(f"{config.stage}.{key}: {value} does not exist yet (train that stage first); its size is from the config")
     return notes
 
 
 def _denoiser_plan(config: TrainConfig) -> Plan:
-    """text2img and inpaint: the U-Net is trained; the VAE and text encoder are frozen."""
+    """text2img, inpaint and upscaler: the U-Net is trained; the VAE and text encoder are frozen."""
     from diffusers.models.attention import BasicTransformerBlock
     from diffusers.models.resnet import ResnetBlock2D
 
 
-    inpaint = config.stage == "inpaint"
-    init_from = config.inpaint.init_from if inpaint else config.text2img.init_from
-    notes = _denoiser_model_config(config, init_from, None if inpaint else config.text2img)
+    inpaint, upscaler = config.stage == "inpaint", config.stage == "upscaler"
+    section = getattr(config, config.stage)
+    notes = _denoiser_model_config(config, section.init_from, None if inpaint else section)
     model = config.model
     model.text_encoder = dataclasses.replace(model.text_encoder, pretrained=None)  # no weights read
     latent_channels = model.vae.latent_channels
@@ -156,17 +156,22 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         model.denoiser.in_channels = 2 * latent_channels + 1  # noisy latents + mask + masked image latents
     components = build_components(model)
     batch, factor = config.train.batch_size, model.vae.downsample_factor
-    side = config.data.resolution // factor
-    noisy = torch.zeros(batch, model.denoiser.in_channels, side, side)  # (B, C_in, h, w)
+    size = (config.upscaler.crop or config.data.resolution) if upscaler else config.data.resolution
+    side = size // factor
+    noisy = torch.zeros(batch, latent_channels, side, side)  # (B, C, h, w)
     timesteps = torch.zeros(batch, dtype=torch.long)
     tokens = torch.zeros(batch, model.text_encoder.context_length, dtype=torch.long)  # (B, L)
     context = torch.zeros(batch, model.text_encoder.context_length, components.first_text_encoder.width)  # (B, L, D)
-    pixels = _meta_pixels(config)
+    cond = _image_conditions(config, Conditioning(context), side)
+    pixels = _meta_pixels(config, size)
     # The frozen VAE encodes every step: the image (and for inpainting the masked image)
     # unless latents are cached.
-    encodes = 2 if inpaint else (0 if config.text2img.latent_cache else 1)
-    if config.stage == "text2img" and config.text2img.latent_cache:
+    cached = config.stage in ("text2img", "upscaler") and section.latent_cache and not (upscaler and section.crop)
+    encodes = 2 if inpaint else (0 if cached else 1)
+    if cached:
         notes.append("latent cache on: the VAE encodes only in the first epoch (not counted)")
+    if upscaler:
+        notes.append(f"upscaler: x{factor} ({side} px low-resolution pictures -> {size} px, the VAE's factor); {_crop_note(config)}")
 
     def frozen():
         components.first_text_encoder(tokens)
@@ -176,7 +181,7 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     parts = [Part(model.denoiser.kind, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.first_text_encoder, False)]
     return Plan(
         parts,
-        lambda: denoise_call(components.denoiser, noisy, timesteps, Conditioning(context)),
+        lambda: denoise_call(components.denoiser, noisy, timesteps, cond),
         frozen_forward=frozen,
         checkpoint_units=(ResnetBlock2D, BasicTransformerBlock),
         latent_shape=(latent_channels, side, side),
@@ -184,11 +189,30 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     )
 
 
+def _image_conditions(config: TrainConfig, cond: Conditioning, side: int) -> Conditioning:
+    """What the stage's denoiser reads beside the noisy latents (meta tensors of the batch)."""
+    batch = len(cond)
+    if config.stage == "inpaint":
+        return cond.replace(concat=torch.zeros(batch, config.model.vae.latent_channels + 1, side, side))
+    if config.stage == "upscaler":
+        picture = torch.zeros(batch, 3, side, side)  # (B, 3, h, w) the noised low-resolution picture
+        return cond.replace(concat=picture).with_vector("noise_level", torch.zeros(batch, dtype=torch.long))
+    return cond
+
+
+def _crop_note(config: TrainConfig) -> str:
+    crop = config.upscaler.crop
+    if crop is None:
+        return f"whole {config.data.resolution} px pictures"
+    return f"random {crop} px crops of {config.data.resolution} px pictures"
+
+
 PLANS: dict[str, Callable[[TrainConfig], Plan]] = {
     "autoencoder": _autoencoder_plan,
     "clip": _clip_plan,
     "text2img": _denoiser_plan,
     "inpaint": _denoiser_plan,
+    "upscaler": _denoiser_plan,
 }
 
 
@@ -323,7 +347,7 @@ def dry_run_report(config: TrainConfig) -> str:
     lines.append(f"  {'total':<14} {total:>15,}  ({trainable:,} trainable, {total - trainable:,} frozen)")
     if plan.latent_shape:
         c, h, w = plan.latent_shape
-        lines.append(f"latents: {c} x {h} x {w} per image ({config.data.resolution} px)")
+        lines.append(f"latents: {c} x {h} x {w} per image ({h * config.model.vae.downsample_factor} px)")
     lines += ["", f"memory per GPU (micro-batch {train.batch_size}, mixed precision {train.mixed_precision}):"]
     lines += [f"  {name:<36} {size / GIB:8.2f} GiB" for name, size in fixed.items()]
     plain = activations.elements * act

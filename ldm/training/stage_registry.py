@@ -15,6 +15,7 @@ from ldm.training.lcm_stage import LcmStage
 from ldm.training.lora_stage import LoraStage
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text2img_stage import Text2ImgStage
+from ldm.training.upscaler_stage import UpscalerStage
 
 STAGES: dict[str, type[Stage]] = {
     "autoencoder": AutoencoderStage,
@@ -24,6 +25,7 @@ STAGES: dict[str, type[Stage]] = {
     "controlnet": ControlNetStage,
     "lcm": LcmStage,
     "lora": LoraStage,
+    "upscaler": UpscalerStage,
 }
 
 

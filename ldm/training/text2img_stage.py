@@ -158,7 +158,7 @@ class Text2ImgStage(Stage):
         if config.train.gradient_checkpointing:
             components.denoiser.enable_gradient_checkpointing()
         self.module = self.make_module(components, noise_process(components.scheduler_config))
-        memory_mb = config.text2img.text_embedding_memory_mb
+        memory_mb = self.settings.text_embedding_memory_mb
         if memory_mb:
             self.module.text_memory = TextEmbeddingMemory(components.conditioner, int(memory_mb * 2**20))
 
@@ -168,13 +168,19 @@ class Text2ImgStage(Stage):
         """The stage's config section (config.lcm for stage lcm): its init_from is the model to start from."""
         return getattr(self.config, self.config.stage)
 
+    @property
+    def settings(self) -> Text2ImgSection:
+        """Where the loss, cache and text memory settings are read: the text2img section (the
+        upscaler stage has its own)."""
+        return self.config.text2img
+
     def load_components(self) -> Components:
         return load_frozen_parts(self.config, self.section, self.config.stage)
 
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config = self.config
         return Text2ImgModule(
-            components, process, config.data.caption_dropout, config.text2img.noise_offset, config.text2img.min_snr_gamma
+            components, process, config.data.caption_dropout, self.settings.noise_offset, self.settings.min_snr_gamma
         )
 
     def compiled_parts(self) -> list[nn.Module]:
@@ -183,7 +189,7 @@ class Text2ImgStage(Stage):
     # ------------------------------------------------------------------ data
 
     def training_data(self, dataset):
-        cache = self.config.text2img.latent_cache
+        cache = self.settings.latent_cache
         if cache is False:
             return dataset
         directory = Path(cache) if isinstance(cache, str) else self.context.output_dir / "latent_cache"

@@ -41,6 +41,7 @@ class UNet(Backbone):
             use_linear_projection=section.use_linear_projection,
             upcast_attention=section.upcast_attention,
             time_cond_proj_dim=section.time_cond_proj_dim,
+            num_class_embeds=section.num_class_embeds,
         )
 
     def forward(self, model_input: torch.Tensor, timestep: torch.Tensor, cond: Conditioning,
@@ -55,8 +56,11 @@ class UNet(Backbone):
 
     def added_conditions(self, cond: Conditioning) -> dict:
         """Keyword arguments for the conditions beyond the text tokens. SD 1.x / 2.x U-Nets
-        take none; SDXL's (`addition_embed_type: text_time`) will map cond.pooled and
+        take none; an upscaler's noise level (cond.vectors["noise_level"], (B,) integers) is
+        its class label; SDXL's (`addition_embed_type: text_time`) will map cond.pooled and
         cond.vectors["time_ids"] to `added_cond_kwargs` here."""
+        if "noise_level" in cond.vectors:
+            return {"class_labels": cond.vectors["noise_level"]}
         return {}
 
     @property

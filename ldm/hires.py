@@ -65,6 +65,18 @@ def check_hires_values(scale, resize, strength, steps, upscaler, max_steps: int)
 
 
 @dataclass(frozen=True)
+class HiresPass:
+    """The second pass's choices, defaults applied."""
+
+    steps: int  # that run
+    strength: float
+    upscaler: str  # A1111's name
+
+    def schedule(self) -> tuple[int, float]:
+        return hires_schedule(self.steps, self.strength)
+
+
+@dataclass(frozen=True)
 class HiresSize:
     """Where the hires fix draws: the first picture is upscaled to `upscaled`, and the middle
     `size` of that is repainted (smaller only when a resize has another aspect ratio)."""

@@ -24,6 +24,7 @@ from ldm.hires import (
     DEFAULT_HIRES_STRENGTH,
     DEFAULT_HIRES_UPSCALER,
     HIRES_UPSCALERS,
+    HiresPass,
     HiresSize,
     check_hires_values,
     hires_size,
@@ -301,6 +302,11 @@ class Settings:
         """Whether the hires fix runs: a hires scale or resize is given."""
         return self.hires_scale is not None or self.hires_resize is not None
 
+    def hires_pass(self) -> HiresPass:
+        """The hires fix's second pass: its steps (0 or None: the first pass's), strength and upscaler, defaults applied."""
+        strength = DEFAULT_HIRES_STRENGTH if self.hires_strength is None else self.hires_strength
+        return HiresPass(self.hires_steps or self.steps, strength, hires_upscaler_name(self.hires_upscaler or DEFAULT_HIRES_UPSCALER))
+
     def hires_shown(self, name: str) -> Any:
         """A hires field as the PNG records it (A1111's choices): only with the fix on; the
         strength and upscaler with their defaults, the scale unless a resize wins, the steps
@@ -308,9 +314,9 @@ class Settings:
         if not self.hires_fix:
             return None
         if name == "hires_strength":
-            return DEFAULT_HIRES_STRENGTH if self.hires_strength is None else self.hires_strength
+            return self.hires_pass().strength
         if name == "hires_upscaler":
-            return self.hires_upscaler or DEFAULT_HIRES_UPSCALER
+            return self.hires_pass().upscaler
         if name == "hires_scale" and self.hires_resize is not None:
             return None
         if name == "hires_steps" and not self.hires_steps:
@@ -355,6 +361,11 @@ class Settings:
 
 def option_of(each: dataclasses.Field) -> Option:
     return each.metadata["option"]
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the setting `name` (for messages)."""
+    return option_of(next(each for each in dataclasses.fields(Settings) if each.name == name)).flag
 
 
 def fields_of(mode: str) -> list[dataclasses.Field]:

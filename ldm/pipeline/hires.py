@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import torch
 
 from ldm.diffusion.sampling import StepInfo
-from ldm.hires import DEFAULT_HIRES_STRENGTH, DEFAULT_HIRES_UPSCALER, HiresSize, hires_schedule, hires_size, hires_upscaler_name
+from ldm.hires import HiresSize, hires_size
 from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model
 from ldm.pipeline.upscalers import UPSCALERS
 from ldm.settings import GenerationError, Limits, Settings, check_hires_size, check_size
@@ -42,16 +42,15 @@ class HiresFix:
         check_hires_size(second, limits)
         refuse_inpainting_model(pipe)
         pipe.check_model_size(*first)
-        upscale = UPSCALERS[hires_upscaler_name(settings.hires_upscaler or DEFAULT_HIRES_UPSCALER)]
-        steps = settings.hires_steps or settings.steps
-        strength = DEFAULT_HIRES_STRENGTH if settings.hires_strength is None else settings.hires_strength
-        schedule, share = hires_schedule(steps, strength)
+        hires = settings.hires_pass()
+        upscale = UPSCALERS[hires.upscaler]
+        schedule, share = hires.schedule()
         if schedule > limits.max_steps:
             raise GenerationError(
-                f"the hires pass's {steps} steps at strength {strength:g} take a schedule of {schedule} steps, over the "
-                f"limit of {limits.max_steps}: give fewer hires steps or a higher hires strength"
+                f"the hires pass's {hires.steps} steps at strength {hires.strength:g} take a schedule of {schedule} steps, "
+                f"over the limit of {limits.max_steps}: give fewer hires steps or a higher hires strength"
             )
-        steps_run = (settings.steps, steps if share > 0 else 0)
+        steps_run = (settings.steps, hires.steps if share > 0 else 0)
 
         def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
             first_callback, second_callback = counted_callbacks(batch.callback, *steps_run)

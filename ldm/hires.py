@@ -27,6 +27,11 @@ HIRES_UPSCALERS = (
 DEFAULT_HIRES_UPSCALER = "Latent"
 
 
+def works_on_latents(name: str) -> bool:
+    """Whether the upscaler `name` (A1111's) interpolates latents, rather than decoding to pixels."""
+    return name.startswith("Latent")
+
+
 def short_upscaler_name(name: str) -> str:
     """"Latent (bicubic antialiased)" -> "latent-bicubic-antialiased": a name a shell takes unquoted."""
     return name.lower().replace(" (", "-").replace(")", "").replace(" ", "-")

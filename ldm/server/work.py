@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from ldm.hires import works_on_latents
 from ldm.pipeline import Pipeline, SampleRequest
 from ldm.pipeline.hires import HiresFix
 from ldm.pipeline.modes import task_for
@@ -111,7 +112,7 @@ def hires_seconds(speed: Speed, settings: Settings, first_size: tuple[int, int],
     second = settings.replace(steps=min(int(schedule * share), schedule))
     seconds = passes_per_image(settings, "txt2img", two_passes) * speed.denoiser.seconds(first)
     seconds += passes_per_image(second, "txt2img", two_passes) * speed.denoiser.seconds(cells) + speed.vae.seconds(cells)
-    if not hires.upscaler.startswith("Latent"):
+    if not works_on_latents(hires.upscaler):
         seconds += speed.vae.seconds(first) + speed.vae.seconds(cells)
     return seconds
 

@@ -99,7 +99,8 @@ class Settings:
     """A generation request. None means "the default": the model's size for width/height,
     a random seed, the mode's strength (txt2img 1, img2img 0.75, inpaint 1), all --n at once,
     and for sampler, steps and cfg the model's own sampling defaults, else dpm++2m, 20, 7.5
-    (`with_defaults`)."""
+    (`with_defaults`); no hires fix (with a hires scale or resize: strength 0.7, the first
+    pass's steps, the Latent upscaler: `hires_pass`)."""
 
     prompt: str = option("", help="what to draw", api="prompt")
     negative: str = option(

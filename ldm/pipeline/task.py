@@ -58,7 +58,7 @@ class Plan:
 
     settings: Settings  # the request's settings (a task may adjust them: ControlNet images cropped)
     size: tuple[int, int]  # (width, height) the model draws at
-    output_size: tuple[int, int]  # (width, height) of the results, as the parameters record it
+    output_size: tuple[int, int]  # (width, height) of the results, as the parameters record it (unless recorded_size)
     start: Callable[["Pipeline", list[torch.Generator], BatchContext], Start]  # the batch's start, for its generators
     strength: float = 1.0  # the share of the steps that run (1: from pure noise)
     finish: Callable[[list[Image.Image]], list[Image.Image]] = list  # decoded images -> results

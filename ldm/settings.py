@@ -20,10 +20,23 @@ from typing import Any, Callable, Optional
 from ldm.control.units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
 from ldm.errors import LdmError
+from ldm.hires import (
+    DEFAULT_HIRES_STRENGTH,
+    DEFAULT_HIRES_UPSCALER,
+    HIRES_UPSCALERS,
+    HiresPass,
+    HiresSize,
+    check_hires_values,
+    hires_size,
+    hires_upscaler_name,
+    parse_resize,
+    short_upscaler_name,
+)
 from ldm.lora.refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
 
 MODES = ("txt2img", "img2img", "inpaint")
 EDIT_MODES = ("img2img", "inpaint")
+TXT2IMG = ("txt2img",)
 # How much of the picture img2img / inpainting repaints when the user does not say
 # (img2img: AUTOMATIC1111's default denoising strength).
 DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.75, "inpaint": 1.0}
@@ -92,7 +105,8 @@ class Settings:
     """A generation request. None means "the default": the model's size for width/height,
     a random seed, the mode's strength (txt2img 1, img2img 0.75, inpaint 1), all --n at once,
     and for sampler, steps and cfg the model's own sampling defaults, else dpm++2m, 20, 7.5
-    (`with_defaults`)."""
+    (`with_defaults`); no hires fix (with a hires scale or resize: strength 0.7, the first
+    pass's steps, the Latent upscaler: `hires_pass`)."""
 
     prompt: str = option("", help="what to draw", api="prompt")
     negative: str = option(
@@ -161,6 +175,68 @@ class Settings:
         parse=float,
         show=show_float,
         modes=EDIT_MODES,
+    )
+    # The hires fix (txt2img only), AUTOMATIC1111's: on when a scale or a resize is given.
+    hires_strength: Optional[float] = option(
+        None,
+        help="hires fix: how much the second pass repaints the upscaled picture: 0 keeps it, 1 draws anew "
+        f"(default {DEFAULT_HIRES_STRENGTH:g})",
+        flag="--hires-strength",
+        label="Denoising strength",
+        api="denoising_strength",
+        metavar="S",
+        parse=float,
+        show=show_float,
+        modes=TXT2IMG,
+    )
+    hires_scale: Optional[float] = option(
+        None,
+        help="hires fix, as AUTOMATIC1111 has it: draw at --width x --height (default: the model's size), "
+        "upscale by SCALE (--hires-upscaler), then repaint image-to-image at the larger size "
+        "(--hires-strength, --hires-steps); 2 on a 128 px model writes 256 px",
+        flag="--hires-scale",
+        label="Hires upscale",
+        api="hr_scale",
+        metavar="SCALE",
+        parse=float,
+        show=show_float,
+        modes=TXT2IMG,
+    )
+    hires_resize: Optional[tuple[int, int]] = option(
+        None,
+        help="hires fix to this size instead of by a scale (wins over --hires-scale): 0 for one side keeps "
+        "the aspect ratio; another aspect ratio is covered and its overflow cropped from the middle",
+        flag="--hires-resize",
+        label="Hires resize",
+        metavar="WIDTHxHEIGHT",
+        parse=parse_resize,
+        show=lambda size: "{}x{}".format(*size),
+        modes=TXT2IMG,
+    )
+    hires_steps: Optional[int] = option(
+        None,
+        help="hires fix: the steps its second pass runs (default, or 0: --steps); as in AUTOMATIC1111, the "
+        "last N of a schedule of N / strength steps",
+        flag="--hires-steps",
+        label="Hires steps",
+        api="hr_second_pass_steps",
+        metavar="N",
+        parse=int,
+        modes=TXT2IMG,
+    )
+    hires_upscaler: Optional[str] = option(
+        None,
+        help="hires fix: how the first picture is enlarged: latent (its latents, bilinear; or latent-bicubic, "
+        "latent-nearest, ...), lanczos or nearest (decoded, resized, encoded again); AUTOMATIC1111's names "
+        f"work too (default {short_upscaler_name(DEFAULT_HIRES_UPSCALER)}; all: "
+        f"{', '.join(map(short_upscaler_name, HIRES_UPSCALERS))})",
+        flag="--hires-upscaler",
+        label="Hires upscaler",
+        api="hr_upscaler",
+        metavar="NAME",
+        parse=hires_upscaler_name,
+        show=hires_upscaler_name,
+        modes=TXT2IMG,
     )
     mask_blur: float = option(
         4.0,
@@ -237,6 +313,32 @@ class Settings:
     def strength_for(self, mode: str) -> float:
         return DEFAULT_STRENGTH[mode] if self.strength is None else self.strength
 
+    @property
+    def hires_fix(self) -> bool:
+        """Whether the hires fix runs: a hires scale or resize is given."""
+        return self.hires_scale is not None or self.hires_resize is not None
+
+    def hires_pass(self) -> HiresPass:
+        """The hires fix's second pass: its steps (0 or None: the first pass's), strength and upscaler, defaults applied."""
+        strength = DEFAULT_HIRES_STRENGTH if self.hires_strength is None else self.hires_strength
+        return HiresPass(self.hires_steps or self.steps, strength, hires_upscaler_name(self.hires_upscaler or DEFAULT_HIRES_UPSCALER))
+
+    def hires_shown(self, name: str) -> Any:
+        """A hires field as the PNG records it (A1111's choices): only with the fix on; the
+        strength and upscaler with their defaults, the scale unless a resize wins, the steps
+        unless they are the first pass's."""
+        if not self.hires_fix:
+            return None
+        if name == "hires_strength":
+            return self.hires_pass().strength
+        if name == "hires_upscaler":
+            return self.hires_pass().upscaler
+        if name == "hires_scale" and self.hires_resize is not None:
+            return None
+        if name == "hires_steps" and not self.hires_steps:
+            return None
+        return getattr(self, name)
+
     def lora_files(self) -> list[tuple[Path, float]]:
         """Every LoRA this request asks for (--lora, then the prompt's tags) as (file, weight);
         ValueError naming one that is not found."""
@@ -261,6 +363,8 @@ class Settings:
                 value = shown.strength_for(mode)
             elif each.name == "loras":
                 value = shown.lora_files()
+            elif each.name.startswith("hires_"):
+                value = shown.hires_shown(each.name)
             if spec.expand is not None and value:
                 fields.update(spec.expand(value))
             if spec.label is None or value is None:
@@ -273,6 +377,11 @@ class Settings:
 
 def option_of(each: dataclasses.Field) -> Option:
     return each.metadata["option"]
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of the setting `name` (for messages)."""
+    return option_of(next(each for each in dataclasses.fields(Settings) if each.name == name)).flag
 
 
 def fields_of(mode: str) -> list[dataclasses.Field]:
@@ -342,6 +451,7 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         raise GenerationError(str(error)) from None
     if mode == "inpaint":
         check_inpaint_settings(settings, limits)
+    check_hires_settings(settings, mode, limits)
     try:
         check_control_units(settings.controls or ())
         for path, weight in settings.lora_files():  # weights given in Python skip the parsers' check
@@ -360,6 +470,30 @@ def check_inpaint_settings(settings: Settings, limits: Limits) -> None:
         raise GenerationError(f"pad needs 4 values (left, top, right, bottom), got {len(pad)}")
     if pad is not None and min(pad) < 0:
         raise GenerationError(f"pad must not be negative, got {','.join(map(str, pad))}")
+
+
+def check_hires_settings(settings: Settings, mode: str, limits: Limits) -> None:
+    given = [name.replace("_", " ") for name in HIRES_FIELDS if getattr(settings, name) is not None]
+    if given and mode != "txt2img":
+        raise GenerationError(f"the hires fix is for text to image only, as in AUTOMATIC1111 ({given[0]} given to {mode})")
+    if given and not settings.hires_fix:
+        raise GenerationError(f"{given[0]} needs a hires scale or resize (--hires-scale, --hires-resize)")
+    values = (settings.hires_scale, settings.hires_resize, settings.hires_strength, settings.hires_steps, settings.hires_upscaler)
+    try:
+        check_hires_values(*values, limits.max_steps)
+    except ValueError as error:
+        raise GenerationError(str(error)) from None
+    if settings.hires_fix and settings.width and settings.height:
+        check_hires_size(hires_size(settings.width, settings.height, settings.hires_scale, settings.hires_resize), limits)
+
+
+HIRES_FIELDS = ("hires_strength", "hires_scale", "hires_resize", "hires_steps", "hires_upscaler")
+
+
+def check_hires_size(found: HiresSize, limits: Limits) -> None:
+    if min(found.size) <= 0:
+        raise GenerationError("hires size {}x{} is empty: give a larger hires scale or resize".format(*found.size))
+    check_size(*found.upscaled, limits, "hires fix size")
 
 
 def check_input_size(settings: Settings, mode: str, image_size: tuple[int, int], limits: Limits = DEFAULT_LIMITS) -> None:

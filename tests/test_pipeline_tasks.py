@@ -49,7 +49,7 @@ def test_a_new_mode_is_a_task_over_run(tiny_unet_components):
         mode = "txt2img"
 
         def plan(self, pipe, settings, limits, notes):
-            def start(pipe, generators):
+            def start(pipe, generators, batch):
                 return Start(pipe.noise(generators, 32, 32))
 
             def finish(images):

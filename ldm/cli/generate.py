@@ -23,7 +23,7 @@ from ldm.cli.common import (
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
 from ldm.lora.refs import model_lora_dir
-from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_settings
+from ldm.settings import HIRES_FIELDS, GenerationError, Limits, Settings, check_input_size, check_settings, flag_of
 from ldm.timing import Stopwatch
 
 PROG = "ldm-generate"
@@ -34,6 +34,7 @@ EXAMPLES = """examples:
   ldm-generate "a red boat" --model runs/boats/model --sampler euler-a --steps 30 --out boat.png
   ldm-generate "a castle" --model ~/sd-2-1-base --width 512 --height 768 --negative "blurry"
   ldm-generate "a lake at dawn with snowy mountains" --init-image lake.png --strength 0.6 --seed 0
+  ldm-generate "a lake at dawn" --hires-scale 2 --hires-strength 0.5 --out lake-256.png
   ldm-generate "a meadow at dusk" --control layout.png --control-type layout
   ldm-generate "a lake at dawn" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("prompt", help="what to draw")
     add_model_arguments(parser)
-    add_setting_arguments(parser, "img2img")
+    add_setting_arguments(parser, ("txt2img", "img2img"))
     parser.add_argument(
         "--init-image",
         metavar="FILE",
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     mode = "txt2img" if args.init_image is None else "img2img"
     if args.strength is not None and args.init_image is None:
         raise UsageError("--strength needs --init-image")
+    hires = [flag_of(name) for name in HIRES_FIELDS if getattr(args, name) is not None]
+    if hires and args.init_image is not None:
+        raise UsageError(f"{hires[0]} is for text to image: the hires fix draws its own first picture (as in AUTOMATIC1111); drop --init-image")
     request = checked_request(args, mode)
     # Project modules that pull in torch are imported after the cheap checks: --help and
     # a mistyped path answer at once.

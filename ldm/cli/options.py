@@ -23,11 +23,14 @@ def argparse_type(parse):
     return convert
 
 
-def add_setting_arguments(parser: argparse.ArgumentParser, mode: str, helps: dict[str, str] | None = None) -> None:
-    """A flag for every setting `mode` takes; `helps` overrides a help text for this command.
-    Defaults stay None in the namespace, so "not given" is told apart from "given the default"."""
+def add_setting_arguments(parser: argparse.ArgumentParser, mode: str | tuple[str, ...], helps: dict[str, str] | None = None) -> None:
+    """A flag for every setting `mode` (or any of several modes) takes; `helps` overrides a help
+    text for this command. Defaults stay None in the namespace, so "not given" is told apart
+    from "given the default"."""
     helps = helps or {}
-    for each in fields_of(mode):
+    modes = (mode,) if isinstance(mode, str) else mode
+    taken = {each.name for one in modes for each in fields_of(one)}
+    for each in (each for each in dataclasses.fields(Settings) if each.name in taken):
         spec = option_of(each)
         if spec.flag is None:
             continue

@@ -4,7 +4,7 @@ checked before any work."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 from PIL import Image
 
@@ -28,9 +28,11 @@ def in_batches(
     mode: str,
     size: tuple[int, int],
     run_batch: Callable[[list[Settings]], list[Image.Image]],
+    recorded_size: Optional[tuple[int, int]] = None,
 ) -> GenerationResult:
-    """Fills `result` with `n` images made by run_batch(per-image settings), as many at a
-    time as fit in memory (or `batch_size`); image k uses seed `seed + k`."""
+    """Fills `result` with `n` images of `size` made by run_batch(per-image settings), as many
+    at a time as fit in memory (or `batch_size`); image k uses seed `seed + k`. The PNG
+    parameters record `recorded_size` when given (the hires fix's first pass, as A1111 does)."""
     settings = settings.with_seed()
     if settings.controls:  # each unit names its ControlNet, loaded and checked: an error now, before any work
         settings = settings.replace(controls=pipe.controlnets.resolve(settings.controls))
@@ -52,7 +54,7 @@ def in_batches(
         for start in range(0, settings.n, batch_size):
             batch = each[start : start + batch_size]
             result.images += run_batch(batch)
-            result.parameters += [ImageParameters(s, mode, pipe.components.name, *size, extra) for s in batch]
+            result.parameters += [ImageParameters(s, mode, pipe.components.name, *(recorded_size or size), extra) for s in batch]
     finally:
         loras.unload()  # the next request draws with the base model exactly, even after an error
         conditioner.embeddings = None

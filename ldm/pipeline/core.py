@@ -35,10 +35,10 @@ from ldm.pipeline.img2img import Img2Img
 from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.pipeline.result import GenerationResult
+from ldm.pipeline.modes import task_for
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import Plan, Task
+from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
-from ldm.pipeline.txt2img import Txt2Img
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits, Settings, as_settings, check_settings
 from ldm.timing import Stopwatch
 
@@ -200,8 +200,11 @@ class Pipeline:
         **options,
     ) -> GenerationResult:
         """`n` images of `prompt` (a string with Settings' fields as keywords, or a Settings);
-        image k uses seed `seed + k` (a random seed if None)."""
-        return self.run(Txt2Img(), self.request(prompt, options), callback=callback, progress=progress, limits=limits)
+        image k uses seed `seed + k` (a random seed if None). With `hires_scale` (or
+        `hires_resize`), AUTOMATIC1111's hires fix: drawn at `width` x `height`, upscaled and
+        repainted image-to-image at the larger size (ldm.pipeline.hires)."""
+        settings = self.request(prompt, options)
+        return self.run(task_for("txt2img", settings=settings), settings, callback=callback, progress=progress, limits=limits)
 
     def img2img(
         self,
@@ -272,7 +275,7 @@ class Pipeline:
             with tiled(self.components.vae, self.vae_tile if batch[0].vae_tiling == "on" else None):  # encodes and decodes
                 return plan.finish(self._draw(plan, batch, result, callback, progress))
 
-        return in_batches(self, result, plan.settings, task.mode, plan.output_size, run_batch)
+        return in_batches(self, result, plan.settings, task.mode, plan.output_size, run_batch, plan.recorded_size)
 
     @property
     def is_inpainting_model(self) -> bool:
@@ -316,27 +319,44 @@ class Pipeline:
         shape = self.latent_shape(len(generators), width, height)
         return randn_tensor(shape, generator=generators, device=self.components.device, dtype=self.components.dtype)
 
+    def sample_batch(
+        self,
+        batch: BatchContext,
+        start: Start,
+        size: tuple[int, int],
+        generators: list[torch.Generator],
+        strength: float = 1.0,
+        steps: Optional[int] = None,
+    ) -> torch.Tensor:
+        """One sampling run of `batch` from `start` at `size` (width, height), its ControlNets
+        prepared for that size; `steps` in the schedule (default: the settings'), the last
+        int(steps * strength) of them run. Returns clean latents (B, C, h, w)."""
+        settings, device, dtype = batch.settings, self.components.device, self.components.dtype
+        if start.read_input:
+            batch.clock.lap("encode")
+        controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
+        request = SampleRequest(
+            batch.cond.replace(concat=start.concat), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
+            settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,
+            strength=strength, known_region=start.known_region, controls=tuple(controls),
+        )  # fmt: skip
+        return self.sample(request)
+
     def _draw(self, plan: Plan, batch: list[Settings], result: GenerationResult, callback, progress: bool) -> list[Image.Image]:
         """One batch of decoded images as `plan` starts them, one per settings in `batch`
         (same prompt, own seeds); not yet finished (inpainting composites them after)."""
         width, height = plan.size
         self.check_model_size(width, height)
         clock = Stopwatch(result.timings)
-        device, dtype = self.components.device, self.components.dtype
+        dtype = self.components.dtype
         settings = batch[0]
-        generators = make_generators([s.seed for s in batch])
+        seeds = [s.seed for s in batch]
+        generators = make_generators(seeds)
         cond, uncond = self._prompt_contexts(batch, result.notes)
         clock.lap("text")
-        start = plan.start(self, generators)
-        controls = active_controls(self.controlnets, settings.controls or (), (width, height), device, dtype, result.notes)
-        if start.read_input:
-            clock.lap("encode")
-        request = SampleRequest(
-            cond.replace(concat=start.concat), uncond, start.noise, settings.steps, settings.cfg, settings.sampler,
-            generators, callback, progress, init_latents=start.init_latents, strength=plan.strength,
-            known_region=start.known_region, controls=tuple(controls),
-        )  # fmt: skip
-        latents = self.sample(request)
+        context = BatchContext(settings, seeds, cond, uncond, callback, progress, result.notes, clock)
+        start = plan.start(self, generators, context)
+        latents = self.sample_batch(context, start, plan.size, generators, plan.strength, plan.steps)
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)
         if not torch.isfinite(decoded).all():

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ldm.images import from_pil, resized, work_size
-from ldm.pipeline.task import Plan, Start, input_pixels, refuse_inpainting_model
+from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_inpainting_model
 from ldm.settings import Limits, Settings, check_input_size, check_size
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class Img2Img:
         pixels = from_pil([resized(image.convert("RGB"), size)])  # (1, 3, H, W)
         strength = settings.strength_for(self.mode)
 
-        def start(pipe: "Pipeline", generators: list[torch.Generator]) -> Start:
+        def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
             # The input's posterior before the noise: diffusers' order of random draws.
             init_latents = None
             if strength < 1.0:

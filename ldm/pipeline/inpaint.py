@@ -14,7 +14,7 @@ from ldm.control.prepare import crop_controls
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, latent_mask, masked_pixels
 from ldm.images import from_pil, mask_from_pil, resized, work_size
 from ldm.masks import Canvas, composite, crop_box, make_canvas
-from ldm.pipeline.task import Plan, Start, input_pixels
+from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels
 from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_size
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class Inpaint:
         check_size(*size, limits)
         strength = settings.strength_for(self.mode)
 
-        def start(pipe: "Pipeline", generators: list[torch.Generator]) -> Start:
+        def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
             return inpainting_start(pipe, generators, pixels, region_mask, strength, size)
 
         def finish(images: list[Image.Image]) -> list[Image.Image]:

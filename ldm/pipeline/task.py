@@ -2,7 +2,8 @@
 
 A task checks its own inputs and chooses the size the model draws at (`plan`); for each batch
 it draws the starting latents and the image-side conditions (`Plan.start`) and turns the
-decoded images into the results (`Plan.finish`). Everything else (text, guidance, sampling,
+decoded images into the results (`Plan.finish`); a start may sample a run of its own first
+(the hires fix's first pass, with the batch's context). Everything else (text, guidance, sampling,
 decoding, batching, LoRAs, ControlNets) is the pipeline's and the same for every task, so a
 new mode (an upscaler, a hires fix) is one more small task file."""
 
@@ -14,8 +15,11 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 import torch
 from PIL import Image
 
+from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.inpainting import KnownRegion
+from ldm.diffusion.sampling import StepInfo
 from ldm.settings import GenerationError, Limits, Settings
+from ldm.timing import Stopwatch
 
 if TYPE_CHECKING:
     from ldm.pipeline.core import Pipeline
@@ -30,6 +34,22 @@ class Start:
     known_region: Optional[KnownRegion] = None  # put back after every step (4-channel inpainting)
     concat: Optional[torch.Tensor] = None  # (B, C', h, w) channels beside the latents (9-channel inpainting)
     read_input: bool = False  # whether an input picture was read (timed as "encode")
+    callback: Optional[Callable[[StepInfo], None]] = None  # the run's step callback when not the batch's (a pass of several)
+
+
+@dataclass
+class BatchContext:
+    """What a batch's sampling runs share, for a start that samples a run of its own (the
+    hires fix's first pass: Pipeline.sample_batch)."""
+
+    settings: Settings  # the batch's first: its prompt, sampler, steps, cfg and ControlNets are the batch's
+    seeds: list[int]  # one per image
+    cond: Conditioning
+    uncond: Optional[Conditioning]
+    callback: Optional[Callable[[StepInfo], None]]
+    progress: bool
+    notes: list[str]  # the result's notes
+    clock: Stopwatch  # the result's timings
 
 
 @dataclass
@@ -38,11 +58,13 @@ class Plan:
 
     settings: Settings  # the request's settings (a task may adjust them: ControlNet images cropped)
     size: tuple[int, int]  # (width, height) the model draws at
-    output_size: tuple[int, int]  # (width, height) of the results, as the parameters record it
-    start: Callable[["Pipeline", list[torch.Generator]], Start]  # the batch's start, for its generators
+    output_size: tuple[int, int]  # (width, height) of the results, as the parameters record it (unless recorded_size)
+    start: Callable[["Pipeline", list[torch.Generator], BatchContext], Start]  # the batch's start, for its generators
     strength: float = 1.0  # the share of the steps that run (1: from pure noise)
     finish: Callable[[list[Image.Image]], list[Image.Image]] = list  # decoded images -> results
     unchanged: Optional[Image.Image] = None  # the result of every image when there is nothing to draw
+    steps: Optional[int] = None  # the run's schedule, when not the settings' steps (the hires fix's second pass)
+    recorded_size: Optional[tuple[int, int]] = None  # the PNG's Size when not output_size (the hires fix's first pass)
 
 
 class Task(Protocol):

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ldm.pipeline.task import Plan, Start, refuse_inpainting_model
+from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model
 from ldm.settings import Limits, Settings, check_size
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ class Txt2Img:
         check_size(*size, limits)
         refuse_inpainting_model(pipe)
 
-        def start(pipe: "Pipeline", generators: list[torch.Generator]) -> Start:
+        def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
             return Start(pipe.noise(generators, *size))
 
         return Plan(settings, size, size, start)

@@ -21,11 +21,12 @@ from ldm.server.codec import decode_image, mask_image, png_base64
 from ldm.server.controlnet_units import control_units
 from ldm.server.loras import check_prompt_loras
 from ldm.server.samplers import OURS_TO_A1111, sampler_from_a1111
-from ldm.settings import DEFAULT_STRENGTH, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
+from ldm.settings import DEFAULT_STRENGTH, HIRES_FIELDS, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
 
 # A1111's defaults where they differ from ours and clients rely on them.
 A1111_STRENGTH = DEFAULT_STRENGTH["img2img"]  # 0.75 for img2img and inpainting alike
 A1111_MASK_PADDING = 32  # inpaint_full_res_padding
+A1111_HR_SCALE = 2.0  # hr_scale, when enable_hr is true
 
 
 # Bounds checked when the request is read (422 naming the field): values that pass the settings'
@@ -54,7 +55,15 @@ _COMMON = {
     "n_iter": (Optional[int], Field(None, description="batches of batch_size images, one after another")),
     "alwayson_scripts": (Optional[dict], Field(None, description="ControlNet units: {'controlnet': {'args': [unit, ...]}}")),
 }
-Txt2ImgRequest: type[BaseModel] = create_model("Txt2ImgRequest", __config__=_OPEN, **_settings_fields("txt2img"), **_COMMON)
+Txt2ImgRequest: type[BaseModel] = create_model(
+    "Txt2ImgRequest",
+    __config__=_OPEN,
+    **_settings_fields("txt2img"),
+    **_COMMON,
+    enable_hr=(Optional[bool], Field(None, description="hires fix: without it the hr_* fields and denoising_strength are ignored")),
+    hr_resize_x=(Optional[int], Field(None, description="hires fix to this width instead of hr_scale (0: from the height)")),
+    hr_resize_y=(Optional[int], Field(None, description="hires fix to this height instead of hr_scale (0: from the width)")),
+)
 Img2ImgRequest: type[BaseModel] = create_model(
     "Img2ImgRequest",
     __config__=_OPEN,
@@ -111,6 +120,8 @@ def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[C
     check_prompt_loras(given.get("prompt") or "", lora_dir)  # before check_settings: messages without server paths
     if edit and given.get("strength") is None:
         given["strength"] = A1111_STRENGTH
+    if not edit:
+        _hires_fields(body, given)
     if mode == "inpaint":
         given.pop("crop_to_mask", None)
         if body.get("inpaint_full_res"):
@@ -127,6 +138,22 @@ def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[C
     if edit:
         check_input_size(whole, mode, image.size, limits)
     return job
+
+
+def _hires_fields(body: dict, given: dict) -> None:
+    """A1111's hires fix fields, honoured with enable_hr and ignored without (as A1111 does):
+    a resize (hr_resize_x/y) wins over hr_scale (default 2); denoising_strength defaults to 0.75."""
+    if not body.get("enable_hr"):
+        for name in HIRES_FIELDS:
+            given.pop(name, None)
+        return
+    resize = (body.get("hr_resize_x") or 0, body.get("hr_resize_y") or 0)
+    if any(resize):
+        given["hires_resize"] = resize
+        given.pop("hires_scale", None)
+    else:
+        given.setdefault("hires_scale", A1111_HR_SCALE)
+    given.setdefault("hires_strength", A1111_STRENGTH)
 
 
 def _input_images(body: dict, mode: str, limits: Limits) -> tuple[Image.Image, Optional[Image.Image]]:
@@ -167,7 +194,8 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         "steps": used.steps,
         "batch_size": settings.n,
         "n_iter": job.iterations,
-        "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else None,
+        "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else settings.hires_shown("hires_strength"),
+        "extra_generation_params": {key: value for key, value in (first.fields() if first else {}).items() if key.startswith("Hires")},
         "sd_model_name": model_title,
         "index_of_first_image": 0,
         "infotexts": infotexts,

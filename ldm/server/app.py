@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ldm.errors import LdmError
+from ldm.hires import HIRES_UPSCALERS, works_on_latents
 from ldm.formats.model_folder import ModelError
 from ldm.png_info import parse_parameters
 from ldm.server.a1111 import Img2ImgRequest, PngInfoRequest, Txt2ImgRequest, job_from_request, response
@@ -206,6 +207,15 @@ def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], 
             for m in worker.models
         ]
 
+    @app.get("/sdapi/v1/upscalers")
+    async def upscalers():
+        """A1111's pixel upscalers, for the hires fix's hr_upscaler (and its "Latent" modes below)."""
+        return [{"name": name, "model_name": None, "model_path": None, "model_url": None, "scale": None} for name in pixel_upscalers()]
+
+    @app.get("/sdapi/v1/latent-upscale-modes")
+    async def latent_upscale_modes():
+        return [{"name": name} for name in HIRES_UPSCALERS if name not in pixel_upscalers()]
+
     @app.get("/sdapi/v1/loras")
     async def loras():
         """A1111's list of the LoRAs prompts can name: --lora-dir's files (else the model's own), with their metadata."""
@@ -216,6 +226,11 @@ def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], 
         """A1111's list of the textual-inversion embeddings prompts can use by name (ldm-serve
         --embeddings-dir, else the loaded model's embeddings/), and of those skipped."""
         return embedding_list(worker.pipeline.embeddings_dir, worker.pipeline.components)
+
+
+def pixel_upscalers() -> list[str]:
+    """The hires upscalers that work on pixels: A1111 lists them apart from its latent modes."""
+    return [name for name in HIRES_UPSCALERS if not works_on_latents(name)]
 
 
 def _add_controlnet_routes(app: FastAPI, worker: Worker) -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
+from ldm.hires import works_on_latents
 from ldm.pipeline import Pipeline, SampleRequest
+from ldm.pipeline.hires import HiresFix
 from ldm.pipeline.modes import task_for
 from ldm.pipeline.step_time import check_step_time
 from ldm.server.a1111 import Job
@@ -88,12 +91,31 @@ def passes_per_image(settings: Settings, mode: str, two_passes: bool) -> float:
 
 
 
-def estimate(speed: Speed, settings: Settings, mode: str, images: int, size: tuple[int, int], two_passes: bool) -> Estimate:
-    """`settings` with the model's defaults applied; `images` in all; `size` the work size."""
+def estimate(
+    speed: Speed, settings: Settings, mode: str, images: int, size: tuple[int, int], two_passes: bool, first_size: Optional[tuple[int, int]] = None
+) -> Estimate:
+    """`settings` with the model's defaults applied; `images` in all; `size` the work size;
+    `first_size`: the hires fix's first pass, before its second at `size`."""
     cells = size[0] * size[1] // speed.latent_cell
     decodes = 1 if mode == "txt2img" else 2  # an edit encodes its picture too
     per_image = passes_per_image(settings, mode, two_passes) * speed.denoiser.seconds(cells) + decodes * speed.vae.seconds(cells)
+    if first_size is not None:
+        per_image = hires_seconds(speed, settings, first_size, cells, two_passes)
     return Estimate(images * per_image, images, settings.steps, *size)
+
+
+def hires_seconds(speed: Speed, settings: Settings, first_size: tuple[int, int], cells: int, two_passes: bool) -> float:
+    """One image of the hires fix: a txt2img pass at `first_size`, the hires steps that run at
+    `cells`, a decode; a pixel upscaler decodes the first picture and encodes the upscaled one too."""
+    first = first_size[0] * first_size[1] // speed.latent_cell
+    hires = settings.hires_pass()
+    schedule, share = hires.schedule()
+    second = settings.replace(steps=min(int(schedule * share), schedule))
+    seconds = passes_per_image(settings, "txt2img", two_passes) * speed.denoiser.seconds(first)
+    seconds += passes_per_image(second, "txt2img", two_passes) * speed.denoiser.seconds(cells) + speed.vae.seconds(cells)
+    if not works_on_latents(hires.upscaler):
+        seconds += speed.vae.seconds(first) + speed.vae.seconds(cells)
+    return seconds
 
 
 def check_work(found: Estimate, limit_seconds: float) -> None:
@@ -147,7 +169,7 @@ def measure_speed(pipeline: Pipeline) -> Speed:
 def job_size(pipeline: Pipeline, job: Job) -> tuple[Settings, tuple[int, int]]:
     """A request's settings with the model's sampling defaults applied, and the size it draws at."""
     settings = pipeline.request(job.settings, {})
-    return settings, task_for(job.mode, job.image, job.mask).draw_size(pipeline, settings)
+    return settings, task_for(job.mode, job.image, job.mask, settings).draw_size(pipeline, settings)
 
 
 def check_job_steps(pipeline: Pipeline, job: Job, limits: Limits) -> None:
@@ -161,7 +183,9 @@ def check_job_steps(pipeline: Pipeline, job: Job, limits: Limits) -> None:
 def estimate_job(speed: Speed, pipeline: Pipeline, job: Job) -> Estimate:
     """A request's whole work: all its images, with the model's sampling defaults applied."""
     settings, size = job_size(pipeline, job)
-    return estimate(speed, settings, job.mode, settings.n * job.iterations, size, pipeline.two_passes(settings.cfg))
+    task = task_for(job.mode, job.image, job.mask, settings)
+    first_size = task.sizes(pipeline, settings)[0] if isinstance(task, HiresFix) else None
+    return estimate(speed, settings, job.mode, settings.n * job.iterations, size, pipeline.two_passes(settings.cfg), first_size)
 
 
 def describe_speed(speed: Speed, pipeline: Pipeline) -> str:

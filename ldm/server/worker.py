@@ -190,10 +190,10 @@ class Worker:
         return Outcome(result, interrupted, self.progress.timestamp)
 
     def _run(self, job: Job, iteration: int) -> GenerationResult:
-        settings = job.settings_of(iteration)
+        settings = self.pipeline.request(job.settings_of(iteration), {})
         options = {"callback": self._on_step, "progress": False, "limits": self.limits}
-        task = task_for(job.mode, job.image, job.mask)
-        return self.pipeline.run(task, self.pipeline.request(settings, {}), **options)
+        task = task_for(job.mode, job.image, job.mask, settings)
+        return self.pipeline.run(task, settings, **options)
 
     def _on_step(self, info) -> None:
         self.progress.at_step(info.step, info.total, info.latents)

@@ -1,6 +1,6 @@
 """The page in a real browser (headless Chromium from the system, driven by Playwright) against a
 real ldm-serve on a tiny model: generate, paint a mask and inpaint, read a PNG's parameters back,
-start from the model's own sampling defaults; the API docs render offline. Every page loads
+the hires fix, start from the model's own sampling defaults; the API docs render offline. Every page loads
 only from the server and logs no error (a missing favicon is one)."""
 
 import base64
@@ -108,6 +108,36 @@ def test_generate_inpaint_and_read_parameters_back(page, photo, tmp_path):
     assert page.input_value("#sampler_name") == "Euler a"
     page.screenshot(path=tmp_path / "parameters-read.png")
     print("screenshots in", tmp_path)
+
+
+def test_hires_fix_from_the_page_and_read_back(page, tmp_path):
+    """The hires fix's controls send A1111's fields; its picture is twice the size; a PNG of it
+    read back turns the fix on with its values."""
+    page.fill("#prompt", "a red circle")
+    page.fill("#steps", "2")
+    page.fill("#seed", "5")
+    page.check("#enable_hr")
+    page.select_option("#hr_upscaler", "Lanczos")
+    page.fill("#hr_second_pass_steps", "1")
+    page.fill("#hr_denoising_strength", "0.4")
+    page.click("#generate")
+    page.wait_for_selector("#gallery figure")
+    figure = page.locator("#gallery figure").first
+    generated = image_of(figure)
+    caption = figure.locator("figcaption").inner_text()
+    assert generated.size == (64, 64)
+    assert "Size: 32x32" in caption and "Denoising strength: 0.4, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos" in caption, caption
+    sent = [body for body in page.posted if body.get("prompt") == "a red circle"][0]
+    assert (sent["enable_hr"], sent["hr_scale"], sent["hr_upscaler"], sent["denoising_strength"]) == (True, 2, "Lanczos", 0.4)
+    page.wait_for_selector("#generate:enabled")
+
+    page.uncheck("#enable_hr")
+    page.fill("#hr_denoising_strength", "0.7")
+    generated.save(tmp_path / "hires.png", pnginfo=_parameters_of(generated))
+    page.set_input_files("#png-file", str(tmp_path / "hires.png"))
+    page.wait_for_function("document.getElementById('enable_hr').checked")
+    assert page.input_value("#hr_denoising_strength") == "0.4" and page.input_value("#hr_upscaler") == "Lanczos"
+    assert page.input_value("#hr_second_pass_steps") == "1" and page.input_value("#hr_scale") == "2"
 
 
 def _parameters_of(image):

@@ -89,3 +89,21 @@ def test_a_request_over_the_work_limit_is_a_400_with_the_estimate_before_any_wor
         assert limited.progress.jobs_done == 0 and limited.queued == 0
         small = client.post("/sdapi/v1/txt2img", json={"prompt": "x", "steps": 2, "width": 64, "height": 64})
         assert small.status_code == 200 and limited.progress.jobs_done == 1
+
+
+@pytest.mark.parametrize(
+    "hires, seconds",
+    [
+        # first pass 32x32 = 16 cells: 10 x 0.016 s; the hires pass 64x64 = 64 cells: 4 steps x 0.064 s; a decode 0.128 s
+        ({"hires_scale": 2, "hires_steps": 4}, 10 * 0.016 + 4 * 0.064 + 0.128),
+        ({"hires_scale": 2}, 10 * 0.016 + 10 * 0.064 + 0.128),  # hires steps 0/None: the first pass's, all of them run
+        ({"hires_scale": 2, "hires_strength": 0.0}, 10 * 0.016 + 0.128),  # strength 0: no step
+        # a pixel upscaler decodes the first picture (0.032 s) and encodes the upscaled one (0.128 s)
+        ({"hires_scale": 2, "hires_steps": 4, "hires_upscaler": "lanczos"}, 10 * 0.016 + 4 * 0.064 + 0.128 + 0.032 + 0.128),
+    ],
+)
+def test_the_estimate_of_the_hires_fix_counts_both_passes(tiny_components, hires, seconds):
+    pipeline = Pipeline(tiny_components)  # 32x32: the first pass's size
+    job = Job("txt2img", Settings(prompt="x", steps=10, cfg=1.0, sampler="euler", **hires))
+    found = estimate_job(LINEAR, pipeline, job)
+    assert (found.width, found.height) == (64, 64) and found.seconds == pytest.approx(seconds)

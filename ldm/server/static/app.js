@@ -24,7 +24,9 @@ function say(text, ok = false) {
 // ------------------------------------------------------------ lists from the server
 
 async function loadLists() {
-  const [samplers, models, options] = await Promise.all([api("samplers"), api("sd-models"), api("options")]);
+  const [samplers, models, options, latentModes, upscalers] = await Promise.all(
+    [api("samplers"), api("sd-models"), api("options"), api("latent-upscale-modes"), api("upscalers")]);
+  for (const u of [...latentModes, ...upscalers]) $("hr_upscaler").add(new Option(u.name, u.name));
   $("sampler_name").add(new Option("model's", "")); // left as is: not sent, the model's own applies
   for (const s of samplers) {
     $("sampler_name").add(new Option(s.name, s.name));
@@ -65,6 +67,7 @@ let painting = false;
 function setInitImage(url) {
   initImage = url;
   $("editor").hidden = !url;
+  $("hires").disabled = !!url; // the hires fix is text to image only, as in A1111
   if (!url) return;
   const image = new Image();
   image.onload = () => {
@@ -135,8 +138,15 @@ async function readParameters(file) {
     if (!p || p.Prompt === undefined) throw new Error(file.name + " carries no generation parameters");
     $("prompt").value = p.Prompt;
     $("negative_prompt").value = p["Negative prompt"] || "";
-    const fields = { Steps: "steps", "CFG scale": "cfg_scale", Seed: "seed", "Denoising strength": "denoising_strength", "Mask blur": "mask_blur" };
+    // A hires fix's "Denoising strength" is its second pass's, as in A1111.
+    const hires = p["Hires upscale"] !== undefined || p["Hires resize"] !== undefined;
+    const fields = { Steps: "steps", "CFG scale": "cfg_scale", Seed: "seed", "Mask blur": "mask_blur",
+      "Denoising strength": hires ? "hr_denoising_strength" : "denoising_strength",
+      "Hires upscale": "hr_scale", "Hires steps": "hr_second_pass_steps", "Hires upscaler": "hr_upscaler" };
     for (const [key, id] of Object.entries(fields)) if (p[key] !== undefined) $(id).value = p[key];
+    $("enable_hr").checked = hires;
+    if (hires) $("hr_second_pass_steps").value = p["Hires steps"] || 0;
+    [$("hr_resize_x").value, $("hr_resize_y").value] = p["Hires resize"] ? p["Hires resize"].split("x") : [0, 0];
     if (p.Sampler && samplerAliases[p.Sampler.toLowerCase()]) $("sampler_name").value = samplerAliases[p.Sampler.toLowerCase()];
     if (p.Size) [$("width").value, $("height").value] = p.Size.split("x");
     say("parameters read from " + file.name, true);
@@ -164,7 +174,16 @@ function request() {
     steps: number("steps"), cfg_scale: number("cfg_scale"), seed: number("seed"),
     width: number("width"), height: number("height"), batch_size: number("batch_size"),
   };
-  if (!initImage) return ["txt2img", body];
+  if (!initImage) {
+    if ($("enable_hr").checked) {
+      Object.assign(body, {
+        enable_hr: true, hr_upscaler: $("hr_upscaler").value, hr_second_pass_steps: number("hr_second_pass_steps"),
+        denoising_strength: number("hr_denoising_strength"), hr_scale: number("hr_scale"),
+        hr_resize_x: number("hr_resize_x"), hr_resize_y: number("hr_resize_y"),
+      });
+    }
+    return ["txt2img", body];
+  }
   Object.assign(body, { init_images: [initImage], denoising_strength: number("denoising_strength") });
   const painted = maskDataUrl();
   if (painted) Object.assign(body, { mask: painted, mask_blur: number("mask_blur") });

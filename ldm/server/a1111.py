@@ -195,11 +195,14 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         "batch_size": settings.n,
         "n_iter": job.iterations,
         "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else settings.hires_shown("hires_strength"),
-        "extra_generation_params": {key: value for key, value in (first.fields() if first else {}).items() if key.startswith("Hires")},
+        # A1111's extra parameters: the hires fix's and the TI hashes.
+        "extra_generation_params": {
+            **{key: value for key, value in (first.fields() if first else {}).items() if key.startswith("Hires")},
+            **(dict(first.extra) if first else {}),
+        },
         "sd_model_name": model_title,
         "index_of_first_image": 0,
         "infotexts": infotexts,
-        "extra_generation_params": dict(first.extra) if first else {},  # the TI hashes
         "styles": [],
         "job_timestamp": timestamp,
         "clip_skip": 1,

@@ -89,9 +89,13 @@ def token_weights(chunks: Sequence[Chunk], length: int) -> torch.Tensor:
 def emphasized(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Hidden states (B, L, D) scaled by their tokens' weights (B, L), then rescaled so that
     the mean over the whole tensor is what it was (A1111's EmphasisOriginal). Unweighted
-    prompts come back as they are."""
+    prompts come back as they are. Where the mean is next to nothing (an untrained encoder's
+    layer norm centres every token: A1111's ratio would be noise over noise), the scaled
+    states are not rescaled; trained CLIPs' means are far from it."""
     if bool((weights == 1).all()):
         return hidden
     original = hidden.float()
     scaled = original * weights.to(hidden.device)[..., None]  # (B, L, D)
+    if scaled.mean().abs() <= 1e-4 * scaled.std() or original.mean().abs() <= 1e-4 * original.std():
+        return scaled.to(hidden.dtype)
     return (scaled * (original.mean() / scaled.mean())).to(hidden.dtype)

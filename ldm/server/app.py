@@ -47,6 +47,7 @@ class ServerOptions:
     api_key: Optional[str] = None
     max_upload_bytes: int = 32 * 1024 * 1024
     lora_dir: Optional[str] = None  # where <lora:NAME:WEIGHT> prompt tags find NAME.safetensors
+    prompt_syntax: Optional[str] = None  # how prompts are read when a request does not say; None: the model's own
     command_flags: Optional[dict] = None  # ldm-serve's arguments, for /sdapi/v1/cmd-flags
 
 
@@ -152,11 +153,11 @@ def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), options.prompt_syntax))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), options.prompt_syntax))
 
 
 def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:

@@ -113,7 +113,7 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     if options.api_key:
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    _add_generation_routes(app, worker, lora_folder)
+    _add_generation_routes(app, worker, lora_folder, options.prompt_syntax)
     _add_progress_and_option_routes(app, worker)
     _add_listing_routes(app, worker, lora_folder)
     _add_controlnet_routes(app, worker)
@@ -121,7 +121,7 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     return app
 
 
-def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]]) -> None:
+def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]], prompt_syntax: Optional[str]) -> None:
     """The page, and the routes that draw."""
 
     async def run_job(http: Request, request, job):
@@ -153,11 +153,11 @@ def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), options.prompt_syntax))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), options.prompt_syntax))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
 
 
 def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:

@@ -271,9 +271,9 @@ class Pipeline:
         if not self.two_passes(first.cfg):
             return cond, None
         uncond = self.encode_prompt(first.negative, len(batch), evaluations, first.prompt_syntax)
-        length = max(token_count(cond), token_count(uncond))
         if token_count(cond) == token_count(uncond):
             return cond, uncond
+        length = max(token_count(cond), token_count(uncond))
         empty = self.encode_prompt("", 1, 1).first  # one empty chunk: what A1111 pads with
         return padded(cond, length, empty), padded(uncond, length, empty)
 

@@ -146,6 +146,7 @@ class SamplingDefaults:
     sampler: Optional[str] = None
     steps: Optional[int] = None
     cfg: Optional[float] = None
+    prompt_syntax: Optional[str] = None  # a1111 | plain (ldm.prompts)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ldm.hires import (
     short_upscaler_name,
 )
 from ldm.lora.refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
+from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, PROMPT_SYNTAXES, check_prompt_syntax
 
 MODES = ("txt2img", "img2img", "inpaint")
 EDIT_MODES = ("img2img", "inpaint")
@@ -292,15 +293,27 @@ class Settings:
         None, help="folder of NAME.safetensors LoRAs that <lora:NAME:WEIGHT> and --lora NAME name "
         "(default: the model folder's loras/)", flag="--lora-dir", metavar="DIR"
     )
+    prompt_syntax: Optional[str] = option(
+        None,
+        help="how prompts are read: a1111 (AUTOMATIC1111's (word:1.2), [word], BREAK, long prompts in "
+        "75-token chunks, [from:to:when], [a|b]) or plain (the text as it is, cut after 75 tokens) "
+        f"(default: the model's own, else {DEFAULT_PROMPT_SYNTAX})",
+        flag="--prompt-syntax",
+        api="prompt_syntax",  # not A1111's: its clients leave it out and get the server's default
+        metavar="|".join(PROMPT_SYNTAXES),
+        parse=check_prompt_syntax,
+        # Written only when not A1111's reading, so that A1111 reads the PNG's prompt as we did.
+        expand=lambda syntax: {"Prompt syntax": syntax} if syntax != DEFAULT_PROMPT_SYNTAX else {},
+    )
 
     def replace(self, **changes) -> "Settings":
         return dataclasses.replace(self, **changes)
 
     def with_defaults(self, model_defaults: Optional[dict[str, Any]] = None) -> "Settings":
-        """These settings with sampler, steps and cfg where None taken from `model_defaults`
-        (a model config's `sampling` section; None values in it count as unset), else from
-        the generation defaults."""
-        generation = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG}
+        """These settings with sampler, steps, cfg and prompt syntax where None taken from
+        `model_defaults` (a model config's `sampling` section; None values in it count as
+        unset), else from the generation defaults."""
+        generation = {"sampler": DEFAULT_SAMPLER, "steps": DEFAULT_STEPS, "cfg": DEFAULT_CFG, "prompt_syntax": DEFAULT_PROMPT_SYNTAX}
         model = {name: value for name, value in (model_defaults or {}).items() if value is not None}
         if self.sampler is None and model.get("sampler", DEFAULT_SAMPLER) not in SAMPLER_NAMES:
             raise GenerationError(
@@ -447,6 +460,8 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
     try:
         if settings.sampler is not None:
             check_sampler_name(settings.sampler)
+        if settings.prompt_syntax is not None:
+            check_prompt_syntax(settings.prompt_syntax)
     except ValueError as error:
         raise GenerationError(str(error)) from None
     if mode == "inpaint":

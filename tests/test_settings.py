@@ -64,13 +64,27 @@ def test_a_settings_object_and_keywords_are_the_same_request(tiny_components):
     assert by_keywords.parameters[0].to_text() == by_settings.parameters[0].to_text()
 
 
-def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(tiny_components):
+def test_a_plain_prompt_longer_than_the_text_encoder_reads_is_reported(tiny_components):
+    """Only plain prompts are cut; A1111's syntax (the default) reads on in 75-token chunks."""
     encoder = tiny_components.first_text_encoder
     long_prompt = " ".join(["lake"] * (encoder.max_tokens + 5))
-    result = Pipeline(tiny_components).generate(long_prompt, steps=1, seed=0, progress=False)
+    assert Pipeline(tiny_components).generate(long_prompt, steps=1, seed=0, progress=False).notes == []
+    result = Pipeline(tiny_components).generate(long_prompt, steps=1, seed=0, prompt_syntax="plain", progress=False)
     assert result.notes == [f"prompt is {encoder.max_tokens + 5} tokens; the text encoder reads the first {encoder.max_tokens}, "
                             "the rest is ignored"]  # fmt: skip
-    assert Pipeline(tiny_components).generate("a lake", steps=1, seed=0, progress=False).notes == []
+    assert Pipeline(tiny_components).generate("a lake", steps=1, seed=0, prompt_syntax="plain", progress=False).notes == []
+
+
+def test_the_prompt_syntax_comes_from_the_request_else_the_model_else_a1111(tiny_components):
+    pipe = Pipeline(tiny_components)
+    assert pipe.request("a", {}).prompt_syntax == "a1111"
+    tiny_components.config.sampling.prompt_syntax = "plain"
+    assert pipe.request("a", {}).prompt_syntax == "plain"
+    assert pipe.request("a", {"prompt_syntax": "a1111"}).prompt_syntax == "a1111"
+    with pytest.raises(GenerationError, match="prompt syntax must be one of a1111, plain, got 'x'"):
+        pipe.generate("a", prompt_syntax="x", steps=1, progress=False)
+    fields = Settings(prompt_syntax="plain").png_fields("txt2img", "m", 64, 64)
+    assert fields["Prompt syntax"] == "plain" and "Prompt syntax" not in Settings().png_fields("txt2img", "m", 64, 64)
 
 
 def test_non_finite_images_are_an_error_not_a_black_picture(tiny_components):

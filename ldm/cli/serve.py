@@ -21,6 +21,7 @@ from ldm.cli.common import (
     run_command,
 )
 from ldm.cli.options import add_limit_arguments, limits_from_args
+from ldm.prompts.syntax import PROMPT_SYNTAXES
 from ldm.timing import Stopwatch
 
 PROG = "ldm-serve"
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of NAME.safetensors LoRAs that prompts name as <lora:NAME:WEIGHT> (listed at /sdapi/v1/loras)",
     )  # fmt: skip
     add_embeddings_argument(parser)  # listed at /sdapi/v1/embeddings
+    parser.add_argument(
+        "--prompt-syntax", choices=PROMPT_SYNTAXES,
+        help="how prompts are read when a request does not say (its prompt_syntax field): a1111 or plain "
+        "(default: the model's own, else a1111)",
+    )  # fmt: skip
     add_device_arguments(parser, compile_by_default=True)  # the warm-up is paid once, at startup
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860, as AUTOMATIC1111)")
@@ -166,7 +172,10 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     if worker.speed is not None:
         print(f"{PROG}: work limit {max_work:g} s per request; {describe_speed(worker.speed, pipeline)}", file=sys.stderr)
     flags = {**vars(args), "api_key": api_key}  # the key itself is never shown (/sdapi/v1/cmd-flags)
-    options = ServerOptions(api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir, command_flags=flags)
+    options = ServerOptions(
+        api_key=api_key, max_upload_bytes=args.max_upload_bytes, lora_dir=args.lora_dir,
+        prompt_syntax=args.prompt_syntax, command_flags=flags,
+    )  # fmt: skip
     app = create_app(worker, options)
     host, port = sock.getsockname()[:2]
     print(f"{PROG}: {entries[0].title} on {device}; listening on http://{host}:{port}", file=sys.stderr, flush=True)

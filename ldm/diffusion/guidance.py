@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 
 from ldm.diffusion.conditioning import Conditioning, cat_conditions
+from ldm.diffusion.conditioning_schedule import ConditioningSchedule, paired
 from ldm.diffusion.denoiser import denoise_call, guidance_embedding_width
 
 
@@ -46,27 +47,43 @@ class GuidedModel:
     `scale` is one number for the batch (sampling's --cfg) or one per sample, a (B,) tensor
     (LCM training's teacher, whose scales are drawn per sample); a per-sample scale always
     makes both passes.
+
+    `cond` and `uncond` may change during the run (ConditioningSchedule: prompt editing); call
+    k is conditioned as the schedules say for model evaluation k.
     """
 
-    def __init__(self, denoiser, cond: Conditioning, uncond: Optional[Conditioning], scale: float | torch.Tensor):
+    def __init__(self, denoiser, cond: Conditioning | ConditioningSchedule, uncond: Optional[Conditioning | ConditioningSchedule],
+                 scale: float | torch.Tensor):  # fmt: skip
         self.denoiser = denoiser
+        cond = ConditioningSchedule.of(cond)
         per_sample = torch.is_tensor(scale)
         width = guidance_embedding_width(denoiser)
         if width is not None:
             scales = scale if per_sample else torch.full((len(cond),), float(scale), dtype=torch.float64)  # (B,)
-            embedding = cfg_embedding(scales, width).to(cond.tokens.device, cond.tokens.dtype)  # (B, width)
-            cond = cond.with_vector("guidance_embedding", embedding)
+            tokens = cond.first.tokens
+            embedding = cfg_embedding(scales, width).to(tokens.device, tokens.dtype)  # (B, width)
+            cond = cond.map(lambda each: each.with_vector("guidance_embedding", embedding))
         self.guided = width is None and uncond is not None and (per_sample or scale > 1.0)
         self.scale = scale[:, None, None, None] if per_sample else scale  # (B, 1, 1, 1) against (B, C, h, w)
         # Unconditional first, as diffusers orders them, so batched results match.
-        self.cond = cat_conditions([shared_with(uncond, cond), cond]) if self.guided else cond
+        if self.guided:
+            cond = paired(ConditioningSchedule.of(uncond), cond, lambda u, c: cat_conditions([shared_with(u, c), c]))
+        self.schedule = cond
+        self.step = 0  # call k is model evaluation k of the run (one call per evaluation, as the loop makes)
+
+    @property
+    def cond(self) -> Conditioning:
+        """The (guidance-batched) conditioning the next call uses."""
+        return self.schedule.at(self.step)
 
     def __call__(self, latents: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        cond = self.cond
+        self.step += 1
         if self.guided:
             if torch.is_tensor(timestep) and timestep.dim() > 0 and len(timestep) == len(latents):
                 timestep = torch.cat([timestep, timestep])  # per-sample timesteps (B,) -> (2B,)
             latents = torch.cat([latents, latents])  # (2B, C, h, w)
-        out = denoise_call(self.denoiser, latents, timestep, self.cond)
+        out = denoise_call(self.denoiser, latents, timestep, cond)
         if not self.guided:
             return out
         uncond, cond = out.chunk(2)

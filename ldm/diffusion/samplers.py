@@ -73,6 +73,11 @@ class Sampler:
     scheduler: Any  # a fresh diffusers scheduler: they keep per-run state
     takes_generator: bool  # stochastic steps draw their noise from the per-image generators
 
+    @property
+    def order(self) -> int:
+        """Model evaluations per step (Heun: 2), as the loop counts them (and A1111's prompt editing)."""
+        return self.scheduler.order
+
     def start(self, noise: torch.Tensor) -> torch.Tensor:
         """The first latents of a run from pure noise: unit-variance `noise` scaled to the
         sampler's largest noise level (1 in DDPM space, sqrt(sigma_max^2 + 1) in sigma space)."""

@@ -5,7 +5,13 @@ Stable Diffusion 1/2 (and our models) have one encoder: its hidden states are th
 the denoiser attends to, its pooled output the pooled vector. A family with several encoders
 (SDXL: two CLIPs whose hidden states are concatenated along the width, the second's pooled
 output the pooled vector) is another list and another `combine`, not new branches in the
-pipeline and the training stages."""
+pipeline and the training stages.
+
+Prompts come in two ways: as plain text (`__call__`: the tokenizer's own reading, cut after
+75 tokens; training captions), or parsed into weighted fragments (`weighted`: A1111's way,
+ldm.prompts): 75-token chunks, each encoded between its own start and end marks and their
+contexts concatenated, every token's hidden state scaled by its weight and then the chunk's
+mean restored (A1111's original emphasis); the pooled vector is the first chunk's."""
 
 from __future__ import annotations
 
@@ -16,6 +22,10 @@ import torch
 from ldm.diffusion.conditioning import Conditioning
 from ldm.models.prompt_embeddings import PromptEmbeddings
 from ldm.models.text_encoder import TextEncoder, TextEncoding
+from ldm.prompts.chunks import Chunk, chunk_prompt
+from ldm.prompts.syntax import Fragment
+
+Segments = Sequence[Sequence[Fragment]]  # a parsed prompt: BREAK-separated runs of weighted text
 
 Combine = Callable[[Sequence[TextEncoding]], Conditioning]
 
@@ -46,6 +56,13 @@ class TextConditioner:
             return self.embeddings(prompts, device)
         return encoder(encoder.tokenize(prompts).to(device))
 
+    def weighted(self, prompts: Sequence[Segments], device: torch.device | str | None = None) -> Conditioning:
+        """Parsed prompts -> Conditioning with tokens (B, L * chunks, D): every prompt has as
+        many chunks as the longest (empty chunks after the shorter ones, as A1111 pads them);
+        a chunk's weights are applied against the mean of that chunk over the whole batch, as
+        A1111 applies them to the batch it encodes (one prompt's texts over the steps)."""
+        return self.combine([encode_chunked(encoder, prompts, device) for encoder in self.encoders])
+
     def truncation(self, text: str) -> Optional[tuple[int, int]]:
         """(tokens in `text`, tokens read) for the first encoder that cuts `text`, else None."""
         for encoder in self.encoders:
@@ -53,3 +70,39 @@ class TextConditioner:
             if count > room:
                 return count, room
         return None
+
+
+def encode_chunked(encoder: TextEncoder, prompts: Sequence[Segments], device=None) -> TextEncoding:
+    """One encoder's chunked, weighted encoding of parsed prompts: hidden (B, L * chunks, width)."""
+    comma = encoder.word_tokens(",")
+    split = [chunk_prompt(p, encoder.word_tokens, comma[0] if len(comma) == 1 else None, encoder.max_tokens) for p in prompts]
+    hidden, pooled = [], None
+    for k in range(max(len(chunks) for chunks in split)):
+        batch = [chunks[k] if k < len(chunks) else Chunk() for chunks in split]
+        out = encoder(encoder.frame([chunk.tokens for chunk in batch]).to(device))
+        hidden.append(emphasized(out.hidden, token_weights(batch, out.hidden.shape[1])))  # (B, L, width)
+        pooled = out.pooled if pooled is None else pooled  # the first chunk's, as A1111
+    return TextEncoding(torch.cat(hidden, dim=1), pooled)  # (B, L * chunks, width), (B, P)
+
+
+def token_weights(chunks: Sequence[Chunk], length: int) -> torch.Tensor:
+    """(B, length) weights of framed chunks: 1 for the start mark, the end mark and padding."""
+    weights = torch.ones(len(chunks), length)
+    for row, chunk in zip(weights, chunks):
+        row[1 : 1 + len(chunk.weights)] = torch.tensor(chunk.weights)
+    return weights
+
+
+def emphasized(hidden: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Hidden states (B, L, D) scaled by their tokens' weights (B, L), then rescaled so that
+    the mean over the whole tensor is what it was (A1111's EmphasisOriginal). Unweighted
+    prompts come back as they are. Where the mean is next to nothing (an untrained encoder's
+    layer norm centres every token: A1111's ratio would be noise over noise), the scaled
+    states are not rescaled; trained CLIPs' means are far from it."""
+    if bool((weights == 1).all()):
+        return hidden
+    original = hidden.float()
+    scaled = original * weights.to(hidden.device)[..., None]  # (B, L, D)
+    if scaled.mean().abs() <= 1e-4 * scaled.std() or original.mean().abs() <= 1e-4 * original.std():
+        return scaled.to(hidden.dtype)
+    return (scaled * (original.mean() / scaled.mean())).to(hidden.dtype)

@@ -49,6 +49,8 @@ class TextEncoder(Protocol):
 
     def word_tokens(self, word: str) -> list[int]: ...  # the ids `word` becomes, no start or end mark
 
+    def frame(self, chunks: list[list[int]]) -> torch.Tensor: ...  # (B, max_tokens + 2) ids: marks and padding added
+
     @property
     def token_embedding(self) -> nn.Embedding: ...
 
@@ -117,6 +119,11 @@ class OpenClipTextEncoder(nn.Module):
         """The token ids `word` becomes (no start or end mark)."""
         return self.tokenizer.encode(word)
 
+    def frame(self, chunks: list[list[int]]) -> torch.Tensor:
+        """Chunks of at most max_tokens ids -> (B, context_length): start and end marks, zeros after, as `tokenize`."""
+        marks = self.tokenizer.sot_token_id, self.tokenizer.eot_token_id
+        return framed(chunks, *marks, pad=0, length=self.config.context_length)
+
     @property
     def token_embedding(self) -> nn.Embedding:
         return self.tower.token_embedding
@@ -160,6 +167,12 @@ class HFClipTextEncoder(nn.Module):
     def word_tokens(self, word: str) -> list[int]:
         return self.tokenizer(word, add_special_tokens=False).input_ids
 
+    def frame(self, chunks: list[list[int]]) -> torch.Tensor:
+        """Chunks of at most max_tokens ids -> (B, model_max_length), marked and padded as `tokenize`."""
+        tokenizer = self.tokenizer
+        marks = tokenizer.bos_token_id, tokenizer.eos_token_id
+        return framed(chunks, *marks, pad=tokenizer.pad_token_id, length=tokenizer.model_max_length)
+
     @property
     def token_embedding(self) -> nn.Embedding:
         return self.model.get_input_embeddings()
@@ -171,6 +184,16 @@ class HFClipTextEncoder(nn.Module):
         # A model with a projection (SDXL's second encoder) pools into text_embeds.
         pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
         return TextEncoding(out.last_hidden_state, pooled)  # (B, L, width), (B, P)
+
+
+def framed(chunks: list[list[int]], start: int, end: int, pad: int, length: int) -> torch.Tensor:
+    """(B, length) token ids: each chunk between the start and end marks, then padding."""
+    rows = torch.full((len(chunks), length), pad, dtype=torch.long)
+    for row, ids in zip(rows, chunks):
+        if len(ids) > length - 2:
+            raise ValueError(f"a chunk of {len(ids)} tokens does not fit a text encoder that reads {length - 2}")
+        row[: len(ids) + 2] = torch.tensor([start, *ids, end], dtype=torch.long)
+    return rows
 
 
 def build_text_encoder(config: TextEncoderConfig) -> OpenClipTextEncoder:

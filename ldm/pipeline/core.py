@@ -19,6 +19,7 @@ from ldm.control.library import ControlNets
 from ldm.control.prepare import active_controls
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
+from ldm.diffusion.conditioning_schedule import ConditioningSchedule, padded, token_count
 from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import keep_known_region
@@ -39,6 +40,8 @@ from ldm.pipeline.modes import task_for
 from ldm.pipeline.step_time import check_step_time
 from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
+from ldm.prompts.schedule import prompt_schedule
+from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits, Settings, as_settings, check_settings
 from ldm.timing import Stopwatch
 
@@ -283,18 +286,44 @@ class Pipeline:
         return self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
 
     def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
+        """The batch's (cond, uncond) schedules (uncond None without an unconditional pass),
+        padded to the same number of tokens so that guidance can batch them."""
         first = batch[0]
-        prompts = [without_lora_tags(s.prompt) for s in batch]  # <lora:...> tags name LoRAs, not words
-        for what, text in (("prompt", prompts[0]), ("negative prompt", first.negative)):
-            note = self.truncation_note(what, text)
-            if note and note not in notes:
-                notes.append(note)
+        prompt = without_lora_tags(first.prompt)  # <lora:...> tags name LoRAs, not words
+        if first.prompt_syntax == "plain":
+            for what, text in (("prompt", prompt), ("negative prompt", first.negative)):
+                note = self.truncation_note(what, text)
+                if note and note not in notes:
+                    notes.append(note)
         distilled = "the negative prompt is not used: this model is guidance-distilled (--cfg is its input)"
         if first.negative and self.guidance_distilled and distilled not in notes:
             notes.append(distilled)
-        context = self.encode_text(prompts)
-        uncond = self.encode_text([s.negative for s in batch]) if self.two_passes(first.cfg) else None
-        return context, uncond
+        evaluations = first.steps * make_sampler(first.sampler, self.components.scheduler_config).order
+        cond = self.encode_prompt(prompt, len(batch), evaluations, first.prompt_syntax)
+        if not self.two_passes(first.cfg):
+            return cond, None
+        uncond = self.encode_prompt(first.negative, len(batch), evaluations, first.prompt_syntax)
+        if token_count(cond) == token_count(uncond):
+            return cond, uncond
+        length = max(token_count(cond), token_count(uncond))
+        empty = self.encode_prompt("", 1, 1).first  # one empty chunk: what A1111 pads with
+        return padded(cond, length, empty), padded(uncond, length, empty)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, n: int, steps: int, syntax: str = DEFAULT_PROMPT_SYNTAX) -> ConditioningSchedule:
+        """`prompt`'s conditioning for `n` images over `steps` model evaluations, read as
+        `syntax` says: plain (the text as it is: encode_text) or a1111 (ldm.prompts: weights,
+        BREAK and long prompts in chunks, and the prompt's texts over the steps, encoded
+        together as A1111 encodes them)."""
+        if syntax == "plain":
+            return ConditioningSchedule.of(self.encode_text([prompt] * n))
+        schedule = prompt_schedule(prompt, steps)
+        parsed = [parse_attention(text) for _, text in schedule]
+        device, dtype = self.components.device, self.components.dtype
+        if len(parsed) == 1:
+            return ConditioningSchedule.of(self.components.conditioner.weighted(parsed * n, device).to(dtype=dtype))
+        conds = self.components.conditioner.weighted(parsed, device).to(dtype=dtype)  # one per text
+        return ConditioningSchedule(tuple((last, conds.map(lambda t, k=k: t[k : k + 1]).repeat(n)) for k, (last, _) in enumerate(schedule)))
 
     @property
     def guidance_distilled(self) -> bool:
@@ -305,7 +334,8 @@ class Pipeline:
         return cfg > 1.0 and not self.guidance_distilled
 
     def truncation_note(self, what: str, text: str) -> Optional[str]:
-        """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2 marks)."""
+        """Says so when the text encoder will not read all of `text` (CLIP reads 75 tokens + 2
+        marks); only plain prompts are cut (a1111 prompts go on in 75-token chunks)."""
         cut = self.components.conditioner.truncation(text)
         if cut is None:
             return None

@@ -9,6 +9,7 @@ import torch
 
 from ldm.control.denoiser import ActiveControl
 from ldm.diffusion.conditioning import Conditioning
+from ldm.diffusion.conditioning_schedule import ConditioningSchedule
 from ldm.diffusion.inpainting import KnownRegion
 from ldm.diffusion.samplers import DEFAULT_SAMPLER
 from ldm.diffusion.sampling import StepInfo
@@ -24,8 +25,8 @@ class SampleRequest:
     cond.concat, which the unconditional pass shares). `controls`: ControlNets whose residuals
     steer every denoiser call in their window."""
 
-    cond: Conditioning
-    uncond: Optional[Conditioning]  # None: no unconditional pass
+    cond: Conditioning | ConditioningSchedule  # a schedule: prompt editing changes it during the run
+    uncond: Optional[Conditioning | ConditioningSchedule]  # None: no unconditional pass
     noise: torch.Tensor  # (B, C, h, w)
     steps: int
     cfg: float

@@ -96,10 +96,17 @@ class Job:
         return self.settings.replace(seed=self.settings.seed + iteration * self.settings.n)
 
 
-def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[ControlNets] = None, lora_dir: Optional[str] = None) -> Job:
+def job_from_request(
+    request: BaseModel,
+    limits: Limits,
+    controlnets: Optional[ControlNets] = None,
+    lora_dir: Optional[str] = None,
+    prompt_syntax: Optional[str] = None,
+) -> Job:
     """Checks a txt2img or img2img request and turns it into a Job; GenerationError names
     the first bad value. ControlNet units' model names are read against `controlnets`; the
-    prompt's <lora:NAME:WEIGHT> tags name files in `lora_dir`."""
+    prompt's <lora:NAME:WEIGHT> tags name files in `lora_dir`; a request without its own
+    prompt_syntax gets `prompt_syntax` (the server's; None: the model's own)."""
     body = request.model_dump()
     edit = "init_images" in body
     mode = "txt2img" if not edit else ("inpaint" if body.get("mask") else "img2img")
@@ -110,6 +117,8 @@ def job_from_request(request: BaseModel, limits: Limits, controlnets: Optional[C
             given[each.name] = body[api]
     if lora_dir is not None:
         given["lora_dir"] = lora_dir
+    if given.get("prompt_syntax") is None and prompt_syntax is not None:
+        given["prompt_syntax"] = prompt_syntax
     if given.get("seed") == -1:  # A1111's "random"
         del given["seed"]
     sampler = sampler_from_a1111(body.get("sampler_name") or body.get("sampler_index"), body.get("scheduler"))

@@ -49,6 +49,7 @@ class ServerOptions:
     api_key: Optional[str] = None
     max_upload_bytes: int = 32 * 1024 * 1024
     lora_dir: Optional[str] = None  # where <lora:NAME:WEIGHT> prompt tags find NAME.safetensors
+    prompt_syntax: Optional[str] = None  # how prompts are read when a request does not say; None: the model's own
     command_flags: Optional[dict] = None  # ldm-serve's arguments, for /sdapi/v1/cmd-flags
 
 
@@ -115,7 +116,7 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     if options.api_key:
         app.add_middleware(ApiKeyGuard, api_key=options.api_key)  # added last: runs first
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    _add_generation_routes(app, worker, lora_folder)
+    _add_generation_routes(app, worker, lora_folder, options.prompt_syntax)
     _add_progress_and_option_routes(app, worker)
     _add_listing_routes(app, worker, lora_folder)
     _add_controlnet_routes(app, worker)
@@ -123,7 +124,7 @@ def create_app(worker: Worker, options: ServerOptions = ServerOptions()) -> Fast
     return app
 
 
-def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]]) -> None:
+def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], Optional[str]], prompt_syntax: Optional[str]) -> None:
     """The page, and the routes that draw."""
 
     async def run_job(http: Request, request, job):
@@ -155,11 +156,11 @@ def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[
 
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder()))
+        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
 
 
 def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:

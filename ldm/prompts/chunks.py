@@ -1,0 +1,65 @@
+"""A weighted prompt -> chunks of at most 75 tokens, each with its tokens' weights, as A1111
+cuts a long prompt (its text encoder reads 75 tokens between the start and end marks).
+
+A chunk ends when it is full, and at every BREAK. When a chunk fills up within 20 tokens
+after a comma (A1111's "prompt word wrap length limit", default 20), the tokens after the
+comma move on to the next chunk, so a phrase is not cut in two. A prompt with no tokens is
+one empty chunk."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from ldm.prompts.syntax import Fragment
+
+CHUNK_TOKENS = 75
+COMMA_BACKTRACK = 20
+
+
+@dataclass
+class Chunk:
+    """Token ids without start and end marks, and one weight per token."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+def chunk_prompt(
+    segments: Sequence[Sequence[Fragment]],
+    word_tokens: Callable[[str], list[int]],
+    comma: Optional[int] = None,
+    size: int = CHUNK_TOKENS,
+    backtrack: int = COMMA_BACKTRACK,
+) -> list[Chunk]:
+    """The chunks of a prompt's BREAK-separated `segments`; `word_tokens` gives a fragment's
+    token ids, `comma` is the comma's id (None: no moving at commas)."""
+    chunks: list[Chunk] = []
+    chunk = Chunk()
+    last_comma = -1  # index in `chunk` of its last comma
+
+    def close() -> None:
+        nonlocal chunk, last_comma
+        chunks.append(chunk)
+        chunk, last_comma = Chunk(), -1
+
+    for k, segment in enumerate(segments):
+        if k > 0:
+            close()  # BREAK
+        for text, weight in segment:
+            for token in word_tokens(text):
+                if token == comma:
+                    last_comma = len(chunk.tokens)
+                elif len(chunk.tokens) == size and last_comma != -1 and size - last_comma <= backtrack:
+                    cut = last_comma + 1
+                    moved = Chunk(chunk.tokens[cut:], chunk.weights[cut:])
+                    del chunk.tokens[cut:], chunk.weights[cut:]
+                    close()
+                    chunk = moved
+                if len(chunk.tokens) == size:
+                    close()
+                chunk.tokens.append(token)
+                chunk.weights.append(weight)
+    if chunk.tokens or not chunks:
+        close()
+    return chunks

@@ -253,3 +253,18 @@ def test_a_multi_vector_file_gives_what_diffusers_textual_inversion_gives(tmp_pa
     pipe.load_textual_inversion(rows, token="<x>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
     theirs, _ = pipe.encode_prompt("a <x> b", "cpu", 1, False)
     assert (ours - theirs).abs().max() < 1e-5
+
+
+def test_an_embedding_reads_the_same_through_a1111_syntax_as_through_plain_text(tiny_components, tmp_path):
+    """A1111's syntax (the default: chunked, weighted) reads embedding names as their vectors
+    too: with nothing to weigh, the picture is plain syntax's, and a weight changes it."""
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    a1111_pt(vectors(2), folder / "style.pt")
+    pipe = Pipeline(tiny_components, embeddings_dir=str(folder))
+    syntax = pipe.generate("a lake, style", **FAST)
+    plain = pipe.generate("a lake, style", prompt_syntax="plain", **FAST)
+    assert syntax.images[0].tobytes() == plain.images[0].tobytes()
+    assert "TI hashes" in syntax.parameters[0].to_text()
+    words = Pipeline(tiny_components).generate("a lake, style", **FAST)  # no embeddings folder: the word
+    assert syntax.images[0].tobytes() != words.images[0].tobytes()

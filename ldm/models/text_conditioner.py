@@ -61,7 +61,10 @@ class TextConditioner:
         many chunks as the longest (empty chunks after the shorter ones, as A1111 pads them);
         a chunk's weights are applied against the mean of that chunk over the whole batch, as
         A1111 applies them to the batch it encodes (one prompt's texts over the steps)."""
-        return self.combine([encode_chunked(encoder, prompts, device) for encoder in self.encoders])
+        return self.combine([encode_chunked(encoder, prompts, device, self._embeddings_of(encoder)) for encoder in self.encoders])
+
+    def _embeddings_of(self, encoder: TextEncoder) -> Optional[PromptEmbeddings]:
+        return self.embeddings if self.embeddings is not None and self.embeddings.encoder is encoder else None
 
     def truncation(self, text: str) -> Optional[tuple[int, int]]:
         """(tokens in `text`, tokens read) for the first encoder that cuts `text`, else None."""
@@ -72,14 +75,27 @@ class TextConditioner:
         return None
 
 
-def encode_chunked(encoder: TextEncoder, prompts: Sequence[Segments], device=None) -> TextEncoding:
-    """One encoder's chunked, weighted encoding of parsed prompts: hidden (B, L * chunks, width)."""
+def encode_chunked(
+    encoder: TextEncoder, prompts: Sequence[Segments], device=None, embeddings: Optional[PromptEmbeddings] = None
+) -> TextEncoding:
+    """One encoder's chunked, weighted encoding of parsed prompts: hidden (B, L * chunks, width).
+    `embeddings`: the request's textual-inversion names, read as their vectors (one token each)."""
+
+    def word_tokens(text: str) -> list[int]:
+        ids = encoder.word_tokens(text)
+        return ids if embeddings is None else embeddings.splice(ids)
+
     comma = encoder.word_tokens(",")
-    split = [chunk_prompt(p, encoder.word_tokens, comma[0] if len(comma) == 1 else None, encoder.max_tokens) for p in prompts]
+    split = [chunk_prompt(p, word_tokens, comma[0] if len(comma) == 1 else None, encoder.max_tokens) for p in prompts]
     hidden, pooled = [], None
     for k in range(max(len(chunks) for chunks in split)):
         batch = [chunks[k] if k < len(chunks) else Chunk() for chunks in split]
-        out = encoder(encoder.frame([chunk.tokens for chunk in batch]).to(device))
+        tokens = encoder.frame([chunk.tokens for chunk in batch]).to(device)
+        if embeddings is None:
+            out = encoder(tokens)
+        else:
+            with embeddings.placed(tokens) as safe:
+                out = encoder(safe)
         hidden.append(emphasized(out.hidden, token_weights(batch, out.hidden.shape[1])))  # (B, L, width)
         pooled = out.pooled if pooled is None else pooled  # the first chunk's, as A1111
     return TextEncoding(torch.cat(hidden, dim=1), pooled)  # (B, L * chunks, width), (B, P)

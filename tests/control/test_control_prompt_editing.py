@@ -2,7 +2,7 @@
 
 import torch
 
-from ldm.control.denoiser import ActiveControl, ControlledDenoiser, control_tensor
+from ldm.control.denoiser import ActiveControl, control_tensor, with_controls
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.samplers import make_sampler
 from ldm.diffusion.sampling import denoise
@@ -18,12 +18,12 @@ def test_prompt_editing_with_a_controlnet_equals_switching_by_hand(tiny_componen
     sampled = pipe.sample(SampleRequest(cond, uncond, noise, 4, 5.0, "ddim", progress=False, controls=(control,)))
 
     (_, lake), (_, desert) = cond.entries
-    controlled = ControlledDenoiser(tiny_components.denoiser, [control], 4)
+    controlled = with_controls(tiny_components.denoiser, [control], 4)  # counts its calls: steering.step
     sampler = make_sampler("ddim", tiny_components.scheduler_config)
     timesteps = sampler.set_timesteps(4)
 
     def by_step(x, t):
-        return GuidedModel(controlled, lake if controlled.step <= 2 else desert, uncond, 5.0)(x, t)
+        return GuidedModel(controlled, lake if controlled.steering.step <= 2 else desert, uncond, 5.0)(x, t)
 
     with torch.no_grad():
         expected = denoise(by_step, sampler, sampler.start(noise), timesteps, progress=False)

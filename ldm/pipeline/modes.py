@@ -10,6 +10,7 @@ from ldm.pipeline.img2img import Img2Img
 from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.task import Task
 from ldm.pipeline.txt2img import Txt2Img
+from ldm.pipeline.upscale import Upscale
 
 
 def task_for(mode: str, image: Optional[Image.Image] = None, mask: Optional[Image.Image] = None) -> Task:
@@ -20,4 +21,6 @@ def task_for(mode: str, image: Optional[Image.Image] = None, mask: Optional[Imag
         return Img2Img(image)
     if mode == Inpaint.mode:
         return Inpaint(image, mask)
+    if mode == Upscale.mode:
+        return Upscale(image)
     raise ValueError(f"not a generation mode: {mode!r}")

@@ -4,13 +4,10 @@ non-square input (random draws in diffusers' order: the picture's noise, then th
 
 import numpy as np
 import pytest
-from diffusers import DDPMScheduler, StableDiffusionUpscalePipeline
 from PIL import Image
 
-from ldm.diffusion.samplers import make_sampler
-from ldm.diffusion.schedule import scheduler_config
 from ldm.pipeline import Pipeline, make_generators
-from reference import LastLatents
+from reference import LastLatents, upscale_pipeline
 from tiny import build_tiny_upscaler
 
 STEPS = 5
@@ -32,23 +29,6 @@ def low_res() -> Image.Image:
     return Image.fromarray(array.clip(0, 255).astype(np.uint8))
 
 
-def their_pipeline(components, sampler: str) -> StableDiffusionUpscalePipeline:
-    """diffusers' upscaler on our VAE and U-Net, with our sampler's scheduler and the model's
-    low-resolution schedule; prompts come as our text encoder's embeddings."""
-    upscaler = components.upscaler
-    pipe = StableDiffusionUpscalePipeline(
-        vae=components.vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=components.denoiser,
-        low_res_scheduler=DDPMScheduler.from_config(scheduler_config(upscaler.low_res_scheduler)),
-        scheduler=make_sampler(sampler, components.scheduler_config).scheduler,
-        max_noise_level=upscaler.max_noise_level,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize("sampler", ["ddim", "euler", "dpm++2m", "euler-a"])
 @pytest.mark.parametrize("noise_level", [0, 20, 100])
 @pytest.mark.parametrize("cfg", [CFG, 1.0])
@@ -60,7 +40,7 @@ def test_upscale_matches_diffusers(upscaler, low_res, sampler, noise_level, cfg)
     assert ours.images[0].size == (SIZE[0] * 4, SIZE[1] * 4)
     assert ours.parameters[0].fields()["Noise level"] == str(noise_level)
 
-    reference = their_pipeline(upscaler, sampler)
+    reference = upscale_pipeline(upscaler, sampler)
     theirs = reference(
         prompt_embeds=pipe.encode_text(["a lake at dawn"]).tokens,
         negative_prompt_embeds=pipe.encode_text(["blurry"]).tokens,

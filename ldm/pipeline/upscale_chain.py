@@ -41,7 +41,5 @@ def upscale_result(
         upscaled.parameters += [
             ImageParameters(first, source.mode, source.model, source.width, source.height, {**source.extra, **upscale_fields(one.parameters[0])})
         ]
-        upscaled.notes += [note for note in one.notes if note not in upscaled.notes]
-        for name, seconds in one.timings.items():
-            upscaled.timings[f"upscale {name}"] = upscaled.timings.get(f"upscale {name}", 0.0) + seconds
+        upscaled.add_notes_and_timings(one, prefix="upscale ")
     return upscaled

@@ -53,9 +53,7 @@ def upscale_picture(
         ImageParameters(p.settings.replace(tile=tile), p.mode, p.model, *output_size) for p in pieces[0].parameters
     ]
     for piece in pieces:
-        result.notes += [note for note in piece.notes if note not in result.notes]
-        for name, seconds in piece.timings.items():
-            result.timings[name] = result.timings.get(name, 0.0) + seconds
+        result.add_notes_and_timings(piece)
     result.notes.append(f"upscaled in {len(boxes)} tiles of {tile} px (x{scale})")
     return result
 

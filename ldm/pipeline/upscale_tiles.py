@@ -43,7 +43,7 @@ def upscale_picture(
     settings = settings.with_seed()  # every tile with the same seeds
     tile = settings.tile or fitting_tile(pipe, settings, image.size)
     if tile is None or tile >= max(image.size):
-        return pipe.run(Upscale(image), settings, callback=callback, progress=progress, limits=limits)
+        return pipe.run(Upscale(image), settings.replace(tile=None), callback=callback, progress=progress, limits=limits)
     boxes = tile_boxes(image.size, tile, max(1, tile // OVERLAP_SHARE))
     pieces = [pipe.run(Upscale(image, box), settings, callback=callback, progress=progress, limits=limits) for box in boxes]
     scale = pipe.vae_scale

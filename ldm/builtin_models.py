@@ -29,6 +29,9 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "scenes-lcm": BuiltinModel("scenes-lcm", "scenes distilled to 4 steps (--sampler lcm, one U-Net call per step)"),
 }
 DEFAULT_MODEL = "scenes"
+# The upscaler `ldm-upscale` and `ldm-generate --upscale` use when none is named (issue 26
+# ships it: 128 -> 512 px scenes); until it is installed they need a name or a folder.
+DEFAULT_UPSCALER = "scenes-upscaler"
 
 
 class UnknownModelError(LdmError, LookupError):
@@ -54,6 +57,13 @@ def resolve_model(name_or_path: str | Path | None) -> Path:
     installed = [name for name in BUILTIN_MODELS if is_installed(name)]
     names = ", ".join(installed) if installed else "none installed"
     raise UnknownModelError(f"model folder not found: {name_or_path}, nor is it a built-in model ({names})")
+
+
+def resolve_upscaler(name_or_path: str | Path | None) -> Path:
+    """As resolve_model, with the built-in upscaler as the default."""
+    if name_or_path is None and not is_installed(DEFAULT_UPSCALER):
+        raise UnknownModelError("no built-in upscaler is installed: name an upscaler model folder")
+    return resolve_model(DEFAULT_UPSCALER if name_or_path is None else name_or_path)
 
 
 def folder_size(path: Path) -> int:

@@ -326,6 +326,15 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
+def model_to_dict(config: ModelConfig) -> dict:
+    """A model config as model.yaml holds it: a model that is not an upscaler has no
+    `upscaler` key, so the files of every other model read as they did before upscalers."""
+    data = to_dict(config)
+    if data.get("upscaler") is None:
+        data.pop("upscaler", None)
+    return data
+
+
 def parse_yaml(text: str, source: str | Path) -> Any:
     """Plain data from YAML text (safe_load); errors in one line naming `source`. A tag that
     asks for a Python object (!!python/...) is refused as such, not as broken YAML."""

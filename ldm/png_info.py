@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import PngImagePlugin
 
@@ -47,14 +47,14 @@ class ImageParameters:
     model: str
     width: int
     height: int
-    extra: tuple[tuple[str, str], ...] = ()  # fields the request's run adds (A1111's TI hashes)
+    extra: dict[str, str] = field(default_factory=dict)  # written after the settings' (a later upscale's)
 
     @property
     def seed(self) -> int:
         return self.settings.seed
 
     def fields(self) -> dict[str, str]:
-        return {**self.settings.png_fields(self.mode, self.model, self.width, self.height), **dict(self.extra)}
+        return {**self.settings.png_fields(self.mode, self.model, self.width, self.height), **self.extra}
 
     def to_text(self) -> str:
         lines = [self.settings.prompt]

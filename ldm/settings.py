@@ -35,14 +35,17 @@ from ldm.hires import (
 from ldm.lora.refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, PROMPT_SYNTAXES, check_prompt_syntax
 
-MODES = ("txt2img", "img2img", "inpaint")
+MODES = ("txt2img", "img2img", "inpaint", "upscale")
+DRAWING_MODES = ("txt2img", "img2img", "inpaint")  # not upscale: its size is the input's times the model's scale
 EDIT_MODES = ("img2img", "inpaint")
 TXT2IMG = ("txt2img",)
+UPSCALE = ("upscale",)
 # How much of the picture img2img / inpainting repaints when the user does not say
-# (img2img: AUTOMATIC1111's default denoising strength).
-DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.75, "inpaint": 1.0}
+# (img2img: AUTOMATIC1111's default denoising strength); an upscale draws from pure noise.
+DEFAULT_STRENGTH = {"txt2img": 1.0, "img2img": 0.75, "inpaint": 1.0, "upscale": 1.0}
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds; A1111 and diffusers accept this range
 RANDOM_SEEDS = 2**32  # a random seed is drawn below this, as AUTOMATIC1111 does
+MIN_TILE = 16  # low-resolution pixels a side of an upscale's tiles: smaller ones are mostly overlap
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 7.5
 VAE_TILING = ("auto", "on", "off")  # ldm.pipeline.tiling
@@ -94,6 +97,9 @@ def parse_pad(text: str) -> Pad:
 def show_float(value: float) -> str:
     return f"{value:g}"
 
+TILE_HELP = ("upscale in overlapping tiles of PX low-resolution pixels a side, blended without seams "
+             "(default: the whole picture at once when it fits in memory, else the largest tiles that fit)")  # fmt: skip
+
 
 def parse_vae_tiling(text: str) -> str:
     if text not in VAE_TILING:
@@ -143,10 +149,12 @@ class Settings:
         None, help="seed of the first image (default: random, printed)", flag="--seed", label="Seed", api="seed", parse=int
     )
     width: Optional[int] = option(
-        None, help="image width in pixels, a multiple of 8 (default: the model's size)", flag="--width", api="width", parse=int
+        None, help="image width in pixels, a multiple of 8 (default: the model's size)", flag="--width", api="width", parse=int,
+        modes=DRAWING_MODES,
     )
     height: Optional[int] = option(
-        None, help="image height in pixels, a multiple of 8 (default: the model's size)", flag="--height", api="height", parse=int
+        None, help="image height in pixels, a multiple of 8 (default: the model's size)", flag="--height", api="height", parse=int,
+        modes=DRAWING_MODES,
     )
     n: int = option(1, help="number of images", flag="--n", parse=int)
     batch_size: Optional[int] = option(
@@ -272,10 +280,18 @@ class Settings:
         show=lambda pad: " ".join(map(str, pad)),
         modes=("inpaint",),
     )
+    # A diffusion upscaler's (ldm.pipeline.upscale); AUTOMATIC1111's API has no field for them.
+    noise_level: Optional[int] = option(
+        None,
+        help="noise added to the low-resolution picture before it is upscaled: 0 keeps every detail (and its "
+        "flaws), higher lets the model redraw more (default: the model's own, 20 for Stable Diffusion's x4 upscaler)",
+        flag="--noise-level", label="Noise level", metavar="N", parse=int, modes=UPSCALE,
+    )  # fmt: skip
+    tile: Optional[int] = option(None, help=TILE_HELP, flag="--tile", label="Tile size", metavar="PX", parse=int, modes=UPSCALE)
 
     # ControlNet units; their command-line flags are ldm.cli.control_options' (one unit per --control).
     controls: Optional[tuple[ControlUnit, ...]] = option(
-        None, help="control images steering the ControlNets", expand=control_png_fields
+        None, help="control images steering the ControlNets", expand=control_png_fields, modes=DRAWING_MODES
     )
     # LoRAs added to the denoiser for this request only; the PNG records them (and the prompt's
     # <lora:NAME:WEIGHT> tags) as A1111's `Lora hashes`.
@@ -369,7 +385,7 @@ class Settings:
         fields = {}
         for each in fields_of(mode):
             spec = option_of(each)
-            if each.name == "width":
+            if each.name == "n":  # after the seed, as AUTOMATIC1111 writes them (width and height have no label)
                 fields.update({"Size": f"{width}x{height}", "Model": model})
             value = getattr(shown, each.name)
             if each.name == "strength":
@@ -467,6 +483,8 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
     if mode == "inpaint":
         check_inpaint_settings(settings, limits)
     check_hires_settings(settings, mode, limits)
+    if mode == "upscale":
+        check_upscale_settings(settings)
     try:
         check_control_units(settings.controls or ())
         for path, weight in settings.lora_files():  # weights given in Python skip the parsers' check
@@ -509,6 +527,14 @@ def check_hires_size(found: HiresSize, limits: Limits) -> None:
     if min(found.size) <= 0:
         raise GenerationError("hires size {}x{} is empty: give a larger hires scale or resize".format(*found.size))
     check_size(*found.upscaled, limits, "hires fix size")
+
+
+def check_upscale_settings(settings: Settings) -> None:
+    """The upscale settings a model is not needed for (the noise level's top is the model's)."""
+    if settings.noise_level is not None and settings.noise_level < 0:
+        raise GenerationError(f"noise level must be 0 or more, got {settings.noise_level}")
+    if settings.tile is not None and settings.tile < MIN_TILE:
+        raise GenerationError(f"tile must be at least {MIN_TILE} pixels, got {settings.tile}")
 
 
 def check_input_size(settings: Settings, mode: str, image_size: tuple[int, int], limits: Limits = DEFAULT_LIMITS) -> None:

@@ -61,6 +61,28 @@ def diffusers_pipeline(pipeline_class, components, sampler: str, **parts):
     return pipe
 
 
+def upscale_pipeline(components, sampler: str, text_encoder=None, tokenizer=None):
+    """diffusers' StableDiffusionUpscalePipeline on our upscaler's VAE and U-Net, with the
+    scheduler of `sampler` and the model's low-resolution schedule (without a text encoder,
+    prompts come as our text encoder's embeddings)."""
+    from diffusers import DDPMScheduler, StableDiffusionUpscalePipeline
+
+    from ldm.diffusion.schedule import scheduler_config
+
+    upscaler = components.upscaler
+    pipe = StableDiffusionUpscalePipeline(
+        vae=components.vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=components.denoiser,
+        low_res_scheduler=DDPMScheduler.from_config(scheduler_config(upscaler.low_res_scheduler)),
+        scheduler=make_sampler(sampler, components.scheduler_config).scheduler,
+        max_noise_level=upscaler.max_noise_level,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def pixart_pipeline(components, sampler: str):
     """diffusers' PixArtAlphaPipeline on our VAE and DiT, with the scheduler of `sampler`."""
     from diffusers import PixArtAlphaPipeline

@@ -22,8 +22,9 @@ def _byte_vocab() -> dict[str, int]:
     return {token: i for i, token in enumerate(tokens)}
 
 
-def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
-    from diffusers import StableDiffusionPipeline
+def tiny_clip(components, path: Path, text_heads: int = 2):
+    """A transformers CLIP tokenizer (written under `path`) and a random text model as wide as
+    the denoiser's cross-attention."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab = _byte_vocab()
@@ -46,8 +47,15 @@ def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
             pad_token_id=vocab["<|endoftext|>"],
         )
     ).eval()
+    return tokenizer, text_encoder
+
+
+def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
+    from diffusers import StableDiffusionPipeline
+
     from ldm.diffusion.samplers import make_sampler
 
+    tokenizer, text_encoder = tiny_clip(components, path, text_heads)
     pipe = StableDiffusionPipeline(
         vae=components.vae,
         text_encoder=text_encoder,
@@ -60,4 +68,16 @@ def write_tiny_sd_folder(components, path: Path, text_heads: int = 2) -> Path:
     )
     folder = path / "sd-tiny"
     pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def write_tiny_upscaler_folder(components, path: Path) -> Path:
+    """A diffusers StableDiffusionUpscalePipeline folder from tiny upscaler components (a
+    3-level VAE, a 7-channel U-Net with class labels; tests/tiny.py), with a CLIP text model
+    and ddim as its scheduler."""
+    from reference import upscale_pipeline
+
+    tokenizer, text_encoder = tiny_clip(components, path)
+    folder = path / "x4-upscaler-tiny"
+    upscale_pipeline(components, "ddim", text_encoder, tokenizer).save_pretrained(folder, safe_serialization=True)
     return folder

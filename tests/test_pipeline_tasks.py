@@ -67,5 +67,5 @@ def test_a_new_mode_is_a_task_over_run(tiny_unet_components):
 
 
 def test_an_unknown_mode_is_an_error():
-    with pytest.raises(ValueError, match="not a generation mode: 'upscale'"):
-        task_for("upscale")
+    with pytest.raises(ValueError, match="not a generation mode: 'sketch'"):
+        task_for("sketch")  # (upscale is one since issue 26)

@@ -59,3 +59,19 @@ def build_tiny(**overrides):
 
     torch.manual_seed(0)
     return build_components(model_config_from_dict(tiny_model_dict(**overrides))).eval()
+
+
+# A super-resolution model in the form of Stable Diffusion's x4 upscaler: a 3-level (x4) VAE,
+# a U-Net reading the latents + the picture's 3 channels, one class label per noise level.
+TINY_UPSCALER = {
+    "vae__block_out_channels": [8, 16, 16],
+    "vae__scaling_factor": 0.08333,
+    "unet__in_channels": 7,
+    "unet__num_class_embeds": 351,
+    "upscaler": {"max_noise_level": 350, "noise_level": 20},
+}
+
+
+def build_tiny_upscaler(**overrides):
+    """Components of a tiny x4 upscaler (with `tiny_model_dict` overrides), seeded."""
+    return build_tiny(**{**TINY_UPSCALER, **overrides})

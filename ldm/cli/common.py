@@ -61,11 +61,11 @@ def run_command(prog: str, run, args: argparse.Namespace) -> int:
         fail(prog, str(error))
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
     parser.add_argument(
         "--model",
         metavar="DIR|NAME",
-        help="model folder: one written by ldm-train, or a diffusers-format Stable Diffusion "
+        help=model_help or "model folder: one written by ldm-train, or a diffusers-format Stable Diffusion "
         "folder (model_index.json, unet/, vae/, text_encoder/, ...); or a built-in model's name "
         f"(--list-models; a path wins). Default: the built-in {DEFAULT_MODEL!r} model.",
     )

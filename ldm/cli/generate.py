@@ -22,6 +22,7 @@ from ldm.cli.common import (
 )
 from ldm.cli.control_options import PER_UNIT, add_control_arguments, control_units
 from ldm.cli.options import add_limit_arguments, add_setting_arguments, limits_from_args, settings_from_args
+from ldm.cli.upscale_options import add_upscale_argument, then_upscale, upscaler_path
 from ldm.lora.refs import model_lora_dir
 from ldm.settings import HIRES_FIELDS, GenerationError, Limits, Settings, check_input_size, check_settings, flag_of
 from ldm.timing import Stopwatch
@@ -37,6 +38,7 @@ EXAMPLES = """examples:
   ldm-generate "a lake at dawn" --hires-scale 2 --hires-strength 0.5 --out lake-256.png
   ldm-generate "a meadow at dusk" --control layout.png --control-type layout
   ldm-generate "a lake at dawn" --control photo.jpg --control-type canny --control-scale 0.8 --control-end 0.6
+  ldm-generate "a lake at dawn" --upscale runs/upscaler/model --seed 3 --out lake-x4.png
 
 Image k of a run with --seed S equals a lone run with --seed S+k. Each PNG carries its
 settings in a 'parameters' text chunk (AUTOMATIC1111 layout), so tools that read those
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else used at its own size rounded to multiples of 8)",
     )
     add_control_arguments(parser)
+    add_upscale_argument(parser)
     add_output_arguments(parser)
     add_limit_arguments(parser)
     return parser
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
     if hires and args.init_image is not None:
         raise UsageError(f"{hires[0]} is for text to image: the hires fix draws its own first picture (as in AUTOMATIC1111); drop --init-image")
     request = checked_request(args, mode)
+    upscaler = upscaler_path(args.upscale) if args.upscale is not None else None
     # Project modules that pull in torch are imported after the cheap checks: --help and
     # a mistyped path answer at once.
     from ldm.images import ImageError, load_image
@@ -111,6 +115,8 @@ def run(args: argparse.Namespace, clock: Stopwatch) -> int:
             return pipe.generate(settings, limits=limits, progress=not args.quiet)
         return pipe.img2img(settings, init_image, limits=limits, progress=not args.quiet)
 
+    if upscaler is not None:
+        generate = then_upscale(PROG, args, upscaler, limits, generate, clock)
     produce(PROG, args, request, generate, clock)
     return 0
 

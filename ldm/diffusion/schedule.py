@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from ldm.config import SchedulerConfig
 
 # Our names -> diffusers' names for the beta schedules.
@@ -23,3 +25,21 @@ def scheduler_config(config: SchedulerConfig) -> dict:
         "clip_sample": False,
         "set_alpha_to_one": False,
     }
+
+
+# What diffusers' DDPMScheduler assumes for a key its config leaves out.
+_DIFFUSERS_DEFAULTS = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02}
+
+
+def scheduler_config_from_diffusers(data: dict) -> SchedulerConfig:
+    """Our SchedulerConfig for a diffusers scheduler config (an imported folder's); ValueError
+    for a schedule it cannot express (explicit trained betas, an unknown beta schedule)."""
+    if data.get("trained_betas") is not None:
+        raise ValueError("a scheduler with explicit trained_betas is not supported")
+    data = {**_DIFFUSERS_DEFAULTS, **data}
+    ours = {theirs: name for name, theirs in _BETA_SCHEDULES.items()}
+    if data["beta_schedule"] not in ours:
+        raise ValueError(f"unknown beta_schedule {data['beta_schedule']!r}; expected one of {', '.join(ours)}")
+    known = {field.name for field in dataclasses.fields(SchedulerConfig)}
+    values = {name: value for name, value in data.items() if name in known}
+    return SchedulerConfig(**{**values, "beta_schedule": ours[data["beta_schedule"]]})

@@ -27,7 +27,7 @@ import torch
 import yaml
 
 import ldm.config as config_module
-from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, parse_yaml, to_dict
+from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_dict, model_to_dict, parse_yaml, to_dict
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
 from ldm.diffusion.backbones import backbone_in_diffusers_folder, backbone_of
@@ -44,6 +44,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
+from ldm.formats.diffusers_upscaler import check_upscaler_denoiser, diffusers_upscaler
 from ldm.formats.single_file import load_single_file
 
 CONFIG_FILE = "model.yaml"
@@ -61,7 +62,7 @@ def save_model(components: Components, path: str | Path) -> Path:
         raise ModelError("only models built from an ldm config can be saved in ldm's format")
     path = Path(path)
     with staged_folder(path, is_model_folder, "model folder") as staging:
-        document = {"format_version": FORMAT_VERSION, "model": to_dict(components.config)}
+        document = {"format_version": FORMAT_VERSION, "model": model_to_dict(components.config)}
         (staging / CONFIG_FILE).write_text(yaml.safe_dump(document, sort_keys=False))
         text_tower = getattr(components.first_text_encoder, "tower", components.first_text_encoder)
         states = {
@@ -214,10 +215,12 @@ def _restore_text_buffers(text_encoder) -> None:
 
 def load_diffusers_folder(path: Path) -> Components:
     """A diffusers-format Stable Diffusion folder, offline, safetensors only (its denoiser
-    is found by its subfolder: unet/ in Stable Diffusion's)."""
+    is found by its subfolder: unet/ in Stable Diffusion's); an x4 upscaler's
+    (StableDiffusionUpscalePipeline) with its upscaler description."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    upscaler = diffusers_upscaler(path)
     backbone = backbone_in_diffusers_folder(path)
     denoiser_folder = backbone.diffusers_folder
     for sub in (denoiser_folder, "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -240,6 +243,8 @@ def load_diffusers_folder(path: Path) -> Components:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"cannot read diffusers folder {path}: {first}") from None
     scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    if upscaler is not None:
+        check_upscaler_denoiser(path, denoiser, vae.config.latent_channels, upscaler)
     return Components(
         vae=vae,
         conditioner=TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
@@ -247,6 +252,7 @@ def load_diffusers_folder(path: Path) -> Components:
         scheduler_config=scheduler_config,
         config=None,
         name=path.name,
+        upscaler=upscaler,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ldm.config import ConfigError, ModelConfig, model_config_from_dict, to_dict
+from ldm.config import ConfigError, ModelConfig, model_config_from_dict, model_to_dict
 from ldm.files import clean_leftovers, writing_file
 from ldm.models.weights import ModelError, load_state, read_safetensors, refuse_pickle
 from ldm.diffusion.backbones import backbone_of
@@ -264,7 +264,7 @@ def save_single_file(components: Components, path: str | Path, with_config: bool
         raise ModelError(str(error)) from None
     metadata = {"format": "pt"}
     if with_config and components.config is not None:
-        metadata[CONFIG_METADATA] = json.dumps(to_dict(components.config))
+        metadata[CONFIG_METADATA] = json.dumps(model_to_dict(components.config))
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     # What killed writes of any checkpoint here left (a whole checkpoint each) goes first.

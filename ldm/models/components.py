@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ldm.config import ModelConfig
+from ldm.config import ModelConfig, UpscalerConfig
 from ldm.diffusion.schedule import scheduler_config
 from ldm.diffusion.backbones import backbone_for_config
 from ldm.models.autoencoder import build_vae
@@ -24,6 +24,9 @@ class Components:
     scheduler_config: dict  # diffusers scheduler config: the model's noise schedule
     config: Optional[ModelConfig] = None  # ours; None for imported diffusers folders
     name: str = "ldm"
+    # Set for a super-resolution model (config.upscaler for ours; an imported x4 upscaler's
+    # max_noise_level and low_res_scheduler): its denoiser reads a low-resolution picture.
+    upscaler: Optional[UpscalerConfig] = None
 
     @property
     def text_encoders(self) -> list[TextEncoder]:
@@ -81,6 +84,7 @@ def build_components(config: ModelConfig) -> Components:
         scheduler_config=scheduler_config(config.scheduler),
         config=config,
         name=config.name,
+        upscaler=config.upscaler,
     )
 
 

@@ -8,10 +8,12 @@
     photo = Image.open("photo.png")
     pipe.img2img("a lake at dusk", photo, strength=0.6, seed=7).images[0].save("dusk.png")
     pipe.inpaint("a boat", photo, Image.open("mask.png"), seed=7).images[0].save("boat.png")
+    Pipeline.load("x4-upscaler").upscale("a lake", photo, noise_level=20, seed=7).images[0].save("big.png")
 
-All three are tasks (txt2img.py, img2img.py, inpaint.py) over one sampling run
+All four are tasks (txt2img.py, img2img.py, inpaint.py, upscale.py) over one sampling run
 (`Pipeline.sample`, one denoising loop: ldm.diffusion.sampling.denoise); they differ in the
-starting latents, the first timestep (strength) and the inpainting constraint.
+starting latents, the first timestep (strength), the inpainting constraint and the image-side
+conditions (an upscaler's noised picture and noise level).
 """
 
 from ldm.pipeline.core import Pipeline

@@ -48,7 +48,7 @@ def in_batches(
     except (ValueError, ModelError) as error:  # a file not found, not safetensors, not fitting
         raise GenerationError(str(error)) from None
     result.notes += [note for note in embeddings.notes if note not in result.notes]
-    extra = tuple(embeddings.png_fields().items())
+    extra = dict(embeddings.png_fields())
     try:
         conditioner.embeddings = embeddings.vocabulary  # the prompts' embedding names read as their vectors
         for start in range(0, settings.n, batch_size):

@@ -42,6 +42,8 @@ from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
+from ldm.pipeline.upscale_chain import upscale_result
+from ldm.pipeline.upscale_tiles import upscale_picture
 from ldm.settings import DEFAULT_LIMITS, GenerationError, Limits, Settings, as_settings, check_settings
 from ldm.timing import Stopwatch
 
@@ -256,6 +258,28 @@ class Pipeline:
         settings = self.request(prompt, with_strength(options, strength))
         return self.run(Inpaint(image, mask), settings, callback=callback, progress=progress, limits=limits)
 
+    def upscale(
+        self,
+        prompt: str | Settings,
+        image: Image.Image,
+        *,
+        callback: Optional[Callable[[StepInfo], None]] = None,
+        progress: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+        **options,
+    ) -> GenerationResult:
+        """`n` upscales of `image` by this upscaler (a model with an `upscaler` section, or a
+        diffusers x4-upscaler folder): its VAE's scale times the size (4 for Stable Diffusion's),
+        steered by `prompt`. `noise_level` (default: the model's) noises the picture first;
+        `tile` (low-resolution pixels a side) upscales in overlapping tiles, as happens on its
+        own when the whole does not fit in memory (ldm.pipeline.upscale_tiles)."""
+        return upscale_picture(self, self.request(prompt, options), image, limits, callback, progress)
+
+    def upscale_result(self, result: GenerationResult, *, limits: Limits = DEFAULT_LIMITS, progress: bool = True, **options) -> GenerationResult:
+        """Each image of another model's `result` (generate, img2img, inpaint) upscaled by this
+        upscaler with the image's prompt and seed; the parameters record both (ldm.pipeline.upscale_chain)."""
+        return upscale_result(self, result, limits=limits, progress=progress, **options)
+
     def run(
         self,
         task: Task,
@@ -282,8 +306,9 @@ class Pipeline:
 
     @property
     def is_inpainting_model(self) -> bool:
-        """A 9-channel U-Net: latents + mask + masked-image latents."""
-        return self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
+        """A 9-channel U-Net: latents + mask + masked-image latents (an upscaler's extra channels are a picture)."""
+        extra_channels = self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
+        return extra_channels and self.components.upscaler is None
 
     def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
         """The batch's (cond, uncond) schedules (uncond None without an unconditional pass),
@@ -366,7 +391,7 @@ class Pipeline:
             batch.clock.lap("encode")
         controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
         request = SampleRequest(
-            batch.cond.replace(concat=start.concat), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
+            start.conditioned(batch.cond), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
             settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,
             strength=strength, known_region=start.known_region, controls=tuple(controls),
         )  # fmt: skip

@@ -14,7 +14,7 @@ from ldm.control.prepare import crop_controls
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, latent_mask, masked_pixels
 from ldm.images import from_pil, mask_from_pil, resized, work_size
 from ldm.masks import Canvas, composite, crop_box, make_canvas
-from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels
+from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_upscaler
 from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_size
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Inpaint:
 
     def plan(self, pipe: "Pipeline", settings: Settings, limits: Limits, notes: list[str]) -> Plan:
         image, mask = self.image, self.mask
+        refuse_upscaler(pipe)
         check_input_size(settings, self.mode, image.size, limits)
         if mask is None and settings.pad is None:
             raise GenerationError("inpainting needs a mask (or an outpainting pad)")

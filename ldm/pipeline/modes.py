@@ -12,6 +12,7 @@ from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.task import Task
 from ldm.pipeline.txt2img import Txt2Img
 from ldm.settings import Settings
+from ldm.pipeline.upscale import Upscale
 
 
 def task_for(mode: str, image: Optional[Image.Image] = None, mask: Optional[Image.Image] = None, settings: Optional[Settings] = None) -> Task:
@@ -23,4 +24,6 @@ def task_for(mode: str, image: Optional[Image.Image] = None, mask: Optional[Imag
         return Img2Img(image)
     if mode == Inpaint.mode:
         return Inpaint(image, mask)
+    if mode == Upscale.mode:
+        return Upscale(image)
     raise ValueError(f"not a generation mode: {mode!r}")

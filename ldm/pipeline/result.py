@@ -19,3 +19,10 @@ class GenerationResult:
     @property
     def seeds(self) -> list[int]:
         return [p.seed for p in self.parameters]
+
+    def add_notes_and_timings(self, other: "GenerationResult", prefix: str = "") -> None:
+        """`other`'s notes (those not told yet) and timings (added up, named `prefix` + name):
+        a result made of several runs (an upscale's tiles, a generation then its upscale)."""
+        self.notes += [note for note in other.notes if note not in self.notes]
+        for name, seconds in other.timings.items():
+            self.timings[prefix + name] = self.timings.get(prefix + name, 0.0) + seconds

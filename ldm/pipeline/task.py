@@ -9,7 +9,7 @@ new mode (an upscaler, a hires fix) is one more small task file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 import torch
@@ -32,9 +32,15 @@ class Start:
     noise: torch.Tensor  # (B, C, h, w) unit-variance noise
     init_latents: Optional[torch.Tensor] = None  # (B, C, h, w) the input's latents (img2img, 4-channel inpainting)
     known_region: Optional[KnownRegion] = None  # put back after every step (4-channel inpainting)
-    concat: Optional[torch.Tensor] = None  # (B, C', h, w) channels beside the latents (9-channel inpainting)
+    concat: Optional[torch.Tensor] = None  # (B, C', h, w) channels beside the latents (9-channel inpainting, an upscaler's picture)
     read_input: bool = False  # whether an input picture was read (timed as "encode")
     callback: Optional[Callable[[StepInfo], None]] = None  # the run's step callback when not the batch's (a pass of several)
+    vectors: dict[str, torch.Tensor] = field(default_factory=dict)  # named image-side inputs, each (B, ...): an upscaler's "noise_level"
+
+    def conditioned(self, cond: Conditioning) -> Conditioning:
+        """`cond` (the text side's) with this start's image-side conditions; the unconditional
+        pass shares them (ldm.diffusion.guidance)."""
+        return cond.replace(concat=self.concat, vectors={**cond.vectors, **self.vectors})
 
 
 @dataclass
@@ -78,8 +84,15 @@ class Task(Protocol):
         ...
 
 
+def refuse_upscaler(pipe: "Pipeline") -> None:
+    """Only the upscale mode gives an upscaler's denoiser the low-resolution picture it reads."""
+    if pipe.components.upscaler is not None:
+        raise GenerationError("this model is an upscaler (its denoiser reads a low-resolution picture): use upscale (ldm-upscale)")
+
+
 def refuse_inpainting_model(pipe: "Pipeline") -> None:
-    """A mode without a mask cannot drive a model whose denoiser reads one."""
+    """A mode without a mask cannot drive a model whose denoiser reads one (nor an upscaler)."""
+    refuse_upscaler(pipe)
     if pipe.is_inpainting_model:
         raise GenerationError("this model is an inpainting model (its denoiser takes a mask): use inpaint")
 

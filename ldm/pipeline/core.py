@@ -391,7 +391,7 @@ class Pipeline:
             batch.clock.lap("encode")
         controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
         request = SampleRequest(
-            start.conditioned(batch.cond), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
+            ConditioningSchedule.of(batch.cond).map(start.conditioned), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
             settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,
             strength=strength, known_region=start.known_region, controls=tuple(controls),
         )  # fmt: skip

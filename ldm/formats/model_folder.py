@@ -44,6 +44,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
+from ldm.formats.diffusers_sdxl import check_sdxl_base, is_sdxl_folder, sdxl_text_side
 from ldm.formats.diffusers_upscaler import check_upscaler_denoiser, diffusers_upscaler
 from ldm.formats.single_file import load_single_file
 
@@ -215,18 +216,22 @@ def _restore_text_buffers(text_encoder) -> None:
 
 def load_diffusers_folder(path: Path) -> Components:
     """A diffusers-format Stable Diffusion folder, offline, safetensors only (its denoiser
-    is found by its subfolder: unet/ in Stable Diffusion's); an x4 upscaler's
+    is found by its subfolder: unet/ in Stable Diffusion's); SDXL's (two text encoders:
+    ldm.formats.diffusers_sdxl); an x4 upscaler's
     (StableDiffusionUpscalePipeline) with its upscaler description."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, CLIPTokenizer
 
     upscaler = diffusers_upscaler(path)
+    check_sdxl_base(path)
     backbone = backbone_in_diffusers_folder(path)
     denoiser_folder = backbone.diffusers_folder
-    for sub in (denoiser_folder, "vae", "text_encoder", "tokenizer", "scheduler"):
+    text_folders = ("text_encoder", "text_encoder_2") if is_sdxl_folder(path) else ("text_encoder",)
+    tokenizers = ("tokenizer", "tokenizer_2") if is_sdxl_folder(path) else ("tokenizer",)
+    for sub in (denoiser_folder, "vae", *text_folders, *tokenizers, "scheduler"):
         if not (path / sub).is_dir():
             raise ModelError(f"{path} has model_index.json but no {sub}/ folder")
-    for sub in (denoiser_folder, "vae", "text_encoder"):
+    for sub in (denoiser_folder, "vae", *text_folders):
         if not any((path / sub).glob("*.safetensors")):
             pickled = [p for p in (path / sub).iterdir() if p.suffix in PICKLE_SUFFIXES]
             if pickled:
@@ -239,6 +244,7 @@ def load_diffusers_folder(path: Path) -> Components:
         text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
         tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        conditioner = sdxl_text_side(path, text_model, tokenizer, **options)
     except (OSError, ValueError, json.JSONDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"cannot read diffusers folder {path}: {first}") from None
@@ -247,7 +253,7 @@ def load_diffusers_folder(path: Path) -> Components:
         check_upscaler_denoiser(path, denoiser, vae.config.latent_channels, upscaler)
     return Components(
         vae=vae,
-        conditioner=TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
+        conditioner=conditioner or TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
         denoiser=denoiser,
         scheduler_config=scheduler_config,
         config=None,

@@ -65,6 +65,8 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     """Reads a LoRA file and matches every part of it to a module of `components`."""
     path = Path(path)
     backbone = backbone_of(components.denoiser)
+    if getattr(backbone, "takes_time_ids", False):
+        raise LoraError(f"{path}: LoRAs on SDXL models are not supported yet")
     if not backbone.supports_lora:
         raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone.kind}")
     state = read_safetensors(path)

@@ -38,13 +38,23 @@ def one_encoder(encodings: Sequence[TextEncoding]) -> Conditioning:
     return Conditioning(encoding.hidden, pooled=encoding.pooled)
 
 
+def concatenated(encodings: Sequence[TextEncoding]) -> Conditioning:
+    """SDXL's text side: the encoders' hidden states side by side along the width (768 + 1280
+    = 2048), the last encoder's pooled (projected) output the pooled vector."""
+    tokens = torch.cat([encoding.hidden for encoding in encodings], dim=-1)  # (B, L, sum of widths)
+    return Conditioning(tokens, pooled=encodings[-1].pooled)
+
+
 class TextConditioner:
     """Prompts -> Conditioning. Gradients flow as the caller's mode says (the LoRA stage
     trains text encoders through it; inference calls it under no_grad)."""
 
-    def __init__(self, encoders: Sequence[TextEncoder], combine: Combine = one_encoder):
+    def __init__(self, encoders: Sequence[TextEncoder], combine: Combine = one_encoder, zeros_for_empty_negative: bool = False):
         self.encoders = list(encoders)
         self.combine = combine
+        # An empty negative prompt conditions as zeros, not as the encoding of "" (SDXL's
+        # force_zeros_for_empty_prompt; A1111 does the same for SDXL).
+        self.zeros_for_empty_negative = zeros_for_empty_negative
         # A request's textual-inversion embeddings (its encoder reads their names as vectors); None: none.
         self.embeddings: Optional[PromptEmbeddings] = None
 

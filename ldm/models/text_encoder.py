@@ -137,12 +137,17 @@ class OpenClipTextEncoder(nn.Module):
 
 class HFClipTextEncoder(nn.Module):
     """transformers CLIPTextModel (or CLIPTextModelWithProjection) + CLIPTokenizer, as stored
-    in diffusers SD folders."""
+    in diffusers SD folders. `layer`: "last" (the last hidden state, final LayerNorm applied:
+    SD 1/2) or "penultimate" (the second-to-last block's output as it is, no final LayerNorm:
+    both of SDXL's encoders)."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, layer: str = "last"):
         super().__init__()
+        if layer not in ("last", "penultimate"):
+            raise ValueError(f"layer must be 'last' or 'penultimate', not {layer!r}")
         self.model = model
         self.tokenizer = tokenizer
+        self.layer = layer
 
     @property
     def width(self) -> int:
@@ -180,10 +185,12 @@ class HFClipTextEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> TextEncoding:
         # Same as StableDiffusionPipeline: the last hidden state, final LayerNorm applied
         # (SD 2 folders already cut the model to its penultimate layer in their config).
-        out = self.model(tokens)
+        penultimate = self.layer == "penultimate"
+        out = self.model(tokens, output_hidden_states=penultimate)
+        hidden = out.hidden_states[-2] if penultimate else out.last_hidden_state
         # A model with a projection (SDXL's second encoder) pools into text_embeds.
         pooled = out.text_embeds if hasattr(out, "text_embeds") else out.pooler_output
-        return TextEncoding(out.last_hidden_state, pooled)  # (B, L, width), (B, P)
+        return TextEncoding(hidden, pooled)  # (B, L, width), (B, P)
 
 
 def framed(chunks: list[list[int]], start: int, end: int, pad: int, length: int) -> torch.Tensor:

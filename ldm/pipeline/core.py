@@ -140,8 +140,27 @@ class Pipeline:
         """Latents (already scaled by scaling_factor) -> pixels (B, 3, H, W) in [-1, 1];
         `tile`: in overlapping tiles of that many pixels a side (`vae_tile`: the usual)."""
         vae = self.components.vae
+        if self.upcasts_vae and vae.dtype == torch.float16:
+            return self._decode_upcast(latents, tile)
         with tiled(vae, tile):
             return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+
+    @property
+    def upcasts_vae(self) -> bool:
+        """Whether fp16 latents decode in fp32: SDXL's VAE overflows in fp16 unless its config
+        says otherwise (force_upcast), as diffusers' SDXL pipelines do; SD 1/2 pipelines never upcast."""
+        takes_time_ids = getattr(backbone_of(self.components.denoiser), "takes_time_ids", False)
+        return takes_time_ids and getattr(self.components.vae.config, "force_upcast", False)
+
+    def _decode_upcast(self, latents: torch.Tensor, tile: Optional[int]) -> torch.Tensor:
+        vae = self.components.vae
+        vae.to(torch.float32)
+        try:
+            with tiled(vae, tile):
+                pixels = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+        finally:
+            vae.to(torch.float16)
+        return pixels.to(torch.float16)
 
     @torch.no_grad()
     def encode_images(
@@ -327,6 +346,8 @@ class Pipeline:
         cond = self.encode_prompt(prompt, len(batch), evaluations, first.prompt_syntax)
         if not self.two_passes(first.cfg):
             return cond, None
+        if not first.negative and getattr(self.components.conditioner, "zeros_for_empty_negative", False):
+            return cond, cond.map(lambda c: c.map(torch.zeros_like))  # SDXL: zeros, not the encoding of ""
         uncond = self.encode_prompt(first.negative, len(batch), evaluations, first.prompt_syntax)
         if token_count(cond) == token_count(uncond):
             return cond, uncond

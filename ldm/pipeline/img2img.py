@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ldm.images import from_pil, resized, work_size
-from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_inpainting_model
+from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_inpainting_model, size_conditions
 from ldm.settings import Limits, Settings, check_input_size, check_size
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Img2Img:
             init_latents = None
             if strength < 1.0:
                 init_latents = pipe.encode_images(input_pixels(pipe, pixels, len(generators)), generators)  # (B, C, h, w)
-            return Start(pipe.noise(generators, *size), init_latents, read_input=True)
+            vectors = size_conditions(pipe, size, len(generators))
+            return Start(pipe.noise(generators, *size), init_latents, read_input=True, vectors=vectors)
 
         return Plan(settings, size, size, start, strength)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol
 import torch
 from PIL import Image
 
+from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.inpainting import KnownRegion
 from ldm.diffusion.sampling import StepInfo
@@ -95,6 +96,18 @@ def refuse_inpainting_model(pipe: "Pipeline") -> None:
     refuse_upscaler(pipe)
     if pipe.is_inpainting_model:
         raise GenerationError("this model is an inpainting model (its denoiser takes a mask): use inpaint")
+
+
+def size_conditions(pipe: "Pipeline", size: tuple[int, int], n: int) -> dict[str, torch.Tensor]:
+    """SDXL's micro-conditioning for `n` images drawn at `size` (width, height), as
+    `Start.vectors`: time_ids (n, 6) = (original height, width, crop top, left, target height,
+    width) with A1111's defaults (original = target = the drawn size, no crop); the
+    unconditional pass shares them, as diffusers' does. Nothing for other models."""
+    if not getattr(backbone_of(pipe.components.denoiser), "takes_time_ids", False):
+        return {}
+    width, height = size
+    ids = torch.tensor([height, width, 0, 0, height, width], dtype=pipe.components.dtype, device=pipe.components.device)
+    return {"time_ids": ids.expand(n, -1)}
 
 
 def input_pixels(pipe: "Pipeline", pixels: torch.Tensor, n: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model
+from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model, size_conditions
 from ldm.settings import Limits, Settings, check_size
 
 if TYPE_CHECKING:
@@ -25,6 +25,6 @@ class Txt2Img:
         refuse_inpainting_model(pipe)
 
         def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
-            return Start(pipe.noise(generators, *size))
+            return Start(pipe.noise(generators, *size), vectors=size_conditions(pipe, size, len(generators)))
 
         return Plan(settings, size, size, start)

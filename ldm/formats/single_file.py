@@ -68,6 +68,8 @@ def load_single_file(path: str | Path) -> Components:
     state = read_safetensors(path)
     if not any(k.startswith(UNET_PREFIX) for k in state) or not any(k.startswith(VAE_PREFIX) for k in state):
         raise ModelError(f"{path} is not a Stable Diffusion checkpoint: no {UNET_PREFIX}* or {VAE_PREFIX}* weights")
+    if any(k.startswith("conditioner.embedders.") for k in state):
+        raise ModelError(f"{path} is an SDXL checkpoint; SDXL single files are not supported yet (a diffusers SDXL folder is)")
     layout = "sd1" if any(k.startswith(HF_CLIP_PREFIX) for k in state) else "sd2"
     if layout == "sd2" and not any(k.startswith(OPEN_CLIP_PREFIX) for k in state):
         raise ModelError(f"{path} has no text encoder weights ({HF_CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*)")

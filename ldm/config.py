@@ -132,10 +132,18 @@ class SchedulerConfig:
     beta_schedule: str = "scaled_linear"  # linear | scaled_linear | cosine
     beta_start: float = 0.00085
     beta_end: float = 0.012
-    prediction_type: str = "epsilon"  # epsilon | v_prediction
+    prediction_type: str = "epsilon"  # epsilon | v_prediction | flow (rectified flow: the beta keys do not apply)
     timestep_spacing: str = "leading"
     steps_offset: int = 1
     rescale_betas_zero_snr: bool = False
+    # Flow matching only (ldm.diffusion.process.RectifiedFlow): the resolution shift and how
+    # training draws noise levels and weighs them (SD3's choices).
+    shift: float = 1.0
+    timestep_sampling: str = "uniform"  # uniform | logit_normal | mode
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    loss_weighting: str = "none"  # none | sigma_sqrt | cosmap
 
 
 @dataclass
@@ -177,7 +185,9 @@ class ModelConfig:
 
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
-PREDICTION_TYPES = ("epsilon", "v_prediction")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "flow")
+TIMESTEP_SAMPLINGS = ("uniform", "logit_normal", "mode")  # ldm.diffusion.process.RectifiedFlow's
+LOSS_WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 TEXT_LAYERS = ("last", "penultimate")
 
 
@@ -187,10 +197,18 @@ def one_of(key: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{key} is {value!r}; expected one of {', '.join(choices)}")
 
 
+def check_flow_keys(scheduler: SchedulerConfig) -> None:
+    one_of("model.scheduler.timestep_sampling", scheduler.timestep_sampling, TIMESTEP_SAMPLINGS)
+    one_of("model.scheduler.loss_weighting", scheduler.loss_weighting, LOSS_WEIGHTINGS)
+    if scheduler.shift <= 0 or scheduler.logit_std <= 0:
+        raise ConfigError(f"model.scheduler.shift and logit_std must be positive, got {scheduler.shift}, {scheduler.logit_std}")
+
+
 def validate_model(config: ModelConfig) -> None:
     """Value checks that a type check cannot make; each names its key."""
     one_of("model.scheduler.beta_schedule", config.scheduler.beta_schedule, BETA_SCHEDULES)
     one_of("model.scheduler.prediction_type", config.scheduler.prediction_type, PREDICTION_TYPES)
+    check_flow_keys(config.scheduler)
     one_of("model.text_encoder.layer", config.text_encoder.layer, TEXT_LAYERS)
     if config.text_encoder.layer == "penultimate" and config.text_encoder.layers < 2:
         raise ConfigError("model.text_encoder.layer 'penultimate' needs at least 2 layers")

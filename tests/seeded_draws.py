@@ -12,3 +12,6 @@ class SeededDraws:
 
     def randint(self, high, shape):
         return torch.randint(0, high, shape, generator=self.generator)
+
+    def randn(self, shape):
+        return torch.randn(shape, generator=self.generator)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from reference import LastLatents, diffusers_pipeline
 
-from ldm.diffusion.samplers import SAMPLER_NAMES, make_sampler
+from ldm.diffusion.samplers import DDPM_SAMPLER_NAMES, make_sampler
 from ldm.images import from_pil, to_pil, work_size
 from ldm.settings import GenerationError
 from ldm.pipeline import Pipeline, make_generators
@@ -15,7 +15,7 @@ from ldm.png_info import parse_parameters
 STEPS = 4
 
 
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", DDPM_SAMPLER_NAMES)
 def test_matches_diffusers_img2img(tiny_components, photo, sampler):
     from diffusers import StableDiffusionImg2ImgPipeline
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from reference import LastLatents, diffusers_pipeline
 
-from ldm.diffusion.samplers import SAMPLER_NAMES
+from ldm.diffusion.samplers import DDPM_SAMPLER_NAMES
 from ldm.masks import crop_box
 from ldm.settings import GenerationError
 from ldm.pipeline import Pipeline, make_generators
@@ -22,7 +22,7 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 @pytest.mark.parametrize("strength", [1.0, 0.5])
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", DDPM_SAMPLER_NAMES)
 @pytest.mark.parametrize("unet_channels", [4, 9])
 def test_matches_diffusers_inpaint(request, backbone, photo, unet_channels, sampler, strength):
     from diffusers import StableDiffusionInpaintPipeline

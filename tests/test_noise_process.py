@@ -9,7 +9,7 @@ import torch
 
 from ldm.config import SchedulerConfig
 from ldm.diffusion.process import DiscreteDDPM, noise_process
-from ldm.diffusion.samplers import SAMPLER_NAMES, make_sampler
+from ldm.diffusion.samplers import DDPM_SAMPLER_NAMES, make_sampler
 from ldm.diffusion.schedule import scheduler_config
 from seeded_draws import SeededDraws
 
@@ -70,7 +70,7 @@ def test_timesteps_are_drawn_over_the_whole_schedule_and_placed_by_noise_level()
     assert torch.equal(process.model_time(drawn), drawn)
 
 
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", DDPM_SAMPLER_NAMES)
 def test_every_sampler_feeds_the_denoiser_what_the_process_trained_it_on(sampler):
     """renoise then model_input at the strength's first timestep is the process's noised
     latents, and model_input of start(noise) at the first step is the noise itself, in DDPM

@@ -4,12 +4,12 @@ stopped at, which every sampler provides."""
 import pytest
 import torch
 
-from ldm.diffusion.samplers import SAMPLER_NAMES
+from ldm.diffusion.samplers import DDPM_SAMPLER_NAMES
 from ldm.diffusion.sampling import StopSampling
 from ldm.pipeline import Pipeline, SampleRequest
 
 
-@pytest.mark.parametrize("sampler", SAMPLER_NAMES)
+@pytest.mark.parametrize("sampler", DDPM_SAMPLER_NAMES)
 def test_every_sampler_gives_its_clean_latents_estimate_at_every_step(tiny_unet_components, sampler):
     seen = []
     Pipeline(tiny_unet_components).generate("a lake", steps=4, seed=0, sampler=sampler, callback=seen.append, progress=False)

@@ -6,9 +6,11 @@ latents; DDIM does not), so no caller touches the scheduler's own API."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ldm.diffusion.schedule import is_flow
 from ldm.errors import LdmError
 
 if TYPE_CHECKING:  # torch is not imported at run time: `--help` reads SAMPLER_NAMES from here
@@ -44,9 +46,32 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
     }
 
 
-# The names, without importing diffusers (for argument parsing and error messages).
-SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm")
+def _flow_registry(scheduler_config: dict) -> dict[str, tuple[Any, dict, bool]]:
+    """The solvers of flow models (ldm.diffusion.process.RectifiedFlow): diffusers' flow-matching
+    Euler and Heun, and DPM-Solver++ and UniPC on flow sigmas (x_s = (1 - s) x0 + s e)."""
+    from diffusers import (
+        DPMSolverMultistepScheduler,
+        FlowMatchEulerDiscreteScheduler,
+        FlowMatchHeunDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    flow_sigmas = {"use_flow_sigmas": True, "flow_shift": scheduler_config.get("shift", 1.0)}
+    return {
+        "flow-euler": (FlowMatchEulerDiscreteScheduler, {}, False),
+        "flow-heun": (FlowMatchHeunDiscreteScheduler, {}, False),
+        "flow-dpm++2m": (DPMSolverMultistepScheduler, {**flow_sigmas, "algorithm_type": "dpmsolver++", "solver_order": 2}, False),
+        "flow-unipc": (UniPCMultistepScheduler, flow_sigmas, False),
+    }
+
+
+# The names, without importing diffusers (for argument parsing and error messages): those of
+# the discrete DDPM family (eps and v models) and those of flow models.
+DDPM_SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm")
+FLOW_SAMPLER_NAMES = ("flow-euler", "flow-heun", "flow-dpm++2m", "flow-unipc")
+SAMPLER_NAMES = DDPM_SAMPLER_NAMES + FLOW_SAMPLER_NAMES
 DEFAULT_SAMPLER = "dpm++2m"
+DEFAULT_FLOW_SAMPLER = "flow-euler"
 
 
 class UnknownSampler(LdmError, ValueError):
@@ -59,6 +84,15 @@ def check_sampler_name(name: str) -> str:
     return name
 
 
+def samplers_for(scheduler_config: dict) -> tuple[str, ...]:
+    """The sampler names that apply to a model's parameterisation."""
+    return FLOW_SAMPLER_NAMES if is_flow(scheduler_config) else DDPM_SAMPLER_NAMES
+
+
+def default_sampler(scheduler_config: dict) -> str:
+    return DEFAULT_FLOW_SAMPLER if is_flow(scheduler_config) else DEFAULT_SAMPLER
+
+
 @dataclass
 class SamplerStep:
     prev_sample: Any  # (B, C, h, w): the latents after the step
@@ -68,7 +102,7 @@ class SamplerStep:
 @dataclass
 class Sampler:
     """A diffusers scheduler of the discrete DDPM family (ldm.diffusion.process.DiscreteDDPM);
-    a flow-matching solver will be another class with the same methods."""
+    `FlowSampler` is a flow model's."""
 
     scheduler: Any  # a fresh diffusers scheduler: they keep per-run state
     takes_generator: bool  # stochastic steps draw their noise from the per-image generators
@@ -129,8 +163,48 @@ class Sampler:
         return scheduler.timesteps[start:]
 
 
-def make_sampler(name: str, scheduler_config: dict) -> Sampler:
-    """The sampler called `name`, on the model's noise schedule."""
+class FlowSampler(Sampler):
+    """A flow model's solver: it starts from the unit noise itself (s = 1), the denoiser reads
+    the latents as they are, and renoising is the straight line (1 - s) x0 + s e."""
+
+    def start(self, noise: torch.Tensor) -> torch.Tensor:
+        return noise
+
+    def model_input(self, latents: torch.Tensor, timestep) -> torch.Tensor:
+        return latents
+
+    def renoise(self, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        scheduler = self.scheduler
+        if hasattr(scheduler, "scale_noise"):  # the flow-matching Euler and Heun
+            return scheduler.scale_noise(x0, timesteps, noise)
+        return scheduler.add_noise(x0, noise, timesteps)  # DPM-Solver/UniPC on flow sigmas: alpha = 1 - s
+
+
+class UnsuitableSampler(UnknownSampler):
+    pass
+
+
+def check_sampler_fits(name: str, scheduler_config: dict) -> str:
+    """`name`, if it is a sampler of the model's parameterisation; else UnsuitableSampler
+    listing those that are (a DDPM sampler on a flow model, or the reverse)."""
     check_sampler_name(name)
+    suitable = samplers_for(scheduler_config)
+    if name not in suitable:
+        kind = "a flow-matching" if is_flow(scheduler_config) else "an eps/v"
+        raise UnsuitableSampler(f"sampler {name!r} does not apply to {kind} model; its samplers: {', '.join(suitable)}")
+    return name
+
+
+def make_sampler(name: str, scheduler_config: dict) -> Sampler:
+    """The sampler called `name`, on the model's noise schedule; UnsuitableSampler when it is
+    not one of the model's parameterisation (a DDPM sampler on a flow model, or the reverse)."""
+    check_sampler_fits(name, scheduler_config)
+    if is_flow(scheduler_config):
+        scheduler_class, overrides, takes_generator = _flow_registry(scheduler_config)[name]
+        # A flow config also holds the training density (and `shift` or `prediction_type`,
+        # which not every flow solver takes): each gets only its own keys.
+        accepted = inspect.signature(scheduler_class.__init__).parameters
+        own = {key: value for key, value in scheduler_config.items() if key in accepted}
+        return FlowSampler(scheduler_class.from_config(own, **overrides), takes_generator)
     scheduler_class, overrides, takes_generator = _registry()[name]
     return Sampler(scheduler_class.from_config(scheduler_config, **overrides), takes_generator)

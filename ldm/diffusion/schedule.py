@@ -10,8 +10,23 @@ from ldm.config import SchedulerConfig
 _BETA_SCHEDULES = {"linear": "linear", "scaled_linear": "scaled_linear", "cosine": "squaredcos_cap_v2"}
 
 
+FLOW_PREDICTION = "flow_prediction"  # diffusers' name for a velocity (e - x0) target
+
+
+def is_flow(scheduler_config: dict) -> bool:
+    """Whether a model's scheduler config (Components.scheduler_config) is a flow model's."""
+    return scheduler_config.get("prediction_type") == FLOW_PREDICTION
+
+
+# What a flow model's scheduler config holds besides diffusers' FlowMatchEulerDiscreteScheduler's
+# keys: the training density and weighting (ldm.diffusion.process.RectifiedFlow reads them).
+_FLOW_TRAINING_KEYS = ("timestep_sampling", "logit_mean", "logit_std", "mode_scale", "loss_weighting")
+
+
 def scheduler_config(config: SchedulerConfig) -> dict:
     """A diffusers scheduler config dict; every sampler is built from this one dict."""
+    if config.prediction_type == "flow":
+        return flow_scheduler_config(config)
     return {
         "num_train_timesteps": config.num_train_timesteps,
         "beta_schedule": _BETA_SCHEDULES[config.beta_schedule],
@@ -24,6 +39,17 @@ def scheduler_config(config: SchedulerConfig) -> dict:
         # Latents are not bounded like pixels, so never clip the predicted x0.
         "clip_sample": False,
         "set_alpha_to_one": False,
+    }
+
+
+def flow_scheduler_config(config: SchedulerConfig) -> dict:
+    """A FlowMatchEulerDiscreteScheduler config, marked as a flow model's by diffusers' own
+    `flow_prediction` (which its DPM-Solver and UniPC read in their flow form)."""
+    return {
+        "num_train_timesteps": config.num_train_timesteps,
+        "shift": config.shift,
+        "prediction_type": FLOW_PREDICTION,
+        **{key: getattr(config, key) for key in _FLOW_TRAINING_KEYS},
     }
 
 

@@ -23,7 +23,7 @@ from ldm.diffusion.conditioning_schedule import ConditioningSchedule, padded, to
 from ldm.diffusion.denoiser import guidance_embedding_width
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.inpainting import keep_known_region
-from ldm.diffusion.samplers import make_sampler
+from ldm.diffusion.samplers import UnknownSampler, check_sampler_fits, default_sampler, make_sampler
 from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.formats.model_folder import ModelError, load_model
 from ldm.images import to_pil
@@ -209,7 +209,13 @@ class Pipeline:
         LoRA names resolve in the model's own loras/ folder unless the request names a folder."""
         config = self.components.config
         model_defaults = dataclasses.asdict(config.sampling) if config is not None else {}
+        if model_defaults.get("sampler") is None:  # a flow model's own default: flow-euler
+            model_defaults["sampler"] = default_sampler(self.components.scheduler_config)
         settings = as_settings(prompt, options).with_defaults(model_defaults)
+        try:
+            check_sampler_fits(settings.sampler, self.components.scheduler_config)
+        except UnknownSampler as error:
+            raise GenerationError(str(error)) from None
         if settings.lora_dir is None and self.lora_dir is not None:
             settings = settings.replace(lora_dir=self.lora_dir)
         return settings

@@ -19,6 +19,11 @@ A1111_SAMPLERS = {
     "Heun": ("heun", ["k_heun"]),
     "UniPC": ("unipc", []),
     "LCM": ("lcm", []),
+    # Flow models' solvers (no A1111 names of their own: ours, spelled as A1111 spells the rest).
+    "Euler (flow)": ("flow-euler", []),
+    "Heun (flow)": ("flow-heun", []),
+    "DPM++ 2M (flow)": ("flow-dpm++2m", []),
+    "UniPC (flow)": ("flow-unipc", []),
 }
 OURS_TO_A1111 = {ours: name for name, (ours, _) in A1111_SAMPLERS.items()}
 # The samplers that the "Karras" schedule turns into another of ours.

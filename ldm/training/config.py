@@ -209,7 +209,7 @@ class ValidationSection:
     every: int = 0  # 0: only at the end (when there are prompts)
     steps: int = 20
     cfg: float = 5.0
-    sampler: str = "dpm++2m"
+    sampler: Optional[str] = None  # None: dpm++2m, or flow-euler for a flow model
     seed: int = 0
 
 
@@ -242,7 +242,10 @@ def validate_train(config: TrainConfig) -> None:
 
     train = config.train
     one_of("stage", config.stage, STAGE_NAMES)
-    one_of("validation.sampler", config.validation.sampler, SAMPLER_NAMES)
+    if config.validation.sampler is not None:
+        one_of("validation.sampler", config.validation.sampler, SAMPLER_NAMES)
+    if config.model.scheduler.prediction_type == "flow" and config.text2img.min_snr_gamma:
+        raise ConfigError("text2img.min_snr_gamma is a DDPM weighting; a flow model weighs its loss by model.scheduler.loss_weighting")
     one_of("train.lr_schedule", train.lr_schedule, LR_SCHEDULES)
     one_of("train.mixed_precision", train.mixed_precision, MIXED_PRECISION)
     for key in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "max_bad_steps"):

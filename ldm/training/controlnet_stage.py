@@ -152,7 +152,7 @@ class ControlNetStage(Text2ImgStage):
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: the control map, the image made with it, the image
         made without it (same seed), and the map laid over the controlled image."""
-        options = generate_options(self.config.validation)
+        options = generate_options(self.config.validation, self.components.scheduler_config)
 
         def row(pipeline, prompt: str, sample: dict) -> list[Image.Image]:
             batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}

@@ -82,7 +82,7 @@ class InpaintStage(Text2ImgStage):
 
     def evaluate(self, step: int) -> dict:
         """Validation prompts inpainted into the middle of held-out (else training) images."""
-        options = generate_options(self.config.validation)
+        options = generate_options(self.config.validation, self.components.scheduler_config)
 
         def row(pipeline, prompt: str, sample: dict) -> list[Image.Image]:
             image = to_pil(sample["pixels"][None])[0]

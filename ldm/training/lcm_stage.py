@@ -18,6 +18,7 @@ from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.process import DiscreteDDPM
+from ldm.diffusion.schedule import is_flow
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
@@ -128,6 +129,8 @@ class LcmStage(Text2ImgStage):
     def load_components(self) -> Components:
         section = self.config.lcm
         components = super().load_components()
+        if is_flow(components.scheduler_config):
+            raise ConfigError("stage lcm distils an eps/v teacher; a flow-matching teacher (scheduler.prediction_type: flow) is not supported")
         self.teacher = components.denoiser
         if self.lora:
             require_unet_teacher(self.teacher)

@@ -89,7 +89,7 @@ class LoraStage(Text2ImgStage):
 
     def evaluate(self, step: int) -> dict:
         """Two images per validation prompt, same seed: the base model, then with the LoRA."""
-        options = generate_options(self.config.validation)
+        options = generate_options(self.config.validation, self.components.scheduler_config)
 
         def row(pipeline, prompt: str, _) -> list:
             with self.lora_off():

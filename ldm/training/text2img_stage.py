@@ -203,7 +203,7 @@ class Text2ImgStage(Stage):
 
     def evaluate(self, step: int) -> dict:
         """One image per validation prompt."""
-        options = generate_options(self.config.validation)
+        options = generate_options(self.config.validation, self.components.scheduler_config)
         return sample_grid(self.context, self.components, step, Grid(lambda pipeline, prompt, _: [pipeline.generate(prompt, **options).images[0]]))
 
     def export(self) -> Path:

@@ -122,7 +122,7 @@ class UpscalerStage(Text2ImgStage):
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: a held-out picture (its centre `crop`) downscaled (shown
         at the truth's size), its upscaling with the prompt, and the truth."""
-        options = generate_options(self.config.validation)
+        options = generate_options(self.config.validation, self.components.scheduler_config)
         upscaler, factor, crop = self.components.config.upscaler, self.module.factor, self.settings.crop
 
         def row(pipeline: Pipeline, prompt: str, sample: dict) -> list[Image.Image]:

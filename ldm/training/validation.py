@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from ldm.control.library import ControlNets
+from ldm.diffusion.samplers import default_sampler
 from ldm.models.components import Components
 from ldm.pipeline import Pipeline
 from ldm.training.config import ValidationSection
@@ -34,9 +35,11 @@ class Grid:
     controlnets: Optional[ControlNets] = None  # what the pipeline may steer with
 
 
-def generate_options(validation: ValidationSection) -> dict:
-    """Pipeline.generate's (and inpaint's) keyword arguments from the validation section."""
-    return dict(steps=validation.steps, cfg=validation.cfg, sampler=validation.sampler, seed=validation.seed, progress=False)
+def generate_options(validation: ValidationSection, scheduler_config: dict) -> dict:
+    """Pipeline.generate's (and inpaint's) keyword arguments from the validation section; its
+    sampler by default the model's parameterisation's default (dpm++2m; flow-euler for flow)."""
+    sampler = validation.sampler or default_sampler(scheduler_config)
+    return dict(steps=validation.steps, cfg=validation.cfg, sampler=sampler, seed=validation.seed, progress=False)
 
 
 def sample_grid(context: StageContext, components: Components, step: int, grid: Grid) -> dict:

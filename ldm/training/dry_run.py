@@ -36,7 +36,7 @@ from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
-from ldm.training.config import TrainConfig
+from ldm.training.config import TrainConfig, random_text_encoder
 
 GIB = 2**30
 FP32 = 4
@@ -340,7 +340,11 @@ def dry_run_report(config: TrainConfig) -> str:
     passes = 4 if checkpointing and train.gradient_checkpointing else 3
     step_flops = (passes * activations.forward_flops + frozen_flops) * train.grad_accum
 
-    lines = [f"dry run: stage {config.stage}, model {config.model.name}; nothing trained, nothing written", "", "parameters:"]
+    lines = [f"dry run: stage {config.stage}, model {config.model.name}; nothing trained, nothing written"]
+    refusal = random_text_encoder(config)
+    if refusal:
+        lines.append(f"ldm-train would refuse this config: {refusal}")
+    lines += ["", "parameters:"]
     for part in plan.parts:
         count = sum(p.numel() for p in part.module.parameters())
         lines.append(f"  {part.name:<14} {count:>15,}  {'trainable' if part.trainable else 'frozen'}")

@@ -11,6 +11,7 @@ from ldm.builtin_models import UnknownModelError
 from ldm.cli.common import UsageError, check_output_dir, fail
 from ldm.cli.train_paths import check_config_paths
 from ldm.config import ConfigError, apply_overrides, read_yaml
+from ldm.training.parent_watch import stop_with_launcher
 
 PROG = "ldm-train"
 
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
         return 0
     if not args.config:
         parser.error("--config is required (ldm-train --list-configs shows the bundled ones)")
+    stop_with_launcher()
     try:
         config, resume, lock = preflight(args)
     except UsageError as error:

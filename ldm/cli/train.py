@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build the model on the meta device and print its size, memory per GPU, FLOPs and data; train nothing, write nothing",
     )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="with --dry-run: plan for N processes (GPUs); default: WORLD_SIZE, else accelerate's config, else 1",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=1e-4")
     parser.add_argument(
         "--resume",
@@ -171,6 +177,8 @@ def main(argv=None) -> int:
         return 0
     if not args.config:
         parser.error("--config is required (ldm-train --list-configs shows the bundled ones)")
+    if args.num_processes is not None and (not args.dry_run or args.num_processes < 1):
+        parser.error("--num-processes takes a positive count and goes with --dry-run (a run's processes are accelerate launch's)")
     stop_with_launcher()
     try:
         config, resume, lock = preflight(args)
@@ -178,9 +186,10 @@ def main(argv=None) -> int:
         fail(PROG, str(error))
     if args.dry_run:
         from ldm.training.dry_run import dry_run_report
+        from ldm.training.process_count import planned_processes
 
         try:
-            print(dry_run_report(config))
+            print(dry_run_report(config, planned_processes(args.num_processes)))
         except input_errors() as error:
             fail(PROG, str(error).splitlines()[0])
         return 0

@@ -149,6 +149,8 @@ def training_summary(result) -> str:
         steps = f"trained no step (resumed at step {result.start_step}: train.max_steps reached)"
     if result.skipped_steps:
         steps += f" ({result.skipped_steps} not applied: non-finite loss or gradient)"
+    if result.scaler_skipped_steps:
+        steps += f" ({result.scaler_skipped_steps} skipped by the fp16 loss scaler)"
     return f"{steps}; data: {data_summary(result.data, result.cached_samples)}"
 
 

@@ -11,6 +11,7 @@ from ldm.builtin_models import UnknownModelError
 from ldm.cli.common import UsageError, check_output_dir, fail
 from ldm.cli.train_paths import check_config_paths
 from ldm.config import ConfigError, apply_overrides, read_yaml
+from ldm.training.parent_watch import stop_with_launcher
 
 PROG = "ldm-train"
 
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build the model on the meta device and print its size, memory per GPU, FLOPs and data; train nothing, write nothing",
     )
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        metavar="N",
+        help="with --dry-run: plan for N processes (GPUs); default: WORLD_SIZE, else accelerate's config, else 1",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=1e-4")
     parser.add_argument(
         "--resume",
@@ -63,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def preflight(args):
-    """Every check that can fail on bad input, before any training work starts."""
+    """Every check that can fail on bad input, before any training work starts: the config,
+    its paths, the output folder and its lock (held from here: release it when the run ends),
+    the checkpoint to resume. Returns (config, resume, lock); the dry run gets (config, None, None)."""
     try:
         path = resolve_config_path(args.config)
         if not args.dry_run:  # the dry run reports missing folders itself and writes nothing
@@ -75,22 +84,40 @@ def preflight(args):
     except ConfigError as error:
         raise UsageError(str(error)) from None
     if args.dry_run:
-        return config, None
+        return config, None, None
+    from ldm.training.config import random_text_encoder
+
+    reason = random_text_encoder(config)
+    if reason:
+        raise UsageError(reason)
     output_dir = Path(config.train.output_dir)
     check_output_dir(output_dir)
     from ldm.training.checkpoints import clean_run_leftovers
+    from ldm.training.run_lock import RunLockError, lock_output_dir
 
-    # Before resolving `latest`: a checkpoint a kill left aside is put back first.
-    clean_run_leftovers(output_dir)
-    resume = None
-    if args.resume:
-        from ldm.training.checkpoints import CheckpointError, resolve_checkpoint
+    try:  # before touching the folder: a live run's checkpoints are its own
+        lock = lock_output_dir(output_dir)
+    except RunLockError as error:
+        raise UsageError(str(error)) from None
+    try:
+        # Before resolving `latest`: a checkpoint a kill left aside is put back first.
+        clean_run_leftovers(output_dir)
+        return config, resume_from(args.resume, output_dir), lock
+    except BaseException:
+        lock.release()
+        raise
 
-        try:
-            resume = resolve_checkpoint(args.resume, output_dir)
-        except CheckpointError as error:
-            raise UsageError(str(error)) from None
-    return config, resume
+
+def resume_from(resume: str | None, output_dir: Path) -> Path | None:
+    """The checkpoint --resume names (None without --resume)."""
+    if not resume:
+        return None
+    from ldm.training.checkpoints import CheckpointError, resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(resume, output_dir)
+    except CheckpointError as error:
+        raise UsageError(str(error)) from None
 
 
 def input_errors() -> tuple[type, ...]:
@@ -122,7 +149,26 @@ def training_summary(result) -> str:
         steps = f"trained no step (resumed at step {result.start_step}: train.max_steps reached)"
     if result.skipped_steps:
         steps += f" ({result.skipped_steps} not applied: non-finite loss or gradient)"
+    if result.scaler_skipped_steps:
+        steps += f" ({result.scaler_skipped_steps} skipped by the fp16 loss scaler)"
     return f"{steps}; data: {data_summary(result.data, result.cached_samples)}"
+
+
+def run_training(config, resume):
+    """train(), its failures told in one line."""
+    from ldm.training.loop import TrainingError, train
+
+    bad_input = input_errors()
+    try:
+        return train(config, resume=resume)
+    except bad_input as error:
+        fail(PROG, str(error).splitlines()[0] if str(error) else type(error).__name__)
+    except ImportError as error:
+        fail(PROG, f"missing module: {error}")
+    except TrainingError as error:
+        fail(PROG, str(error), status=1)
+    except KeyboardInterrupt:
+        fail(PROG, "interrupted; resume with --resume latest", status=130)
 
 
 def main(argv=None) -> int:
@@ -133,31 +179,26 @@ def main(argv=None) -> int:
         return 0
     if not args.config:
         parser.error("--config is required (ldm-train --list-configs shows the bundled ones)")
+    if args.num_processes is not None and (not args.dry_run or args.num_processes < 1):
+        parser.error("--num-processes takes a positive count and goes with --dry-run (a run's processes are accelerate launch's)")
+    stop_with_launcher()
     try:
-        config, resume = preflight(args)
+        config, resume, lock = preflight(args)
     except UsageError as error:
         fail(PROG, str(error))
     if args.dry_run:
         from ldm.training.dry_run import dry_run_report
+        from ldm.training.process_count import planned_processes
 
         try:
-            print(dry_run_report(config))
+            print(dry_run_report(config, planned_processes(args.num_processes)))
         except input_errors() as error:
             fail(PROG, str(error).splitlines()[0])
         return 0
-    from ldm.training.loop import TrainingError, train
-
-    bad_input = input_errors()
     try:
-        result = train(config, resume=resume)
-    except bad_input as error:
-        fail(PROG, str(error).splitlines()[0] if str(error) else type(error).__name__)
-    except ImportError as error:
-        fail(PROG, f"missing module: {error}")
-    except TrainingError as error:
-        fail(PROG, str(error), status=1)
-    except KeyboardInterrupt:
-        fail(PROG, "interrupted; resume with --resume latest", status=130)
+        result = run_training(config, resume)
+    finally:
+        lock.release()
     print(f"{training_summary(result)}; wrote {result.export_path}", file=sys.stderr)
     return 0
 

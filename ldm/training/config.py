@@ -52,6 +52,9 @@ class TrainSection:
     log_every: int = 10
     max_bad_steps: int = 5  # consecutive non-finite losses before training stops
     progress: bool = True
+    # true: a text2img/upscaler run may start from a fresh (random) frozen text encoder (smoke
+    # tests); false: ldm-train refuses it (ldm.training.config.random_text_encoder).
+    allow_random_text_encoder: bool = False
 
 
 @dataclass
@@ -282,6 +285,27 @@ def check_init_from(config: TrainConfig) -> None:
     section = getattr(config, config.stage)
     if isinstance(section, DenoiserSection) and section.init_from_required and not section.init_from:
         raise ConfigError(f"{config.stage}.init_from is required: {section.init_from_required}")
+
+
+# Stages whose text encoder, when no source names one, is built fresh and then frozen.
+FRESH_TEXT_ENCODER_STAGES = ("text2img", "upscaler")
+
+
+def random_text_encoder(config: TrainConfig) -> Optional[str]:
+    """Why this run would train against a random, frozen text encoder (its captions would be
+    noise to the denoiser), naming the keys that fix it; None when a source is set, the stage
+    builds no fresh encoder, or train.allow_random_text_encoder opts in."""
+    if config.stage not in FRESH_TEXT_ENCODER_STAGES or config.train.allow_random_text_encoder:
+        return None
+    section = getattr(config, config.stage)
+    if section.init_from or section.text_encoder_from or config.model.text_encoder.pretrained:
+        return None
+    name = config.stage
+    return (
+        f"the text encoder would be random and frozen: set {name}.text_encoder_from (a clip stage's OUTPUT/text_encoder "
+        f"or a model folder), model.text_encoder.pretrained or {name}.init_from "
+        f"(train.allow_random_text_encoder=true for a smoke test)"
+    )
 
 
 def check_controlnet_section(config: TrainConfig) -> None:

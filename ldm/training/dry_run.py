@@ -36,7 +36,8 @@ from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
-from ldm.training.config import TrainConfig
+from ldm.training.config import TrainConfig, random_text_encoder
+from ldm.training.process_count import ProcessCount, global_batch_line, planned_processes
 
 GIB = 2**30
 FP32 = 4
@@ -316,8 +317,9 @@ def activation_bytes(precision: str) -> int:
     return 4 if precision == "no" else 2
 
 
-def dry_run_report(config: TrainConfig) -> str:
-    """Builds the stage on the meta device and describes its cost per GPU; writes nothing."""
+def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -> str:
+    """Builds the stage on the meta device and describes its cost per GPU; writes nothing.
+    `processes`: the run's process count (planned_processes() unless given)."""
     if config.stage not in PLANS:
         raise ConfigError(f"--dry-run does not estimate stage {config.stage} yet (it covers {', '.join(PLANS)})")
     with torch.device("meta"):
@@ -340,7 +342,11 @@ def dry_run_report(config: TrainConfig) -> str:
     passes = 4 if checkpointing and train.gradient_checkpointing else 3
     step_flops = (passes * activations.forward_flops + frozen_flops) * train.grad_accum
 
-    lines = [f"dry run: stage {config.stage}, model {config.model.name}; nothing trained, nothing written", "", "parameters:"]
+    lines = [f"dry run: stage {config.stage}, model {config.model.name}; nothing trained, nothing written"]
+    refusal = random_text_encoder(config)
+    if refusal:
+        lines.append(f"ldm-train would refuse this config: {refusal}")
+    lines += ["", "parameters:"]
     for part in plan.parts:
         count = sum(p.numel() for p in part.module.parameters())
         lines.append(f"  {part.name:<14} {count:>15,}  {'trainable' if part.trainable else 'frozen'}")
@@ -348,6 +354,7 @@ def dry_run_report(config: TrainConfig) -> str:
     if plan.latent_shape:
         c, h, w = plan.latent_shape
         lines.append(f"latents: {c} x {h} x {w} per image ({h * config.model.vae.downsample_factor} px)")
+    lines += ["", global_batch_line(processes or planned_processes(), train.batch_size, train.grad_accum)]
     lines += ["", f"memory per GPU (micro-batch {train.batch_size}, mixed precision {train.mixed_precision}):"]
     lines += [f"  {name:<36} {size / GIB:8.2f} GiB" for name, size in fixed.items()]
     plain = activations.elements * act

@@ -24,10 +24,18 @@ class CacheExtras:
     description: dict
 
 
+def encode_in_full_precision(vae, pixels: torch.Tensor):
+    """The frozen VAE's posterior of `pixels`, computed outside autocast in the VAE's own
+    (fp32) dtype: under fp16 mixed precision SD's VAE encoder overflows to inf/NaN (diffusers
+    keeps its VAE in fp32 for the same reason), and encoding costs little beside the step."""
+    with torch.no_grad(), torch.autocast(pixels.device.type, enabled=False):
+        return vae.encode(pixels.to(vae.dtype)).latent_dist
+
+
 def vae_encoder(vae, device: torch.device):
     @torch.no_grad()
     def encode(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        posterior = vae.encode(pixels.to(device)).latent_dist
+        posterior = encode_in_full_precision(vae, pixels.to(device))
         return posterior.mean.cpu(), posterior.std.cpu()  # each (B, 4, r, r), unscaled
 
     return encode

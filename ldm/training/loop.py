@@ -49,6 +49,7 @@ class TrainResult:
     start_step: int = 0  # the checkpoint's step on --resume; this run trained the steps after it
     losses: list[float] = field(default_factory=list)  # per step of this run, mean over processes
     skipped_steps: int = 0  # steps whose loss or gradient was not finite (not trained on)
+    scaler_skipped_steps: int = 0  # fp16: steps the loss scaler skipped on an overflow (no LR or EMA step)
     export_path: Optional[Path] = None
     data: DataStats = field(default_factory=DataStats)  # images this run read, all processes
     cached_samples: int = 0  # samples whose latents training read from the latent cache
@@ -142,7 +143,7 @@ def apply_resumed_settings(train_section, optimizer, lr_scheduler, ema) -> str:
 class StepOutcome(NamedTuple):
     loss: float  # mean over micro-batches and processes
     grad_norm: Optional[torch.Tensor]  # before clipping; None when train.max_grad_norm is off or the loss was not finite
-    trained: bool  # False: the loss or gradient was not finite and the step was skipped
+    trained: bool  # False: the loss or gradient was not finite and the step was skipped (a step the fp16 scaler skipped is not: the scaler handles its overflows)
     logs: dict  # the module's other values, from the last micro-batch
 
 
@@ -159,7 +160,8 @@ class Run:
     lr_scheduler: object
     ema: Optional[object]
     batches: object
-    counters: dict = field(default_factory=lambda: {"skipped_steps": 0})
+    # skipped_steps: not finite (not trained on); scaler_skipped_steps: fp16 overflow, skipped by the scaler
+    counters: dict = field(default_factory=lambda: {"skipped_steps": 0, "scaler_skipped_steps": 0})
 
     @classmethod
     def prepare(cls, config: TrainConfig, accelerator, stage: Stage, batches) -> "Run":
@@ -230,16 +232,24 @@ class Run:
             # fp16: the scaler must see every step, or its unscale/update bookkeeping breaks;
             # it skips the update itself when the gradients are not finite.
             self.optimizer.step()
-        if finite:
+        # A step the scaler skipped (fp16 overflow: it lowers its scale and tries again) changed
+        # no weight, so neither the LR schedule nor EMA moves; it is counted, not an error.
+        scaler_skipped = finite and accelerator.optimizer_step_was_skipped
+        if finite and not scaler_skipped:
             self.lr_scheduler.step()
             if self.ema is not None:
                 self.ema.step(self.parameters)
             self.stage.after_step()
+        elif scaler_skipped:
+            self.counters["scaler_skipped_steps"] += 1
         else:
             # Same decision in every process: the loss and the gradient norm are global.
             self.counters["skipped_steps"] += 1
         self.optimizer.zero_grad(set_to_none=True)
-        return StepOutcome(float(loss_value), grad_norm, finite, {k: float(v) for k, v in logs.items() if k != "loss"})
+        logs = {k: float(v) for k, v in logs.items() if k != "loss"}
+        if fp16:
+            logs["scaler_skipped_steps"] = self.counters["scaler_skipped_steps"]
+        return StepOutcome(float(loss_value), grad_norm, finite, logs)
 
     def checkpoint(self, step: int) -> None:
         accelerator = self.accelerator
@@ -344,6 +354,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     accelerator.end_training()
     result.step = step
     result.skipped_steps = run.counters["skipped_steps"]
+    result.scaler_skipped_steps = run.counters["scaler_skipped_steps"]
     return result
 
 

@@ -20,7 +20,7 @@ from ldm.diffusion.denoiser import denoise_call
 from ldm.diffusion.process import NoiseProcess, noise_process
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.training.config import DenoiserSection, Text2ImgSection
-from ldm.training.latents import CacheExtras, cached_latents
+from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text_embeddings import TextEmbeddingMemory
 from ldm.training.validation import Grid, generate_options, sample_grid
@@ -85,8 +85,7 @@ class Text2ImgModule(nn.Module):
         if "latent_mean" in batch:
             mean, std = batch["latent_mean"].float(), batch["latent_std"].float()
         else:
-            with torch.no_grad():
-                posterior = vae.encode(batch["pixels"].to(self.denoiser.device)).latent_dist
+            posterior = encode_in_full_precision(vae, batch["pixels"].to(self.denoiser.device))
             mean, std = posterior.mean, posterior.std
         mean, std = mean.to(self.denoiser.device), std.to(self.denoiser.device)
         return (mean + std * randomness.randn(mean.shape)) * vae.config.scaling_factor  # (B, 4, h, w)

@@ -15,6 +15,7 @@ TRAIN = {
     "keep_last": 2,
     "log_every": 1,
     "progress": False,
+    "allow_random_text_encoder": True,  # tiny runs: a fresh text encoder is the point
 }
 
 

@@ -86,6 +86,38 @@ def test_resume_path_that_is_not_a_checkpoint(tmp_path):
     assert_one_line_error(ldm_train("--config", path, "--resume", "latest"), "no checkpoint")
 
 
+@pytest.mark.parametrize("stage", ["text2img", "upscaler"])
+def test_a_random_frozen_text_encoder_is_refused_unless_asked_for(tmp_path, stage):
+    """No text_encoder_from, no model.text_encoder.pretrained, no init_from: the run would learn
+    from captions a random tower turns to noise; the error names the keys that fix it."""
+    path = write_config(tmp_path, stage=stage)
+    result = ldm_train("--config", path, "train.allow_random_text_encoder=false")
+    assert_one_line_error(result, "random and frozen", f"{stage}.text_encoder_from", "model.text_encoder.pretrained", f"{stage}.init_from")
+    assert not (tmp_path / "run").exists()  # refused before the output folder is touched
+    dry = ldm_train("--config", path, "train.allow_random_text_encoder=false", "--dry-run")
+    assert dry.returncode == 0 and "ldm-train would refuse this config: the text encoder would be random" in dry.stdout
+
+
+def test_the_random_text_encoder_rule(tmp_path):
+    from ldm.training.config import random_text_encoder
+
+    from configs import tiny_train_config
+
+    config = tiny_train_config("text2img", tmp_path, allow_random_text_encoder=False)
+    assert "text2img.text_encoder_from" in random_text_encoder(config)
+    for key, value in (("text_encoder_from", "runs/clip/text_encoder"), ("init_from", "scenes")):
+        setattr(config.text2img, key, value)
+        assert random_text_encoder(config) is None
+        setattr(config.text2img, key, None)
+    config.model.text_encoder.pretrained = "open_clip.safetensors"
+    assert random_text_encoder(config) is None
+    config.model.text_encoder.pretrained = None
+    config.train.allow_random_text_encoder = True
+    assert random_text_encoder(config) is None
+    for stage in ("autoencoder", "clip"):  # no frozen text encoder to speak of
+        assert random_text_encoder(tiny_train_config(stage, tmp_path, allow_random_text_encoder=False)) is None
+
+
 def test_missing_vae_folder(tmp_path):
     path = write_config(tmp_path)
     assert_one_line_error(ldm_train("--config", path, f"text2img.vae_from={tmp_path}/novae"), "text2img.vae_from")

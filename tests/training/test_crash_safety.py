@@ -25,7 +25,9 @@ def next_start(run_dir, tmp_path, resume="latest"):
     data = tiny_train_dict("text2img", run_dir)
     data["data"]["path"] = str(tmp_path)  # a folder that is there: preflight checks it
     config.write_text(yaml.safe_dump(data))
-    return preflight(argparse.Namespace(config=str(config), overrides=[], resume=resume, dry_run=False))[1]
+    _, checkpoint, lock = preflight(argparse.Namespace(config=str(config), overrides=[], resume=resume, dry_run=False))
+    lock.release()  # preflight takes the output folder's lock for the run that would follow
+    return checkpoint
 
 
 def tiny_state(step, value):

@@ -71,3 +71,17 @@ def test_a_stage_without_an_estimate_is_a_one_line_error(name, tmp_path, monkeyp
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ldm-train: error: --dry-run does not estimate stage ") and "\n" not in err
+
+
+def test_the_dry_run_shows_the_processes_and_the_global_batch(tmp_path):
+    from ldm.training.process_count import planned_processes
+
+    config = load_train_config(resolve_config_path("cpu/autoencoder.yaml"), ["train.grad_accum=3"])
+    report = dry_run_report(config, planned_processes(8))
+    batch = config.train.batch_size
+    assert f"processes (GPUs): 8 (--num-processes); global batch {batch * 3 * 8} = {batch} per device x 3 accumulation steps x 8" in report
+    accelerate_config = tmp_path / "default_config.yaml"
+    accelerate_config.write_text("distributed_type: MULTI_GPU\nnum_processes: 4\n")
+    assert planned_processes(None, {"WORLD_SIZE": "2"}, accelerate_config) == (2, "WORLD_SIZE")
+    assert planned_processes(None, {}, accelerate_config) == (4, f"num_processes in {accelerate_config}")
+    assert planned_processes(None, {}, tmp_path / "none.yaml").count == 1

@@ -10,7 +10,7 @@ import torch
 from ldm.config import ConfigError
 
 # Stages whose trained part is a denoiser (what train.compile compiles).
-COMPILED_STAGES = ("text2img", "inpaint", "controlnet", "lcm", "lora")
+COMPILED_STAGES = ("text2img", "inpaint", "controlnet", "lcm", "lora", "upscaler")
 
 
 def check_speedups(config) -> None:

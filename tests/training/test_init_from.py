@@ -19,7 +19,8 @@ from ldm.training.speedups import COMPILED_STAGES
 from ldm.training.stage_registry import STAGES, build_stage
 from ldm.training.stages import StageContext
 
-DENOISER_STAGES = ("text2img", "inpaint", "controlnet", "lcm", "lora")
+DENOISER_STAGES = ("text2img", "inpaint", "controlnet", "lcm", "lora", "upscaler")
+OPTIONAL = ("text2img", "upscaler")  # stages that may build their model from `model`
 SECTIONS = {"controlnet": {"control_type": "raw"}, "lcm": {"guidance_embedding": 32}}
 
 
@@ -35,10 +36,10 @@ def test_the_denoiser_stages_are_those_with_an_init_from_section():
     assert with_init_from == set(DENOISER_STAGES) == set(MODEL_KEYS) == set(COMPILED_STAGES)
     for name in DENOISER_STAGES:  # init_from is a key users write, first in each section
         assert dataclasses.fields(getattr(config, name))[0].name == "init_from"
-    assert [name for name in DENOISER_STAGES if getattr(config, name).init_from_required is None] == ["text2img"]
+    assert tuple(name for name in DENOISER_STAGES if getattr(config, name).init_from_required is None) == OPTIONAL
 
 
-@pytest.mark.parametrize("stage", [s for s in DENOISER_STAGES if s != "text2img"])
+@pytest.mark.parametrize("stage", [s for s in DENOISER_STAGES if s not in OPTIONAL])
 def test_a_missing_init_from_is_one_line_naming_the_key(tmp_path, stage):
     with pytest.raises(ConfigError) as error:
         config_for(tmp_path, stage)

@@ -247,7 +247,7 @@ class Settings:
         label="Hires upscaler",
         api="hr_upscaler",
         metavar="NAME|DIR",
-        parse=hires_upscaler_name,
+        parse=lambda text: check_hires_upscaler(hires_upscaler_name(text)),
         show=hires_upscaler_name,
         modes=TXT2IMG,
     )
@@ -509,11 +509,11 @@ def check_inpaint_settings(settings: Settings, limits: Limits) -> None:
         raise GenerationError(f"pad must not be negative, got {','.join(map(str, pad))}")
 
 
-def check_hires_upscaler(name: str) -> None:
-    """ValueError unless `name` is one of the hires fix's upscalers or an upscaler model (a
-    built-in name or a folder whose config says it is one), checked without loading it."""
+def check_hires_upscaler(name: str) -> str:
+    """`name`, or ValueError unless it is one of the hires fix's upscalers or an upscaler model
+    (a built-in name or a folder whose config says it is one), checked without loading it."""
     if not is_model_upscaler(name):
-        return
+        return name
     try:
         path = resolve_model(name)
     except UnknownModelError as error:
@@ -522,6 +522,7 @@ def check_hires_upscaler(name: str) -> None:
     problem = upscaler_folder_problem(path)
     if problem:
         raise ValueError(f"hires upscaler: {problem}")
+    return name
 
 
 def check_hires_settings(settings: Settings, mode: str, limits: Limits) -> None:

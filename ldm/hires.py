@@ -5,14 +5,19 @@ ldm.pipeline.hires draws with it."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
+
+import yaml
 
 DEFAULT_HIRES_STRENGTH = 0.7  # AUTOMATIC1111's hires fix slider (its API's default is 0.75)
 MAX_HIRES_SCALE = 16.0  # sizes are checked against the limits anyway; this keeps the arithmetic sane
 
 # The upscalers by AUTOMATIC1111's names (what the PNG records); the command line takes them
-# lower-case with hyphens too (latent-bicubic). What each does: ldm.pipeline.upscalers.
+# lower-case with hyphens too (latent-bicubic). What each does: ldm.pipeline.upscalers. Any
+# other name is an upscaler model's (a built-in name or a folder; ldm.settings checks it).
 HIRES_UPSCALERS = (
     "Latent",
     "Latent (antialiased)",
@@ -38,12 +43,32 @@ def short_upscaler_name(name: str) -> str:
 
 
 def hires_upscaler_name(text: str) -> str:
-    """AUTOMATIC1111's name of the upscaler `text` names (either spelling, any case);
-    ValueError listing the choices."""
+    """AUTOMATIC1111's name of the upscaler `text` names (either spelling, any case); any other
+    text as it is: an upscaler model's name or folder (ldm.settings.check_hires_upscaler)."""
     for name in HIRES_UPSCALERS:
         if text.lower() in (name.lower(), short_upscaler_name(name)):
             return name
-    raise ValueError(f"unknown hires upscaler {text!r}; choose one of {', '.join(map(short_upscaler_name, HIRES_UPSCALERS))}")
+    return text
+
+
+def is_model_upscaler(name: str) -> bool:
+    """Whether the hires upscaler `name` is a diffusion upscaler model rather than a resize."""
+    return hires_upscaler_name(name) not in HIRES_UPSCALERS
+
+
+def upscaler_folder_problem(path: Path) -> Optional[str]:
+    """Why the model folder `path` is not an upscaler (None: it is one), read without torch:
+    our model.yaml with an `upscaler` section, or a diffusers StableDiffusionUpscalePipeline folder."""
+    try:
+        if (path / "model.yaml").is_file():
+            model = (yaml.safe_load((path / "model.yaml").read_text()) or {}).get("model") or {}
+            return None if model.get("upscaler") else f"{path} is not an upscaler (its model.yaml has no upscaler section)"
+        if (path / "model_index.json").is_file():
+            pipeline = json.loads((path / "model_index.json").read_text()).get("_class_name")
+            return None if pipeline == "StableDiffusionUpscalePipeline" else f"{path} is not an upscaler (its model_index.json names {pipeline})"
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as error:
+        return f"{path} cannot be read as a model folder ({type(error).__name__})"
+    return f"{path} is not a model folder (no model.yaml or model_index.json)"
 
 
 def parse_resize(text: str) -> tuple[int, int]:
@@ -55,8 +80,9 @@ def parse_resize(text: str) -> tuple[int, int]:
     return width, height
 
 
-def check_hires_values(scale, resize, strength, steps, upscaler, max_steps: int) -> None:
-    """ValueError naming the first hires setting out of range (None: not given)."""
+def check_hires_values(scale, resize, strength, steps, max_steps: int) -> None:
+    """ValueError naming the first hires setting out of range (None: not given); the upscaler:
+    ldm.settings.check_hires_upscaler."""
     if scale is not None and not 1.0 <= scale <= MAX_HIRES_SCALE:  # NaN fails this too
         raise ValueError(f"hires scale must be between 1 and {MAX_HIRES_SCALE:g}, got {scale:g}")
     if resize is not None and (len(resize) != 2 or min(resize) < 0 or max(resize) == 0):
@@ -65,8 +91,6 @@ def check_hires_values(scale, resize, strength, steps, upscaler, max_steps: int)
         raise ValueError(f"hires strength must be between 0 and 1, got {strength:g}")
     if steps is not None and not 0 <= steps <= max_steps:
         raise ValueError(f"hires steps must be between 0 (the first pass's) and {max_steps}, got {steps}")
-    if upscaler is not None:
-        hires_upscaler_name(upscaler)
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,11 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (10 * torch.log10(1.0 / mse)).float()  # 1/0 -> inf for identical images
 
 
-def _gaussian_window(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+def _gaussian_line(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The 11-tap Gaussian, (channels, 1, 11): the 2-D window is its outer product with itself."""
     offsets = torch.arange(SSIM_WINDOW, dtype=dtype, device=device) - (SSIM_WINDOW - 1) / 2
     line = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
-    line = line / line.sum()
-    window = line[:, None] * line[None, :]  # (11, 11), sums to 1
-    return window.expand(channels, 1, SSIM_WINDOW, SSIM_WINDOW)
+    return (line / line.sum()).expand(channels, 1, SSIM_WINDOW)
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -48,10 +47,13 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"ssim needs images at least {SSIM_WINDOW} px a side, got {tuple(a.shape[-2:])}")
     a, b = a.double(), b.double()
     channels = a.shape[1]
-    window = _gaussian_window(channels, a.dtype, a.device)
+    line = _gaussian_line(channels, a.dtype, a.device)
 
     def local_mean(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, window, groups=channels)  # (B, C, H-10, W-10)
+        # The separable window as two 1-D passes: the 11x11 one's sums, 11 times fewer products
+        # (float64 depthwise convolutions have no fast CPU path: 6 s a 512 px picture otherwise).
+        rows = F.conv2d(x, line[:, :, :, None], groups=channels)
+        return F.conv2d(rows, line[:, :, None, :], groups=channels)  # (B, C, H-10, W-10)
 
     mu_a, mu_b = local_mean(a), local_mean(b)
     var_a = local_mean(a * a) - mu_a**2

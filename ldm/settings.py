@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from ldm.control.units import ControlUnit, check_control_units, png_fields as control_png_fields
 from ldm.diffusion.samplers import DEFAULT_SAMPLER, SAMPLER_NAMES, check_sampler_name
+from ldm.builtin_models import UnknownModelError, resolve_model
 from ldm.errors import LdmError
 from ldm.hires import (
     DEFAULT_HIRES_STRENGTH,
@@ -29,8 +30,10 @@ from ldm.hires import (
     check_hires_values,
     hires_size,
     hires_upscaler_name,
+    is_model_upscaler,
     parse_resize,
     short_upscaler_name,
+    upscaler_folder_problem,
 )
 from ldm.lora.refs import LoraRef, check_weight, lora_hashes, parse_lora_flag, request_loras
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, PROMPT_SYNTAXES, check_prompt_syntax
@@ -236,14 +239,15 @@ class Settings:
     hires_upscaler: Optional[str] = option(
         None,
         help="hires fix: how the first picture is enlarged: latent (its latents, bilinear; or latent-bicubic, "
-        "latent-nearest, ...), lanczos or nearest (decoded, resized, encoded again); AUTOMATIC1111's names "
+        "latent-nearest, ...), lanczos or nearest (decoded, resized, encoded again), or a diffusion upscaler "
+        "model's name or folder (decoded, upscaled with the prompt and seed, resized, encoded); AUTOMATIC1111's names "
         f"work too (default {short_upscaler_name(DEFAULT_HIRES_UPSCALER)}; all: "
         f"{', '.join(map(short_upscaler_name, HIRES_UPSCALERS))})",
         flag="--hires-upscaler",
         label="Hires upscaler",
         api="hr_upscaler",
-        metavar="NAME",
-        parse=hires_upscaler_name,
+        metavar="NAME|DIR",
+        parse=lambda text: check_hires_upscaler(hires_upscaler_name(text)),
         show=hires_upscaler_name,
         modes=TXT2IMG,
     )
@@ -505,15 +509,33 @@ def check_inpaint_settings(settings: Settings, limits: Limits) -> None:
         raise GenerationError(f"pad must not be negative, got {','.join(map(str, pad))}")
 
 
+def check_hires_upscaler(name: str) -> str:
+    """`name`, or ValueError unless it is one of the hires fix's upscalers or an upscaler model
+    (a built-in name or a folder whose config says it is one), checked without loading it."""
+    if not is_model_upscaler(name):
+        return name
+    try:
+        path = resolve_model(name)
+    except UnknownModelError as error:
+        choices = ", ".join(map(short_upscaler_name, HIRES_UPSCALERS))
+        raise ValueError(f"unknown hires upscaler {name!r}; choose one of {choices}, or an upscaler model's name or folder ({error})") from None
+    problem = upscaler_folder_problem(path)
+    if problem:
+        raise ValueError(f"hires upscaler: {problem}")
+    return name
+
+
 def check_hires_settings(settings: Settings, mode: str, limits: Limits) -> None:
     given = [name.replace("_", " ") for name in HIRES_FIELDS if getattr(settings, name) is not None]
     if given and mode != "txt2img":
         raise GenerationError(f"the hires fix is for text to image only, as in AUTOMATIC1111 ({given[0]} given to {mode})")
     if given and not settings.hires_fix:
         raise GenerationError(f"{given[0]} needs a hires scale or resize (--hires-scale, --hires-resize)")
-    values = (settings.hires_scale, settings.hires_resize, settings.hires_strength, settings.hires_steps, settings.hires_upscaler)
+    values = (settings.hires_scale, settings.hires_resize, settings.hires_strength, settings.hires_steps)
     try:
         check_hires_values(*values, limits.max_steps)
+        if settings.hires_upscaler is not None:
+            check_hires_upscaler(settings.hires_upscaler)
     except ValueError as error:
         raise GenerationError(str(error)) from None
     if settings.hires_fix and settings.width and settings.height:

@@ -17,7 +17,7 @@ import torch
 from ldm.diffusion.sampling import StepInfo
 from ldm.hires import HiresSize, hires_size
 from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model
-from ldm.pipeline.upscalers import UPSCALERS
+from ldm.pipeline.upscalers import upscaler_for
 from ldm.settings import GenerationError, Limits, Settings, check_hires_size, check_size
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ class HiresFix:
         refuse_inpainting_model(pipe)
         pipe.check_model_size(*first)
         hires = settings.hires_pass()
-        upscale = UPSCALERS[hires.upscaler]
+        upscale = upscaler_for(hires.upscaler)
         schedule, share = hires.schedule()
         if schedule > limits.max_steps:
             raise GenerationError(
@@ -58,7 +58,7 @@ class HiresFix:
             batch.clock.lap("sampling")
             for generator, seed in zip(generators, batch.seeds):  # fresh noise from the same seeds, as A1111's
                 generator.manual_seed(seed)
-            latents = cropped(upscale(pipe, latents, second.upscaled, generators), second, pipe.vae_scale)  # (B, C, H/8, W/8)
+            latents = cropped(upscale(pipe, latents, second.upscaled, generators, batch), second, pipe.vae_scale)  # (B, C, H/8, W/8)
             batch.clock.lap("upscale")
             return Start(pipe.noise(generators, *second.size), init_latents=latents, callback=second_callback)
 

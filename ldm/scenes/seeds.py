@@ -14,3 +14,4 @@ SEGMENTER_TRAIN = 40_000_000  # scenes the layout segmenter learns from
 SEGMENTER_VALIDATION = 40_000_001  # fresh scenes for its own score
 SEGMENTER_TEST = 40_000_002  # fresh scenes for the tests of the shipped segmenter
 CONTROL_REFERENCE = 50_000_000  # held-out layouts and edges the ControlNets are evaluated on
+UPSCALER_EVALUATION = 60_000_000  # held-out 512 px scenes the upscalers are scored on (tools/evaluate_upscaler.py)

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from ldm.errors import LdmError
+from ldm.builtin_models import DEFAULT_UPSCALER, is_installed
 from ldm.hires import HIRES_UPSCALERS, works_on_latents
 from ldm.formats.model_folder import ModelError
 from ldm.png_info import parse_parameters
@@ -230,8 +231,10 @@ def _add_listing_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[], 
 
 
 def pixel_upscalers() -> list[str]:
-    """The hires upscalers that work on pixels: A1111 lists them apart from its latent modes."""
-    return [name for name in HIRES_UPSCALERS if not works_on_latents(name)]
+    """The hires upscalers that work on pixels: A1111 lists them apart from its latent modes;
+    the built-in upscaler model once installed (any upscaler folder works too, by its path)."""
+    models = [DEFAULT_UPSCALER] if is_installed(DEFAULT_UPSCALER) else []
+    return [name for name in HIRES_UPSCALERS if not works_on_latents(name)] + models
 
 
 def _add_controlnet_routes(app: FastAPI, worker: Worker) -> None:

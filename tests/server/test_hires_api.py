@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 from server_helpers import open_b64
+from tiny import build_tiny_upscaler
 
+from ldm.formats.model_folder import save_model
 from ldm.pipeline import Pipeline
 from ldm.png_info import parse_parameters
 
@@ -73,3 +75,14 @@ def test_bad_hires_requests_are_400_one_line(client, fields, message):
 def test_the_upscaler_lists_name_what_hr_upscaler_takes(client):
     assert [u["name"] for u in client.get("/sdapi/v1/upscalers").json()] == ["Lanczos", "Nearest", "None"]
     assert [m["name"] for m in client.get("/sdapi/v1/latent-upscale-modes").json()][:3] == ["Latent", "Latent (antialiased)", "Latent (bicubic)"]
+
+
+def test_hr_upscaler_takes_an_upscaler_models_folder(client, tiny_components, tmp_path):
+    folder = str(save_model(build_tiny_upscaler(), tmp_path / "up"))
+    fields = {**HIRES, "hr_upscaler": folder}
+    image, info = post(client, enable_hr=True, **fields)
+    expected = Pipeline(tiny_components).generate(
+        "a lake", seed=4, steps=3, hires_scale=2, hires_steps=2, hires_strength=0.5, hires_upscaler=folder, progress=False
+    )
+    np.testing.assert_array_equal(np.asarray(image), np.asarray(expected.images[0]))
+    assert info["extra_generation_params"]["Hires upscaler"] == folder

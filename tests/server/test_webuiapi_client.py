@@ -36,4 +36,7 @@ def test_the_webuiapi_client_unchanged(tiny_model_dir, tiny_components, photo):
         "a boat", photo, seed=3, steps=2, cfg=5.0, sampler="ddim", width=32, height=32, strength=0.6, progress=False,
         controls=(ControlUnit(photo, "canny", model="edges"),),
     ).images[0]  # fmt: skip
-    np.testing.assert_array_equal(np.asarray(result.image.convert("RGB")), np.asarray(expected))
+    # The server's worker thread and this one may sum in another order with several CPU threads:
+    # a pixel can round one level apart; any setting the client's request lost moves far more.
+    difference = np.abs(np.asarray(result.image.convert("RGB"), dtype=int) - np.asarray(expected, dtype=int))
+    assert difference.max() <= 1 and difference.mean() < 0.01

@@ -337,7 +337,6 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
         f"optimizer (AdamW, {ADAMW_STATES} fp32 states)": trainable * FP32 * ADAMW_STATES,
         "EMA (fp32)" if train.ema_decay else "EMA (off: train.ema_decay null)": trainable * FP32 if train.ema_decay else 0,
     }
-    fixed_total = sum(fixed.values())
     checkpointing = bool(plan.checkpoint_units)
     passes = 4 if checkpointing and train.gradient_checkpointing else 3
     step_flops = (passes * activations.forward_flops + frozen_flops) * train.grad_accum
@@ -356,19 +355,7 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
         lines.append(f"latents: {c} x {h} x {w} per image ({h * config.model.vae.downsample_factor} px)")
     lines += ["", global_batch_line(processes or planned_processes(), train.batch_size, train.grad_accum)]
     lines += ["", f"memory per GPU (micro-batch {train.batch_size}, mixed precision {train.mixed_precision}):"]
-    lines += [f"  {name:<36} {size / GIB:8.2f} GiB" for name, size in fixed.items()]
-    plain = activations.elements * act
-    lines.append(f"  {'activations, no checkpointing':<36} {plain / GIB:8.2f} GiB   total {(fixed_total + plain) / GIB:.2f} GiB")
-    if checkpointing:
-        saved = activations.checkpointed_elements * act
-        lines.append(f"  {'activations, gradient checkpointing':<36} {saved / GIB:8.2f} GiB   total {(fixed_total + saved) / GIB:.2f} GiB")
-        lines.append(f"  (train.gradient_checkpointing is {'on' if train.gradient_checkpointing else 'off'})")
-    else:
-        lines.append("  (this stage does not use gradient checkpointing)")
-    lines.append(
-        f"  activations: sum of the trained networks' module outputs in one meta forward pass, "
-        f"{act} bytes each; framework buffers, CUDA context and fragmentation not included"
-    )
+    lines += memory_lines(fixed, activations, act, checkpointing, train.gradient_checkpointing)
     lines += [
         "",
         (
@@ -381,3 +368,23 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
     ]
     lines += [f"note: {note}" for note in plan.notes]
     return "\n".join(lines)
+
+
+def memory_lines(fixed: dict[str, int], activations, act: int, checkpointing: bool, checkpointing_on: bool) -> list[str]:
+    """The memory table: weights, gradients, optimizer and EMA, then the activations with and
+    without gradient checkpointing (`act` bytes each), each with its total."""
+    fixed_total = sum(fixed.values())
+    lines = [f"  {name:<36} {size / GIB:8.2f} GiB" for name, size in fixed.items()]
+    plain = activations.elements * act
+    lines.append(f"  {'activations, no checkpointing':<36} {plain / GIB:8.2f} GiB   total {(fixed_total + plain) / GIB:.2f} GiB")
+    if checkpointing:
+        saved = activations.checkpointed_elements * act
+        lines.append(f"  {'activations, gradient checkpointing':<36} {saved / GIB:8.2f} GiB   total {(fixed_total + saved) / GIB:.2f} GiB")
+        lines.append(f"  (train.gradient_checkpointing is {'on' if checkpointing_on else 'off'})")
+    else:
+        lines.append("  (this stage does not use gradient checkpointing)")
+    lines.append(
+        f"  activations: sum of the trained networks' module outputs in one meta forward pass, "
+        f"{act} bytes each; framework buffers, CUDA context and fragmentation not included"
+    )
+    return lines

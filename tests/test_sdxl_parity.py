@@ -114,3 +114,19 @@ def test_inpainting_an_sdxl_model_is_refused_in_one_line(sdxl_folder):
     mask = Image.new("L", (32, 32), 255)
     with pytest.raises(LdmError, match="^this SDXL model needs size conditioning, which this mode does not give yet$"):
         pipe.inpaint("a cat", picture, mask, steps=2, progress=False)
+
+
+def test_the_hires_fix_draws_an_sdxl_model_with_each_pass_s_size_ids(sdxl_folder):
+    """Each pass tells the U-Net its own size (A1111's defaults: original = target = the drawn size)."""
+    pipe = Pipeline.load(sdxl_folder)
+    seen = []
+    hook = pipe.components.denoiser.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(tuple(kwargs["added_cond_kwargs"]["time_ids"][0].tolist())), with_kwargs=True
+    )
+    try:
+        result = pipe.generate("a lake", hires_scale=2, hires_strength=0.5, steps=2, seed=0, cfg=1.0, progress=False)
+    finally:
+        hook.remove()
+    assert result.images[0].size == (2 * pipe.default_size, 2 * pipe.default_size)
+    small, large = pipe.default_size, 2 * pipe.default_size
+    assert seen[0] == (small, small, 0, 0, small, small) and seen[-1] == (large, large, 0, 0, large, large)

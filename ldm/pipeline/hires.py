@@ -16,7 +16,7 @@ import torch
 
 from ldm.diffusion.sampling import StepInfo
 from ldm.hires import HiresSize, hires_size
-from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model
+from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model, size_conditions
 from ldm.pipeline.upscalers import upscaler_for
 from ldm.settings import GenerationError, Limits, Settings, check_hires_size, check_size
 
@@ -54,13 +54,16 @@ class HiresFix:
 
         def start(pipe: "Pipeline", generators: list[torch.Generator], batch: BatchContext) -> Start:
             first_callback, second_callback = counted_callbacks(batch.callback, *steps_run)
-            latents = pipe.sample_batch(batch, Start(pipe.noise(generators, *first), callback=first_callback), first, generators)
+            n = len(generators)
+            opening = Start(pipe.noise(generators, *first), callback=first_callback, vectors=size_conditions(pipe, first, n))
+            latents = pipe.sample_batch(batch, opening, first, generators)
             batch.clock.lap("sampling")
             for generator, seed in zip(generators, batch.seeds):  # fresh noise from the same seeds, as A1111's
                 generator.manual_seed(seed)
             latents = cropped(upscale(pipe, latents, second.upscaled, generators, batch), second, pipe.vae_scale)  # (B, C, H/8, W/8)
             batch.clock.lap("upscale")
-            return Start(pipe.noise(generators, *second.size), init_latents=latents, callback=second_callback)
+            vectors = size_conditions(pipe, second.size, n)  # SDXL's size ids: each pass its own size
+            return Start(pipe.noise(generators, *second.size), init_latents=latents, callback=second_callback, vectors=vectors)
 
         return Plan(settings, second.size, second.size, start, share, steps=schedule, recorded_size=first)
 

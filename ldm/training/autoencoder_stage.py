@@ -18,6 +18,7 @@ from torch import nn
 from ldm.formats.model_folder import save_component
 from ldm.metrics import psnr, ssim
 from ldm.models.autoencoder import build_vae
+from ldm.training.random_crops import crop_pictures
 from ldm.training.stages import Stage, StageContext, first_samples
 
 
@@ -44,7 +45,10 @@ class AutoencoderModule(nn.Module):
 
     def forward(self, batch: dict, randomness, step: int):
         settings = self.settings
-        pixels = batch["pixels"].to(self.vae.device)  # (B, 3, H, W)
+        pixels = batch["pixels"]  # (B, 3, H, W)
+        if settings.crop is not None:
+            pixels = crop_pictures(pixels, settings.crop, randomness)
+        pixels = pixels.to(self.vae.device)
         posterior = self.vae.encode(pixels).latent_dist
         latents = posterior.mean + posterior.std * randomness.randn(posterior.mean.shape)  # (B, 4, H/f, W/f)
         reconstruction = self.vae.decode(latents).sample  # (B, 3, H, W)

@@ -67,6 +67,10 @@ class AutoencoderSection:
     disc_channels: int = 64
     scaling_samples: int = 64  # images encoded to measure 1/std of latents
     eval_samples: int = 16  # held-out images for PSNR/SSIM
+    # Pixels of the square crop trained at a random place at every step (a convolutional VAE
+    # learns the same from pieces, at a fraction of the work); null: the whole picture.
+    # Evaluation and the scaling factor always use whole pictures.
+    crop: Optional[int] = None
 
 
 @dataclass
@@ -277,6 +281,7 @@ def validate_train(config: TrainConfig) -> None:
     check_lcm_section(config)
     check_lora_section(config)
     check_upscaler_section(config)
+    check_autoencoder_crop(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -356,6 +361,12 @@ def check_lora_section(config: TrainConfig) -> None:
     for word in section.tokens:
         if not word or any(c.isspace() or c == "." for c in word) or word != word.lower():
             raise ConfigError(f"lora.tokens: {word!r} is not a lower-case word without spaces or dots")
+
+
+def check_autoencoder_crop(config: TrainConfig) -> None:
+    crop, factor = config.autoencoder.crop, config.model.vae.downsample_factor
+    if crop is not None and (not 0 < crop <= config.data.resolution or crop % factor):
+        raise ConfigError(f"autoencoder.crop must be a multiple of the VAE's factor {factor} within data.resolution {config.data.resolution}, got {crop}")
 
 
 def check_upscaler_section(config: TrainConfig) -> None:

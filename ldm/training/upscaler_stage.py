@@ -31,18 +31,11 @@ from ldm.pipeline import Pipeline
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.training.config import Text2ImgSection, UpscalerSection, check_upscaler_sizes
 from ldm.training.latents import CacheExtras
+from ldm.training.random_crops import crop_pictures
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, generate_options, sample_grid
 
 LOW_RES = "low_res"  # the batch's (and the latent cache's) low-resolution picture
-
-
-def crop_pictures(pixels: torch.Tensor, size: int, randomness) -> torch.Tensor:
-    """A `size` square of each picture (B, 3, H, W) at a place drawn from `randomness`."""
-    height, width = pixels.shape[-2:]
-    tops = randomness.randint(height - size + 1, (len(pixels),)).tolist()
-    lefts = randomness.randint(width - size + 1, (len(pixels),)).tolist()
-    return torch.stack([p[:, t : t + size, l : l + size] for p, t, l in zip(pixels, tops, lefts)])  # (B, 3, size, size)
 
 
 def low_res_process(upscaler: UpscalerConfig) -> NoiseProcess:

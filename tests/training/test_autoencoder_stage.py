@@ -1,11 +1,14 @@
 import json
 
+import pytest
 import torch
 
 from configs import tiny_train_config
 from tiny_data import tiny_datasets
 
+from ldm.config import ConfigError
 from ldm.formats.model_folder import load_component
+from ldm.training.config import validate_train
 from ldm.training.loop import train
 
 
@@ -49,3 +52,36 @@ def test_reconstruction_loss_falls_on_a_fixed_batch(tmp_path):
     result = train(config, open_dataset=tiny_datasets(n=2))
     first, last = sum(result.losses[:3]) / 3, sum(result.losses[-3:]) / 3
     assert last < first / 3, (first, last)
+
+
+def test_crop_trains_on_random_pieces_and_evaluates_whole_pictures(tmp_path, monkeypatch):
+    from ldm.training import autoencoder_stage
+
+    seen = []
+    encode = autoencoder_stage.AutoencoderModule.forward
+
+    def watched(self, batch, randomness, step):
+        original = self.vae.encode
+        self.vae.encode = lambda pixels: (seen.append(tuple(pixels.shape)), original(pixels))[1]
+        try:
+            return encode(self, batch, randomness, step)
+        finally:
+            del self.vae.encode
+
+    monkeypatch.setattr(autoencoder_stage.AutoencoderModule, "forward", watched)
+    config = tiny_train_config("autoencoder", tmp_path / "run", max_steps=2)
+    config.autoencoder.crop = 16
+    config.model.vae.scaling_factor = None
+    result = train(config, open_dataset=tiny_datasets())
+    assert config.data.resolution == 32 and len(seen) == 2 and all(shape[-2:] == (16, 16) for shape in seen), seen
+    # The exported VAE and its measured scaling factor came from whole pictures.
+    vae, vae_config = load_component(result.export_path, "vae")
+    assert vae_config.scaling_factor > 0
+
+
+def test_crop_that_the_vae_cannot_encode_is_a_config_error(tmp_path):
+    config = tiny_train_config("autoencoder", tmp_path / "run", max_steps=1)
+    for crop in (config.model.vae.downsample_factor + 1, 64):
+        config.autoencoder.crop = crop
+        with pytest.raises(ConfigError, match="autoencoder.crop must be a multiple of the VAE's factor"):
+            validate_train(config)

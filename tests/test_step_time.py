@@ -5,12 +5,14 @@ command line answers one line and exit 2, nothing written."""
 
 import pytest
 import torch
+from tiny import build_tiny
 
 from ldm.builtin_models import resolve_model
 from ldm.cli import generate
 from ldm.formats.model_folder import load_model
 from ldm.pipeline import Pipeline
-from ldm.pipeline.step_time import attention_layers, check_step_time, step_seconds
+from ldm.diffusion.backbones import backbone_of
+from ldm.pipeline.step_time import check_step_time, step_seconds
 from ldm.settings import GenerationError, Limits
 
 
@@ -40,11 +42,16 @@ def test_the_builtin_model_draws_512_px_and_is_refused_1448_px(two_threads):
 
 
 def test_attention_grows_with_the_square_of_the_cells(tiny_components):
-    config = tiny_components.denoiser.config  # attention at the top level: 1 block down, 2 up, and 1 mid
-    assert attention_layers(config, 256) == [(256, 16), (64, 32), (256, 16), (256, 16)]
+    # Attention at the top level: 1 block down, 2 up, and 1 mid.
+    assert backbone_of(tiny_components.denoiser).attention_layers(256) == [(256, 16), (64, 32), (256, 16), (256, 16)]
     pipe = Pipeline(tiny_components)
     assert step_seconds(pipe, 64, 64, guided=False) == pytest.approx(16 * step_seconds(pipe, 32, 32, guided=False), rel=0.01)
     assert step_seconds(pipe, 32, 32, guided=True) == 2 * step_seconds(pipe, 32, 32, guided=False)
+
+
+def test_a_dit_attends_over_its_patches_in_every_layer():
+    denoiser = build_tiny(denoiser="dit").denoiser  # 2 layers, 4 heads of 16, patch size 2
+    assert backbone_of(denoiser).attention_layers(256) == [(64, 64), (64, 64)]
 
 
 def limit_between_32_and_64_px(components) -> Limits:

@@ -4,7 +4,7 @@ Self-attention over n latent cells costs 4 n^2 d operations per layer (queries x
 weights x values, d channels wide): a picture of twice the side has 16 times the cost, and
 at large sizes nearly all of a step's time goes there (the built-in model on the 2-core CPU:
 70 % of a step at 512 px, 94 % at 768 px; one step at 1448 px took 11 minutes). The rule
-counts those operations from the denoiser's config and divides by the device's attention
+counts those operations from the denoiser's layers (its backbone adapter's attention_layers) and divides by the device's attention
 speed (ATTENTION_SPEED, measured on the 2-core CPU; docs/benchmarks.md); a step over
 Limits.max_step_seconds is refused with the size that would fit.
 """
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ldm.diffusion.backbones import backbone_of
 from ldm.settings import GenerationError, Limits
 
 if TYPE_CHECKING:
@@ -29,48 +30,11 @@ ATTENTION_SPEED = {"cpu": 2.5e9, "cuda": 2e13, "mps": 2e12}
 OTHER_DEVICE_SPEED = 2e12
 
 
-def unet_attention_layers(config, cells: int) -> list[tuple[int, int]]:
-    """(tokens, channels) of every self-attention layer in a U-Net pass over `cells` latent
-    cells: each cross-attention block's transformer layers at its level's resolution (a
-    level has a quarter of the cells of the one above), down, mid and up."""
-    levels = len(config.down_block_types)
-    widths = list(config.block_out_channels)
-    per_block = _per_level(config.layers_per_block, levels)
-    depth = _per_level(getattr(config, "transformer_layers_per_block", 1), levels)
-    layers = []
-    for level, kind in enumerate(config.down_block_types):
-        if "CrossAttn" in kind:
-            layers += [(cells // 4**level, widths[level])] * (per_block[level] * depth[level])
-    if "CrossAttn" in (getattr(config, "mid_block_type", None) or "UNetMidBlock2DCrossAttn"):
-        layers += [(cells // 4 ** (levels - 1), widths[-1])] * depth[-1]
-    for index, kind in enumerate(config.up_block_types):
-        level = levels - 1 - index
-        if "CrossAttn" in kind:
-            layers += [(cells // 4**level, widths[level])] * ((per_block[level] + 1) * depth[level])
-    return layers
-
-
-def _per_level(value, levels: int) -> list[int]:
-    """A U-Net config's per-level count (one number for all levels, or a list; nested lists
-    of per-layer counts taken at their largest)."""
-    if isinstance(value, int):
-        return [value] * levels
-    return [max(each) if isinstance(each, (list, tuple)) else each for each in value]
-
-
-def attention_layers(config, cells: int) -> list[tuple[int, int]]:
-    """(tokens, channels) of every self-attention layer in one denoiser pass over `cells`."""
-    if hasattr(config, "down_block_types"):
-        return unet_attention_layers(config, cells)
-    tokens = cells // config.patch_size**2  # a transformer (DiT): one token per patch, every layer
-    return [(tokens, config.num_attention_heads * config.attention_head_dim)] * config.num_layers
-
-
 def attention_operations(pipe: "Pipeline", width: int, height: int, guided: bool) -> float:
     """Multiply-adds x 2 of one denoising step's self-attention at width x height (with
     classifier-free guidance, two images)."""
     cells = (width // pipe.vae_scale) * (height // pipe.vae_scale)
-    per_image = sum(4.0 * tokens * tokens * channels for tokens, channels in attention_layers(pipe.components.denoiser.config, cells))
+    per_image = sum(4.0 * tokens * tokens * channels for tokens, channels in backbone_of(pipe.components.denoiser).attention_layers(cells))
     return per_image * (2 if guided else 1)
 
 

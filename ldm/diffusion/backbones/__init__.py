@@ -2,8 +2,10 @@
 
 base.py      Backbone: how a denoiser module is built and called (latents, t, Conditioning,
              ControlNet residuals) and what it offers: ControlNet, LoRA, patch size, its input
-             convolution, buffers to rebuild, learned sigma, a guidance embedding
-unet.py      diffusers UNet2DConditionModel (model.denoiser.kind: unet)
+             convolution, buffers to rebuild, learned sigma, a guidance embedding, where it
+             attends (attention_layers: the step-time rule's cost)
+unet.py      diffusers UNet2DConditionModel (model.denoiser.kind: unet); unet_attention.py
+             counts its attention layers from its config
 pixart.py    diffusers PixArtTransformer2DModel (model.denoiser.kind: dit)
 registry.py  BACKBONES and the lookups: backbone_of(module), backbone_for_config(section),
              backbone_for_class(diffusers class name), backbone_in_diffusers_folder(path)

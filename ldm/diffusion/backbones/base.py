@@ -93,6 +93,11 @@ class Backbone:
         for a denoiser that is guided the classic way."""
         return None
 
+    def attention_layers(self, cells: int) -> list[tuple[int, int]]:
+        """(tokens, channels) of every self-attention layer in one pass over `cells` latent
+        cells: what the step-time rule (ldm.pipeline.step_time) costs."""
+        raise NotImplementedError
+
     def input_conv(self) -> tuple[nn.Module, str]:
         """(module, attribute) of the first convolution, the one that sees the input channels
         (widened for inpainting)."""

@@ -68,7 +68,11 @@ class PixArt(Backbone):
         return config.out_channels % 2 == 0 and predicted in (config.in_channels, (config.in_channels - 1) // 2)
 
     def input_conv(self) -> tuple[nn.Module, str]:
-        return self.inner.pos_embed, "proj"  # the patch embedding: a patch_size-strided conv
+        return self.inner.pos_embed, "proj"
+
+    def attention_layers(self, cells: int) -> list[tuple[int, int]]:
+        tokens = cells // self.config.patch_size**2  # one token per patch, in every layer
+        return [(tokens, self.config.num_attention_heads * self.config.attention_head_dim)] * self.config.num_layers  # the patch embedding: a patch_size-strided conv
 
     def restore_buffers(self) -> None:
         """PixArt's sin-cos position table, computed as its PatchEmbed computes it."""

@@ -9,6 +9,7 @@ from torch import nn
 
 from ldm.config import UNetConfig
 from ldm.diffusion.backbones.base import Backbone, Residuals
+from ldm.diffusion.backbones.unet_attention import unet_attention_layers
 from ldm.diffusion.conditioning import Conditioning
 from ldm.errors import LdmError
 
@@ -90,3 +91,6 @@ class UNet(Backbone):
 
     def input_conv(self) -> tuple[nn.Module, str]:
         return self.inner, "conv_in"
+
+    def attention_layers(self, cells: int) -> list[tuple[int, int]]:
+        return unet_attention_layers(self.config, cells)

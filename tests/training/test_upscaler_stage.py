@@ -179,6 +179,6 @@ def test_dry_run_of_the_scenes_upscaler_config():
     from ldm.training.dry_run import dry_run_report
 
     report = dry_run_report(load_train_config(resolve_config_path("scenes/upscaler.yaml")))
-    assert "unet                 5,866,212  trainable" in report
+    assert "unet                 4,003,332  trainable" in report
     assert "latents: 4 x 32 x 32 per image (128 px)" in report
     assert "x4 (32 px low-resolution pictures -> 128 px" in report and "random 128 px crops of 512 px pictures" in report

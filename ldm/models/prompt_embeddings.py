@@ -73,14 +73,19 @@ class PromptEmbeddings:
 
     def splice(self, ids: list[int]) -> list[int]:
         """A prompt's token ids (no start or end mark) with each name's tokens replaced by its places."""
-        out, at = [], 0
+        return [place for unit in self.splice_units(ids) for place in (unit if isinstance(unit, tuple) else (unit,))]
+
+    def splice_units(self, ids: list[int]) -> list[int | tuple[int, ...]]:
+        """As splice, each name's places as one tuple (a chunked prompt keeps them in one chunk)."""
+        out: list[int | tuple[int, ...]] = []
+        at = 0
         while at < len(ids):
             name_ids = self.finder.match(ids, at)
             if name_ids is None:
                 out.append(ids[at])
                 at += 1
             else:
-                out += self._places[name_ids]
+                out.append(tuple(self._places[name_ids]))
                 at += len(name_ids)
         return out
 

@@ -89,11 +89,12 @@ def encode_chunked(
     encoder: TextEncoder, prompts: Sequence[Segments], device=None, embeddings: Optional[PromptEmbeddings] = None
 ) -> TextEncoding:
     """One encoder's chunked, weighted encoding of parsed prompts: hidden (B, L * chunks, width).
-    `embeddings`: the request's textual-inversion names, read as their vectors (one token each)."""
+    `embeddings`: the request's textual-inversion names, read as their vectors (one token each,
+    all of a name's in one chunk)."""
 
-    def word_tokens(text: str) -> list[int]:
+    def word_tokens(text: str) -> list[int | tuple[int, ...]]:
         ids = encoder.word_tokens(text)
-        return ids if embeddings is None else embeddings.splice(ids)
+        return ids if embeddings is None else embeddings.splice_units(ids)
 
     comma = encoder.word_tokens(",")
     split = [chunk_prompt(p, word_tokens, comma[0] if len(comma) == 1 else None, encoder.max_tokens) for p in prompts]

@@ -3,18 +3,23 @@ cuts a long prompt (its text encoder reads 75 tokens between the start and end m
 
 A chunk ends when it is full, and at every BREAK. When a chunk fills up within 20 tokens
 after a comma (A1111's "prompt word wrap length limit", default 20), the tokens after the
-comma move on to the next chunk, so a phrase is not cut in two. A prompt with no tokens is
+comma move on to the next chunk, so a phrase is not cut in two. A textual-inversion
+embedding's vectors (a tuple from `word_tokens`) stay in one chunk: one that does not fit
+in what is left of a chunk starts the next, as A1111 keeps them. A prompt with no tokens is
 one empty chunk."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from ldm.prompts.syntax import Fragment
 
 CHUNK_TOKENS = 75
 COMMA_BACKTRACK = 20
+
+# A token id, or the ids of an embedding's vectors, which stay together.
+Unit = Union[int, tuple[int, ...]]
 
 
 @dataclass
@@ -27,13 +32,13 @@ class Chunk:
 
 def chunk_prompt(
     segments: Sequence[Sequence[Fragment]],
-    word_tokens: Callable[[str], list[int]],
+    word_tokens: Callable[[str], Sequence[Unit]],
     comma: Optional[int] = None,
     size: int = CHUNK_TOKENS,
     backtrack: int = COMMA_BACKTRACK,
 ) -> list[Chunk]:
     """The chunks of a prompt's BREAK-separated `segments`; `word_tokens` gives a fragment's
-    token ids, `comma` is the comma's id (None: no moving at commas)."""
+    token ids (and embeddings' tuples), `comma` is the comma's id (None: no moving at commas)."""
     chunks: list[Chunk] = []
     chunk = Chunk()
     last_comma = -1  # index in `chunk` of its last comma
@@ -47,7 +52,17 @@ def chunk_prompt(
         if k > 0:
             close()  # BREAK
         for text, weight in segment:
-            for token in word_tokens(text):
+            for unit in word_tokens(text):
+                if isinstance(unit, tuple):  # an embedding: whole in this chunk, else in the next
+                    if chunk.tokens and len(chunk.tokens) + len(unit) > size:
+                        close()
+                    for token in unit:
+                        if len(chunk.tokens) == size:  # longer than a whole chunk: cut, as nothing else can
+                            close()
+                        chunk.tokens.append(token)
+                        chunk.weights.append(weight)
+                    continue
+                token = unit
                 if token == comma:
                     last_comma = len(chunk.tokens)
                 elif len(chunk.tokens) == size and last_comma != -1 and size - last_comma <= backtrack:

@@ -57,3 +57,16 @@ def test_a_comma_further_back_than_20_tokens_moves_nothing():
     assert len(first.tokens) == 75 and first.tokens[50] == COMMA
     assert second.tokens == list(range(124, 140))
     assert [len(c.tokens) for c in chunks_of(prompt, backtrack=0)] == [75, 16]
+
+
+def embedding_tokens(text: str) -> list:
+    """As word_tokens, with "emb" a 3-vector embedding (its places 900-902, kept together)."""
+    return [unit for word in text.split() for unit in ([(900, 901, 902)] if word == "emb" else word_tokens(word))]
+
+
+def test_an_embedding_that_would_cross_the_chunk_end_starts_the_next_chunk():
+    first, second = chunk_prompt(parse_attention(f"{words(73)} (emb:1.2) 500"), embedding_tokens, COMMA)
+    assert first.tokens == list(range(1, 74))  # 2 places left: the embedding's 3 vectors go on
+    assert second.tokens == [900, 901, 902, 500] and second.weights == [1.2, 1.2, 1.2, 1.0]
+    (whole,) = chunk_prompt(parse_attention(f"{words(72)} emb"), embedding_tokens, COMMA)
+    assert whole.tokens[-3:] == [900, 901, 902] and len(whole.tokens) == 75  # exactly fits

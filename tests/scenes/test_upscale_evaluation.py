@@ -61,3 +61,11 @@ def test_a_model_that_is_not_an_upscaler_is_a_one_line_error(tmp_path, tiny_comp
     folder = save_model(tiny_components, tmp_path / "plain")
     assert evaluate_upscaler.main(["--model", str(folder), "--n", "1", "--out", str(tmp_path / "out")]) == 2
     assert "is not an upscaler" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_judge_without_a_model_is_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exited:
+        evaluate_upscaler.main(["--judge", "2", "--out", str(tmp_path / "out")])
+    assert exited.value.code == 2 and "--judge N takes N >= 0 and goes with --model" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from ldm.control.units import CONTROL_TYPES
 from ldm.config import ConfigError, ModelConfig, UNetConfig, UpscalerConfig, apply_overrides, from_dict, one_of, read_yaml, validate_model
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES
+from ldm.training.optimizers import OPTIMIZERS
 from ldm.training.random_masks import DEFAULT_MASK_KINDS, check_mask_kinds
 from ldm.training.speedups import check_speedups
 
@@ -39,8 +40,10 @@ class TrainSection:
     lr: float = 1e-4
     warmup_steps: int = 0
     lr_schedule: str = "constant"  # constant | linear | cosine (after warm-up)
+    optimizer: str = "adamw"  # adamw | adamw8bit | adafactor (ldm.training.optimizers)
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 1e-2
+    allow_tf32: bool = False  # CUDA matmuls and convolutions in TF32 (Ampere and later)
     max_grad_norm: Optional[float] = 1.0  # null: no clipping
     mixed_precision: str = "auto"  # auto: bf16 where the device has it, "no" on CPU
     gradient_checkpointing: bool = False
@@ -254,6 +257,7 @@ def validate_train(config: TrainConfig) -> None:
     if config.model.scheduler.prediction_type == "flow" and config.text2img.min_snr_gamma:
         raise ConfigError("text2img.min_snr_gamma is a DDPM weighting; a flow model weighs its loss by model.scheduler.loss_weighting")
     one_of("train.lr_schedule", train.lr_schedule, LR_SCHEDULES)
+    one_of("train.optimizer", train.optimizer, OPTIMIZERS)
     one_of("train.mixed_precision", train.mixed_precision, MIXED_PRECISION)
     for key in ("max_steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every", "max_bad_steps"):
         at_least(f"train.{key}", getattr(train, key), 1)

@@ -37,11 +37,17 @@ from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
 from ldm.training.config import TrainConfig, random_text_encoder
+from ldm.training.optimizers import state_bytes
 from ldm.training.process_count import ProcessCount, global_batch_line, planned_processes
 
 GIB = 2**30
 FP32 = 4
-ADAMW_STATES = 2  # exp_avg and exp_avg_sq, fp32
+# The memory table's optimizer row, by train.optimizer (ldm.training.optimizers.state_bytes).
+OPTIMIZER_ROWS = {
+    "adamw": "optimizer (AdamW, 2 fp32 states)",
+    "adamw8bit": "optimizer (AdamW 8-bit states)",
+    "adafactor": "optimizer (Adafactor, factored)",
+}
 
 
 @dataclass
@@ -334,7 +340,7 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
     fixed = {
         "weights (fp32)": total * FP32,
         "gradients (fp32)": trainable * FP32,
-        f"optimizer (AdamW, {ADAMW_STATES} fp32 states)": trainable * FP32 * ADAMW_STATES,
+        OPTIMIZER_ROWS[train.optimizer]: state_bytes(train.optimizer, [p.shape for p in trained.parameters()]),
         "EMA (fp32)" if train.ema_decay else "EMA (off: train.ema_decay null)": trainable * FP32 if train.ema_decay else 0,
     }
     checkpointing = bool(plan.checkpoint_units)

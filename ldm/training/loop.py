@@ -30,6 +30,7 @@ from ldm.training.checkpoints import (
     save_checkpoint,
 )
 from ldm.training.config import TrainConfig
+from ldm.training.optimizers import apply_tf32, build_optimizer, check_optimizer
 from ldm.training.reporting import Reporter
 from ldm.training.speedups import apply_speedups
 from ldm.training.stage_registry import STAGES, build_stage
@@ -171,9 +172,9 @@ class Run:
 
         train_section = config.train
         parameters = stage.trained_parameters()
-        optimizer = torch.optim.AdamW(
-            parameters, lr=train_section.lr, betas=tuple(train_section.adam_betas), weight_decay=train_section.weight_decay
-        )
+        check_optimizer(train_section.optimizer, accelerator.device)
+        apply_tf32(train_section.allow_tf32)
+        optimizer = build_optimizer(train_section, parameters)
         # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
         lr_scheduler = get_scheduler(
             LR_SCHEDULES[train_section.lr_schedule], optimizer,
@@ -187,11 +188,25 @@ class Run:
     def output_dir(self) -> Path:
         return Path(self.config.train.output_dir)
 
+    def load_optimizer_state(self, checkpoint: Path, saved: dict) -> None:
+        """The checkpoint's optimizer state, if it is this optimizer's: torch loads another
+        optimizer's settings without a word, and the first step fails on them."""
+        settings = [set(group) - {"params"} for group in (saved["param_groups"][0], self.optimizer.param_groups[0])]
+        try:
+            if settings[0] != settings[1]:
+                raise ValueError("another optimizer saved it")
+            self.optimizer.load_state_dict(saved)
+        except (ValueError, KeyError) as error:
+            raise CheckpointError(
+                f"checkpoint {checkpoint}: its optimizer state does not fit train.optimizer {self.config.train.optimizer} "
+                f"(a run resumes with the optimizer it started with; {error})"
+            ) from None
+
     def resume(self, checkpoint: Path) -> int:
         """Puts back the state saved in `checkpoint`; returns its step."""
         state = load_checkpoint(checkpoint)
         load_trained_weights(self.stage, state.weights)
-        self.optimizer.load_state_dict(state.optimizer)
+        self.load_optimizer_state(checkpoint, state.optimizer)
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
         if self.ema is not None and state.ema is not None:
             self.ema.load_state_dict(state.ema)

@@ -106,16 +106,6 @@ def test_sdxl_single_files_are_refused_in_one_line(tmp_path):
         Pipeline.load(file)
 
 
-def test_inpainting_an_sdxl_model_is_refused_in_one_line(sdxl_folder):
-    from ldm.errors import LdmError
-
-    pipe = Pipeline.load(sdxl_folder)
-    picture = Image.new("RGB", (32, 32), "gray")
-    mask = Image.new("L", (32, 32), 255)
-    with pytest.raises(LdmError, match="^this SDXL model needs size conditioning, which this mode does not give yet$"):
-        pipe.inpaint("a cat", picture, mask, steps=2, progress=False)
-
-
 def test_the_hires_fix_draws_an_sdxl_model_with_each_pass_s_size_ids(sdxl_folder):
     """Each pass tells the U-Net its own size (A1111's defaults: original = target = the drawn size)."""
     pipe = Pipeline.load(sdxl_folder)

@@ -14,7 +14,7 @@ from ldm.errors import LdmError
 
 
 class MissingCondition(LdmError, ValueError):
-    """A mode that does not give the conditions this U-Net reads (SDXL's sizes in inpainting, for now)."""
+    """A call without the conditions this U-Net reads (an SDXL U-Net's size ids and pooled text)."""
 
 
 class UNet(Backbone):
@@ -65,7 +65,7 @@ class UNet(Backbone):
             return {"class_labels": cond.vectors["noise_level"]}
         if self.takes_time_ids:
             if "time_ids" not in cond.vectors or cond.pooled is None:
-                raise MissingCondition("this SDXL model needs size conditioning, which this mode does not give yet")
+                raise MissingCondition("an SDXL U-Net needs the pooled text and size conditioning (time_ids); this call gave none")
             return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": cond.vectors["time_ids"]}}
         return {}
 

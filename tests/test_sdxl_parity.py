@@ -21,8 +21,9 @@ def sdxl_folder(tmp_path_factory):
     return write_tiny_sdxl_folder(tmp_path_factory.mktemp("sdxl"))
 
 
-def reference(folder, pipeline_class, pipe, sampler):
-    ref = pipeline_class.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+def reference(folder, pipeline_class, pipe, sampler, **parts):
+    """`pipeline_class` read from `folder` (with `parts` of its own: controlnet=...), sampling with our `sampler`'s scheduler."""
+    ref = pipeline_class.from_pretrained(folder, **parts, local_files_only=True, use_safetensors=True)
     ref.scheduler = make_sampler(sampler, pipe.components.scheduler_config).scheduler
     ref.set_progress_bar_config(disable=True)
     return ref

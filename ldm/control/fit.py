@@ -1,6 +1,7 @@
 """Whether a ControlNet can steer a model, told from the two configs before any sampling
 (a ControlNet made for another model otherwise fails inside the U-Net's forward, steps in):
-its residuals must match the U-Net's skip connections one for one, it must read the same
+its residuals must match the U-Net's skip connections one for one, it must be of the same family
+(SDXL, reading the pooled text and size ids, or SD 1.x/2.x) and read the same
 latents and text, and its control-image embedding must land on the latent grid."""
 
 from __future__ import annotations

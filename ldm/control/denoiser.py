@@ -4,7 +4,7 @@ controls takes and returns what the plain denoiser does, so classifier-free guid
 of control. Like diffusers' ControlNet pipelines: each ControlNet sees the (guidance-batched)
 latents and text, its control image repeated over the batch, its residuals weighed by scale
 while the step lies in its [start, end] window; several ControlNets add their residuals (as
-MultiControlNetModel)."""
+MultiControlNetModel). An SDXL ControlNet reads the pooled text and the size ids too."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from PIL import Image
 
 from ldm.control.units import active_weight
 from ldm.diffusion.backbones import Residuals, backbone_of
+from ldm.diffusion.backbones.unet import size_conditioning, takes_size_conditioning
 from ldm.diffusion.conditioning import Conditioning
 from ldm.settings import GenerationError
 
@@ -59,9 +60,11 @@ class ControlResiduals:
             # Inpainting U-Nets take mask channels after the latents; a ControlNet sees the latents.
             latents = sample[:, : net.config.in_channels]  # (B, C, h, w)
             # No timestep_cond for the ControlNet: diffusers' has no guidance embedding (on an
-            # LCM student it is the teacher's ControlNet); the U-Net takes it.
+            # LCM student it is the teacher's ControlNet); the U-Net takes it. An SDXL
+            # ControlNet reads the U-Net's pooled text and size ids, as diffusers' feeds it.
+            added = size_conditioning(cond) if takes_size_conditioning(net.config) else {}
             d, m = net(latents, timestep, encoder_hidden_states=cond.tokens, controlnet_cond=image,
-                       conditioning_scale=scale, return_dict=False)  # fmt: skip
+                       conditioning_scale=scale, **added, return_dict=False)  # fmt: skip
             down = d if down is None else [a + b for a, b in zip(down, d)]
             mid = m if mid is None else mid + m
         self.step += 1
@@ -75,5 +78,5 @@ def with_controls(denoiser, controls: Sequence[ActiveControl], total_steps: int)
         return denoiser
     backbone = backbone_of(denoiser)
     if not backbone.supports_controlnet:
-        raise GenerationError(f"ControlNets steer U-Net models; this model's denoiser is a {backbone.title}")
+        raise GenerationError(f"ControlNets steer U-Net models; this model's denoiser is {backbone.described}")
     return backbone.steered_by(ControlResiduals(controls, total_steps))

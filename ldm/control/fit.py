@@ -1,6 +1,7 @@
 """Whether a ControlNet can steer a model, told from the two configs before any sampling
 (a ControlNet made for another model otherwise fails inside the U-Net's forward, steps in):
-its residuals must match the U-Net's skip connections one for one, it must read the same
+its residuals must match the U-Net's skip connections one for one, it must be of the same family
+(SDXL, reading the pooled text and size ids, or SD 1.x/2.x) and read the same
 latents and text, and its control-image embedding must land on the latent grid."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ldm.diffusion.backbones import backbone_of
+from ldm.diffusion.backbones.unet import takes_size_conditioning
 
 
 def skip_channels(config) -> list[int]:
@@ -31,9 +33,12 @@ def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
     """Why a ControlNet with `controlnet_config` cannot steer `components`; None when it can."""
     backbone = backbone_of(components.denoiser)
     if not backbone.supports_controlnet:
-        return f"ControlNets steer U-Net models; this model's denoiser is a {backbone.title}"
+        return f"ControlNets steer U-Net models; this model's denoiser is {backbone.described}"
     unet = components.denoiser.config
     vae = components.vae.config
+    family = family_mismatch(controlnet_config, unet)
+    if family:
+        return family
     if skip_channels(controlnet_config) != skip_channels(unet):
         return f"its config has {blocks(controlnet_config)}; this model's U-Net {blocks(unet)}"
     if controlnet_config.cross_attention_dim != unet.cross_attention_dim:
@@ -44,4 +49,20 @@ def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
     vae_scale = 2 ** (len(vae.block_out_channels) - 1)
     if control_scale != vae_scale:
         return f"it shrinks control images {control_scale}x; this model's latents are {vae_scale}x smaller than its pictures"
+    return None
+
+
+def family_of(config) -> str:
+    return "SDXL" if takes_size_conditioning(config) else "SD 1.x/2.x"
+
+
+def family_mismatch(controlnet_config, unet_config) -> Optional[str]:
+    """An SD 1.x/2.x ControlNet on an SDXL model or the reverse (told before the block shapes,
+    which differ too), or an SDXL ControlNet whose pooled-text-and-size embedding is not the U-Net's."""
+    ours, theirs = family_of(unet_config), family_of(controlnet_config)
+    if ours != theirs:
+        return f"it is an {theirs} ControlNet; this model is {ours}"
+    width, unet_width = (getattr(c, "projection_class_embeddings_input_dim", None) for c in (controlnet_config, unet_config))
+    if ours == "SDXL" and width != unet_width:
+        return f"it reads pooled text and size ids {width} wide; this model's U-Net reads them {unet_width} wide"
     return None

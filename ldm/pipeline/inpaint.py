@@ -14,7 +14,7 @@ from ldm.control.prepare import crop_controls
 from ldm.diffusion.inpainting import KnownRegion, inpaint_channels, latent_mask, masked_pixels
 from ldm.images import from_pil, mask_from_pil, resized, work_size
 from ldm.masks import Canvas, composite, crop_box, make_canvas
-from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_upscaler
+from ldm.pipeline.task import BatchContext, Plan, Start, input_pixels, refuse_upscaler, size_conditions
 from ldm.settings import GenerationError, Limits, Settings, check_input_size, check_size
 
 if TYPE_CHECKING:
@@ -84,21 +84,23 @@ class Inpaint:
 def inpainting_start(pipe: "Pipeline", generators, pixels, mask, strength: float, size: tuple[int, int]) -> Start:
     """The batch's start, its random draws in diffusers' order (input posterior, noise,
     masked-input posterior) so that a seed gives their image. `mask` (1, 1, H, W): 1 =
-    repaint; None: nothing to keep (img2img)."""
+    repaint; None: nothing to keep (img2img). An SDXL model gets the drawn size as its size ids."""
     inpainting_model = pipe.is_inpainting_model
+    vectors = size_conditions(pipe, size, len(generators))
     batch = input_pixels(pipe, pixels, len(generators))  # (B, 3, H, W)
     init_latents = None
     if strength < 1.0 or (mask is not None and not inpainting_model):
         init_latents = pipe.encode_images(batch, generators)  # (B, C, h, w)
     noise = pipe.noise(generators, *size)  # (B, C, h, w)
     if mask is None:
-        return Start(noise, init_latents, read_input=True)
+        return Start(noise, init_latents, read_input=True, vectors=vectors)
     mask = mask.to(device=noise.device, dtype=noise.dtype)
     small_mask = latent_mask(mask, noise.shape[-2:])  # (1, 1, h, w)
     if inpainting_model:
         masked_latents = pipe.encode_images(masked_pixels(batch, mask), generators)  # (B, C, h, w)
-        return Start(noise, init_latents, concat=inpaint_channels(small_mask, masked_latents), read_input=True)  # (B, 1 + C, h, w)
+        concat = inpaint_channels(small_mask, masked_latents)  # (B, 1 + C, h, w)
+        return Start(noise, init_latents, concat=concat, read_input=True, vectors=vectors)
     # diffusers encodes the masked input for 4-channel U-Nets too, and discards it: draw (and
     # discard) the same numbers, without the VAE pass.
     pipe.noise(generators, *size)
-    return Start(noise, init_latents, known_region=KnownRegion(init_latents, small_mask), read_input=True)
+    return Start(noise, init_latents, known_region=KnownRegion(init_latents, small_mask), read_input=True, vectors=vectors)

@@ -70,8 +70,13 @@ class Backbone:
         if residuals is None and self.steering is not None:
             residuals = self.steering(latents, timestep, cond)
         if residuals is not None and not self.supports_controlnet:
-            raise TypeError(f"a {self.title} takes no ControlNet residuals")
+            raise TypeError(f"{self.described} takes no ControlNet residuals")
         return self.forward(latents, timestep, cond, residuals)
+
+    @property
+    def described(self) -> str:
+        """The title with its article, as messages say it ("a DiT")."""
+        return f"a {self.title}"
 
     def forward(self, model_input: torch.Tensor, timestep: torch.Tensor, cond: Conditioning,
                 residuals: Optional[Residuals]) -> torch.Tensor:  # fmt: skip

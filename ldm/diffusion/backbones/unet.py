@@ -15,7 +15,22 @@ from ldm.errors import LdmError
 
 
 class MissingCondition(LdmError, ValueError):
-    """A mode that does not give the conditions this U-Net reads (SDXL's sizes in inpainting, for now)."""
+    """A call without the conditions this U-Net reads (an SDXL U-Net's size ids and pooled text)."""
+
+
+def takes_size_conditioning(config) -> bool:
+    """Whether a network with this diffusers config (a U-Net or a ControlNet) reads SDXL's
+    micro-conditioning (`addition_embed_type: text_time`): (original size, crop top-left,
+    target size) beside the pooled text."""
+    return getattr(config, "addition_embed_type", None) == "text_time"
+
+
+def size_conditioning(cond: Conditioning) -> dict:
+    """The keyword arguments of a text_time network's call: cond.pooled (B, P) and
+    cond.vectors["time_ids"] (B, 6) as `added_cond_kwargs`."""
+    if "time_ids" not in cond.vectors or cond.pooled is None:
+        raise MissingCondition("an SDXL U-Net or ControlNet needs the pooled text and size conditioning (time_ids); this call gave none")
+    return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": cond.vectors["time_ids"]}}
 
 
 class UNet(Backbone):
@@ -60,30 +75,26 @@ class UNet(Backbone):
     def added_conditions(self, cond: Conditioning) -> dict:
         """Keyword arguments for the conditions beyond the text tokens. SD 1.x / 2.x U-Nets
         take none; an upscaler's noise level (cond.vectors["noise_level"], (B,) integers) is
-        its class label; SDXL's (`addition_embed_type: text_time`) takes cond.pooled (B, P)
-        and cond.vectors["time_ids"] (B, 6) as `added_cond_kwargs`."""
+        its class label; SDXL's takes its size conditioning (`size_conditioning`)."""
         if "noise_level" in cond.vectors:
             return {"class_labels": cond.vectors["noise_level"]}
-        if self.takes_time_ids:
-            if "time_ids" not in cond.vectors or cond.pooled is None:
-                raise MissingCondition("this SDXL model needs size conditioning, which this mode does not give yet")
-            return {"added_cond_kwargs": {"text_embeds": cond.pooled, "time_ids": cond.vectors["time_ids"]}}
-        return {}
+        return size_conditioning(cond) if self.takes_time_ids else {}
 
     @property
     def takes_time_ids(self) -> bool:
-        """SDXL's micro-conditioning: (original size, crop top-left, target size) beside the pooled text."""
-        return getattr(self.config, "addition_embed_type", None) == "text_time"
+        return takes_size_conditioning(self.config)
 
     supports_lora = True  # SDXL's refused in ldm.lora.apply: its files are another layout, not read yet
 
-    @property  # SDXL ControlNets take the size conditioning too: not driven yet (a one-line refusal)
-    def supports_controlnet(self) -> bool:  # type: ignore[override]
-        return not self.takes_time_ids
+    supports_controlnet = True  # an SDXL U-Net's ControlNets read its size conditioning too (ldm.control.denoiser)
 
     @property
     def title(self) -> str:  # type: ignore[override]
         return "SDXL U-Net" if self.takes_time_ids else "U-Net"
+
+    @property
+    def described(self) -> str:  # type: ignore[override]
+        return "an SDXL U-Net" if self.takes_time_ids else "a U-Net"
 
     @property
     def guidance_embedding_width(self) -> Optional[int]:

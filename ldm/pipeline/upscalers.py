@@ -40,13 +40,19 @@ def latent_upscaler(mode: str, antialias: bool = False) -> Upscaler:
     return upscale
 
 
+def through_pictures(
+    pipe: "Pipeline", latents: torch.Tensor, generators: list[torch.Generator], change: Callable[[list[Image.Image]], list[Image.Image]]
+) -> torch.Tensor:
+    """Latents decoded to 8-bit pictures, `change`d, encoded again, sampled from the posterior
+    with the generators: what image-to-image on the changed pictures would start from."""
+    return pipe.encode_images(from_pil(change(to_pil(pipe.decode(latents)))), generators)  # (B, C, H/8, W/8)
+
+
 def pixel_upscaler(resample: int) -> Upscaler:
-    """Decoded to 8-bit pictures, resized by PIL, encoded again, sampled from the posterior with
-    the generators: what image-to-image on the resized picture would start from."""
+    """The pictures resized by PIL."""
 
     def upscale(pipe: "Pipeline", latents: torch.Tensor, size: tuple[int, int], generators: list[torch.Generator], batch: BatchContext) -> torch.Tensor:
-        pictures = [picture.resize(size, resample) for picture in to_pil(pipe.decode(latents))]
-        return pipe.encode_images(from_pil(pictures), generators)  # (B, C, H/8, W/8)
+        return through_pictures(pipe, latents, generators, lambda pictures: [p.resize(size, resample) for p in pictures])
 
     return upscale
 
@@ -80,13 +86,14 @@ def model_upscaler(name: str) -> Upscaler:
         components = pipe.components
         upscaler = loaded_upscaler(type(pipe), resolve_model(name), str(components.device), components.dtype)
         first = batch.settings
-        pictures = []
-        for picture, seed in zip(to_pil(pipe.decode(latents)), batch.seeds):
+
+        def redraw(picture: Image.Image, seed: int) -> Image.Image:
             request = Settings(prompt=without_lora_tags(first.prompt), negative=first.negative, seed=seed)
             one = upscaler.upscale(request, picture, progress=batch.progress)
             batch.notes += [f"hires upscaler: {note}" for note in one.notes if f"hires upscaler: {note}" not in batch.notes]
-            pictures.append(one.images[0].resize(size, Image.LANCZOS))
-        return pipe.encode_images(from_pil(pictures), generators)  # (B, C, H/8, W/8)
+            return one.images[0].resize(size, Image.LANCZOS)
+
+        return through_pictures(pipe, latents, generators, lambda pictures: [redraw(p, s) for p, s in zip(pictures, batch.seeds)])
 
     return upscale
 

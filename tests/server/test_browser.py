@@ -55,15 +55,24 @@ def image_of(figure) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(source.partition(",")[2])))
 
 
-def test_generate_inpaint_and_read_parameters_back(page, photo, tmp_path):
-    page.fill("#prompt", "a red circle")
-    page.fill("#steps", "3")
-    page.fill("#seed", "7")
-    page.select_option("#sampler_name", "Euler a")
+def fill_request(page, prompt: str, steps: int, seed: int) -> None:
+    page.fill("#prompt", prompt)
+    page.fill("#steps", str(steps))
+    page.fill("#seed", str(seed))
+
+
+def generate_first(page):
+    """Clicks Generate; the first picture's figure and its image."""
     page.click("#generate")
     page.wait_for_selector("#gallery figure")
-    first = page.locator("#gallery figure").first
-    generated = image_of(first)
+    figure = page.locator("#gallery figure").first
+    return figure, image_of(figure)
+
+
+def test_generate_inpaint_and_read_parameters_back(page, photo, tmp_path):
+    fill_request(page, "a red circle", 3, 7)
+    page.select_option("#sampler_name", "Euler a")
+    first, generated = generate_first(page)
     assert generated.size == (32, 32)
     assert "Seed: 7" in first.locator("figcaption").inner_text() and "Sampler: euler-a" in first.locator("figcaption").inner_text()
     page.wait_for_selector("#generate:enabled")
@@ -113,17 +122,12 @@ def test_generate_inpaint_and_read_parameters_back(page, photo, tmp_path):
 def test_hires_fix_from_the_page_and_read_back(page, tmp_path):
     """The hires fix's controls send A1111's fields; its picture is twice the size; a PNG of it
     read back turns the fix on with its values."""
-    page.fill("#prompt", "a red circle")
-    page.fill("#steps", "2")
-    page.fill("#seed", "5")
+    fill_request(page, "a red circle", 2, 5)
     page.check("#enable_hr")
     page.select_option("#hr_upscaler", "Lanczos")
     page.fill("#hr_second_pass_steps", "1")
     page.fill("#hr_denoising_strength", "0.4")
-    page.click("#generate")
-    page.wait_for_selector("#gallery figure")
-    figure = page.locator("#gallery figure").first
-    generated = image_of(figure)
+    figure, generated = generate_first(page)
     caption = figure.locator("figcaption").inner_text()
     assert generated.size == (64, 64)
     assert "Size: 32x32" in caption and "Denoising strength: 0.4, Hires upscale: 2, Hires steps: 1, Hires upscaler: Lanczos" in caption, caption

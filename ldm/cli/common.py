@@ -61,7 +61,9 @@ def run_command(prog: str, run, args: argparse.Namespace) -> int:
         fail(prog, str(error))
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, model_help: str | None = None, prompts: bool = True) -> None:
+    """--model, --list-models, the device's options; with `prompts` (a command that draws from a
+    prompt and can compile its denoiser) also --embeddings-dir and --compile."""
     parser.add_argument(
         "--model",
         metavar="DIR|NAME",
@@ -70,8 +72,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, model_help: str | None 
         f"(--list-models; a path wins). Default: the built-in {DEFAULT_MODEL!r} model.",
     )
     parser.add_argument("--list-models", action=ListModels, help="list the built-in models (name, size, what they draw) and exit")
-    add_embeddings_argument(parser)
-    add_device_arguments(parser)
+    if prompts:
+        add_embeddings_argument(parser)
+    add_device_arguments(parser, compiles=prompts)
 
 
 def add_embeddings_argument(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +90,7 @@ def check_embeddings_dir(args: argparse.Namespace) -> None:
         raise UsageError(f"--embeddings-dir {args.embeddings_dir} is not a folder")
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, compile_by_default: bool = False) -> None:
+def add_device_arguments(parser: argparse.ArgumentParser, compile_by_default: bool = False, compiles: bool = True) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if present, else cpu)")
     parser.add_argument(
         "--dtype",
@@ -96,6 +99,8 @@ def add_device_arguments(parser: argparse.ArgumentParser, compile_by_default: bo
         help="weights and activations precision (default: fp16 on GPU; on CPU fp32, or bf16 with --compile "
         "where the processor computes bf16 natively: AMX or AVX512-BF16)",
     )
+    if not compiles:
+        return
     parser.add_argument(
         "--compile",
         action=argparse.BooleanOptionalAction,

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="the pictures to upscale")
-    add_model_arguments(parser, UPSCALER_HELP)
+    add_model_arguments(parser, UPSCALER_HELP, prompts=False)  # an upscaler is never compiled (its warm-up draws txt2img)
     parser.add_argument("--prompt", default="", help="what the pictures show: steers the detail the upscaler draws")
     add_setting_arguments(parser, MODE, {"n": "upscales of each picture, seeds --seed, --seed + 1, ..."})
     add_output_arguments(parser)

@@ -114,3 +114,10 @@ def test_bad_paths_are_told_before_torch_is_imported(files, module, args, messag
     assert (status, imported) == (2, False), err
     assert message.replace("{tmp}", str(files)) in err and err.count("\n") == 1
     assert not list((files / "out").iterdir())
+
+
+@pytest.mark.parametrize("option", [["--compile"], ["--embeddings-dir", "."]])
+def test_options_an_upscaler_has_no_use_for_are_refused(option, capsys):
+    """An upscaler is never compiled and reads no embeddings: not accepted and ignored."""
+    status, err = run_cli(upscale.main, ["small.png", *option], capsys)
+    assert status == 2 and err.strip() == f"ldm-upscale: error: unrecognized arguments: {' '.join(option)}"

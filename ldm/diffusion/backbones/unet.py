@@ -74,7 +74,7 @@ class UNet(Backbone):
         """SDXL's micro-conditioning: (original size, crop top-left, target size) beside the pooled text."""
         return getattr(self.config, "addition_embed_type", None) == "text_time"
 
-    supports_lora = True  # SDXL's refused in ldm.lora.apply: its files are another layout, not read yet
+    supports_lora = True  # SDXL's too: kohya's original block names are read through ldm.lora.module_names
 
     @property  # SDXL ControlNets take the size conditioning too: not driven yet (a one-line refusal)
     def supports_controlnet(self) -> bool:  # type: ignore[override]

@@ -59,6 +59,14 @@ def write_sdxl_lora(weights: dict, unet, path, layout: str):
     return path
 
 
+def sdxl_lora_for_folder(folder, path, layout: str, seed: int = 0):
+    """A random LoRA file for every layer of the SDXL diffusers folder `folder`."""
+    from diffusers import StableDiffusionXLPipeline
+
+    parts = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True).components
+    return write_sdxl_lora(random_sdxl_lora(parts, seed), parts["unet"], path, layout)
+
+
 def _adapter_metadata(weights: dict) -> dict[str, str]:
     """The header diffusers' save_lora_weights writes: each part's peft LoraConfig, its keys
     prefixed by the part."""

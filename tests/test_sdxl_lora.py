@@ -1,14 +1,14 @@
 """SDXL LoRAs (kohya's original block names with lora_te1_/lora_te2_, kohya with diffusers'
 names, diffusers' peft layout) against diffusers' StableDiffusionXLPipeline.load_lora_weights on
-the same tiny folder; merging into an SDXL folder; an SDXL LoRA on an SD model and the reverse."""
+the same tiny folder; merging into an SDXL folder; an SDXL LoRA on an SD model and the reverse.
+Prompt tags through the A1111 API: tests/server/test_sdxl_lora_api.py."""
 
-import numpy as np
 import pytest
 import torch
 from lora_files import random_lora, write_lora
 from reference import LastLatents
 from sdxl_folder import write_tiny_sdxl_folder
-from sdxl_lora_files import LAYOUTS, random_sdxl_lora, write_sdxl_lora
+from sdxl_lora_files import LAYOUTS, sdxl_lora_for_folder
 
 from ldm.cli import convert, generate
 from ldm.diffusion.samplers import make_sampler
@@ -34,13 +34,6 @@ def diffusers_sdxl(folder, pipe):
     return reference
 
 
-def sdxl_lora(folder, path, layout, seed=0):
-    from diffusers import StableDiffusionXLPipeline
-
-    parts = StableDiffusionXLPipeline.from_pretrained(folder, local_files_only=True, use_safetensors=True).components
-    return write_sdxl_lora(random_sdxl_lora(parts, seed), parts["unet"], path, layout)
-
-
 def our_latents(pipe, loras=()):
     last = LastLatents()
     pipe.generate(PROMPT, loras=tuple((str(path), weight) for path, weight in loras), callback=last, **DRAW)
@@ -49,7 +42,7 @@ def our_latents(pipe, loras=()):
 
 @pytest.mark.parametrize(("layout", "weight"), [("kohya", 1.0), ("kohya", 0.6), ("kohya-diffusers", 1.0), ("peft", 0.6)])
 def test_sdxl_lora_matches_diffusers_load_lora_weights(sdxl_folder, tmp_path, layout, weight):
-    path = sdxl_lora(sdxl_folder, tmp_path / f"style-{layout}.safetensors", layout)
+    path = sdxl_lora_for_folder(sdxl_folder, tmp_path / f"style-{layout}.safetensors", layout)
     pipe = Pipeline.load(sdxl_folder)
     base = our_latents(pipe)
     ours = our_latents(pipe, [(path, weight)])
@@ -69,14 +62,14 @@ def test_sdxl_lora_matches_diffusers_load_lora_weights(sdxl_folder, tmp_path, la
 def test_each_part_of_a_kohya_file_is_read(sdxl_folder, tmp_path):
     """Every module of the U-Net the original layout names, and both text encoders."""
     pipe = Pipeline.load(sdxl_folder)
-    lora = read_lora(sdxl_lora(sdxl_folder, tmp_path / "style.safetensors", "kohya"), pipe.components)
+    lora = read_lora(sdxl_lora_for_folder(sdxl_folder, tmp_path / "style.safetensors", "kohya"), pipe.components)
     parts = {part: sum(delta.part == part for delta in lora.deltas) for part in ("denoiser", "text_encoder", "text_encoder_2")}
     assert parts["text_encoder"] == parts["text_encoder_2"] == 18  # 3 layers x (q, k, v, out, fc1, fc2)
     assert parts["denoiser"] >= 120
 
 
 def test_convert_merges_an_sdxl_lora_into_a_folder_that_draws_as_the_applied_lora(sdxl_folder, tmp_path):
-    path = sdxl_lora(sdxl_folder, tmp_path / "style.safetensors", "kohya")
+    path = sdxl_lora_for_folder(sdxl_folder, tmp_path / "style.safetensors", "kohya")
     assert convert.main([str(sdxl_folder), str(tmp_path / "merged"), "--lora", f"{path}:0.7"]) == 0
     applied = our_latents(Pipeline.load(sdxl_folder), [(path, 0.7)])
     assert torch.equal(our_latents(Pipeline.load(tmp_path / "merged")), applied)
@@ -96,7 +89,7 @@ def refused(capsys, *args):
 def test_an_sdxl_lora_on_an_sd_model_is_one_line(sdxl_folder, tiny_unet_components, tmp_path, capsys):
     model = save_model(tiny_unet_components, tmp_path / "sd")
     for layout in LAYOUTS:
-        path = sdxl_lora(sdxl_folder, tmp_path / f"xl-{layout}.safetensors", layout)
+        path = sdxl_lora_for_folder(sdxl_folder, tmp_path / f"xl-{layout}.safetensors", layout)
         line = refused(capsys, "a lake", "--model", model, "--lora", path, "--out", tmp_path / "x.png")
         assert "this LoRA is for SDXL" in line and "this model is an SD 1.x/2.x-shaped model (cross-attention width 32)" in line
     assert not (tmp_path / "x.png").exists()
@@ -108,12 +101,3 @@ def test_an_sd_lora_on_an_sdxl_model_is_one_line(sdxl_folder, tiny_unet_componen
     line = refused(capsys, "a lake", "--model", sdxl_folder, "--lora", path, "--out", tmp_path / "x.png")
     assert line.endswith("this LoRA is for another model (cross-attention width 32); this model is SDXL (cross-attention width 80)")
     assert not (tmp_path / "x.png").exists()
-
-
-def test_a_prompt_tag_draws_an_sdxl_lora(sdxl_folder, tmp_path):
-    (tmp_path / "loras").mkdir()
-    path = sdxl_lora(sdxl_folder, tmp_path / "loras" / "style.safetensors", "kohya")
-    pipe = Pipeline.load(sdxl_folder)
-    tagged = pipe.generate(f"<lora:style:0.5>{PROMPT}", lora_dir=str(path.parent), **DRAW).images[0]
-    flagged = pipe.generate(PROMPT, loras=((str(path), 0.5),), **DRAW).images[0]
-    assert np.array_equal(np.asarray(tagged), np.asarray(flagged))

@@ -9,7 +9,6 @@ from reference import LastLatents
 from sdxl_folder import write_tiny_sdxl_folder
 
 from ldm.diffusion.samplers import make_sampler
-from ldm.lora.apply import read_lora
 from ldm.models.weights import ModelError
 from ldm.pipeline import Pipeline, make_generators
 
@@ -77,14 +76,6 @@ def test_img2img_matches_diffusers(sdxl_folder):
 def test_decodes_through_the_vae(sdxl_folder):
     result = Pipeline.load(sdxl_folder).generate("a boat", steps=2, width=32, height=32, seed=1, progress=False)
     assert result.images[0].size == (32, 32)
-
-
-def test_sdxl_loras_are_refused_in_one_line(sdxl_folder, tmp_path):
-    from ldm.lora.apply import LoraError
-
-    pipe = Pipeline.load(sdxl_folder)
-    with pytest.raises(LoraError, match="^.*LoRAs on SDXL models are not supported yet$"):
-        read_lora(tmp_path / "x.safetensors", pipe.components)
 
 
 def test_a_refiner_folder_is_refused_in_one_line(sdxl_folder, tmp_path):

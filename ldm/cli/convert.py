@@ -51,7 +51,6 @@ def run(args: argparse.Namespace, clock) -> int:
     from ldm.lora.apply import apply_loras
     from ldm.formats.model_folder import ModelError, load_model
     from ldm.formats.single_file import save_single_file
-    from ldm.formats.diffusers_export import is_diffusers_folder
 
     source, target = resolve_model_path(args.src), Path(args.dst)
     try:
@@ -62,14 +61,10 @@ def run(args: argparse.Namespace, clock) -> int:
     try:
         components = load_model(source)
         applied = apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
-        text_loras = [lora.name for lora, _ in applied.applied if any(d.part != "denoiser" for d in lora.deltas)]
-        if text_loras and is_diffusers_folder(source) and target.suffix.lower() != ".safetensors":
-            # A diffusers folder is written as a copy of SRC with a new unet/: the text encoder would stay unmerged.
-            raise UsageError(f"LoRA {text_loras[0]} changes the text encoder, which a diffusers folder copied from SRC keeps as it is; write DST.safetensors")
         if target.suffix.lower() == ".safetensors":
             save_single_file(components, target, replace=args.overwrite)  # a file that appears meanwhile is kept too
-        else:
-            save_as_diffusers(components, target, source=source)
+        else:  # a copy of a diffusers SRC: its U-Net and the text encoders the LoRAs changed written anew
+            save_as_diffusers(components, target, source=source, changed=applied.changed_parts())
     except ModelError as error:
         raise UsageError(str(error)) from None
     clock.lap("convert")

@@ -8,6 +8,7 @@ folders do. A model that came from a diffusers folder is that folder with its U-
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from ldm.diffusion.samplers import make_sampler
 from ldm.formats.diffusers_export import is_diffusers_folder, save_diffusers_finetune
@@ -18,11 +19,15 @@ from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 
 
-def save_as_diffusers(components: Components, path: str | Path, source: Path | None = None) -> Path:
+def save_as_diffusers(components: Components, path: str | Path, source: Path | None = None, changed: Iterable[str] = ()) -> Path:
+    """`changed`: the Components parts that differ from `source`'s (merged LoRAs): a source
+    diffusers folder is copied with its U-Net and those text encoders written anew."""
     path = Path(path)
     require_unet(components, "a Stable Diffusion diffusers folder")
     if source is not None and is_diffusers_folder(source):
-        return save_diffusers_finetune(components.denoiser, source, path)
+        modules = components.modules()
+        encoders = {part: modules[part].model for part in changed if part.startswith("text_encoder")}  # HF CLIPs
+        return save_diffusers_finetune(components.denoiser, source, path, encoders)
     if getattr(components.first_text_encoder, "tower", None) is None:
         raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
     from diffusers import StableDiffusionPipeline

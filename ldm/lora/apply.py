@@ -3,9 +3,12 @@
 Layouts (one file may hold U-Net and text-encoder parts, and learned token embeddings:
 ldm.lora.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
-                                    .lora_up.weight, .alpha      (lora_te_... for the text encoder)
-  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>);
-                                    alpha from the header's adapter metadata (ldm.lora.metadata)
+                                    .lora_up.weight, .alpha      (lora_te_... for the text encoder;
+                                    SDXL: lora_te1_, lora_te2_, and the U-Net's original block names)
+  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>,
+                                    text_encoder_2.<...>); alpha from the header's adapter metadata
+                                    (ldm.lora.metadata)
+How names become modules: ldm.lora.module_names; a file for another family: ldm.lora.families.
 
 A delta W += weight * alpha / rank * (up @ down) is added to the module's weight in place;
 the originals are kept so that unloading restores them bit for bit.
@@ -21,13 +24,15 @@ import torch
 from ldm.diffusion.backbones import backbone_of
 from ldm.formats.model_folder import ModelError, read_safetensors
 from ldm.formats.single_file import read_metadata
+from ldm.lora.families import family_mismatch
 from ldm.lora.metadata import AdapterMetadataError, adapter_configs, effective_alpha
+from ldm.lora.module_names import kohya_index, lora_target, peft_module
 from ldm.lora.refs import check_weight, file_hash
 from ldm.lora.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 from ldm.models.components import Components
 
-KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder"}
-PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder"}
+KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
+PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
 
 
 class LoraError(ModelError):
@@ -36,7 +41,7 @@ class LoraError(ModelError):
 
 @dataclass
 class LoraDelta:
-    part: str  # "denoiser" or "text_encoder": the Components part (Components.modules()) it changes
+    part: str  # "denoiser", "text_encoder" or "text_encoder_2": the Components part (Components.modules()) it changes
     module: str  # the module's name as in named_modules()
     up: torch.Tensor  # (out, rank[, 1, 1])
     down: torch.Tensor  # (rank, in[, kh, kw])
@@ -65,8 +70,6 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     """Reads a LoRA file and matches every part of it to a module of `components`."""
     path = Path(path)
     backbone = backbone_of(components.denoiser)
-    if getattr(backbone, "takes_time_ids", False):
-        raise LoraError(f"{path}: LoRAs on SDXL models are not supported yet")
     if not backbone.supports_lora:
         raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone.kind}")
     state = read_safetensors(path)
@@ -74,6 +77,9 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     metadata = read_metadata(path)
     tokens = _token_rows(bundled_vectors(state), components, path)
     state = {key: tensor for key, tensor in state.items() if not key.startswith(BUNDLE_PREFIX)}
+    mismatch = family_mismatch(state, components)
+    if mismatch is not None:
+        raise LoraError(f"{path}: {mismatch}")
     if any(k.startswith("lora_") for k in state):
         deltas = _kohya_deltas(state, components, path)
     else:
@@ -108,21 +114,6 @@ def _token_rows(vectors: dict[str, torch.Tensor], components: Components, path: 
     return rows
 
 
-def _module_index(module: torch.nn.Module) -> dict[str, str]:
-    """Underscored module names (kohya's) -> dotted names."""
-    index = {}
-    for name, child in module.named_modules():
-        if isinstance(child, (torch.nn.Linear, torch.nn.Conv2d)):
-            index[name.replace(".", "_")] = name
-            index[("text_model." + name).replace(".", "_")] = name  # transformers 4 kept a text_model level
-    return index
-
-
-def _target(components: Components, part: str) -> torch.nn.Module:
-    module = components.modules()[part]
-    return getattr(module, "model", module)  # an HF text encoder wraps its CLIPTextModel
-
-
 def _kohya_deltas(state, components, path) -> list[LoraDelta]:
     deltas, indices = [], {}
     for key in state:
@@ -131,10 +122,10 @@ def _kohya_deltas(state, components, path) -> list[LoraDelta]:
         stem = key.removesuffix(".lora_down.weight")
         prefix = next((p for p in KOHYA_PARTS if stem.startswith(p)), None)
         if prefix is None:
-            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected lora_unet_* or lora_te_*)")
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected lora_unet_*, lora_te_*, lora_te1_* or lora_te2_*)")
         part = KOHYA_PARTS[prefix]
         if part not in indices:
-            indices[part] = _module_index(_target(components, part))
+            indices[part] = kohya_index(components, part)
         name = indices[part].get(stem[len(prefix) :])
         if name is None:
             raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
@@ -154,12 +145,10 @@ def _peft_deltas(state, configs: dict[str, dict], components, path) -> list[Lora
         stem = key.removesuffix(".lora_A.weight")
         prefix = next((p for p in PEFT_PARTS if stem.startswith(p)), None)
         if prefix is None:
-            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected unet.* or text_encoder.*)")
-        part, name = PEFT_PARTS[prefix], stem[len(prefix) :]
-        modules = dict(_target(components, part).named_modules())
-        if name not in modules and name.removeprefix("text_model.") in modules:
-            name = name.removeprefix("text_model.")
-        if name not in modules:
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected unet.*, text_encoder.* or text_encoder_2.*)")
+        part = PEFT_PARTS[prefix]
+        name = peft_module(components, part, stem[len(prefix) :])
+        if name is None:
             raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
         down, up = state[key], _required(state, stem + ".lora_B.weight", path)
         alpha = state.get(stem + ".alpha")
@@ -176,7 +165,7 @@ def _required(state, key, path) -> torch.Tensor:
 
 
 def _check_fits(item: LoraDelta, components: Components, path: Path) -> None:
-    weight = dict(_target(components, item.part).named_modules())[item.module].weight
+    weight = dict(lora_target(components, item.part).named_modules())[item.module].weight
     out_features, in_features = item.up.shape[0], item.down.flatten(1).shape[1]
     if (out_features, in_features) != (weight.shape[0], weight[0].numel()) or item.up.shape[1] != item.down.shape[0]:
         raise LoraError(
@@ -194,6 +183,11 @@ class AppliedLoras:
         self.original_rows: dict[int, torch.Tensor] = {}
         self.applied: list[tuple[Lora, float]] = []
 
+    def changed_parts(self) -> set[str]:
+        """The Components parts (Components.modules() names) whose weights the LoRAs changed."""
+        parts = {part for part, _ in self.originals}
+        return parts | ({"text_encoder"} if self.original_rows else set())  # learned tokens: the first encoder's table
+
     @torch.no_grad()
     def apply(self, lora: Lora, weight: float = 1.0) -> None:
         """Adds `lora` at `weight`; LoraError (naming the file) when the weight is out of range or
@@ -206,7 +200,7 @@ class AppliedLoras:
         if weight == 0:
             return  # the base model, exactly
         for item in lora.deltas:
-            module = dict(_target(self.components, item.part).named_modules())[item.module]
+            module = dict(lora_target(self.components, item.part).named_modules())[item.module]
             key = (item.part, item.module)
             summed = module.weight.double() + weight * item.delta(module.weight.shape).to(module.weight.device)
             merged = summed.to(module.weight.dtype)
@@ -227,7 +221,7 @@ class AppliedLoras:
     @torch.no_grad()
     def unload(self) -> None:
         for (part, name), original in self.originals.items():
-            dict(_target(self.components, part).named_modules())[name].weight.copy_(original)
+            dict(lora_target(self.components, part).named_modules())[name].weight.copy_(original)
         table = self.components.first_text_encoder.token_embedding.weight
         for token, row in self.original_rows.items():
             table[token] = row

@@ -138,15 +138,20 @@ def test_convert_refuses_a_lora_that_does_not_fit_and_writes_nothing(model, tmp_
     assert not (tmp_path / "merged").exists()
 
 
-def test_convert_refuses_to_drop_a_text_encoder_lora_when_copying_a_diffusers_folder(tmp_path, capsys):
+def test_convert_merges_a_text_encoder_lora_into_a_copied_diffusers_folder(tmp_path):
+    """A diffusers SRC is copied with its U-Net and the text encoder the LoRA changed written anew."""
     from sd_folder import write_tiny_sd_folder
 
     source = write_tiny_sd_folder(build_tiny(text_encoder__width=64, text_encoder__heads=1, unet__cross_attention_dim=64), tmp_path, text_heads=1)
     stem = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
     lora = tmp_path / "te.safetensors"
     save_file({f"{stem}.lora_down.weight": torch.ones(RANK, 64), f"{stem}.lora_up.weight": torch.ones(64, RANK)}, str(lora))
-    with pytest.raises(SystemExit) as exit:
-        convert.main([str(source), str(tmp_path / "merged"), "--lora", str(lora)])
-    assert exit.value.code == 2
-    assert "changes the text encoder" in capsys.readouterr().err
-    assert not (tmp_path / "merged").exists()
+    assert convert.main([str(source), str(tmp_path / "merged"), "--lora", f"{lora}:0.3"]) == 0
+    expected = load_model(source)
+    apply_loras(expected, [(lora, 0.3)])
+    merged = load_model(tmp_path / "merged")
+
+    def same_text_encoder(a, b) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.first_text_encoder.state_dict().values(), b.first_text_encoder.state_dict().values()))
+
+    assert same_text_encoder(merged, expected) and not same_text_encoder(merged, load_model(source))

@@ -84,7 +84,7 @@ class UNet(Backbone):
     def takes_time_ids(self) -> bool:
         return takes_size_conditioning(self.config)
 
-    supports_lora = True  # SDXL's refused in ldm.lora.apply: its files are another layout, not read yet
+    supports_lora = True  # SDXL's too: kohya's original block names are read through ldm.lora.module_names
 
     supports_controlnet = True  # an SDXL U-Net's ControlNets read its size conditioning too (ldm.control.denoiser)
 

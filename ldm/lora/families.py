@@ -1,0 +1,47 @@
+"""Which family of models a LoRA file was made for, told from its keys and shapes, so that an
+SDXL LoRA on an SD 1/2 model (or the reverse) is refused in one line naming both, before the
+modules are matched one by one.
+
+The width the U-Net's cross-attention reads (the text width: SD 1.x 768, SD 2.x 1024, SDXL's
+two encoders together 2048) shows in any file that adapts a cross-attention key projection
+(`attn2.to_k`); a file that changes a second text encoder (`lora_te2_`, `text_encoder_2.`), or
+numbers its first (`lora_te1_`), is an SDXL file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+import torch
+
+from ldm.models.components import Components
+
+FAMILY_OF_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+SECOND_ENCODER_PREFIXES = ("lora_te2_", "text_encoder_2.")
+SDXL_PREFIXES = SECOND_ENCODER_PREFIXES + ("lora_te1_",)  # kohya numbers the text encoders only for SDXL
+CROSS_ATTENTION_KEY = re.compile(r"attn2[._]to_k\.lora_(?:down|A)\.weight$")
+
+
+def family_mismatch(state: dict[str, torch.Tensor], components: Components) -> Optional[str]:
+    """Why a LoRA file's tensors (`state`) are for another family than `components`; None when
+    nothing says so."""
+    model_width = components.denoiser.config.cross_attention_dim
+    model = _family(len(components.text_encoders) > 1, model_width, "an SD 1.x/2.x-shaped model")
+    width = cross_attention_width(state)
+    if any(key.startswith(SECOND_ENCODER_PREFIXES) for key in state) and len(components.text_encoders) < 2:
+        return f"this LoRA is for SDXL (it changes a second text encoder); this model is {model}"
+    if width is not None and width != model_width:
+        sdxl = any(key.startswith(SDXL_PREFIXES) for key in state)
+        return f"this LoRA is for {_family(sdxl, width, 'another model')}; this model is {model}"
+    return None
+
+
+def cross_attention_width(state: dict[str, torch.Tensor]) -> Optional[int]:
+    """The text width the file's cross-attention adapters read; None when it adapts none."""
+    return next((tensor.flatten(1).shape[1] for key, tensor in state.items() if CROSS_ATTENTION_KEY.search(key)), None)
+
+
+def _family(sdxl: bool, width: int, otherwise: str) -> str:
+    name = "SDXL" if sdxl else FAMILY_OF_WIDTH.get(width, otherwise)
+    return f"{name} (cross-attention width {width})"

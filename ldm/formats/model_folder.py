@@ -38,6 +38,7 @@ from ldm.models.weights import (
     ModelError,
     check_fits,
     load_state,
+    quiet_loading,
     read_safetensors,
     refuse_pickle,
     stored_shapes,
@@ -239,12 +240,13 @@ def load_diffusers_folder(path: Path) -> Components:
             raise ModelError(f"{path / sub} has no .safetensors weights")
     options = {"local_files_only": True, "use_safetensors": True}
     try:
-        denoiser = backbone.load_pretrained(path / denoiser_folder, **options)
-        vae = AutoencoderKL.from_pretrained(path / "vae", **options)
-        text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
-        tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+        with quiet_loading():
+            denoiser = backbone.load_pretrained(path / denoiser_folder, **options)
+            vae = AutoencoderKL.from_pretrained(path / "vae", **options)
+            text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
+            tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+            conditioner = sdxl_text_side(path, text_model, tokenizer, **options)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
-        conditioner = sdxl_text_side(path, text_model, tokenizer, **options)
     except (OSError, ValueError, json.JSONDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"cannot read diffusers folder {path}: {first}") from None

@@ -8,7 +8,9 @@ pretrained tower) and model folders share one reader without importing each othe
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -19,6 +21,21 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 
 class ModelError(LdmError):
     """A model path that cannot be loaded or saved; the message says why in one line."""
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """transformers (5.x) draws a "Loading weights" bar for every model it reads: a command's
+    --quiet and its one-line errors must not get them. Put back as it was after."""
+    from transformers.utils import logging as transformers_logging
+
+    was_on = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            transformers_logging.enable_progress_bar()
 
 
 def refuse_pickle(path: Path) -> None:

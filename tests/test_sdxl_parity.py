@@ -3,7 +3,6 @@ img2img) on the same tiny random folder."""
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from reference import LastLatents
 from sdxl_folder import write_tiny_sdxl_folder
@@ -92,14 +91,6 @@ def test_a_refiner_folder_is_refused_in_one_line(sdxl_folder, tmp_path):
         Pipeline.load(refiner)
 
 
-def test_sdxl_single_files_are_refused_in_one_line(tmp_path):
-    from safetensors.torch import save_file
-
-    file = tmp_path / "sdxl.safetensors"
-    keys = ["model.diffusion_model.x", "first_stage_model.x", "conditioner.embedders.0.transformer.x"]
-    save_file({key: torch.zeros(1) for key in keys}, str(file))
-    with pytest.raises(ModelError, match="SDXL single files are not supported yet"):
-        Pipeline.load(file)
 
 
 def test_the_hires_fix_draws_an_sdxl_model_with_each_pass_s_size_ids(sdxl_folder):

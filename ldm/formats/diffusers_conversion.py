@@ -2,7 +2,9 @@
 
 Our open_clip text tower becomes the transformers CLIPTextModel SD 2.x folders hold, through
 diffusers' own open_clip conversion; "penultimate" models keep one layer fewer, as SD 2.x's
-folders do. A model that came from a diffusers folder is that folder with its U-Net replaced.
+folders do. An SDXL model (two transformers CLIP text models: one read from a single file)
+becomes a StableDiffusionXLPipeline folder. A model that came from a diffusers folder is that
+folder with its U-Net replaced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from ldm.diffusion.samplers import make_sampler
 from ldm.formats.diffusers_export import is_diffusers_folder, save_diffusers_finetune
 from ldm.formats.model_folder import ModelError, load_state, staged_folder
 from ldm.formats.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
+from ldm.formats.sdxl_single_file import sdxl_text_models
 from ldm.formats.single_file import require_unet
 from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
@@ -28,6 +31,8 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
         modules = components.modules()
         encoders = {part: modules[part].model for part in changed if part.startswith("text_encoder")}  # HF CLIPs
         return save_diffusers_finetune(components.denoiser, source, path, encoders)
+    if len(components.text_encoders) > 1:
+        return save_sdxl_folder(components, path)
     if getattr(components.first_text_encoder, "tower", None) is None:
         raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
     from diffusers import StableDiffusionPipeline
@@ -42,6 +47,28 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:
+        pipe.save_pretrained(staging, safe_serialization=True)
+    return path
+
+
+def save_sdxl_folder(components: Components, path: Path) -> Path:
+    """StableDiffusionXLPipeline's folder: both text models and tokenizers as they are, the
+    model's schedule as SDXL's Euler scheduler."""
+    from diffusers import StableDiffusionXLPipeline
+
+    first, second = sdxl_text_models(components)
+    tokenizers = [encoder.tokenizer for encoder in components.text_encoders]
+    pipe = StableDiffusionXLPipeline(
+        vae=components.vae,
+        text_encoder=first,
+        text_encoder_2=second,
+        tokenizer=tokenizers[0],
+        tokenizer_2=tokenizers[1],
+        unet=components.denoiser,
+        scheduler=make_sampler("euler", components.scheduler_config).scheduler,
+        force_zeros_for_empty_prompt=components.conditioner.zeros_for_empty_negative,
     )
     with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:
         pipe.save_pretrained(staging, safe_serialization=True)

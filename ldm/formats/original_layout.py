@@ -1,8 +1,9 @@
-"""diffusers module names -> the original (CompVis) Stable Diffusion checkpoint key names.
+"""diffusers module names <-> the original (CompVis / Stability) Stable Diffusion checkpoint
+key names, for the U-Net (SDXL's too: its size embedding is `label_emb`) and the VAE.
 
-Used to export one-file checkpoints that AUTOMATIC1111, ComfyUI and InvokeAI read. The way
-back (original -> diffusers) is diffusers' own single_file_utils; the tests check that the
-two agree on every key.
+Used to export one-file checkpoints that AUTOMATIC1111, ComfyUI and InvokeAI read, and to
+read SDXL files back (the same tables, inverted). SD 1.x/2.x files are read through
+diffusers' own single_file_utils; the tests check that both ways agree with diffusers.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def unet_prefixes(config) -> list[tuple[str, str, dict]]:
     table = [
         ("time_embedding.linear_1", "time_embed.0", {}),
         ("time_embedding.linear_2", "time_embed.2", {}),
+        # SDXL's text_time embedding (pooled text + size ids); absent from SD 1.x/2.x weights.
+        ("add_embedding.linear_1", "label_emb.0.0", {}),
+        ("add_embedding.linear_2", "label_emb.0.2", {}),
         ("conv_in", "input_blocks.0.0", {}),
         ("conv_norm_out", "out.0", {}),
         ("conv_out", "out.2", {}),
@@ -84,7 +88,7 @@ def vae_prefixes(config) -> list[tuple[str, str, dict]]:
     return table
 
 
-def rename(state: dict[str, torch.Tensor], table: list[tuple[str, str, dict]], what: str) -> dict[str, torch.Tensor]:
+def rename(state: dict[str, torch.Tensor], table: list[tuple[str, str, dict]], what: str, into: str = "the original Stable Diffusion layout") -> dict[str, torch.Tensor]:
     by_prefix = {new: (old, parts) for new, old, parts in table}
     out = {}
     for key, value in state.items():
@@ -92,7 +96,7 @@ def rename(state: dict[str, torch.Tensor], table: list[tuple[str, str, dict]], w
         # The longest listed module that contains this key (parts may hold dots: to_out.0).
         prefix = next((p for p in _ancestors(module) if p in by_prefix), None)
         if prefix is None:
-            raise LayoutError(f"{what} key {key!r} has no place in the original Stable Diffusion layout")
+            raise LayoutError(f"{what} key {key!r} has no place in {into}")
         original, parts = by_prefix[prefix]
         inner = module[len(prefix) + 1 :] if module != prefix else ""
         inner = _rename_head(inner, parts)
@@ -113,6 +117,11 @@ def _rename_head(inner: str, parts: dict) -> str:
     return inner
 
 
+def inverted(table: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
+    """The same table read the other way: original module -> diffusers module."""
+    return [(old, new, {v: k for k, v in parts.items()}) for new, old, parts in table]
+
+
 def unet_to_original(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
     return {UNET_PREFIX + k: v for k, v in rename(state, unet_prefixes(config), "U-Net").items()}
 
@@ -124,6 +133,24 @@ def vae_to_original(state: dict[str, torch.Tensor], config) -> dict[str, torch.T
         if ".mid.attn_1." in key and key.endswith("weight") and value.ndim == 2:
             value = value[:, :, None, None]
         out[VAE_PREFIX + key] = value
+    return out
+
+
+def unet_from_original(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """`model.diffusion_model.*` weights -> a diffusers UNet2DConditionModel state dict."""
+    inner = {k[len(UNET_PREFIX) :]: v for k, v in state.items() if k.startswith(UNET_PREFIX)}
+    return rename(inner, inverted(unet_prefixes(config)), "U-Net", "a diffusers U-Net")
+
+
+def vae_from_original(state: dict[str, torch.Tensor], config) -> dict[str, torch.Tensor]:
+    """`first_stage_model.*` weights -> a diffusers AutoencoderKL state dict."""
+    inner = {k[len(VAE_PREFIX) :]: v for k, v in state.items() if k.startswith(VAE_PREFIX)}
+    out = {}
+    for key, value in rename(inner, inverted(vae_prefixes(config)), "VAE", "a diffusers VAE").items():
+        # diffusers' mid-block attention is linear where the original has 1x1 convolutions.
+        if ".mid_block.attentions.0." in key and key.endswith("weight") and value.ndim == 4:
+            value = value[:, :, 0, 0]
+        out[key] = value
     return out
 
 

@@ -1,21 +1,21 @@
 """One-file checkpoints in the original Stable Diffusion layout (what AUTOMATIC1111,
 ComfyUI and InvokeAI keep): read SD 1.x / 2.x files (and their 9-channel inpainting
-variants) offline, and write any model in that layout.
+variants) and SDXL files (ldm.formats.sdxl_single_file) offline, and write any model in
+that layout.
 
-The architecture is read from the keys and shapes; what they cannot tell (attention heads,
-noise schedule, latent scale) comes from the facts in ldm/formats/layouts/stable_diffusion.yaml.
-Files written here also carry our resolved model config in their metadata, so they load
-back exactly. Key renames towards diffusers are diffusers' own (single_file_utils).
+The architecture is read from the keys and shapes (ldm.formats.original_shapes); what they
+cannot tell (attention heads, noise schedule, latent scale) comes from the facts in
+ldm/formats/layouts/stable_diffusion.yaml. Files written here also carry our resolved model
+config in their metadata, so they load back exactly. SD 1.x/2.x key renames towards
+diffusers are diffusers' own (single_file_utils).
 """
 
 from __future__ import annotations
 
 import json
-from functools import cache
 from pathlib import Path
 
 import torch
-import yaml
 
 from ldm.config import ConfigError, ModelConfig, model_config_from_dict, model_to_dict
 from ldm.files import clean_leftovers, writing_file
@@ -28,6 +28,8 @@ from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
+from ldm.formats.original_shapes import bare_clip_names, hf_clip_model, infer_open_clip, infer_unet, infer_vae, layout_facts
+from ldm.formats.sdxl_single_file import is_sdxl_refiner_state, is_sdxl_state, sdxl_components, sdxl_original_state
 from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_prediction_type
 from ldm.formats.original_layout import (
     OPEN_CLIP_PREFIX,
@@ -43,11 +45,6 @@ CONFIG_METADATA = "ldm_model"  # our resolved model config (JSON) in the file's 
 HF_CLIP_PREFIX = "cond_stage_model.transformer."
 # Kept by some open_clip checkpoints, not part of the text tower we build.
 OPEN_CLIP_EXTRAS = ("attn_mask", "logit_scale")
-
-
-@cache
-def layout_facts() -> dict:
-    return yaml.safe_load((Path(__file__).parent / "layouts" / "stable_diffusion.yaml").read_text())
 
 
 # ----------------------------------------------------------------------------- loading
@@ -66,23 +63,39 @@ def load_single_file(path: str | Path) -> Components:
     if path.suffix.lower() != ".safetensors":
         raise ModelError(f"{path} is a file but not .safetensors; a single-file model must be a .safetensors checkpoint")
     state = read_safetensors(path)
-    if not any(k.startswith(UNET_PREFIX) for k in state) or not any(k.startswith(VAE_PREFIX) for k in state):
-        raise ModelError(f"{path} is not a Stable Diffusion checkpoint: no {UNET_PREFIX}* or {VAE_PREFIX}* weights")
-    if any(k.startswith("conditioner.embedders.") for k in state):
-        raise ModelError(f"{path} is an SDXL checkpoint; SDXL single files are not supported yet (a diffusers SDXL folder is)")
-    layout = "sd1" if any(k.startswith(HF_CLIP_PREFIX) for k in state) else "sd2"
-    if layout == "sd2" and not any(k.startswith(OPEN_CLIP_PREFIX) for k in state):
-        raise ModelError(f"{path} has no text encoder weights ({HF_CLIP_PREFIX}* or {OPEN_CLIP_PREFIX}*)")
+    layout = original_family(path, state)
     prediction_type = sidecar_prediction_type(path)  # the user's word (ldm.formats.single_file_prediction)
     try:
+        if layout == "sdxl":
+            return sdxl_components(state, path.stem, prediction_type)
         config = _config_from_metadata(read_metadata(path)) or infer_model_config(state, layout, path.stem, prediction_type)
         if prediction_type is not None:
             config.scheduler.prediction_type = prediction_type
-    except (KeyError, IndexError, ZeroDivisionError) as error:
+    except (KeyError, IndexError, ZeroDivisionError, StopIteration) as error:
         raise ModelError(f"{path}: cannot read the architecture from its weights (missing {error})") from None
-    except ConfigError as error:
+    except (ConfigError, LayoutError) as error:
         raise ModelError(f"{path}: {error}") from None
     return components_from_original(state, config, layout)
+
+
+def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
+    """sd1, sd2 or sdxl, as the keys say; ModelError in one line for an SDXL refiner and for
+    keys that fit no family."""
+    if is_sdxl_refiner_state(state):
+        raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); refiners are not supported yet")
+    has_parts = any(k.startswith(UNET_PREFIX) for k in state) and any(k.startswith(VAE_PREFIX) for k in state)
+    texts = {
+        "sdxl": is_sdxl_state(state),
+        "sd1": any(k.startswith(HF_CLIP_PREFIX) for k in state),
+        "sd2": any(k.startswith(OPEN_CLIP_PREFIX) for k in state),
+    }
+    found = [family for family, present in texts.items() if present]
+    if not has_parts or len(found) != 1:
+        raise ModelError(
+            f"{path} is not a Stable Diffusion checkpoint: its keys fit no known family (SD 1.x, SD 2.x, SDXL: "
+            f"{UNET_PREFIX}*, {VAE_PREFIX}* and one text side: {HF_CLIP_PREFIX}*, {OPEN_CLIP_PREFIX}* or conditioner.embedders.0/1.*)"
+        )
+    return found[0]
 
 
 def _config_from_metadata(metadata: dict[str, str]) -> ModelConfig | None:
@@ -91,78 +104,21 @@ def _config_from_metadata(metadata: dict[str, str]) -> ModelConfig | None:
     return model_config_from_dict(json.loads(metadata[CONFIG_METADATA]))
 
 
-def _indices(state, prefix: str) -> list[int]:
-    """Sorted distinct integers N of keys `prefix N.`."""
-    return sorted({int(k[len(prefix) :].split(".")[0]) for k in state if k.startswith(prefix)})
-
-
 def infer_model_config(state: dict[str, torch.Tensor], layout: str, name: str, prediction_type: str | None = None) -> ModelConfig:
     """The config of an original-layout checkpoint from its shapes and the layout facts;
     epsilon or v as given, else as diffusers tells them apart."""
     facts = layout_facts()[layout]
     prediction_type = prediction_type or detected_prediction_type(state)
-    groups = facts["norm_num_groups"]
-    vae_prefix = VAE_PREFIX + "encoder.down."
-    vae_levels = _indices(state, vae_prefix)
-    vae = {
-        "in_channels": state[VAE_PREFIX + "encoder.conv_in.weight"].shape[1],
-        "out_channels": state[VAE_PREFIX + "decoder.conv_out.weight"].shape[0],
-        "latent_channels": state[VAE_PREFIX + "post_quant_conv.weight"].shape[0],
-        "block_out_channels": [state[f"{vae_prefix}{i}.block.0.conv1.weight"].shape[0] for i in vae_levels],
-        "layers_per_block": len(_indices(state, vae_prefix + "0.block.")),
-        "norm_num_groups": groups,
-        "scaling_factor": facts["vae_scaling_factor"],
-    }
-    unet = _infer_unet(state, facts)
+    vae = infer_vae(state, facts)
+    unet = infer_unet(state, facts)
     if prediction_type == "v_prediction" and facts.get("v_sample_size"):
         unet["sample_size"] = facts["v_sample_size"]  # SD 2.x v models draw at 768 px
     if layout == "sd2":
-        text = _infer_open_clip(state, facts)
+        text = infer_open_clip(state, OPEN_CLIP_PREFIX, facts)
     else:  # a transformers CLIP model: its config is read in _hf_clip_text_encoder
         text = {"width": unet["cross_attention_dim"], "heads": 1, "layers": 1}
     model = {"name": name, "vae": vae, "text_encoder": text, "denoiser": {"kind": UNet.kind, **unet}, "scheduler": dict(facts["scheduler"], prediction_type=prediction_type)}
     return model_config_from_dict(model)
-
-
-def _infer_unet(state, facts) -> dict:
-    blocks = _indices(state, UNET_PREFIX + "input_blocks.")
-    downsamplers = [i for i in blocks if UNET_PREFIX + f"input_blocks.{i}.0.op.weight" in state]
-    levels = len(downsamplers) + 1
-    layers = (len(blocks) - 1 - len(downsamplers)) // levels
-    first = [1 + level * (layers + 1) for level in range(levels)]
-    channels = [state[UNET_PREFIX + f"input_blocks.{b}.0.out_layers.3.weight"].shape[0] for b in first]
-    attends = [any(k.startswith(UNET_PREFIX + f"input_blocks.{b}.1.") for k in state) for b in first]
-    to_k = next(v for k, v in state.items() if k.startswith(UNET_PREFIX) and k.endswith("attn2.to_k.weight"))
-    proj_in = next(v for k, v in state.items() if k.startswith(UNET_PREFIX) and k.endswith("proj_in.weight"))
-    heads = facts["unet_heads"] or [c // facts["unet_head_width"] for c in channels]
-    return {
-        "in_channels": state[UNET_PREFIX + "input_blocks.0.0.weight"].shape[1],
-        "out_channels": state[UNET_PREFIX + "out.2.weight"].shape[0],
-        "block_out_channels": channels,
-        "layers_per_block": layers,
-        "attention_head_dim": heads,
-        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attends],
-        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attends)],
-        "norm_num_groups": facts["norm_num_groups"],
-        "sample_size": facts["sample_size"],
-        "cross_attention_dim": to_k.shape[1],
-        "use_linear_projection": proj_in.ndim == 2,
-    }
-
-
-def _infer_open_clip(state, facts) -> dict:
-    p = OPEN_CLIP_PREFIX
-    vocab, width = state[p + "token_embedding.weight"].shape
-    return {
-        "width": width,
-        "heads": width // facts["text_head_width"],
-        "layers": len(_indices(state, p + "transformer.resblocks.")),
-        "context_length": state[p + "positional_embedding"].shape[0],
-        "vocab_size": vocab,
-        "embed_dim": state[p + "text_projection"].shape[1],
-        "mlp_ratio": state[p + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
-        "layer": facts["text_layer"],
-    }
 
 
 def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig, layout: str) -> Components:
@@ -199,35 +155,11 @@ def components_from_original(state: dict[str, torch.Tensor], config: ModelConfig
 def _hf_clip_text_encoder(state):
     """SD 1.x: OpenAI CLIP ViT-L/14 as a transformers CLIPTextModel; the tokenizer is CLIP's
     BPE, which open_clip ships (so nothing is downloaded)."""
-    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-
     facts = layout_facts()["sd1"]
-    # Files name the parts text_model.*; transformers 5 drops that level, 4 keeps it.
-    weights = {k.removeprefix("text_model."): v for k, v in convert_ldm_clip_checkpoint(state).items()}
+    weights = bare_clip_names({k[len(HF_CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(HF_CLIP_PREFIX)})
     weights.pop("embeddings.position_ids", None)  # a buffer older files carry
-    vocab, width = weights["embeddings.token_embedding.weight"].shape
     tokenizer = clip_tokenizer()
-    config = CLIPTextConfig(
-        vocab_size=vocab,
-        hidden_size=width,
-        intermediate_size=weights["encoder.layers.0.mlp.fc1.weight"].shape[0],
-        num_hidden_layers=len({k.split(".")[2] for k in weights if k.startswith("encoder.layers.")}),
-        num_attention_heads=max(1, width // facts["text_head_width"]),
-        max_position_embeddings=weights["embeddings.position_embedding.weight"].shape[0],
-        hidden_act=facts["text_activation"],
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = CLIPTextModel(config)
-    load_state(model, {_hf_clip_name(model, k): v for k, v in weights.items()}, "text encoder")
-    return HFClipTextEncoder(model, tokenizer)
-
-
-def _hf_clip_name(model, bare: str) -> str:
-    return bare if hasattr(model, "embeddings") else f"text_model.{bare}"
+    return HFClipTextEncoder(hf_clip_model(weights, tokenizer, facts["text_activation"], facts["text_head_width"]), tokenizer)
 
 
 # ----------------------------------------------------------------------------- saving
@@ -243,6 +175,8 @@ def require_unet(components: Components, what: str) -> None:
 def original_state(components: Components) -> dict[str, torch.Tensor]:
     """All weights under their original Stable Diffusion names."""
     require_unet(components, "an original-layout single file")
+    if len(components.text_encoders) > 1:
+        return sdxl_original_state(components)
     state = unet_to_original(components.denoiser.state_dict(), components.denoiser.config)
     state.update(vae_to_original(components.vae.state_dict(), components.vae.config))
     tower = getattr(components.first_text_encoder, "tower", None)

@@ -7,6 +7,18 @@ from typing import Optional
 
 
 @dataclass
+class CaptionSettings:
+    """data.captions: what is done to the caption drawn for a sample (one of its captions, drawn
+    anew each epoch) before caption dropout; ldm.data.caption_transforms. All off by default."""
+
+    shuffle_tags: bool = False  # the tags after the first keep_tokens in a new order each epoch
+    keep_tokens: int = 0  # the first N tags stay first, in order, and are never dropped (kohya's)
+    tag_separator: str = ","  # what splits a caption into tags; tags are joined with it and a space
+    trigger: str = ""  # a word or phrase put before every caption, as its own first tag
+    tag_dropout: float = 0.0  # each tag but the kept ones is left out with this probability
+
+
+@dataclass
 class DataConfig:
     # imagefolder: images with sidecar .txt, metadata.jsonl/.csv (file_name, text) or COCO JSON
     # hf: a saved `datasets` dataset (load_from_disk) or local data files (parquet, arrow, ...)
@@ -30,6 +42,7 @@ class DataConfig:
     crop: str = "center"  # center | random
     random_flip: bool = False
     caption_dropout: float = 0.1  # probability that a caption becomes "" (unconditional)
+    captions: CaptionSettings = field(default_factory=CaptionSettings)  # tag shuffling, trigger, tag dropout
     num_workers: int = 0
     shuffle_buffer: int = 1000  # webdataset
     # imagefolder/hf: the last N samples (in sha256-of-key order) kept for evaluation,

@@ -14,7 +14,7 @@ import random
 import numpy as np
 import torch
 
-STREAMS = {"transform": 1, "caption": 2, "order": 3, "shuffle": 4}
+STREAMS = {"transform": 1, "caption": 2, "order": 3, "shuffle": 4, "tags": 5}
 
 
 def mixed_seed(*parts: int) -> int:

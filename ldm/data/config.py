@@ -27,7 +27,7 @@ class DataConfig:
     path: str = ""
     coco_captions: Optional[str] = None  # imagefolder: a COCO captions JSON for the images
     image_column: str = "image"  # hf
-    caption_column: str = "text"  # hf, and imagefolder's metadata.jsonl/.csv
+    caption_column: str = "text"  # hf, imagefolder's metadata.jsonl/.csv, a webdataset JSON caption object
     # imagefolder: captions for images without one, by parent folder name
     # ({"n01440764": "a photo of a tench"}): class-labelled folders such as ImageNet's
     caption_from_folder: dict[str, str] = field(default_factory=dict)
@@ -36,7 +36,7 @@ class DataConfig:
     control_column: str = ""  # hf
     control_key: str = ""  # webdataset
     image_key: str = "jpg;png;jpeg;webp"  # webdataset
-    caption_key: str = "txt"  # webdataset
+    caption_key: str = "txt"  # webdataset: a text member, or a JSON one ("json") with a list of captions
     split: str = "train"  # hf
     resolution: int = 512  # pixels of the square crop
     crop: str = "center"  # center | random

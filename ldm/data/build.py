@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Union
 
+from ldm.data.caption_transforms import check_caption_settings
 from ldm.data.config import DataConfig
 from ldm.data.errors import DataError
 from ldm.data.exclude import Exclusion, exclude_keys, read_exclusion_list
@@ -44,6 +45,10 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
         raise DataError(f"data.resolution must be positive, got {config.resolution}")
     if not 0.0 <= config.caption_dropout <= 1.0:
         raise DataError(f"data.caption_dropout must be in [0, 1], got {config.caption_dropout}")
+    try:
+        check_caption_settings(config.captions)
+    except ValueError as error:
+        raise DataError(str(error)) from None
     if config.validation < 0:
         raise DataError(f"data.validation must not be negative, got {config.validation}")
     for setting, source in (("control_column", "hf"), ("control_key", "webdataset")):
@@ -67,7 +72,7 @@ def _indexed(load: Callable[[DataConfig], Records]):
             description["exclude"] = exclusion.digest
         indices = train if split == "train" else validation
         # Every process gets every sample: the sampler picks each one's share (ldm.data.batches).
-        dataset = IndexedImageDataset(records, indices, transform, config.caption_dropout, seed, split == "train", description)
+        dataset = IndexedImageDataset(records, indices, transform, config.caption_dropout, seed, split == "train", description, config.captions)
         if exclusion is not None:
             dataset.exclusion = exclusion
             if rank == 0:  # counted once: the processes' counts are summed

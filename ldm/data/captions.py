@@ -37,6 +37,20 @@ def clean_captions(value: Any) -> list[str]:
     return [v.strip() for v in values if isinstance(v, str) and v.strip()]
 
 
+def member_captions(value: Any, key: str, column: str) -> list[str]:
+    """A webdataset sample's caption member (`key`, bytes) -> its captions: a text member is one
+    caption; a JSON one ("json", "captions.json") a string, a list of them, or an object whose
+    `column` holds either. [] for none, or for JSON that does not parse (counted as no caption)."""
+    text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value or "")
+    if not key.endswith("json"):
+        return clean_captions(text)
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return []
+    return clean_captions(parsed.get(column) if isinstance(parsed, dict) else parsed)
+
+
 def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()

@@ -7,6 +7,18 @@ from typing import Optional
 
 
 @dataclass
+class CaptionSettings:
+    """data.captions: what is done to the caption drawn for a sample (one of its captions, drawn
+    anew each epoch) before caption dropout; ldm.data.caption_transforms. All off by default."""
+
+    shuffle_tags: bool = False  # the tags after the first keep_tokens in a new order each epoch
+    keep_tokens: int = 0  # the first N tags stay first, in order, and are never dropped (kohya's)
+    tag_separator: str = ","  # what splits a caption into tags; tags are joined with it and a space
+    trigger: str = ""  # a word or phrase put before every caption, as its own first tag
+    tag_dropout: float = 0.0  # each tag but the kept ones is left out with this probability
+
+
+@dataclass
 class DataConfig:
     # imagefolder: images with sidecar .txt, metadata.jsonl/.csv (file_name, text) or COCO JSON
     # hf: a saved `datasets` dataset (load_from_disk) or local data files (parquet, arrow, ...)
@@ -15,7 +27,7 @@ class DataConfig:
     path: str = ""
     coco_captions: Optional[str] = None  # imagefolder: a COCO captions JSON for the images
     image_column: str = "image"  # hf
-    caption_column: str = "text"  # hf, and imagefolder's metadata.jsonl/.csv
+    caption_column: str = "text"  # hf, imagefolder's metadata.jsonl/.csv, a webdataset JSON caption object
     # imagefolder: captions for images without one, by parent folder name
     # ({"n01440764": "a photo of a tench"}): class-labelled folders such as ImageNet's
     caption_from_folder: dict[str, str] = field(default_factory=dict)
@@ -24,12 +36,13 @@ class DataConfig:
     control_column: str = ""  # hf
     control_key: str = ""  # webdataset
     image_key: str = "jpg;png;jpeg;webp"  # webdataset
-    caption_key: str = "txt"  # webdataset
+    caption_key: str = "txt"  # webdataset: a text member, or a JSON one ("json") with a list of captions
     split: str = "train"  # hf
     resolution: int = 512  # pixels of the square crop
     crop: str = "center"  # center | random
     random_flip: bool = False
     caption_dropout: float = 0.1  # probability that a caption becomes "" (unconditional)
+    captions: CaptionSettings = field(default_factory=CaptionSettings)  # tag shuffling, trigger, tag dropout
     num_workers: int = 0
     shuffle_buffer: int = 1000  # webdataset
     # imagefolder/hf: the last N samples (in sha256-of-key order) kept for evaluation,

@@ -3,7 +3,9 @@
   2. metadata.jsonl / metadata.csv anywhere in the tree, with `file_name` (relative to
      the metadata file's folder) and a caption column (data.caption_column, "text"),
      as in Hugging Face's imagefolder layout;
-  3. a sidecar NAME.txt beside NAME.jpg;
+  3. sidecars beside NAME.jpg: NAME.txt and numbered ones, NAME.1.txt, NAME.2.txt, ... (each a
+     caption of its own, one drawn per epoch; a NAME.1.txt that is the sidecar of an image
+     NAME.1.jpg is that image's, not NAME.jpg's);
   4. data.caption_from_folder: {folder name: caption} for the image's parent folder.
 Images without a caption are skipped (and counted). All captions are read here, before
 training, so that a broken caption file stops the run at once.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -23,6 +26,7 @@ from ldm.data.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+NUMBERED_SIDECAR = re.compile(r"^(?P<stem>.+)\.(?P<number>\d+)\.txt$")
 
 
 @dataclass
@@ -102,16 +106,31 @@ def _captions(root: Path, files: list[str], others: set[str], config: DataConfig
         folder = PurePosixPath(metadata).parent
         for name, captions in read_metadata(root / metadata, config.caption_column).items():
             known[(folder / name).as_posix()] = captions
-    return [_caption_of(root, file, others, known, config.caption_from_folder) for file in files]
+    sidecars = _sidecars(files, others)
+    return [_caption_of(root, file, sidecars, known, config.caption_from_folder) for file in files]
 
 
-def _caption_of(root: Path, file: str, others: set[str], known: dict[str, list[str]], from_folder: dict) -> list[str]:
+def _sidecars(files: list[str], others: set[str]) -> dict[str, list[str]]:
+    """Image stem ('part/cat') -> its caption files: 'part/cat.txt', then 'part/cat.N.txt' by N.
+    A numbered file that is the plain sidecar of another image (cat.1.txt beside cat.1.jpg) is that one's."""
+    stems = {PurePosixPath(file).with_suffix("").as_posix() for file in files}
+    numbered: dict[str, list[tuple[int, str]]] = {}
+    for other in others:
+        match = NUMBERED_SIDECAR.match(other)
+        if match and match["stem"] in stems and other.removesuffix(".txt") not in stems:
+            numbered.setdefault(match["stem"], []).append((int(match["number"]), other))
+    sidecars = {stem: [f"{stem}.txt"] for stem in stems if f"{stem}.txt" in others}
+    for stem, entries in numbered.items():
+        sidecars[stem] = sidecars.get(stem, []) + [name for _, name in sorted(entries)]
+    return sidecars
+
+
+def _caption_of(root: Path, file: str, sidecars: dict[str, list[str]], known: dict[str, list[str]], from_folder: dict) -> list[str]:
     if file in known:
         return known[file]
-    sidecar = PurePosixPath(file).with_suffix(".txt").as_posix()
-    if sidecar in others:
-        text = read_text(root / sidecar)
-        return [text] if text else []
+    stem = PurePosixPath(file).with_suffix("").as_posix()
+    if stem in sidecars:
+        return [text for text in (read_text(root / sidecar) for sidecar in sidecars[stem]) if text]
     folder = PurePosixPath(file).parent.name
     return [from_folder[folder]] if folder in from_folder else []
 

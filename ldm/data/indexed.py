@@ -14,7 +14,8 @@ from typing import Iterator, Optional, Protocol, Union
 
 import torch
 
-from ldm.data.captions import choose_caption, drop_caption
+from ldm.data.caption_transforms import CaptionDraw
+from ldm.data.config import CaptionSettings
 from ldm.data.control_images import with_control
 from ldm.data.decode import ImageSource, decode_image
 from ldm.data.exclude import Exclusion
@@ -45,8 +46,8 @@ class IndexedImageDataset(torch.utils.data.Dataset):
     """dataset[(epoch, position)] -> {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str},
     or None for a sample that cannot be trained on (unreadable, too small, no caption).
 
-    training=True: one caption drawn per epoch, caption dropout, random crop/flip if set.
-    training=False (validation): first caption, no dropout. Iterating gives the readable
+    training=True: one caption drawn per epoch, its tags rearranged (data.captions), caption
+    dropout, random crop/flip if set. training=False (validation): first caption, no dropout. Iterating gives the readable
     samples in fixed order (epoch 0), for evaluation and inspection.
 
     `stats` counts each sample once, however many epochs or processes' workers read it."""
@@ -60,12 +61,14 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         seed: int,
         training: bool,
         description: dict,
+        captions: Optional[CaptionSettings] = None,  # data.captions; None: captions as written
     ):
         super().__init__()
         self.records = records
         self.indices = indices
         self.transform = transform
         self.caption_dropout = caption_dropout if training else 0.0
+        self.draw_caption = CaptionDraw(captions or CaptionSettings(), seed, self.caption_dropout)
         self.seed, self.training = seed, training
         self.description = description
         self.stats = DataStats()
@@ -137,9 +140,7 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         pixels = self.transform(decoded.image, generator())  # (3, R, R)
         if self.caching:
             return {"pixels": pixels, "captions": captions, "key": key, **extra}
-        caption_rng = sample_generator(self.seed, epoch, index, "caption")
-        caption = choose_caption(captions, caption_rng if self.training else None)
-        caption = drop_caption(caption, self.caption_dropout, caption_rng)
+        caption = self.draw_caption(captions, epoch, key, self.training)
         return {"pixels": pixels, "caption": caption, "key": key, **extra}
 
     def _count(self, index: int, converted: Optional[str] = None, skipped: Optional[str] = None) -> None:

@@ -30,11 +30,11 @@ from typing import Any, Callable, Optional
 import torch
 from torch.utils.data import DataLoader
 
-from ldm.data.captions import choose_caption, drop_caption
+from ldm.data.caption_transforms import CaptionDraw
+from ldm.data.config import CaptionSettings
 from ldm.data.errors import DataError
 from ldm.data.batches import collate_samples
 from ldm.data.indexed import Item, split_item
-from ldm.data.randomness import sample_generator, stable_index
 from ldm.files import writing_file
 
 CACHE_VERSION = 1
@@ -311,16 +311,18 @@ def _cache_total(dataset) -> Optional[int]:
 
 class CachedLatentDataset(torch.utils.data.Dataset):
     """dataset[(epoch, position)] -> {"latent_mean": (C, h, w), "latent_std": (C, h, w),
-    "caption": str, "key": str, and the cache's extras by their names} from a complete cache; one caption drawn per epoch and
-    dropout applied here, at read time, so that cached samples get a fresh draw every epoch.
+    "caption": str, "key": str, and the cache's extras by their names} from a complete cache. The
+    cache keeps every caption as written; one is drawn per epoch, its tags rearranged
+    (`captions`, data.captions) and dropout applied here, at read time, so that cached samples
+    get a fresh caption every epoch: the same one an image dataset of the same seed gives.
     Latents are the unscaled posterior: sample with mean + std * noise, then multiply by
     the VAE's scaling factor. Batched like the image datasets (ldm.data.make_batches)."""
 
-    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0):
+    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0, captions: Optional[CaptionSettings] = None):
         super().__init__()
         self.cache = cache
         self.sample_keys = sorted(cache.keys())  # sorted: independent of the build order
-        self.caption_dropout, self.seed = caption_dropout, seed
+        self.draw_caption = CaptionDraw(captions or CaptionSettings(), seed, caption_dropout)
 
     def __len__(self) -> int:
         return len(self.sample_keys)
@@ -329,6 +331,5 @@ class CachedLatentDataset(torch.utils.data.Dataset):
         epoch, position = split_item(item)
         key = self.sample_keys[position]
         mean, std = self.cache.get(key)
-        generator = sample_generator(self.seed, epoch, stable_index(key), "caption")
-        caption = drop_caption(choose_caption(self.cache.captions(key), generator), self.caption_dropout, generator)
+        caption = self.draw_caption(self.cache.captions(key), epoch, key)
         return {"latent_mean": mean, "latent_std": std, "caption": caption, "key": key, **self.cache.extras(key)}

@@ -1,6 +1,6 @@
 """Per-sample randomness derived from (seed, epoch, sample), never from global RNG state.
 
-Every random choice about a sample (crop, flip, which caption, caption dropout) uses a
+Every random choice about a sample (crop, flip, which caption, its tags, caption dropout) uses a
 generator seeded from the run seed, the epoch and the sample's stable index, plus a
 stream name, so a choice does not shift when another is switched on or off, and the
 result does not depend on the number of processes or DataLoader workers.
@@ -14,7 +14,7 @@ import random
 import numpy as np
 import torch
 
-STREAMS = {"transform": 1, "caption": 2, "order": 3, "shuffle": 4}
+STREAMS = {"transform": 1, "caption": 2, "order": 3, "shuffle": 4, "tags": 5}
 
 
 def mixed_seed(*parts: int) -> int:

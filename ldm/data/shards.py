@@ -18,7 +18,8 @@ from typing import Iterator, Optional
 
 import torch
 
-from ldm.data.captions import drop_caption
+from ldm.data.caption_transforms import CaptionDraw
+from ldm.data.captions import member_captions
 from ldm.data.config import DataConfig
 from ldm.data.control_images import with_control
 from ldm.data.decode import decode_image
@@ -69,10 +70,11 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.urls = urls
         self.image_keys = [key.strip().lower() for key in config.image_key.split(";") if key.strip()]
         self.caption_key = config.caption_key.lower()
+        self.caption_column = config.caption_column  # in a JSON caption member
         self.control_key = config.control_key.strip().lower()
         self.shuffle_buffer = config.shuffle_buffer
         self.transform = transform
-        self.caption_dropout = config.caption_dropout
+        self.draw_caption = CaptionDraw(config.captions, seed, config.caption_dropout)
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.description = description
         self.excluded = excluded  # data.exclude: keys skipped (and counted) as they stream past
@@ -146,9 +148,8 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         if key in self.excluded:
             self.stats.record(skipped="excluded")
             return None
-        caption = raw.get(self.caption_key, b"")
-        caption = caption.decode("utf-8", errors="replace").strip() if isinstance(caption, bytes) else str(caption).strip()
-        if not caption:
+        captions = member_captions(raw.get(self.caption_key, b""), self.caption_key, self.caption_column)
+        if not captions:
             self.stats.record(skipped="no caption")
             return None
         image = next((raw[k] for k in self.image_keys if k in raw), None)
@@ -166,6 +167,5 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
             return None
         pixels = self.transform(decoded.image, generator())  # (3, R, R)
         if self._cache_skip is not None:
-            return {"pixels": pixels, "captions": [caption], "key": key, **extra}
-        caption = drop_caption(caption, self.caption_dropout, sample_generator(self.seed, epoch, index, "caption"))
-        return {"pixels": pixels, "caption": caption, "key": key, **extra}
+            return {"pixels": pixels, "captions": captions, "key": key, **extra}
+        return {"pixels": pixels, "caption": self.draw_caption(captions, epoch, key), "key": key, **extra}

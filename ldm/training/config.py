@@ -16,6 +16,7 @@ from typing import ClassVar, Optional, Union
 
 from ldm.control.units import CONTROL_TYPES
 from ldm.config import ConfigError, ModelConfig, UNetConfig, UpscalerConfig, apply_overrides, from_dict, one_of, read_yaml, validate_model
+from ldm.data.caption_transforms import check_caption_settings
 from ldm.data.config import DataConfig
 from ldm.diffusion.samplers import SAMPLER_NAMES
 from ldm.training.optimizers import OPTIMIZERS
@@ -272,6 +273,10 @@ def validate_train(config: TrainConfig) -> None:
         raise ConfigError("train.output_dir is empty")
     if not 0.0 <= config.data.caption_dropout <= 1.0:
         raise ConfigError(f"data.caption_dropout must be in [0, 1], got {config.data.caption_dropout}")
+    try:
+        check_caption_settings(config.data.captions)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     at_least("text2img.text_embedding_memory_mb", config.text2img.text_embedding_memory_mb, 0)
     if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
         raise ConfigError("text2img.min_snr_gamma must be positive")

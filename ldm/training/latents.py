@@ -55,5 +55,6 @@ def cached_latents(dataset, vae, directory: Path, config, context, extras: Optio
         )  # fmt: skip
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()  # the other processes read what the main one wrote
-    # Caption dropout 0: text2img drops captions itself, per step.
-    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed)
+    # Caption dropout 0: text2img drops captions itself, per step. The cache holds every caption
+    # as written; data.captions rearranges the drawn one at read time, anew each epoch.
+    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed, captions=config.data.captions)

@@ -4,9 +4,10 @@
 Each epoch the shard list is shuffled with (seed, epoch), split across processes by the
 explicit rank/world_size (not torch.distributed, which may not be initialised yet) and
 across DataLoader workers (as webdataset's split_by_worker), then samples are shuffled in a
-seeded buffer (webdataset's algorithm, kept in ldm.data.stream_position so that a resumed run
-continues it exactly without reading its consumed shards again). Tar-level failures (an unreachable URL, a truncated tar) go through a
-webdataset handler that counts them and continues; bad images are counted by our decoder.
+seeded buffer (webdataset's algorithm, run by ldm.data.stream_position so that a resumed run
+continues it exactly without reading its consumed shards again). Tar-level failures (an
+unreachable URL, a truncated tar) go through a webdataset handler that counts them and
+continues; bad images are counted by our decoder.
 """
 
 from __future__ import annotations
@@ -107,12 +108,11 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         """The shards DataLoader worker `worker` of `workers` reads in `epoch`, in order: the list
         shuffled by (seed, epoch), this rank's share, this worker's share of it (the caching
         view: every shard, in file order)."""
+        urls = list(self.urls)
         if self._cache_skip is not None:
-            urls, rank, world_size = list(self.urls), 0, 1
-        else:
-            urls, rank, world_size = list(self.urls), self.rank, self.world_size
-            random.Random(mixed_seed(self.seed, epoch)).shuffle(urls)  # as webdataset's SimpleShardList(seed=...)
-        return urls[rank::world_size][worker::workers]
+            return urls[worker::workers]
+        random.Random(mixed_seed(self.seed, epoch)).shuffle(urls)  # as webdataset's SimpleShardList(seed=...)
+        return urls[self.rank :: self.world_size][worker::workers]
 
     def worker_stream(self, epoch: int, worker: int, workers: int, start: Optional[dict] = None) -> WorkerStream:
         """Worker `worker`'s raw samples of `epoch`, from `start` (a WorkerStream.position()) or

@@ -5,7 +5,7 @@ ResumableBatches: each epoch is a permutation seeded by (seed, epoch); a global 
 the next batch_size * world_size positions, of which each process takes its own slice.
 The position is (epoch, batches done), so resuming starts the sampler at that batch:
 nothing already trained on is read again. Webdataset shards, which have no index, stream
-through StreamBatches.
+through StreamBatches, whose position holds each DataLoader worker's place in its shards.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ldm.data.errors import DataError
+from ldm.data.stream_position import PositionedBatches, StreamResume
 
 
 def collate_samples(samples: list[Optional[dict]]) -> dict:
@@ -111,42 +112,81 @@ class ResumableBatches(BatchPosition):
 
 class StreamBatches(BatchPosition):
     """Webdataset shards: the stream orders, splits across processes and applies its
-    randomness from (seed, epoch) itself. A stream has no index to seek, so resuming
-    mid-epoch reads past the consumed batches of that epoch and drops them untrained.
-    Whole epochs are never replayed."""
+    randomness from (seed, epoch) itself. Each batch comes with its DataLoader worker's place in
+    the stream (ldm.data.stream_position), so `position()` holds every worker's place, and a
+    batcher seeked to it (before iterating) opens no consumed shard and decodes no consumed
+    sample. A position without them (an older checkpoint, another data.num_workers, another
+    process count) is resumed as before: the consumed batches of that epoch are read again and
+    dropped untrained. Whole epochs are never replayed."""
 
     def __init__(self, dataset, batch_size: int, seed: int, num_workers: int = 0):
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.workers = max(1, num_workers)
+        # A stream that can say where it is (WebDatasetShards); anything else is batched as is.
+        self.positioned = PositionedBatches(dataset, batch_size) if hasattr(dataset, "worker_stream") else None
+        batching = {"batch_size": None, "collate_fn": as_given} if self.positioned is not None else {"batch_size": batch_size}
         self.loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
+            self.positioned if self.positioned is not None else dataset,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,  # the epoch reaches them through shared memory
             generator=torch.Generator().manual_seed(seed),
+            **batching,
         )
         self.epoch = 0
         self.batch_in_epoch = 0
+        self._replay = 0  # batches to read again and drop (a position without the workers' places)
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        self.worker_positions: list[Optional[dict]] = [None] * self.workers  # after its last batch taken
+        self.next_worker = 0  # whose batch comes next (DataLoader asks its workers in turn)
+
+    def position(self) -> dict:
+        position = super().position()
+        if self.positioned is not None and self.batch_in_epoch:
+            position["stream"] = {"workers": self.workers, "next_worker": self.next_worker, "positions": list(self.worker_positions)}
+        return position
+
+    def seek(self, position: dict) -> None:
+        super().seek(position)
+        self._start_epoch()
+        stream = position.get("stream")
+        exact = self.positioned is not None and stream is not None and stream["workers"] == self.workers
+        if self.positioned is not None:
+            self.positioned.resume = StreamResume(self.epoch, stream["positions"], stream["next_worker"]) if exact else None
+        if exact:
+            self.worker_positions, self.next_worker = list(stream["positions"]), stream["next_worker"]
+        self._replay = 0 if exact else self.batch_in_epoch
 
     def epoch_batches(self) -> Iterator[dict]:
-        skip = self.batch_in_epoch
+        replay, whole_epoch = self._replay, self.batch_in_epoch == 0
+        self._replay = 0
         self.dataset.set_epoch(self.epoch)
         produced = False
-        for i, batch in enumerate(self.loader):
+        for i, item in enumerate(self.loader):
             produced = True
-            if i < skip:
+            if i < replay:
                 continue
+            batch = item
+            if self.positioned is not None:
+                batch, worker, self.worker_positions[worker] = item
+                self.next_worker = (worker + 1) % self.workers
             self.batch_in_epoch += 1
             yield batch
-        if not produced:
+        if not produced and (whole_epoch or replay):
             raise no_readable_sample(self.dataset)
         self.epoch += 1
         self.batch_in_epoch = 0
+        self._start_epoch()
 
     def __iter__(self) -> Iterator[dict]:
         while True:
             yield from self.epoch_batches()
+
+
+def as_given(item):
+    """The DataLoader's collate for items its dataset already batched."""
+    return item
 
 
 def make_batches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, num_workers: int = 0):

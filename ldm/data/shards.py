@@ -3,18 +3,20 @@
 
 Each epoch the shard list is shuffled with (seed, epoch), split across processes by the
 explicit rank/world_size (not torch.distributed, which may not be initialised yet) and
-across DataLoader workers (webdataset's split_by_worker), then samples are shuffled in a
-seeded buffer. Tar-level failures (an unreachable URL, a truncated tar) go through a
-webdataset handler that counts them and continues; bad images are counted by our decoder.
+across DataLoader workers (as webdataset's split_by_worker), then samples are shuffled in a
+seeded buffer (webdataset's algorithm, run by ldm.data.stream_position so that a resumed run
+continues it exactly without reading its consumed shards again). Tar-level failures (an
+unreachable URL, a truncated tar) go through a webdataset handler that counts them and
+continues; bad images are counted by our decoder.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from itertools import islice
+import random
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 
@@ -27,6 +29,7 @@ from ldm.data.errors import DataError
 from ldm.data.ordering import SharedEpoch
 from ldm.data.randomness import epoch_rng, mixed_seed, sample_generator, stable_index
 from ldm.data.stats import DataStats
+from ldm.data.stream_position import WorkerStream
 from ldm.data.transforms import ImageTransform
 
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://", "sftp://", "ftps://", "scp://", "hf://")
@@ -100,42 +103,51 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         view._cache_skip = set(skip_keys)
         return view
 
-    def __iter__(self) -> Iterator[dict]:
+    def current_epoch(self) -> int:
+        return self._epoch.get()
+
+    def worker_shards(self, epoch: int, worker: int, workers: int) -> list[str]:
+        """The shards DataLoader worker `worker` of `workers` reads in `epoch`, in order: the list
+        shuffled by (seed, epoch), this rank's share, this worker's share of it (the caching
+        view: every shard, in file order)."""
+        urls = list(self.urls)
+        if self._cache_skip is not None:
+            return urls[worker::workers]
+        random.Random(mixed_seed(self.seed, epoch)).shuffle(urls)  # as webdataset's SimpleShardList(seed=...)
+        return urls[self.rank :: self.world_size][worker::workers]
+
+    def worker_stream(self, epoch: int, worker: int, workers: int, start: Optional[dict] = None) -> WorkerStream:
+        """Worker `worker`'s raw samples of `epoch`, from `start` (a WorkerStream.position()) or
+        from the beginning; the shuffle buffer's randomness is (seed, epoch, rank, worker)."""
+        shuffle = None
+        if self._cache_skip is None and self.shuffle_buffer > 1:
+            rng = epoch_rng(self.seed, epoch, "shuffle", self.rank, worker)
+            shuffle = (self.shuffle_buffer, min(100, self.shuffle_buffer), rng)
+        return WorkerStream(self.worker_shards(epoch, worker, workers), self._open_shard, shuffle, start)
+
+    def _open_shard(self, url: str) -> Iterator[dict]:
+        """The raw samples of one tar. A tar-level failure (unreachable, truncated) is counted
+        once for the shard and ends it; the stream goes on with the next shard."""
         import webdataset as wds
 
-        epoch = self._epoch.get()
-        caching = self._cache_skip is not None
-        info = torch.utils.data.get_worker_info()
-        worker = info.id if info is not None else 0
-        rank, world_size = (0, 1) if caching else (self.rank, self.world_size)
-        failed: set[str] = set()
-        reading = {"url": ""}  # the shard being read: the pipeline reads one shard at a time
-
-        def track(shards: Iterator[dict]) -> Iterator[dict]:
-            for shard in shards:
-                reading["url"] = shard["url"]
-                yield shard
+        failed = []
 
         def on_tar_error(error: Exception) -> bool:
-            if reading["url"] not in failed:  # one shard may raise more than once
-                failed.add(reading["url"])
+            if not failed:  # one shard may raise more than once
+                failed.append(url)
                 self.stats.record_skipped_shard()
             return wds.warn_and_continue(error)
 
-        stages = [
-            wds.SimpleShardList(self.urls, seed=None if caching else mixed_seed(self.seed, epoch)),
-            lambda shards: islice(shards, rank, None, world_size),
-            wds.split_by_worker,
-            track,
-            wds.tarfile_to_samples(handler=on_tar_error),
-        ]
-        if not caching and self.shuffle_buffer > 1:
-            rng = epoch_rng(self.seed, epoch, "shuffle", rank, worker)
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(100, self.shuffle_buffer), rng=rng))
-        stages.append(lambda samples: self._decode(samples, epoch))
-        return iter(wds.DataPipeline(*stages))
+        return iter(wds.tarfile_to_samples(handler=on_tar_error)([{"url": url}]))
 
-    def _decode(self, samples: Iterator[dict], epoch: int) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self._epoch.get()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        return self.decoded(self.worker_stream(epoch, worker, workers), epoch)
+
+    def decoded(self, samples: Iterable[dict], epoch: int) -> Iterator[dict]:
+        """The readable samples of a raw stream, decoded and transformed (the rest are counted)."""
         for raw in samples:
             sample = self._read(raw, epoch)
             if sample is not None:

@@ -6,7 +6,7 @@
         optimizer.safetensors   optimizer state tensors, flattened to "state.<param>.<name>"
         rng.safetensors         torch CPU (and CUDA) RNG states (uint8 tensors)
         stage.safetensors       tensors the stage keeps besides its weights (lcm's target network)
-        trainer.json            step, data position, LR schedule, optimizer/EMA scalars,
+        trainer.json            step, data position (each process's, for a stream), LR schedule, optimizer/EMA scalars,
                                 python/numpy RNG states, run counters
     OUTPUT/checkpoints/latest   the name of the newest complete checkpoint
 
@@ -52,7 +52,7 @@ class TrainingState:
     weights: dict[str, torch.Tensor]
     optimizer: dict  # torch optimizer.state_dict()
     lr_scheduler: dict  # torch LR scheduler state_dict() (plain numbers and lists)
-    data_position: dict  # ResumableBatches.position()
+    data_position: dict  # ldm.training.data_positions.saved_data_position()
     ema: Optional[dict] = None  # diffusers EMAModel.state_dict()
     counters: dict = field(default_factory=dict)  # e.g. skipped steps
     rng: dict = field(default_factory=dict)  # capture_rng()

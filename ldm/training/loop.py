@@ -30,6 +30,7 @@ from ldm.training.checkpoints import (
     save_checkpoint,
 )
 from ldm.training.config import TrainConfig
+from ldm.training.data_positions import process_data_position, saved_data_position
 from ldm.training.optimizers import apply_tf32, build_optimizer, check_optimizer
 from ldm.training.reporting import Reporter
 from ldm.training.speedups import apply_speedups
@@ -214,7 +215,7 @@ class Run:
         changed = apply_resumed_settings(self.config.train, self.optimizer, self.lr_scheduler, self.ema)
         if changed and self.accelerator.is_main_process:
             print(f"ldm-train: resuming with the config's {changed}", file=sys.stderr)
-        self.batches.seek(state.data_position)
+        self.batches.seek(process_data_position(state.data_position, self.accelerator.process_index, self.accelerator.num_processes))
         self.stage.load_state(state.counters.get("stage", {}))
         self.stage.load_state_tensors(state.stage_tensors)
         self.counters.update({k: v for k, v in state.counters.items() if k != "stage"})
@@ -269,13 +270,14 @@ class Run:
     def checkpoint(self, step: int) -> None:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
+        data_position = saved_data_position(accelerator, self.batches)  # every process's (a collective call)
         if accelerator.is_main_process:
             state = TrainingState(
                 step=step,
                 weights=trained_weights(self.stage),
                 optimizer=self.optimizer.state_dict(),
                 lr_scheduler=self.lr_scheduler.state_dict(),
-                data_position=self.batches.position(),
+                data_position=data_position,
                 ema=self.ema.state_dict() if self.ema is not None else None,
                 counters={**self.counters, "stage": self.stage.state()},
                 rng=capture_rng(),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_data import tiny_image_folder
+from tiny_data import tiny_image_folder, tiny_shards
 
 from ldm.formats.model_folder import read_safetensors
 
@@ -23,12 +23,12 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
 
-def launch(output_dir, processes, batch, images, backbone, steps=3):
+def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
-               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone]
+               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *([str(resume)] if resume else [])]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -53,3 +53,21 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, backbone):
     log_one = (tmp_path / "one" / "log.jsonl").read_text()
     assert "1 process(es), global batch 4" in log_one
     assert "2 process(es), global batch 4" in (tmp_path / "two" / "log.jsonl").read_text()
+
+
+def logged(output_dir, name: str) -> list:
+    return [row[name] for row in map(json.loads, (output_dir / "log.jsonl").read_text().splitlines()) if name in row]
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="accelerate CLI not installed")
+def test_two_processes_resume_each_its_own_place_in_the_shards(tmp_path):
+    # 4 shards of 2 samples: each process reads 2 shards, batch 1; the checkpoint at step 2 is mid-epoch.
+    pattern = tiny_shards(tmp_path / "shards")
+    launch(tmp_path / "whole", 2, 1, pattern, "unet")
+    checkpoint = tmp_path / "whole" / "checkpoints" / "step-000002"
+    saved = json.loads((checkpoint / "trainer.json").read_text())["data_position"]
+    places = [process["stream"]["positions"][0] for process in saved["processes"]]
+    assert len(places) == 2 and places[0] != places[1]  # each process's own shards, both kept
+    launch(tmp_path / "resumed", 2, 1, pattern, "unet", resume=checkpoint)
+    assert logged(tmp_path / "resumed", "loss") == pytest.approx(logged(tmp_path / "whole", "loss")[2:], abs=1e-6)
+    assert logged(tmp_path / "resumed", "data/images") == [2]  # step 3's two images, none of steps 1 and 2

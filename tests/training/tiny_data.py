@@ -3,6 +3,7 @@ training tests run without image files: {"pixels": (3, R, R) in [-1, 1], "captio
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
@@ -53,3 +54,21 @@ def tiny_image_folder(folder: Path, n: int = 8, resolution: int = 32) -> Path:
         to_pil(sample["pixels"][None])[0].save(folder / f"{sample['key']}.png")
         (folder / f"{sample['key']}.txt").write_text(sample["caption"])
     return folder
+
+
+def tiny_shards(folder: Path, shards: int = 4, per_shard: int = 2, resolution: int = 32) -> str:
+    """TinyImages as webdataset tar shards of `per_shard` PNGs with captions; the brace pattern."""
+    import webdataset as wds
+
+    from ldm.images import to_pil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = TinyImages(shards * per_shard, resolution)
+    for shard in range(shards):
+        with wds.TarWriter(str(folder / f"shard-{shard:03d}.tar")) as writer:
+            for i in range(shard * per_shard, (shard + 1) * per_shard):
+                sample = images[i]
+                encoded = io.BytesIO()
+                to_pil(sample["pixels"][None])[0].save(encoded, format="PNG")
+                writer.write({"__key__": sample["key"], "png": encoded.getvalue(), "txt": sample["caption"]})
+    return str(folder / f"shard-{{000..{shards - 1:03d}}}.tar")

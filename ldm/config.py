@@ -168,6 +168,9 @@ class UpscalerConfig:
     low_res_scheduler: SchedulerConfig = field(
         default_factory=lambda: SchedulerConfig(beta_schedule="linear", beta_start=0.0001, beta_end=0.02)
     )
+    # Whether an upscale keeps the input's broad colours by default (ldm.pipeline.color_fix):
+    # for a small VAE whose colours drift; Stable Diffusion's x4 upscaler has none.
+    color_fix: bool = False
 
 
 @dataclass

@@ -104,6 +104,12 @@ TILE_HELP = ("upscale in overlapping tiles of PX low-resolution pixels a side, b
              "(default: the whole picture at once when it fits in memory, else the largest tiles that fit)")  # fmt: skip
 
 
+def parse_on_off(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise ValueError(f"must be on or off, got {text!r}")
+    return text == "on"
+
+
 def parse_vae_tiling(text: str) -> str:
     if text not in VAE_TILING:
         raise ValueError(f"must be one of {', '.join(VAE_TILING)}, got {text!r}")
@@ -292,6 +298,13 @@ class Settings:
         flag="--noise-level", label="Noise level", metavar="N", parse=int, modes=UPSCALE,
     )  # fmt: skip
     tile: Optional[int] = option(None, help=TILE_HELP, flag="--tile", label="Tile size", metavar="PX", parse=int, modes=UPSCALE)
+    color_fix: Optional[bool] = option(
+        None,
+        help="keep the input's broad colours under the detail the upscaler draws (StableSR's colour correction: "
+        "mends a small VAE's colour drift) (default: the model's own; off for Stable Diffusion's x4 upscaler)",
+        flag="--color-fix", label="Color fix", metavar="on|off", parse=parse_on_off,
+        show=lambda on: "on" if on else "off", modes=UPSCALE,
+    )  # fmt: skip
 
     # ControlNet units; their command-line flags are ldm.cli.control_options' (one unit per --control).
     controls: Optional[tuple[ControlUnit, ...]] = option(

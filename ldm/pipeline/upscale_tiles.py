@@ -17,6 +17,7 @@ from PIL import Image
 
 from ldm.diffusion.sampling import StepInfo
 from ldm.memory import available_bytes, image_bytes
+from ldm.pipeline.color_fix import color_fixed
 from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.upscale import Box, Upscale, check_upscale_input
 from ldm.png_info import ImageParameters
@@ -40,10 +41,23 @@ def upscale_picture(
     asks for them or the whole does not fit in memory."""
     check_settings(settings, Upscale.mode, limits)
     output_size = check_upscale_input(pipe, settings, image.size, limits)
-    settings = settings.with_seed()  # every tile with the same seeds
+    color_fix = pipe.components.upscaler.color_fix if settings.color_fix is None else settings.color_fix
+    settings = settings.with_seed().replace(color_fix=color_fix)  # every tile with the same seeds
     tile = settings.tile or fitting_tile(pipe, settings, image.size)
     if tile is None or tile >= max(image.size):
-        return pipe.run(Upscale(image), settings.replace(tile=None), callback=callback, progress=progress, limits=limits)
+        result = pipe.run(Upscale(image), settings.replace(tile=None), callback=callback, progress=progress, limits=limits)
+    else:
+        result = upscale_in_tiles(pipe, settings, image, tile, output_size, limits, callback, progress)
+    if color_fix:  # on the whole picture: tiles blended first
+        result.images = [color_fixed(picture, image, sigma=pipe.vae_scale) for picture in result.images]
+        result.notes.append("colour fix: the input's broad colours kept under the drawn detail (--color-fix off to draw them too)")
+    return result
+
+
+def upscale_in_tiles(
+    pipe: "Pipeline", settings: Settings, image: Image.Image, tile: int, output_size, limits: Limits, callback, progress: bool
+) -> GenerationResult:
+    """The upscale drawn in overlapping tiles of `tile` input pixels, blended."""
     boxes = tile_boxes(image.size, tile, max(1, tile // OVERLAP_SHARE))
     pieces = [pipe.run(Upscale(image, box), settings, callback=callback, progress=progress, limits=limits) for box in boxes]
     scale = pipe.vae_scale

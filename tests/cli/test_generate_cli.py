@@ -17,6 +17,12 @@ def run_cli(*args):
     return process.returncode, process.stdout, process.stderr
 
 
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the commands draw with it): one folder per session."""
+    return shared_tiny_model_dir
+
+
 def test_end_to_end_png_carries_its_parameters(tiny_model_dir, tmp_path):
     out = tmp_path / "lake.png"
     status, _, stderr = run_cli(

@@ -45,6 +45,28 @@ def tiny_model_dir(tmp_path, tiny_components):
     return save_model(tiny_components, tmp_path / "tiny-model")
 
 
+@pytest.fixture(scope="session")
+def saved_tiny_models(tmp_path_factory):
+    """backbone -> its tiny model folder, saved once per session (same weights as tiny_components)."""
+    from ldm.formats.model_folder import save_model
+
+    folders = {}
+
+    def folder(backbone: str):
+        if backbone not in folders:
+            folders[backbone] = save_model(build_tiny(denoiser=backbone), tmp_path_factory.mktemp(backbone) / "tiny-model")
+        return folders[backbone]
+
+    return folder
+
+
+@pytest.fixture
+def shared_tiny_model_dir(saved_tiny_models, backbone):
+    """tiny_model_dir for tests that only read it: a module that never writes into it
+    overrides tiny_model_dir with this (saves building and saving a model per test)."""
+    return saved_tiny_models(backbone)
+
+
 @pytest.fixture
 def photo():
     """A 32x32 RGB picture (the tiny models' size) with structure, not just noise."""

@@ -3,11 +3,13 @@ weights that overflow, absurd weights. Refused in one line naming the LoRA, on e
 that applies LoRAs (Python API, ldm-generate's --lora and <lora:> tags, ldm-convert --lora),
 and the model is left as it was."""
 
+import importlib
 import subprocess
 import sys
 
 import pytest
 import torch
+from in_process import run_in_process
 from lora_files import random_lora, write_lora
 
 from ldm.formats.model_folder import save_model
@@ -83,8 +85,12 @@ def test_prompt_tag_weights_out_of_range_are_refused_without_cli_advice(tiny_une
     pipe.generate("a boat <lora:style:100>", lora_dir=str(style.parent), **QUICK)  # the limit itself is allowed
 
 
-def run(module, *args):
-    process = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True)
+def run(module, *args, real=False):
+    """The command in a fresh interpreter (real) or its main() in this process: exit status, stderr lines."""
+    if real:
+        process = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True)
+    else:
+        process = run_in_process(module, importlib.import_module(module).main, *args)
     return process.returncode, process.stderr.strip().splitlines()
 
 
@@ -93,8 +99,8 @@ def test_ldm_convert_refuses_broken_loras_in_one_line_and_writes_nothing(tiny_un
     broken = damaged(tiny_unet_components, tmp_path / "broken.safetensors", "kohya", float("nan"))
     huge = damaged(tiny_unet_components, tmp_path / "huge.safetensors", "kohya", 1.0, scale=1e20)
     cases = [(broken, "broken.safetensors: 'lora_unet_"), (huge, "huge.safetensors at weight 1 makes"), (f"{style}:1e30", "between -100 and 100")]
-    for lora, message in cases:
-        status, lines = run("ldm.cli.convert", model, tmp_path / "out.safetensors", "--lora", lora)
+    for i, (lora, message) in enumerate(cases):  # the first through the real command
+        status, lines = run("ldm.cli.convert", model, tmp_path / "out.safetensors", "--lora", lora, real=i == 0)
         assert status == 2 and len(lines) == 1 and lines[0].startswith("ldm-convert: error: ") and message in lines[0], lines
         assert not (tmp_path / "out.safetensors").exists()
 

@@ -1,7 +1,6 @@
 """Model folders: save/load round trip, atomic replace, safetensors only, diffusers SD folders."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -170,18 +169,23 @@ def test_diffusers_finetune_export_replaces_the_unet_and_loads(tiny_unet_compone
 def test_a_folder_reads_the_parts_it_shares_from_its_base(tiny_unet_components, tmp_path):
     """tools/export_fp16.py --share-with leaves out the parts equal to the base's (a distilled
     U-Net keeps the VAE and text encoder): the slim folder draws what a full copy draws."""
-    import subprocess
-    import sys
+    from in_process import run_in_process
+    from tool_scripts import load_tool
 
-    tool = [sys.executable, str(Path(__file__).resolve().parents[1] / "tools" / "export_fp16.py")]
+    main = load_tool("export_fp16.py", "export_fp16_for_model_folder_tests").main  # its script run: tests/control
+
+    def tool(*args):
+        run = run_in_process("export_fp16.py", main, *args)
+        assert run.returncode == 0, run.stderr
+        return run
+
     save_model(tiny_unet_components, tmp_path / "base32")
-    subprocess.run([*tool, str(tmp_path / "base32"), str(tmp_path / "base")], check=True, capture_output=True)
+    tool(tmp_path / "base32", tmp_path / "base")
     with torch.no_grad():
         next(tiny_unet_components.denoiser.parameters()).add_(0.5)  # a different denoiser
     save_model(tiny_unet_components, tmp_path / "student32")
-    subprocess.run([*tool, str(tmp_path / "student32"), str(tmp_path / "full")], check=True, capture_output=True)
-    run = subprocess.run([*tool, str(tmp_path / "student32"), str(tmp_path / "slim"), "--share-with", str(tmp_path / "base")],
-                         check=True, capture_output=True, text=True)  # fmt: skip
+    tool(tmp_path / "student32", tmp_path / "full")
+    run = tool(tmp_path / "student32", tmp_path / "slim", "--share-with", tmp_path / "base")
     assert "shared with" in run.stdout and "vae, text_encoder" in run.stdout
     assert sorted(os.listdir(tmp_path / "slim")) == ["denoiser.safetensors", "model.yaml"]
     full, slim = (generate(Pipeline.load(tmp_path / name)).images[0] for name in ("full", "slim"))

@@ -2,9 +2,6 @@
 an AUTOMATIC1111-style NAME.yaml sidecar beside the file (also the user's override), bad
 sidecars in one line."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -116,7 +113,11 @@ def test_a_sidecar_that_cannot_be_read_is_a_one_line_error_naming_it(tmp_path, t
 def test_ldm_generate_names_a_bad_sidecar_in_one_line(tmp_path):
     path = save_single_file(build_tiny(**SD2_SHAPED), tmp_path / "model.safetensors")
     (tmp_path / "model.yaml").write_text("parameterization: x0\n")
-    command = [sys.executable, "-m", "ldm.cli.generate", "a boat", "--model", str(path), "--steps", "1", "--out", str(tmp_path / "out.png")]
-    process = subprocess.run(command, capture_output=True, text=True)
+    from in_process import run_in_process
+
+    from ldm.cli.generate import main
+
+    # main() in this process: the real command's one-line exits are run in tests/cli.
+    process = run_in_process("ldm-generate", main, "a boat", "--model", path, "--steps", 1, "--out", tmp_path / "out.png")
     lines = process.stderr.strip().splitlines()
     assert process.returncode == 2 and len(lines) == 1 and "model.yaml: parameterization 'x0'" in lines[0], process.stderr

@@ -16,6 +16,12 @@ def backbone():
     return "unet"  # the checks come before any model is read: one backbone is enough
 
 
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the commands refuse before reading it): one folder per session."""
+    return shared_tiny_model_dir
+
+
 COMMANDS = {
     "ldm.cli.generate": ("ldm-generate", []),
     "ldm.cli.inpaint": ("ldm-inpaint", ["--image", "{tmp}/photo.png", "--mask", "{tmp}/photo.png"]),

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from in_process import run_in_process
 from PIL import Image
 
 from ldm.cli.generate import main
@@ -14,6 +15,12 @@ def run_cli(*args):
     """The real command in a fresh interpreter: exit status, stdout, stderr."""
     process = subprocess.run([sys.executable, "-m", "ldm.cli.generate", *map(str, args)], capture_output=True, text=True)
     return process.returncode, process.stdout, process.stderr
+
+
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the commands draw with it): one folder per session."""
+    return shared_tiny_model_dir
 
 
 def test_end_to_end_png_carries_its_parameters(tiny_model_dir, tmp_path):
@@ -64,7 +71,8 @@ def test_bad_input_is_one_line_and_no_file(tiny_model_dir, tmp_path, args, messa
     (tmp_path / "file.txt").write_text("in the way")
     out = [] if "--out" in args else ["--out", str(tmp_path / "out.png")]
     model = [] if "--model" in args else ["--model", str(tiny_model_dir)]
-    status, _, stderr = run_cli("a lake", *model, *out, *args)
+    process = run_in_process("ldm-generate", main, "a lake", *model, *out, *args)  # the real command: above and tests/cli/test_lora_cli.py
+    status, stderr = process.returncode, process.stderr
     assert status == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ldm-generate: error: ") and message in lines[0], stderr

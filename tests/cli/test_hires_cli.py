@@ -4,6 +4,7 @@ AUTOMATIC1111 writes it; bad hires input -> one line, exit 2, nothing written.""
 import numpy as np
 import pytest
 from command_probe import run_main
+from in_process import run_in_process
 from PIL import Image
 
 from ldm.cli.generate import main
@@ -14,6 +15,12 @@ from ldm.png_info import parse_parameters
 @pytest.fixture
 def backbone():
     return "unet"  # the command is backbone-agnostic; the pipeline's tests cover both
+
+
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the command draws with it): one folder per session."""
+    return shared_tiny_model_dir
 
 
 def test_hires_scale_writes_the_larger_picture_with_its_parameters(tiny_model_dir, tmp_path):
@@ -54,7 +61,9 @@ def test_bad_hires_input_is_one_line_before_torch_and_no_file(tiny_model_dir, tm
 
 
 def test_a_first_size_at_the_models_default_is_checked_once_the_model_is_read(tiny_model_dir, tmp_path):
-    status, _, stderr = run_main("ldm.cli.generate", "a lake", "--model", tiny_model_dir, "--out", tmp_path / "out.png",
-                                 "--hires-scale", "16", "--max-pixels", "100000")  # fmt: skip
+    # main() in this process: the check comes after the torch import (the real command's exits: tests/cli).
+    process = run_in_process("ldm-generate", main, "a lake", "--model", tiny_model_dir, "--out", tmp_path / "out.png",
+                             "--hires-scale", "16", "--max-pixels", "100000")  # fmt: skip
+    status, stderr = process.returncode, process.stderr
     assert status == 2 and stderr.strip() == "ldm-generate: error: hires fix size 512x512 is 0.3 megapixels, over the limit of 0.1 (raise it with --max-pixels if your hardware has the memory)"
     assert not (tmp_path / "out.png").exists()

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from in_process import run_in_process
 from lora_files import RANK, random_lora, write_lora
 from PIL import Image
 from safetensors.torch import save_file
@@ -86,8 +87,12 @@ def test_inpaint_takes_loras(model, style, tmp_path, photo, square_mask):
     assert "Lora hashes: " in image.text["parameters"]
 
 
-def run_cli(*args):
-    process = subprocess.run([sys.executable, "-m", "ldm.cli.generate", *map(str, args)], capture_output=True, text=True)
+def run_cli(*args, real=False):
+    """ldm-generate in a fresh interpreter (real) or as main() in this process: exit status, stderr."""
+    if real:
+        process = subprocess.run([sys.executable, "-m", "ldm.cli.generate", *map(str, args)], capture_output=True, text=True)
+    else:
+        process = run_in_process("ldm-generate", generate.main, *args)
     return process.returncode, process.stderr
 
 
@@ -107,10 +112,11 @@ def test_bad_loras_are_one_line_exit_2_and_no_file(model, tiny_unet_components, 
         (["<lora:wide:1>", "--lora-dir", tmp_path / "empty"], "LoRA 'wide' not found in"),
         (["--lora", wide, "--model", dit], "LoRAs apply to U-Net models; this model's denoiser is a dit"),
     ]
-    for args, message in cases:
+    for i, (args, message) in enumerate(cases):  # the first through the real command, after its torch import
         model_args = [] if "--model" in args else ["--model", model]
         prompt = [args.pop(0)] if str(args[0]).startswith("<") else []
-        status, stderr = run_cli(" ".join(["a boat", *prompt]), *model_args, *args, "--steps", "1", "--out", tmp_path / "out.png")
+        status, stderr = run_cli(" ".join(["a boat", *prompt]), *model_args, *args, "--steps", "1", "--out", tmp_path / "out.png",
+                                 real=i == 0)  # fmt: skip
         lines = stderr.strip().splitlines()
         assert status == 2 and len(lines) == 1 and lines[0].startswith("ldm-generate: error: ") and message in lines[0], stderr
         assert not list(tmp_path.rglob("*.png"))

@@ -1,10 +1,12 @@
 """ldm-generate / ldm-inpaint with --control: the model folder's ControlNets, --controlnet
 folders, the PNG's ControlNet entries, and bad input (one line, exit 2, no file)."""
 
+import importlib
 import subprocess
 import sys
 
 import pytest
+from in_process import run_in_process
 from PIL import Image
 
 from ldm.control.model import load_controlnet, save_controlnet
@@ -19,7 +21,8 @@ def controlled_model_dir(tiny_model_dir, controlnet):
 
 
 def run_cli(module, *args):
-    process = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True)
+    """In this process (the real entry points run in tests/cli): exit status, stderr."""
+    process = run_in_process(module, importlib.import_module(module).main, *args)
     return process.returncode, process.stderr
 
 

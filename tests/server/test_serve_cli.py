@@ -6,6 +6,7 @@ import sys
 
 import httpx
 import pytest
+from in_process import run_in_process
 
 from ldm.server.process import ServerProcess
 
@@ -51,11 +52,18 @@ def test_another_address_needs_a_key_or_insecure(tiny_model_dir):
         (["--port", "x"], "invalid int value"),
     ],
 )
-def test_bad_arguments(tiny_model_dir, tmp_path, args, message):
+def test_bad_arguments(tiny_model_dir, tmp_path, args, message, monkeypatch):
+    """main() in this process (the real command: the tests around); it must not get to serve."""
+    import uvicorn
+
+    from ldm.cli.serve import main
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("bad arguments were served"))
     args = [a.format(tmp=tmp_path) for a in args]
     if args[0] != "--model":
         args = ["--model", tiny_model_dir, *args]
-    status, stderr = run_cli(*args)
+    process = run_in_process("ldm-serve", main, "--port", 0, *args)  # port 0: no clash with a real server here
+    status, stderr = process.returncode, process.stderr
     assert status == 2 and message in stderr and "Traceback" not in stderr and stderr.count("\n") == 1, stderr
 
 

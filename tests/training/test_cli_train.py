@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from command_probe import run_main
+from in_process import run_in_process
 
 from configs import tiny_train_dict
 
@@ -23,6 +24,13 @@ def ldm_train(*args, cwd=None):
         env={**os.environ, "PYTHONPATH": str(REPO)},
         timeout=120,
     )
+
+
+def train_main(*args) -> subprocess.CompletedProcess:
+    """ldm-train's main(args) in this process, told as ldm_train tells the real command."""
+    from ldm.cli.train import main
+
+    return run_in_process("ldm-train", main, *args)
 
 
 def write_config(tmp_path, stage="text2img", **changes):
@@ -62,28 +70,29 @@ def test_broken_yaml(tmp_path):
 
 def test_unknown_key_in_file_and_override(tmp_path):
     path = write_config(tmp_path, validaton={"every": 3})
+    # The real command, told after torch and diffusers are imported: still one line, exit 2.
     assert_one_line_error(ldm_train("--config", path), "validaton", "validation")
     path = write_config(tmp_path)
-    assert_one_line_error(ldm_train("--config", path, "train.learning_rate=3"), "train.learning_rate")
+    assert_one_line_error(train_main("--config", path, "train.learning_rate=3"), "train.learning_rate")
 
 
 def test_unknown_denoiser_names_the_known_ones(tmp_path):
     path = write_config(tmp_path)
-    assert_one_line_error(ldm_train("--config", path, "model.denoiser=mamba"), "model.denoiser is 'mamba'", "unet, dit")
+    assert_one_line_error(train_main("--config", path, "model.denoiser=mamba"), "model.denoiser is 'mamba'", "unet, dit")
 
 
 def test_output_dir_not_writable(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     path = write_config(tmp_path)
-    assert_one_line_error(ldm_train("--config", path, f"train.output_dir={blocker}/run"), "cannot be written")
+    assert_one_line_error(train_main("--config", path, f"train.output_dir={blocker}/run"), "cannot be written")
 
 
 def test_resume_path_that_is_not_a_checkpoint(tmp_path):
     path = write_config(tmp_path)
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(ldm_train("--config", path, "--resume", tmp_path / "empty"), "not a checkpoint")
-    assert_one_line_error(ldm_train("--config", path, "--resume", "latest"), "no checkpoint")
+    assert_one_line_error(train_main("--config", path, "--resume", tmp_path / "empty"), "not a checkpoint")
+    assert_one_line_error(train_main("--config", path, "--resume", "latest"), "no checkpoint")
 
 
 @pytest.mark.parametrize("stage", ["text2img", "upscaler"])
@@ -91,10 +100,10 @@ def test_a_random_frozen_text_encoder_is_refused_unless_asked_for(tmp_path, stag
     """No text_encoder_from, no model.text_encoder.pretrained, no init_from: the run would learn
     from captions a random tower turns to noise; the error names the keys that fix it."""
     path = write_config(tmp_path, stage=stage)
-    result = ldm_train("--config", path, "train.allow_random_text_encoder=false")
+    result = train_main("--config", path, "train.allow_random_text_encoder=false")
     assert_one_line_error(result, "random and frozen", f"{stage}.text_encoder_from", "model.text_encoder.pretrained", f"{stage}.init_from")
     assert not (tmp_path / "run").exists()  # refused before the output folder is touched
-    dry = ldm_train("--config", path, "train.allow_random_text_encoder=false", "--dry-run")
+    dry = train_main("--config", path, "train.allow_random_text_encoder=false", "--dry-run")
     assert dry.returncode == 0 and "ldm-train would refuse this config: the text encoder would be random" in dry.stdout
 
 
@@ -120,13 +129,13 @@ def test_the_random_text_encoder_rule(tmp_path):
 
 def test_missing_vae_folder(tmp_path):
     path = write_config(tmp_path)
-    assert_one_line_error(ldm_train("--config", path, f"text2img.vae_from={tmp_path}/novae"), "text2img.vae_from")
+    assert_one_line_error(train_main("--config", path, f"text2img.vae_from={tmp_path}/novae"), "text2img.vae_from")
 
 
 def test_data_path_without_images(tmp_path):
     (tmp_path / "images").mkdir()
     path = write_config(tmp_path)
-    assert_one_line_error(ldm_train("--config", path, f"data.path={tmp_path}/images"))
+    assert_one_line_error(train_main("--config", path, f"data.path={tmp_path}/images"))
 
 
 @pytest.mark.parametrize(

@@ -226,3 +226,9 @@ def test_bad_controlnet_sections_are_config_errors(tmp_path, section, message):
 def backbone() -> str:
     """ControlNets, LoRAs in SD's key layout and SD's single files are U-Net things."""
     return "unet"
+
+
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the ControlNets start from its U-Net): one folder per session."""
+    return shared_tiny_model_dir

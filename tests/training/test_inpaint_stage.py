@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from configs import tiny_train_dict
-from test_cli_train import assert_one_line_error, ldm_train
+from test_cli_train import assert_one_line_error, train_main
 from tiny_data import tiny_datasets
 
 from ldm.config import from_dict
@@ -149,5 +149,5 @@ def test_ldm_train_without_init_from_is_one_line_exit_2(tmp_path):
     data["data"]["path"] = str(tmp_path)  # there: the paths are checked first
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert_one_line_error(ldm_train("--config", path), "inpaint.init_from is required")
-    assert_one_line_error(ldm_train("--config", path, f"inpaint.init_from={tmp_path}/nope"), "inpaint.init_from", "not found")
+    assert_one_line_error(train_main("--config", path), "inpaint.init_from is required")
+    assert_one_line_error(train_main("--config", path, f"inpaint.init_from={tmp_path}/nope"), "inpaint.init_from", "not found")

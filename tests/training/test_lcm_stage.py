@@ -167,6 +167,11 @@ def backbone() -> str:
     return "unet"
 
 
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the students start from it): one folder per session."""
+    return shared_tiny_model_dir
+
 
 def test_the_teacher_may_be_a_built_in_model_by_name(tmp_path):
     from ldm.builtin_models import is_installed

@@ -129,6 +129,12 @@ def backbone() -> str:
     return "unet"  # LoRAs adapt U-Nets
 
 
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the LoRAs adapt it): one folder per session."""
+    return shared_tiny_model_dir
+
+
 def test_merging_a_lora_keeps_its_learned_rows(tmp_path, tiny_model_dir):
     """ldm-convert --lora: the merged model's text encoder reads the word as the LoRA does."""
     from ldm.lora.apply import apply_loras

@@ -214,3 +214,9 @@ def test_bad_lora_sections_are_config_errors(tmp_path, section, message):
 def backbone() -> str:
     """LoRAs in SD's key layout are U-Net things."""
     return "unet"
+
+
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the LoRAs adapt it): one folder per session."""
+    return shared_tiny_model_dir

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from test_cli_train import REPO, assert_one_line_error, ldm_train, write_config
+from test_cli_train import REPO, assert_one_line_error, train_main, write_config
 
 from ldm.training.run_lock import LOCK_NAME, Holder, RunLock, lock_output_dir, read_holder, this_process
 
@@ -35,13 +35,13 @@ def test_a_second_run_into_a_live_runs_folder_is_refused_and_a_killed_runs_lock_
     config = write_config(tmp_path)
     holder = start_holder(tmp_path / "run")
     try:
-        result = ldm_train("--config", config)
+        result = train_main("--config", config)
         assert_one_line_error(result, "is in use by a running ldm-train", f"PID {holder.pid}")
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # The killed run's lock is stale: --resume goes on (here to say there is no checkpoint yet).
-    result = ldm_train("--config", config, "--resume", "latest")
+    result = train_main("--config", config, "--resume", "latest")
     assert_one_line_error_after_notice(result, f"taking over {tmp_path / 'run' / LOCK_NAME} (PID {holder.pid}, no longer running)", "no checkpoint")
     assert not (tmp_path / "run" / LOCK_NAME).exists()  # released when the command ended
 

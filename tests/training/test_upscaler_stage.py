@@ -8,7 +8,8 @@ import yaml
 from PIL import Image
 
 from configs import tiny_train_dict
-from test_cli_train import assert_one_line_error, ldm_train
+from test_cli_train import assert_one_line_error, train_main
+from tiny import build_tiny
 from tiny_data import tiny_datasets, tiny_image_folder
 
 from ldm.config import ConfigError, from_dict
@@ -153,13 +154,16 @@ def test_a_dit_cannot_be_an_upscaler(tmp_path):
         from_dict(TrainConfig, data)
 
 
-def test_init_from_a_model_that_is_not_an_upscaler_is_one_line_exit_2(tmp_path, tiny_model_dir):
+def test_init_from_a_model_that_is_not_an_upscaler_is_one_line_exit_2(tmp_path):
+    from ldm.formats.model_folder import save_model
+
+    # The refusal reads the loaded model's config, whatever its backbone: one U-Net case.
     data = upscaler_dict(tmp_path)
-    data["upscaler"]["init_from"] = str(tiny_model_dir)
+    data["upscaler"]["init_from"] = str(save_model(build_tiny(), tmp_path / "tiny-model"))
     data["data"]["path"] = str(tiny_image_folder(tmp_path / "images", n=4))
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(data))
-    assert_one_line_error(ldm_train("--config", path), "upscaler.init_from", "is not an upscaler")
+    assert_one_line_error(train_main("--config", path), "upscaler.init_from", "is not an upscaler")
 
 
 def test_fine_tuning_an_upscaler_starts_from_its_weights(tmp_path):

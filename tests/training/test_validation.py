@@ -33,6 +33,12 @@ def backbone() -> str:
     return "unet"
 
 
+@pytest.fixture
+def tiny_model_dir(shared_tiny_model_dir):
+    """Only read here (the stages start from it): one folder per session."""
+    return shared_tiny_model_dir
+
+
 def stage_for(tmp_path: Path, stage: str, init_from: Path, prompts=PROMPTS, opened=None):
     data = tiny_train_dict(stage, tmp_path / "run")
     data[stage] = {"init_from": str(init_from), **SECTIONS.get(stage, {})}

@@ -7,7 +7,8 @@ from torch import nn
 
 from ldm.bundled_configs import resolve_config_path
 from ldm.training.config import load_train_config
-from ldm.training.dry_run import dry_run_report, measure_activations
+from ldm.training.activation_estimate import SavedTensors, measure_saved_tensors
+from ldm.training.dry_run import PLANS, dry_run_report, estimate
 
 
 def meta_count(build) -> int:
@@ -35,22 +36,95 @@ def test_sd_scale_configs_match_the_published_parameter_counts():
     assert meta_count(lambda: build_text_encoder(text2img.text_encoder).tower) == expected
 
 
-def test_activations_and_flops_of_a_small_network_match_a_hand_count():
+def test_saved_tensors_and_flops_of_a_small_network_match_a_hand_count():
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     x = torch.zeros(2, 8)
-    measured = measure_activations(lambda: net(x), net, units=())
-    assert measured.elements == 2 * 16 + 2 * 16 + 2 * 4  # every leaf's output
+    measured = measure_saved_tensors(lambda: net(x), net)
+    # Saved: the first Linear's input (for its weight's gradient) and ReLU's output, which the
+    # second Linear saves too (one storage, counted once); the weights are not activations.
+    assert measured.total_bytes == 4 * (2 * 8 + 2 * 16)
+    assert measured.bytes_by_dtype == {"float32": 4 * (2 * 8 + 2 * 16)}
     assert measured.forward_flops == 2 * (2 * 8 * 16) + 2 * (2 * 16 * 4)  # a multiply-add is 2 FLOPs
 
 
-def test_checkpointing_keeps_block_outputs_and_the_largest_block():
-    block = lambda: nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 4))  # noqa: E731
-    net = nn.Sequential(block(), block(), nn.Linear(4, 4))
-    measured = measure_activations(lambda: net(torch.zeros(1, 4)), net, units=(type(net[0]),))
-    # Sequential is also the root's type: only the outermost units count, never the root itself.
-    assert measured.elements == 2 * (32 + 32 + 4) + 4
-    # Kept: the last layer's output, both blocks' outputs, and one block's inside while recomputed.
-    assert measured.checkpointed_elements == 4 + 2 * 4 + (32 + 32 + 4)
+class Blocks(nn.Module):
+    """Two blocks and a last layer, checkpointed as diffusers' models are: each block call goes
+    through `_gradient_checkpointing_func(block, *args)` when gradient checkpointing is on."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 4)) for _ in range(2))
+        self.last = nn.Linear(4, 4)
+        self.gradient_checkpointing = False
+
+    def enable_gradient_checkpointing(self, func):
+        self.gradient_checkpointing, self._gradient_checkpointing_func = True, func
+
+    def disable_gradient_checkpointing(self):
+        self.gradient_checkpointing = False
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = self._gradient_checkpointing_func(block, x) if self.gradient_checkpointing else block(x)
+        return self.last(x)
+
+
+def test_checkpointing_keeps_what_is_outside_the_units_their_inputs_and_the_largest_unit():
+    net = Blocks()
+    measured = measure_saved_tensors(lambda: net(torch.zeros(1, 4)), net, checkpointed=net)
+    # Each block saves its input and its ReLU output; the last Linear the second block's output.
+    assert measured.total_bytes == 4 * (2 * (4 + 32) + 4)
+    assert measured.kept_with_checkpointing == 4 * (4 + 4 + 4)  # two block inputs, the last Linear's input
+    assert measured.largest_unit_bytes == 4 * 32  # one block's ReLU output, while it is recomputed
+    assert not net.gradient_checkpointing  # left as it was
+
+
+def tiny(name: str, *overrides: str):
+    return load_train_config(resolve_config_path(name), ["train.batch_size=2", "train.mixed_precision='no'", *overrides])
+
+
+def real_cpu_step(config, checkpointing: bool = False, autocast: bool = False) -> SavedTensors:
+    """A real forward pass of the stage on CPU tensors, with the same hooks: what autograd
+    saves there is the truth the estimate must meet (with diffusers' own gradient
+    checkpointing when asked, which keeps only what it keeps)."""
+    torch.manual_seed(0)
+    plan = PLANS[config.stage](config)
+    trained = nn.ModuleList([part.module for part in plan.parts if part.trainable])
+    if checkpointing:
+        plan.checkpointed.enable_gradient_checkpointing()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        return measure_saved_tensors(plan.trained_forward, trained)
+
+
+ESTIMATED_MODELS = ["cpu/text2img.yaml", "cpu/text2img-dit.yaml"]
+
+
+@pytest.mark.parametrize("name", ESTIMATED_MODELS)
+def test_the_estimate_is_within_5_percent_of_a_real_steps_saved_tensors(name):
+    """The dry run's path (fake GPU, fused attention, fp32) against a real CPU step, without and
+    with gradient checkpointing; the old sum of module outputs missed these by 12-27%."""
+    _, _, estimated, _ = estimate(tiny(name))
+    real = real_cpu_step(tiny(name))
+    assert estimated.total_bytes == pytest.approx(real.total_bytes, rel=0.05)
+    real_checkpointed = real_cpu_step(tiny(name), checkpointing=True)
+    assert estimated.kept_with_checkpointing == pytest.approx(real_checkpointed.total_bytes, rel=0.05)
+    assert 0 < estimated.largest_unit_bytes < estimated.total_bytes - estimated.kept_with_checkpointing
+
+
+def test_mixed_precision_is_counted_in_the_dtypes_autocast_gives():
+    """Autocast switched on for fake tensors gives what the real autocast saves, dtype by dtype
+    (CPU's policy here, to compare with a real step; the dry run uses the GPU's)."""
+    config = tiny("cpu/text2img.yaml", "train.mixed_precision=bf16")
+    _, _, estimated, _ = estimate(config, device_type="cpu")
+    real = real_cpu_step(tiny("cpu/text2img.yaml"), autocast=True)
+    assert real.bytes_by_dtype.get("bfloat16", 0) > real.total_bytes / 4  # autocast did cast
+    assert estimated.total_bytes == pytest.approx(real.total_bytes, rel=0.05)
+    # Dtype by dtype within 5% of the whole: torch's shape-only kernels of the norms give their
+    # (batch, groups) statistics in the input's dtype where the CPU kernels keep them in fp32.
+    for dtype, size in real.bytes_by_dtype.items():
+        assert abs(estimated.bytes_by_dtype.get(dtype, 0) - size) < 0.05 * real.total_bytes, dtype
+    fp32 = estimate(tiny("cpu/text2img.yaml"), device_type="cpu")[2]
+    assert estimated.total_bytes < 0.8 * fp32.total_bytes
 
 
 @pytest.mark.parametrize("name", ["cpu/autoencoder.yaml", "cpu/clip.yaml", "cpu/text2img.yaml", "cpu/inpaint.yaml"])

@@ -1,5 +1,8 @@
 """--dry-run's figures: the SD-scale configs build (on the meta device) to the published
-parameter counts, and the activation / FLOP measurement matches a hand count."""
+parameter counts; the activations (what autograd saves, measured on a fake GPU) match hand
+counts and a real CPU step within 5%; the training state is divided as each sharding does."""
+
+import json
 
 import pytest
 import torch
@@ -9,6 +12,8 @@ from ldm.bundled_configs import resolve_config_path
 from ldm.training.config import load_train_config
 from ldm.training.activation_estimate import SavedTensors, measure_saved_tensors
 from ldm.training.dry_run import PLANS, dry_run_report, estimate
+from ldm.training.memory_table import OPTIMIZER_ROWS, StateSizes, state_rows
+from ldm.training.shard_plan import Sharding, planned_sharding
 
 
 def meta_count(build) -> int:
@@ -159,3 +164,64 @@ def test_the_dry_run_shows_the_processes_and_the_global_batch(tmp_path):
     assert planned_processes(None, {"WORLD_SIZE": "2"}, accelerate_config) == (2, "WORLD_SIZE")
     assert planned_processes(None, {}, accelerate_config) == (4, f"num_processes in {accelerate_config}")
     assert planned_processes(None, {}, tmp_path / "none.yaml").count == 1
+
+
+def test_the_sharding_comes_from_the_flag_the_launch_or_accelerates_config(tmp_path):
+    def from_file(text: str, processes: int = 8) -> Sharding:
+        path = tmp_path / "default_config.yaml"
+        path.write_text(text)
+        return planned_sharding(None, processes, {}, path)
+
+    assert from_file("distributed_type: FSDP\nfsdp_config:\n  fsdp_reshard_after_forward: FULL_SHARD\n").name == "fsdp"
+    assert from_file("distributed_type: FSDP\nfsdp_config:\n  fsdp_reshard_after_forward: SHARD_GRAD_OP\n").name == "fsdp-grad-op"
+    assert from_file("distributed_type: FSDP\nfsdp_config:\n  fsdp_version: 2\n  fsdp_reshard_after_forward: false\n").name == "fsdp-grad-op"
+    assert from_file("distributed_type: FSDP\nfsdp_config:\n  fsdp_sharding_strategy: 1\n").name == "fsdp"  # older accelerate
+    hybrid = from_file("distributed_type: FSDP\nnum_machines: 2\nfsdp_config:\n  fsdp_reshard_after_forward: HYBRID_SHARD\n")
+    assert (hybrid.name, hybrid.group) == ("fsdp", 4)  # shards within a machine of 4
+    assert from_file("distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n").name == "zero2"
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    assert from_file(f"distributed_type: DEEPSPEED\ndeepspeed_config:\n  deepspeed_config_file: {tmp_path / 'ds.json'}\n").name == "zero3"
+    assert from_file("distributed_type: MULTI_GPU\nnum_processes: 8\n").name == "none"
+    assert planned_sharding(None, 8, {}, tmp_path / "absent.yaml").name == "none"
+    launched = {"ACCELERATE_USE_DEEPSPEED": "true", "ACCELERATE_DEEPSPEED_ZERO_STAGE": "3"}
+    assert planned_sharding(None, 8, launched, tmp_path / "absent.yaml") == Sharding("zero3", "ACCELERATE_USE_DEEPSPEED")
+    assert planned_sharding("zero2", 8, launched).name == "zero2"  # --shard wins
+
+
+@pytest.mark.parametrize(
+    "name, divided",
+    [
+        ("none", set()),
+        ("zero1", {"optimizer"}),
+        ("zero2", {"gradients", "optimizer"}),
+        ("fsdp-grad-op", {"gradients", "optimizer", "EMA"}),
+        ("fsdp", {"weights, trained", "gradients", "optimizer", "EMA"}),
+        ("zero3", {"weights, trained", "gradients", "optimizer", "EMA"}),
+    ],
+)
+def test_each_sharding_divides_its_share_of_the_training_state(name, divided):
+    sizes = StateSizes(trainable=1000, frozen=300, optimizer_bytes=8000)
+    rows = state_rows(sizes, OPTIMIZER_ROWS["adamw"], 0.9999, Sharding(name, "test"), processes=4)
+    full = {"weights, trained": 4000, "weights, frozen": 1200, "gradients": 4000, "optimizer": 8000, "EMA": 4000}
+    for label, size in rows.items():
+        (part,) = [part for part in full if label.startswith(part)]
+        expected = full[part] // 4 if part in divided else full[part]
+        assert (size, label.endswith(" / 4")) == (expected, part in divided), label
+    one_gpu = state_rows(sizes, OPTIMIZER_ROWS["adamw"], 0.9999, Sharding(name, "test"), processes=1)
+    assert sum(one_gpu.values()) == sum(full.values())
+
+
+def test_the_dry_run_shows_the_optimizer_precision_and_the_per_gpu_share(tmp_path, monkeypatch, capsys):
+    from ldm.cli.train import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["--config", "cpu/text2img-dit.yaml", "--dry-run", "--num-processes", "8", "--shard", "zero3", "train.optimizer=adafactor"]) == 0
+    report = capsys.readouterr().out
+    assert "global batch 64 = 8 per device x 1 accumulation step x 8" in report
+    assert "sharding: zero3 (--shard): weights, gradients, optimizer, EMA of the trained network divided by 8" in report
+    assert "optimizer: adafactor; mixed precision: bf16 (train.mixed_precision auto" in report
+    assert "optimizer (Adafactor, factored) / 8" in report and "weights, frozen (fp32)  " in report
+    assert "under bf16 autocast (bfloat16 " in report
+    with pytest.raises(SystemExit) as exit_:
+        main(["--config", "cpu/text2img-dit.yaml", "--shard", "fsdp"])
+    assert exit_.value.code == 2 and "--shard goes with --dry-run" in capsys.readouterr().err

@@ -54,9 +54,9 @@ class FusedAttention(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is not nn.functional.scaled_dot_product_attention:
+        if func is not nn.functional.scaled_dot_product_attention or args[0].dim() != 4:
             return func(*args, **kwargs)
-        query, key, value = args[:3]
+        query, key, value = args[:3]  # (B, heads, L, head_dim)
         if torch.is_autocast_enabled(query.device.type):
             dtype = torch.get_autocast_dtype(query.device.type)
             query, key, value = (t.to(dtype) for t in (query, key, value))
@@ -65,6 +65,8 @@ class FusedAttention(TorchFunctionMode):
             bias = torch.zeros(bias.shape, dtype=query.dtype, device=bias.device).masked_fill(~bias, float("-inf"))
         elif bias is not None:
             bias = bias.to(query.dtype)
+        if bias is not None:  # the kernel takes (B, heads, Lq, Lk); a broadcast view costs nothing
+            bias = bias.expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
         output, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
             query, key, value, bias, True, kwargs.get("dropout_p", 0.0), kwargs.get("is_causal", False), scale=kwargs.get("scale")
         )

@@ -12,6 +12,7 @@ from ldm.cli.common import UsageError, check_output_dir, fail
 from ldm.cli.train_paths import check_config_paths
 from ldm.config import ConfigError, apply_overrides, read_yaml
 from ldm.training.parent_watch import stop_with_launcher
+from ldm.training.shard_plan import SHARD_CHOICES, planned_sharding
 
 PROG = "ldm-train"
 
@@ -19,6 +20,7 @@ EXAMPLES = """examples:
   ldm-train --list-configs
   ldm-train --config cpu/text2img.yaml data.path=my_pictures/
   ldm-train --config text2img.yaml --dry-run
+  ldm-train --config text2img.yaml --dry-run --num-processes 8 --shard fsdp
   ldm-train --config text2img.yaml data.path='shards/{00000..00099}.tar' train.output_dir=runs/sd
   ldm-train --config text2img.yaml --resume latest
   ldm-train --config cpu/inpaint.yaml inpaint.init_from=runs/cpu-text2img/model
@@ -59,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="with --dry-run: plan for N processes (GPUs); default: WORLD_SIZE, else accelerate's config, else 1",
+    )
+    parser.add_argument(
+        "--shard",
+        choices=SHARD_CHOICES,
+        help=(
+            "with --dry-run: plan per-GPU memory for this sharding (fsdp: FULL_SHARD; fsdp-grad-op: SHARD_GRAD_OP; "
+            "zero1/2/3: DeepSpeed ZeRO stages); default: accelerate's config (distributed_type FSDP / DEEPSPEED), else none"
+        ),
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides, e.g. train.lr=1e-4")
     parser.add_argument(
@@ -181,6 +191,8 @@ def main(argv=None) -> int:
         parser.error("--config is required (ldm-train --list-configs shows the bundled ones)")
     if args.num_processes is not None and (not args.dry_run or args.num_processes < 1):
         parser.error("--num-processes takes a positive count and goes with --dry-run (a run's processes are accelerate launch's)")
+    if args.shard is not None and not args.dry_run:
+        parser.error("--shard goes with --dry-run (a run's sharding is accelerate's config: accelerate config, or accelerate launch --config_file)")
     stop_with_launcher()
     try:
         config, resume, lock = preflight(args)
@@ -191,7 +203,8 @@ def main(argv=None) -> int:
         from ldm.training.process_count import planned_processes
 
         try:
-            print(dry_run_report(config, planned_processes(args.num_processes)))
+            processes = planned_processes(args.num_processes)
+            print(dry_run_report(config, processes, planned_sharding(args.shard, processes.count)))
         except input_errors() as error:
             fail(PROG, str(error).splitlines()[0])
         return 0

@@ -1,10 +1,14 @@
 """`ldm-train --dry-run`: what a run would cost, before any hardware is committed.
 
-The stage's networks are built on the meta device (shapes, no memory, no weights read) and
-one training forward pass runs on meta tensors of the configured batch. From it:
-- activations: the sizes of every leaf module's output, summed (what autograd keeps for the
-  backward pass, roughly); with gradient checkpointing, only the outputs of the checkpointed
-  blocks are kept, plus the inside of the largest block while it is recomputed;
+The stage's networks are built as fake tensors on a fake GPU (shapes and dtypes, no memory,
+no weights read) and one training forward pass runs on fake inputs of the configured batch,
+under the run's autocast. From it:
+- activations: the tensors autograd saves for the backward pass, by their storages' bytes
+  (ldm.training.activation_estimate); with gradient checkpointing, what is saved outside the
+  checkpointed blocks plus their inputs, plus the inside of the largest block while it is
+  recomputed;
+- weights, gradients, optimizer and EMA per GPU, divided where FSDP or ZeRO shards them
+  (ldm.training.shard_plan, ldm.training.memory_table);
 - FLOPs: torch.utils.flop_counter on the same pass; a training step is forward + backward
   (about 3x the forward; 4x with checkpointing, which runs the forward twice) for the trained
   networks, forward only for the frozen ones.
@@ -13,8 +17,8 @@ Nothing is written and no data is read: the data path is only checked for existe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,17 +41,11 @@ from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
 from ldm.training.config import TrainConfig, random_text_encoder
+from ldm.training.activation_estimate import FusedAttention, SavedTensors, fake_device, measure_saved_tensors, mixed_precision
+from ldm.training.memory_table import OPTIMIZER_ROWS, StateSizes, memory_lines, state_rows
 from ldm.training.optimizers import state_bytes
 from ldm.training.process_count import ProcessCount, global_batch_line, planned_processes
-
-GIB = 2**30
-FP32 = 4
-# The memory table's optimizer row, by train.optimizer (ldm.training.optimizers.state_bytes).
-OPTIMIZER_ROWS = {
-    "adamw": "optimizer (AdamW, 2 fp32 states)",
-    "adamw8bit": "optimizer (AdamW 8-bit states)",
-    "adafactor": "optimizer (Adafactor, factored)",
-}
+from ldm.training.shard_plan import Sharding, planned_sharding, shard_line
 
 
 @dataclass
@@ -64,16 +62,9 @@ class Plan:
     parts: list[Part]
     trained_forward: Callable[[], object]  # with gradients: activations are kept
     frozen_forward: Callable[[], object] | None = None  # under no_grad: nothing kept
-    checkpoint_units: tuple[type, ...] = ()  # what the stage's gradient checkpointing wraps; () = none
+    checkpointed: nn.Module | None = None  # the model train.gradient_checkpointing acts on; None: none
     latent_shape: tuple[int, ...] | None = None  # one sample's latents (C, h, w)
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Activations:
-    elements: int  # leaf outputs, no checkpointing
-    checkpointed_elements: int  # with checkpointing
-    forward_flops: int
 
 
 # ----------------------------------------------------------------------------- plans
@@ -149,10 +140,6 @@ def _denoiser_model_config(config: TrainConfig, init_from: str | None, section) 
 
 def _denoiser_plan(config: TrainConfig) -> Plan:
     """text2img, inpaint and upscaler: the U-Net is trained; the VAE and text encoder are frozen."""
-    from diffusers.models.attention import BasicTransformerBlock
-    from diffusers.models.resnet import ResnetBlock2D
-
-
     inpaint, upscaler = config.stage == "inpaint", config.stage == "upscaler"
     section = getattr(config, config.stage)
     notes = _denoiser_model_config(config, section.init_from, None if inpaint else section)
@@ -190,7 +177,7 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         parts,
         lambda: denoise_call(components.denoiser, noisy, timesteps, cond),
         frozen_forward=frozen,
-        checkpoint_units=(ResnetBlock2D, BasicTransformerBlock),
+        checkpointed=components.denoiser,
         latent_shape=(latent_channels, side, side),
         notes=notes,
     )
@@ -224,64 +211,6 @@ PLANS: dict[str, Callable[[TrainConfig], Plan]] = {
 
 
 # ----------------------------------------------------------------------------- measuring
-
-
-def measure_activations(forward: Callable[[], object], root: nn.Module, units: tuple[type, ...]) -> Activations:
-    """Runs `forward` once (meta tensors), summing the outputs of `root`'s leaf modules, in
-    total and per checkpointed unit, and counting FLOPs."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    unit_names = [name for name, module in root.named_modules() if name and isinstance(module, units)]
-    outside = 0
-    inside: dict[str, int] = defaultdict(int)  # unit -> elements of its leaves' outputs
-    unit_outputs = 0
-    handles = []
-
-    def unit_of(name: str) -> str | None:
-        # Nested units (a block inside a block) belong to the outermost one.
-        return next((unit for unit in unit_names if name.startswith(unit + ".")), None)
-
-    def on_leaf(name: str):
-        def hook(module, inputs, output):
-            nonlocal outside
-            size = sum(t.numel() for t in _tensors(output))
-            unit = unit_of(name)
-            if unit is None:
-                outside += size
-            else:
-                inside[unit] += size
-
-        return hook
-
-    def on_unit(module, inputs, output):
-        nonlocal unit_outputs
-        unit_outputs += sum(t.numel() for t in _tensors(output))
-
-    outermost = {name for name in unit_names if unit_of(name) is None}
-    for name, module in root.named_modules():
-        if not any(module.children()):
-            handles.append(module.register_forward_hook(on_leaf(name)))
-        if name in outermost:
-            handles.append(module.register_forward_hook(on_unit))
-    try:
-        with FlopCounterMode(display=False) as counter:
-            forward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    total = outside + sum(inside.values())
-    checkpointed = outside + unit_outputs + max(inside.values(), default=0)
-    return Activations(total, checkpointed, counter.get_total_flops())
-
-
-def _tensors(output) -> list[torch.Tensor]:
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, (list, tuple)):
-        return [t for item in output for t in _tensors(item)]
-    if isinstance(output, dict):
-        return [t for item in output.values() for t in _tensors(item)]
-    return [t for t in vars(output).values() if isinstance(t, torch.Tensor)] if hasattr(output, "__dict__") else []
 
 
 def count_frozen_flops(forward: Callable[[], object] | None) -> int:
@@ -318,34 +247,45 @@ def describe_data(config: TrainConfig) -> str:
 # ----------------------------------------------------------------------------- report
 
 
-def activation_bytes(precision: str) -> int:
-    """bf16/fp16 autocast keeps most activations in 2 bytes; `auto` is bf16 on a GPU."""
-    return 4 if precision == "no" else 2
+def resolved_precision(requested: str) -> tuple[str, str]:
+    """The mixed precision a GPU run gets, and why (the loop's choice on a GPU)."""
+    if requested == "auto":
+        return "bf16", "train.mixed_precision auto: bf16 on GPUs that have it (Ampere and later), else fp16, the same bytes"
+    return requested, f"train.mixed_precision {requested}"
 
 
-def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -> str:
-    """Builds the stage on the meta device and describes its cost per GPU; writes nothing.
-    `processes`: the run's process count (planned_processes() unless given)."""
-    if config.stage not in PLANS:
-        raise ConfigError(f"--dry-run does not estimate stage {config.stage} yet (it covers {', '.join(PLANS)})")
-    with torch.device("meta"):
+def estimate(config: TrainConfig, device_type: str = "cuda") -> tuple[Plan, nn.ModuleList, SavedTensors, int]:
+    """Builds the stage on a fake device and runs its training forward pass under the run's
+    autocast: (plan, trained networks, what autograd saves, FLOPs of the frozen forward).
+    device_type cuda: a GPU's autocast policy and fused attention; cpu: the CPU's own (tests
+    compare it with a real CPU step)."""
+    precision, _ = resolved_precision(config.train.mixed_precision)
+    attention = FusedAttention() if device_type == "cuda" else contextlib.nullcontext()
+    with fake_device(device_type):
         plan = PLANS[config.stage](config)
         trained = nn.ModuleList([part.module for part in plan.parts if part.trainable])
-        activations = measure_activations(plan.trained_forward, trained, plan.checkpoint_units)
+        with mixed_precision(device_type, precision), attention:
+            saved = measure_saved_tensors(plan.trained_forward, trained, plan.checkpointed)
         frozen_flops = count_frozen_flops(plan.frozen_forward)
+    return plan, trained, saved, frozen_flops
+
+
+def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None, sharding: Sharding | None = None) -> str:
+    """Builds the stage without memory and describes its cost per GPU; writes nothing.
+    `processes`: the run's process count (planned_processes() unless given); `sharding`: how
+    the trained state is divided over them (planned_sharding() unless given)."""
+    if config.stage not in PLANS:
+        raise ConfigError(f"--dry-run does not estimate stage {config.stage} yet (it covers {', '.join(PLANS)})")
+    processes = processes or planned_processes()
+    sharding = sharding or planned_sharding(None, processes.count)
+    plan, trained, saved, frozen_flops = estimate(config)
     train = config.train
     trainable = sum(p.numel() for p in trained.parameters())
     total = sum(p.numel() for part in plan.parts for p in part.module.parameters())
-    act = activation_bytes(train.mixed_precision)
-    fixed = {
-        "weights (fp32)": total * FP32,
-        "gradients (fp32)": trainable * FP32,
-        OPTIMIZER_ROWS[train.optimizer]: state_bytes(train.optimizer, [p.shape for p in trained.parameters()]),
-        "EMA (fp32)" if train.ema_decay else "EMA (off: train.ema_decay null)": trainable * FP32 if train.ema_decay else 0,
-    }
-    checkpointing = bool(plan.checkpoint_units)
+    checkpointing = plan.checkpointed is not None
     passes = 4 if checkpointing and train.gradient_checkpointing else 3
-    step_flops = (passes * activations.forward_flops + frozen_flops) * train.grad_accum
+    step_flops = (passes * saved.forward_flops + frozen_flops) * train.grad_accum
+    precision, why = resolved_precision(train.mixed_precision)
 
     lines = [f"dry run: stage {config.stage}, model {config.model.name}; nothing trained, nothing written"]
     refusal = random_text_encoder(config)
@@ -359,9 +299,12 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
     if plan.latent_shape:
         c, h, w = plan.latent_shape
         lines.append(f"latents: {c} x {h} x {w} per image ({h * config.model.vae.downsample_factor} px)")
-    lines += ["", global_batch_line(processes or planned_processes(), train.batch_size, train.grad_accum)]
-    lines += ["", f"memory per GPU (micro-batch {train.batch_size}, mixed precision {train.mixed_precision}):"]
-    lines += memory_lines(fixed, activations, act, checkpointing, train.gradient_checkpointing)
+    lines += ["", global_batch_line(processes, train.batch_size, train.grad_accum), shard_line(sharding, processes.count)]
+    lines += [f"optimizer: {train.optimizer}; mixed precision: {precision} ({why})"]
+    lines += ["", f"memory per GPU (micro-batch {train.batch_size}):"]
+    weights = StateSizes(trainable, total - trainable, state_bytes(train.optimizer, [p.shape for p in trained.parameters()]))
+    fixed = state_rows(weights, OPTIMIZER_ROWS[train.optimizer], train.ema_decay, sharding, processes.count)
+    lines += memory_lines(fixed, saved, checkpointing, train.gradient_checkpointing, precision)
     lines += [
         "",
         (
@@ -374,23 +317,3 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None) -
     ]
     lines += [f"note: {note}" for note in plan.notes]
     return "\n".join(lines)
-
-
-def memory_lines(fixed: dict[str, int], activations, act: int, checkpointing: bool, checkpointing_on: bool) -> list[str]:
-    """The memory table: weights, gradients, optimizer and EMA, then the activations with and
-    without gradient checkpointing (`act` bytes each), each with its total."""
-    fixed_total = sum(fixed.values())
-    lines = [f"  {name:<36} {size / GIB:8.2f} GiB" for name, size in fixed.items()]
-    plain = activations.elements * act
-    lines.append(f"  {'activations, no checkpointing':<36} {plain / GIB:8.2f} GiB   total {(fixed_total + plain) / GIB:.2f} GiB")
-    if checkpointing:
-        saved = activations.checkpointed_elements * act
-        lines.append(f"  {'activations, gradient checkpointing':<36} {saved / GIB:8.2f} GiB   total {(fixed_total + saved) / GIB:.2f} GiB")
-        lines.append(f"  (train.gradient_checkpointing is {'on' if checkpointing_on else 'off'})")
-    else:
-        lines.append("  (this stage does not use gradient checkpointing)")
-    lines.append(
-        f"  activations: sum of the trained networks' module outputs in one meta forward pass, "
-        f"{act} bytes each; framework buffers, CUDA context and fragmentation not included"
-    )
-    return lines

@@ -26,7 +26,7 @@ from ldm.config import ConfigError
 
 # Stages whose trained module shards as a whole (the denoiser, or a ControlNet beside a frozen one).
 SHARDED_STAGES = ("text2img", "inpaint", "upscaler", "controlnet", "lora")
-FSDP_CONFIG = "configs/accelerate/fsdp2.yaml"
+FSDP_CONFIG = "docs/accelerate/fsdp2.yaml"
 
 
 def sharding_of(accelerator) -> str:

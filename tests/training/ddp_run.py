@@ -1,6 +1,6 @@
-"""Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny images
-read from a folder by ldm.data, as ldm-train reads them.
-usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGE_FOLDER BACKBONE"""
+"""Run by test_multiprocess.py and test_fsdp.py under `accelerate launch`: a few text2img steps on
+tiny images read from a folder by ldm.data, as ldm-train reads them.
+usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGE_FOLDER BACKBONE [SAVE_EVERY [RESUME_CHECKPOINT]]"""
 
 import sys
 from pathlib import Path
@@ -12,6 +12,8 @@ from configs import tiny_train_config  # noqa: E402
 from ldm.training.loop import train  # noqa: E402
 
 output_dir, batch, steps, images, backbone = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=1000, ema_decay=0.9)
+save_every = int(sys.argv[6]) if len(sys.argv) > 6 else 1000
+resume = Path(sys.argv[7]) if len(sys.argv) > 7 else None
+config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=save_every, ema_decay=0.9)
 config.data.path = images
-train(config)
+train(config, resume=resume)

@@ -27,6 +27,11 @@ SCATTER = StateDictOptions(full_state_dict=True, strict=False)  # every process 
 def shard_module(accelerator, module: torch.nn.Module) -> tuple[torch.nn.Module, list]:
     """Shards `module` in place (accelerate's fully_shard, with the launch config's wrap policy);
     returns it and its trained parameters, now shards, for the optimizer and EMA to be built on."""
+    # TRANSFORMER_BASED_WRAP without class names shards the root's `_no_split_modules` one by
+    # one: the stage's module wraps diffusers models, which name their blocks (ResnetBlock2D,
+    # BasicTransformerBlock, ...); size-based wrapping would hit their ModuleLists, which
+    # fully_shard refuses.
+    module._no_split_modules = sorted({name for part in module.modules() for name in getattr(part, "_no_split_modules", None) or ()})
     module = accelerator.prepare(module)
     return module, [p for p in module.parameters() if p.requires_grad]
 

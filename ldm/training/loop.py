@@ -5,6 +5,7 @@ resume, logging, validation and the final export."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -31,8 +32,10 @@ from ldm.training.checkpoints import (
 )
 from ldm.training.config import TrainConfig
 from ldm.training.data_positions import process_data_position, saved_data_position
+from ldm.training import fsdp_state
 from ldm.training.optimizers import apply_tf32, build_optimizer, check_optimizer
 from ldm.training.reporting import Reporter
+from ldm.training.sharding import check_sharding, grad_norm_is_finite, sharding_of
 from ldm.training.speedups import apply_speedups
 from ldm.training.stage_registry import STAGES, build_stage
 from ldm.training.stages import OpenDataset, Stage, StageContext
@@ -102,11 +105,15 @@ def trained_weights(stage: Stage) -> dict[str, torch.Tensor]:
     return {name: p.detach().cpu() for name, p in stage.module.named_parameters() if p.requires_grad}
 
 
-def load_trained_weights(stage: Stage, weights: dict[str, torch.Tensor]) -> None:
+def check_trained_weights(stage: Stage, weights: dict[str, torch.Tensor]) -> None:
     expected = {name for name, p in stage.module.named_parameters() if p.requires_grad}
     if set(weights) != expected:
         missing = sorted(expected - set(weights))[:1] or sorted(set(weights) - expected)[:1]
         raise CheckpointError(f"checkpoint weights do not match this config's model (first differing key: {missing[0]})")
+
+
+def load_trained_weights(stage: Stage, weights: dict[str, torch.Tensor]) -> None:
+    check_trained_weights(stage, weights)
     stage.module.load_state_dict(weights, strict=False)
 
 
@@ -156,25 +163,32 @@ class Run:
     config: TrainConfig
     accelerator: object
     stage: Stage
-    module: torch.nn.Module  # stage.module as accelerate prepared it (DDP with several processes)
-    parameters: list
+    module: torch.nn.Module  # stage.module as accelerate prepared it (DDP with several processes; sharded in place under FSDP)
+    parameters: list  # the trained parameters (under FSDP: this process's shards)
     optimizer: object
     lr_scheduler: object
     ema: Optional[object]
     batches: object
     # skipped_steps: not finite (not trained on); scaler_skipped_steps: fp16 overflow, skipped by the scaler
     counters: dict = field(default_factory=lambda: {"skipped_steps": 0, "scaler_skipped_steps": 0})
+    sharded: bool = False  # FSDP: checkpoints, validation and export gather the shards (ldm.training.fsdp_state)
+    whole_stage: Optional[Stage] = None  # FSDP: an unsharded copy of the stage on the main process, for validation and export
 
     @classmethod
     def prepare(cls, config: TrainConfig, accelerator, stage: Stage, batches) -> "Run":
-        """The optimizer, LR schedule and EMA of the stage's trained parameters."""
+        """The optimizer, LR schedule and EMA of the stage's trained parameters. Under FSDP the
+        module is sharded first, and the optimizer and EMA are built over its shards."""
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
         train_section = config.train
-        parameters = stage.trained_parameters()
         check_optimizer(train_section.optimizer, accelerator.device)
         apply_tf32(train_section.allow_tf32)
+        sharded = sharding_of(accelerator) == "fsdp"
+        if sharded:
+            module, parameters = fsdp_state.shard_module(accelerator, stage.module)
+        else:
+            parameters = stage.trained_parameters()
         optimizer = build_optimizer(train_section, parameters)
         # Not passed to accelerator.prepare: its wrapper steps the schedule once per process.
         lr_scheduler = get_scheduler(
@@ -182,8 +196,11 @@ class Run:
             num_warmup_steps=train_section.warmup_steps, num_training_steps=train_section.max_steps,
         )  # fmt: skip
         ema = EMAModel(parameters, decay=train_section.ema_decay) if train_section.ema_decay else None
-        module, optimizer = accelerator.prepare(stage.module, optimizer)
-        return cls(config, accelerator, stage, module, parameters, optimizer, lr_scheduler, ema, batches)
+        if sharded:
+            optimizer = accelerator.prepare_optimizer(optimizer)
+        else:
+            module, optimizer = accelerator.prepare(stage.module, optimizer)
+        return cls(config, accelerator, stage, module, parameters, optimizer, lr_scheduler, ema, batches, sharded=sharded)
 
     @property
     def output_dir(self) -> Path:
@@ -196,7 +213,11 @@ class Run:
         try:
             if settings[0] != settings[1]:
                 raise ValueError("another optimizer saved it")
-            self.optimizer.load_state_dict(saved)
+            if self.sharded:
+                names = fsdp_state.parameter_names(self.module, self.parameters)
+                fsdp_state.load_optimizer_state(self.module, self.optimizer.optimizer, saved, names)
+            else:
+                self.optimizer.load_state_dict(saved)
         except (ValueError, KeyError) as error:
             raise CheckpointError(
                 f"checkpoint {checkpoint}: its optimizer state does not fit train.optimizer {self.config.train.optimizer} "
@@ -206,11 +227,17 @@ class Run:
     def resume(self, checkpoint: Path) -> int:
         """Puts back the state saved in `checkpoint`; returns its step."""
         state = load_checkpoint(checkpoint)
-        load_trained_weights(self.stage, state.weights)
+        if self.sharded:
+            check_trained_weights(self.stage, state.weights)
+            fsdp_state.load_weights(self.module, state.weights)
+        else:
+            load_trained_weights(self.stage, state.weights)
         self.load_optimizer_state(checkpoint, state.optimizer)
         self.lr_scheduler.load_state_dict(state.lr_scheduler)
         if self.ema is not None and state.ema is not None:
             self.ema.load_state_dict(state.ema)
+            if self.sharded:
+                fsdp_state.shard_ema(self.ema, self.parameters)
             self.ema.to(self.accelerator.device)
         changed = apply_resumed_settings(self.config.train, self.optimizer, self.lr_scheduler, self.ema)
         if changed and self.accelerator.is_main_process:
@@ -243,7 +270,7 @@ class Run:
         if finite and train_section.max_grad_norm:
             grad_norm = accelerator.clip_grad_norm_(self.parameters, train_section.max_grad_norm)
             # fp16 gradient overflow is the grad scaler's business (it skips and lowers its scale).
-            finite = bool(torch.isfinite(grad_norm)) or fp16
+            finite = grad_norm_is_finite(grad_norm) or fp16
         if finite or fp16:
             # fp16: the scaler must see every step, or its unscale/update bookkeeping breaks;
             # it skips the update itself when the gradients are not finite.
@@ -267,18 +294,31 @@ class Run:
             logs["scaler_skipped_steps"] = self.counters["scaler_skipped_steps"]
         return StepOutcome(float(loss_value), grad_norm, finite, logs)
 
+    def whole_state(self) -> tuple[dict, dict, Optional[dict]]:
+        """(trained weights, optimizer state, EMA state) as whole tensors, for the main process
+        to save; under FSDP every process takes part in gathering them."""
+        if self.sharded:
+            names = fsdp_state.parameter_names(self.module, self.parameters)
+            weights = fsdp_state.gather_weights(self.module, names)
+            optimizer = fsdp_state.gather_optimizer_state(self.module, self.optimizer.optimizer, names)
+            return weights, optimizer, fsdp_state.gather_ema_state(self.ema) if self.ema is not None else None
+        if not self.accelerator.is_main_process:
+            return {}, {}, None
+        return trained_weights(self.stage), self.optimizer.state_dict(), self.ema.state_dict() if self.ema is not None else None
+
     def checkpoint(self, step: int) -> None:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()
         data_position = saved_data_position(accelerator, self.batches)  # every process's (a collective call)
+        weights, optimizer, ema = self.whole_state()
         if accelerator.is_main_process:
             state = TrainingState(
                 step=step,
-                weights=trained_weights(self.stage),
-                optimizer=self.optimizer.state_dict(),
+                weights=weights,
+                optimizer=optimizer,
                 lr_scheduler=self.lr_scheduler.state_dict(),
                 data_position=data_position,
-                ema=self.ema.state_dict() if self.ema is not None else None,
+                ema=ema,
                 counters={**self.counters, "stage": self.stage.state()},
                 rng=capture_rng(),
                 stage_tensors=self.stage.state_tensors(),
@@ -286,10 +326,25 @@ class Run:
             save_checkpoint(state, self.output_dir / "checkpoints", self.config.train.keep_last)
         accelerator.wait_for_everyone()
 
-    def evaluate(self, step: int, reporter: Reporter) -> None:
+    def exported_stage(self):
+        """A context in which the main process's stage holds the weights to validate and export
+        (EMA's when there is an EMA): the stage itself with EMA swapped in, or under FSDP an
+        unsharded copy of it holding the gathered weights (every process takes part in gathering)."""
+        if not self.sharded:
+            return EMASwap(self.ema, self.parameters), self.stage
+        weights = fsdp_state.export_weights(self.module, self.parameters, self.ema)
         if self.accelerator.is_main_process:
-            with EMASwap(self.ema, self.parameters), torch.no_grad():
-                metrics = self.stage.evaluate(step)
+            if self.whole_stage is None:
+                with torch.random.fork_rng():  # building it draws initial weights; the run's randomness stays
+                    self.whole_stage = build_stage(self.stage.context)
+            load_trained_weights(self.whole_stage, weights)
+        return contextlib.nullcontext(), self.whole_stage
+
+    def evaluate(self, step: int, reporter: Reporter) -> None:
+        weights_in_place, stage = self.exported_stage()
+        if self.accelerator.is_main_process:
+            with weights_in_place, torch.no_grad():
+                metrics = stage.evaluate(step)
             if metrics:
                 reporter.log(step, metrics)
         self.accelerator.wait_for_everyone()
@@ -297,9 +352,10 @@ class Run:
     def export(self, reporter: Reporter) -> Optional[Path]:
         """The stage's product, written by the main process with the EMA weights in place."""
         path = None
+        weights_in_place, stage = self.exported_stage()
         if self.accelerator.is_main_process:
-            with EMASwap(self.ema, self.parameters):
-                path = self.stage.export()
+            with weights_in_place:
+                path = stage.export()
             reporter.note(f"exported {path}")
         self.accelerator.wait_for_everyone()
         return path
@@ -321,6 +377,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     train_section = config.train
     output_dir = Path(train_section.output_dir)
     accelerator = make_accelerator(config, output_dir, STAGES[config.stage].find_unused_parameters)
+    check_sharding(config, accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     open_dataset = open_dataset or ldm_datasets(config, rank, world)
     # Data first: a bad data path fails before any model is built.

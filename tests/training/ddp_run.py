@@ -1,7 +1,8 @@
-"""Run by test_multiprocess.py under `accelerate launch`: a few text2img steps on tiny images
-read by ldm.data, as ldm-train reads them: from a folder, or from webdataset shards (IMAGES a
-brace pattern of .tar files: a checkpoint every 2 steps, a shuffle buffer of 3).
-usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGES BACKBONE [RESUME_CHECKPOINT]"""
+"""Run by test_multiprocess.py and test_fsdp.py under `accelerate launch`: a few text2img steps on
+tiny images read by ldm.data, as ldm-train reads them: from a folder, or from webdataset shards
+(IMAGES a brace pattern of .tar files: a shuffle buffer of 3).
+usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGES BACKBONE [SAVE_EVERY [RESUME_CHECKPOINT]]
+(SAVE_EVERY 0 or left out: every 2 steps from shards, else only at the end)"""
 
 import sys
 from pathlib import Path
@@ -13,9 +14,10 @@ from configs import tiny_train_config  # noqa: E402
 from ldm.training.loop import train  # noqa: E402
 
 output_dir, batch, steps, images, backbone = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
-resume = Path(sys.argv[6]) if len(sys.argv) > 6 else None
 shards = images.endswith(".tar")
-config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=2 if shards else 1000, ema_decay=0.9)
+save_every = int(sys.argv[6]) if len(sys.argv) > 6 and int(sys.argv[6]) > 0 else (2 if shards else 1000)
+resume = Path(sys.argv[7]) if len(sys.argv) > 7 else None
+config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=save_every, ema_decay=0.9)
 config.data.path = images
 if shards:
     config.data.source, config.data.shuffle_buffer = "webdataset", 3

@@ -28,9 +28,9 @@ def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None)
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
-               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *([str(resume)] if resume else [])]
+               str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *(["0", str(resume)] if resume else [])]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=240)
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -9,6 +9,7 @@ diffusers-format Stable Diffusion folders. Both are `TextEncoder`s; the text sid
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -77,13 +78,22 @@ def resolve_arch(config: TextEncoderConfig) -> TextEncoderConfig:
     return config
 
 
+@lru_cache(maxsize=4)
+def open_clip_tokenizer(context_length: int):
+    """open_clip's BPE tokenizer, built once per context length: building one reads and parses
+    its 49k-merge vocabulary (most of the time a small text encoder takes to build); it only
+    memoizes as it works, so encoders can share it."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer(context_length=context_length)
+
+
 class OpenClipTextEncoder(nn.Module):
     """open_clip's TextTransformer; hidden states from block `layer_index` after the final
     LayerNorm, pooled output as open_clip's own (CLIP.encode_text without normalising)."""
 
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        from open_clip.tokenizer import SimpleTokenizer
         from open_clip.transformer import TextTransformer
 
         self.config = config
@@ -96,7 +106,7 @@ class OpenClipTextEncoder(nn.Module):
             mlp_ratio=config.mlp_ratio,
             output_dim=config.embed_dim,
         )
-        self.tokenizer = SimpleTokenizer(context_length=config.context_length)
+        self.tokenizer = open_clip_tokenizer(config.context_length)
         # Index of the block whose output (after the final LayerNorm) conditions the U-Net.
         self.layer_index = config.layers - (2 if config.layer == "penultimate" else 1)
 

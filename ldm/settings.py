@@ -262,14 +262,14 @@ class Settings:
         None,
         help="an SDXL refiner's diffusers folder that draws the last part of the steps (after --refiner-switch), "
         "as AUTOMATIC1111's refiner",
-        flag="--refiner", label="Refiner", api="refiner_checkpoint", metavar="DIR", show=lambda path: Path(path).name,
+        flag="--refiner", label="Refiner", metavar="DIR", show=lambda path: Path(path).name,
         modes=TXT2IMG,
     )  # fmt: skip
     refiner_switch: Optional[float] = option(
         None,
         help="with --refiner: the share of the way from noise to picture where the refiner takes over, "
         f"between 0 and 1 (default {DEFAULT_REFINER_SWITCH:g}; AUTOMATIC1111's \"Refiner switch at\")",
-        flag="--refiner-switch", label="Refiner switch at", api="refiner_switch_at", metavar="S", parse=float,
+        flag="--refiner-switch", label="Refiner switch at", metavar="S", parse=float,
         show=show_float, modes=TXT2IMG,
     )  # fmt: skip
     mask_blur: float = option(

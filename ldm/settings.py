@@ -52,6 +52,7 @@ MIN_TILE = 16  # low-resolution pixels a side of an upscale's tiles: smaller one
 DEFAULT_STEPS = 20
 DEFAULT_CFG = 7.5
 VAE_TILING = ("auto", "on", "off")  # ldm.pipeline.tiling
+DEFAULT_REFINER_SWITCH = 0.8  # AUTOMATIC1111's
 
 
 Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
@@ -257,6 +258,20 @@ class Settings:
         show=hires_upscaler_name,
         modes=TXT2IMG,
     )
+    refiner: Optional[str] = option(
+        None,
+        help="an SDXL refiner's diffusers folder that draws the last part of the steps (after --refiner-switch), "
+        "as AUTOMATIC1111's refiner",
+        flag="--refiner", label="Refiner", metavar="DIR", show=lambda path: Path(path).name,
+        modes=TXT2IMG,
+    )  # fmt: skip
+    refiner_switch: Optional[float] = option(
+        None,
+        help="with --refiner: the share of the way from noise to picture where the refiner takes over, "
+        f"between 0 and 1 (default {DEFAULT_REFINER_SWITCH:g}; AUTOMATIC1111's \"Refiner switch at\")",
+        flag="--refiner-switch", label="Refiner switch at", metavar="S", parse=float,
+        show=show_float, modes=TXT2IMG,
+    )  # fmt: skip
     mask_blur: float = option(
         4.0,
         help="Gaussian blur (sigma, pixels) of the mask before thresholding, and the feather of the blend "
@@ -385,6 +400,11 @@ class Settings:
             return None
         return getattr(self, name)
 
+    @property
+    def refiner_switch_at(self) -> float:
+        """Where the refiner takes over, its default applied."""
+        return DEFAULT_REFINER_SWITCH if self.refiner_switch is None else self.refiner_switch
+
     def lora_files(self) -> list[tuple[Path, float]]:
         """Every LoRA this request asks for (--lora, then the prompt's tags) as (file, weight);
         ValueError naming one that is not found."""
@@ -411,6 +431,8 @@ class Settings:
                 value = shown.lora_files()
             elif each.name.startswith("hires_"):
                 value = shown.hires_shown(each.name)
+            elif each.name == "refiner_switch":
+                value = shown.refiner_switch_at if shown.refiner is not None else None
             if spec.expand is not None and value:
                 fields.update(spec.expand(value))
             if spec.label is None or value is None:
@@ -500,6 +522,7 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
     if mode == "inpaint":
         check_inpaint_settings(settings, limits)
     check_hires_settings(settings, mode, limits)
+    check_refiner_settings(settings, mode)
     if mode == "upscale":
         check_upscale_settings(settings)
     try:
@@ -553,6 +576,17 @@ def check_hires_settings(settings: Settings, mode: str, limits: Limits) -> None:
         raise GenerationError(str(error)) from None
     if settings.hires_fix and settings.width and settings.height:
         check_hires_size(hires_size(settings.width, settings.height, settings.hires_scale, settings.hires_resize), limits)
+
+
+def check_refiner_settings(settings: Settings, mode: str) -> None:
+    if settings.refiner is None:
+        if settings.refiner_switch is not None:
+            raise GenerationError("a refiner switch needs a refiner (--refiner DIR)")
+        return
+    if mode != "txt2img" or settings.hires_fix:
+        raise GenerationError("a refiner works on text to image without the hires fix (not yet with an input picture or --hires-*)")
+    if not 0.0 < settings.refiner_switch_at < 1.0:  # NaN fails this too
+        raise GenerationError(f"the refiner switch must be between 0 and 1 (both excluded), got {settings.refiner_switch_at:g}")
 
 
 HIRES_FIELDS = ("hires_strength", "hires_scale", "hires_resize", "hires_steps", "hires_upscaler")

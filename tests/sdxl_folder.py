@@ -82,3 +82,31 @@ def write_tiny_sdxl_folder(path: Path, shape: dict = TINY) -> Path:
         config = folder / "scheduler" / "scheduler_config.json"
         config.write_text(json.dumps({**json.loads(config.read_text()), **SDXL_SCHEDULER_EXTRAS}))
     return folder
+
+
+def write_tiny_refiner_folder(path: Path) -> Path:
+    """A tiny SDXL refiner (StableDiffusionXLImg2ImgPipeline's layout as the refiner ships it):
+    the second text encoder alone, a U-Net reading five time ids (size, crop, aesthetic score),
+    the base's VAE and schedule, an empty negative prompt encoded as it is."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    parts = path / "refiner-parts"  # the base's VAE, tokenizer and schedule again (the same seed)
+    parts.mkdir(exist_ok=True)
+    base = tiny_sdxl_parts(parts)
+    torch.manual_seed(1)
+    width = TEXT_WIDTHS[1]
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(base["tokenizer_2"], width, 2, "quick_gelu", projection_dim=PROJECTION)).eval()
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), norm_num_groups=4, use_linear_projection=True, cross_attention_dim=width,
+        addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED, projection_class_embeddings_input_dim=5 * TIME_EMBED + PROJECTION,
+    ).eval()  # fmt: skip
+    refiner = StableDiffusionXLImg2ImgPipeline(
+        vae=base["vae"], text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=base["tokenizer_2"],
+        unet=unet, scheduler=base["scheduler"], requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+    )  # fmt: skip
+    folder = path / "sdxl-refiner-tiny"
+    refiner.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -85,7 +85,7 @@ def test_the_negative_prompt_is_padded_to_the_prompts_chunks_and_vice_versa(tiny
     pipe = Pipeline(tiny_unet_components)
     prompt, negative = (f"{LONG} a lake", "blurry") if long_one == "prompt" else ("a lake", f"{LONG} blurry")
     settings = pipe.request(prompt, {"negative": negative, "steps": 2, "cfg": 7.5, "seed": 0})
-    cond, uncond = pipe._prompt_contexts([settings], [])
+    cond, uncond = pipe.prompt_contexts([settings], [])
     assert token_count(cond) == token_count(uncond) == 154
     short = uncond if long_one == "prompt" else cond
     empty = by_hand(tiny_unet_components, [""])

@@ -87,7 +87,7 @@ def test_a_refiner_folder_is_refused_in_one_line(sdxl_folder, tmp_path):
     refiner = tmp_path / "refiner"
     shutil.copytree(sdxl_folder, refiner)
     shutil.rmtree(refiner / "text_encoder")
-    with pytest.raises(ModelError, match="refiners are not supported yet"):
+    with pytest.raises(ModelError, match="give it with --refiner"):
         Pipeline.load(refiner)
 
 

@@ -138,7 +138,7 @@ def test_a_refiner_file_is_refused_in_one_line(sdxl_file, tmp_path, capsys):
     """A refiner's only text encoder is bigG, as embedders.0."""
     state = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in load_file(str(sdxl_file)).items()
              if not k.startswith("conditioner.embedders.0.")}  # fmt: skip
-    assert "refiners are not supported yet" in refused(capsys, state, tmp_path)
+    assert "not yet from a single file" in refused(capsys, state, tmp_path)
 
 
 @pytest.mark.parametrize("keys", [

@@ -162,6 +162,29 @@ class Sampler:
             scheduler.set_begin_index(start)
         return scheduler.timesteps[start:]
 
+    def switch_timestep(self, switch: float) -> int:
+        """The training timestep where a refiner takes over at `switch` (a share of the way
+        from noise to picture), as diffusers' denoising_end / denoising_start compute it."""
+        train = self.scheduler.config.num_train_timesteps
+        return int(round(train - switch * train))
+
+    def before_switch(self, timesteps: torch.Tensor, switch: float) -> torch.Tensor:
+        """The first part of `timesteps`, down to the switch: what the base model runs."""
+        return timesteps[: int((timesteps >= self.switch_timestep(switch)).sum())]
+
+    def after_switch(self, steps: int, switch: float, device=None) -> torch.Tensor:
+        """The rest of the `steps`-step schedule after the switch: what the refiner runs, with
+        the solver's counter set there (a second-order solver's doubled step kept whole)."""
+        scheduler = self.scheduler
+        scheduler.set_timesteps(steps, device=device)
+        kept = int((scheduler.timesteps < self.switch_timestep(switch)).sum())
+        if scheduler.order == 2 and kept % 2 == 0:
+            kept += 1
+        start = len(scheduler.timesteps) - kept
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(start)
+        return scheduler.timesteps[start:]
+
 
 class FlowSampler(Sampler):
     """A flow model's solver: it starts from the unit noise itself (s = 1), the denoiser reads

@@ -45,7 +45,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
-from ldm.formats.diffusers_sdxl import check_sdxl_base, is_sdxl_folder, sdxl_text_side
+from ldm.formats.diffusers_sdxl import SECOND_ENCODER, check_sdxl_role, is_sdxl_folder, refiner_text_side, sdxl_text_side
 from ldm.formats.diffusers_upscaler import check_upscaler_denoiser, diffusers_upscaler
 from ldm.formats.single_file import load_single_file
 
@@ -215,20 +215,18 @@ def _restore_text_buffers(text_encoder) -> None:
         tower.attn_mask = tower.build_causal_mask()
 
 
-def load_diffusers_folder(path: Path) -> Components:
+def load_diffusers_folder(path: Path, refiner: bool = False) -> Components:
     """A diffusers-format Stable Diffusion folder, offline, safetensors only (its denoiser
     is found by its subfolder: unet/ in Stable Diffusion's); SDXL's (two text encoders:
-    ldm.formats.diffusers_sdxl); an x4 upscaler's
+    ldm.formats.diffusers_sdxl), an SDXL refiner's only as a `refiner`; an x4 upscaler's
     (StableDiffusionUpscalePipeline) with its upscaler description."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     upscaler = diffusers_upscaler(path)
-    check_sdxl_base(path)
+    check_sdxl_role(path, refiner)
     backbone = backbone_in_diffusers_folder(path)
     denoiser_folder = backbone.diffusers_folder
-    text_folders = ("text_encoder", "text_encoder_2") if is_sdxl_folder(path) else ("text_encoder",)
-    tokenizers = ("tokenizer", "tokenizer_2") if is_sdxl_folder(path) else ("tokenizer",)
+    text_folders, tokenizers = _text_folders(path, refiner)
     for sub in (denoiser_folder, "vae", *text_folders, *tokenizers, "scheduler"):
         if not (path / sub).is_dir():
             raise ModelError(f"{path} has model_index.json but no {sub}/ folder")
@@ -243,9 +241,7 @@ def load_diffusers_folder(path: Path) -> Components:
         with quiet_loading():
             denoiser = backbone.load_pretrained(path / denoiser_folder, **options)
             vae = AutoencoderKL.from_pretrained(path / "vae", **options)
-            text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
-            tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
-            conditioner = sdxl_text_side(path, text_model, tokenizer, **options)
+            conditioner = _diffusers_text_side(path, refiner, options)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     except (OSError, ValueError, json.JSONDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -255,13 +251,41 @@ def load_diffusers_folder(path: Path) -> Components:
         check_upscaler_denoiser(path, denoiser, vae.config.latent_channels, upscaler)
     return Components(
         vae=vae,
-        conditioner=conditioner or TextConditioner([HFClipTextEncoder(text_model, tokenizer)]),
+        conditioner=conditioner,
         denoiser=denoiser,
         scheduler_config=scheduler_config,
         config=None,
         name=path.name,
         upscaler=upscaler,
     )
+
+
+def _text_folders(path: Path, refiner: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The text encoder and tokenizer subfolders a diffusers folder needs."""
+    if refiner:
+        return (SECOND_ENCODER[0],), (SECOND_ENCODER[1],)
+    if is_sdxl_folder(path):
+        return ("text_encoder", SECOND_ENCODER[0]), ("tokenizer", SECOND_ENCODER[1])
+    return ("text_encoder",), ("tokenizer",)
+
+
+def _diffusers_text_side(path: Path, refiner: bool, options: dict) -> TextConditioner:
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    if refiner:
+        return refiner_text_side(path, **options)
+    text_model = CLIPTextModel.from_pretrained(path / "text_encoder", **options)
+    tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer", local_files_only=True)
+    return sdxl_text_side(path, text_model, tokenizer, **options) or TextConditioner([HFClipTextEncoder(text_model, tokenizer)])
+
+
+def load_refiner(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
+    """An SDXL refiner's diffusers folder (ldm.formats.diffusers_sdxl), for inference; ModelError
+    in one line for anything else."""
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        raise ModelError(f"refiner {path} is not an SDXL refiner's diffusers folder (no model_index.json)")
+    return load_diffusers_folder(path, refiner=True).to(device=device, dtype=dtype).eval()
 
 
 # ----------------------------------------------------------------------------- single components

@@ -82,7 +82,7 @@ def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
     """sd1, sd2 or sdxl, as the keys say; ModelError in one line for an SDXL refiner and for
     keys that fit no family."""
     if is_sdxl_refiner_state(state):
-        raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); refiners are not supported yet")
+        raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); a refiner is read from its diffusers folder (--refiner DIR), not yet from a single file")
     has_parts = any(k.startswith(UNET_PREFIX) for k in state) and any(k.startswith(VAE_PREFIX) for k in state)
     texts = {
         "sdxl": is_sdxl_state(state),

@@ -37,6 +37,7 @@ from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
+from ldm.pipeline.refiner import refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
 from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
@@ -186,9 +187,13 @@ class Pipeline:
         device, dtype = self.components.device, self.components.dtype
         chosen = make_sampler(request.sampler, self.components.scheduler_config)
         timesteps = chosen.set_timesteps(request.steps, device=device, strength=request.strength)
+        if request.switch_end is not None:
+            timesteps = chosen.before_switch(timesteps, request.switch_end)
         noise = request.noise.to(device=device, dtype=dtype)
         init_latents = request.init_latents
-        if init_latents is None or request.strength >= 1.0:
+        if request.switch_start is not None:  # a refiner goes on from the base's latents as they are
+            timesteps, latents = chosen.after_switch(request.steps, request.switch_start, device), init_latents
+        elif init_latents is None or request.strength >= 1.0:
             latents = chosen.start(noise)
         elif len(timesteps) == 0:
             return init_latents
@@ -318,6 +323,8 @@ class Pipeline:
         check_settings(settings, task.mode, limits)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
+        if settings.refiner is not None:
+            refiner_for(self, settings)  # loaded (or refused) before any image is drawn
         if plan.unchanged is None and plan.strength > 0:  # a step will run
             check_step_time(self, plan.size, self.two_passes(plan.settings.cfg), limits)
         if plan.unchanged is not None:
@@ -335,7 +342,7 @@ class Pipeline:
         extra_channels = self.components.denoiser.config.in_channels > self.components.vae.config.latent_channels
         return extra_channels and self.components.upscaler is None
 
-    def _prompt_contexts(self, batch: list[Settings], notes: list[str]):
+    def prompt_contexts(self, batch: list[Settings], notes: list[str]):
         """The batch's (cond, uncond) schedules (uncond None without an unconditional pass),
         padded to the same number of tokens so that guidance can batch them."""
         first = batch[0]
@@ -409,10 +416,12 @@ class Pipeline:
         generators: list[torch.Generator],
         strength: float = 1.0,
         steps: Optional[int] = None,
+        switch_end: Optional[float] = None,
     ) -> torch.Tensor:
         """One sampling run of `batch` from `start` at `size` (width, height), its ControlNets
         prepared for that size; `steps` in the schedule (default: the settings'), the last
-        int(steps * strength) of them run. Returns clean latents (B, C, h, w)."""
+        int(steps * strength) of them run, down to `switch_end` where a refiner takes over.
+        Returns clean latents (B, C, h, w), or the latents at the switch."""
         settings, device, dtype = batch.settings, self.components.device, self.components.dtype
         if start.read_input:
             batch.clock.lap("encode")
@@ -420,7 +429,7 @@ class Pipeline:
         request = SampleRequest(
             ConditioningSchedule.of(batch.cond).map(start.conditioned), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
             settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,
-            strength=strength, known_region=start.known_region, controls=tuple(controls),
+            strength=strength, known_region=start.known_region, controls=tuple(controls), switch_end=switch_end,
         )  # fmt: skip
         return self.sample(request)
 
@@ -434,11 +443,14 @@ class Pipeline:
         settings = batch[0]
         seeds = [s.seed for s in batch]
         generators = make_generators(seeds)
-        cond, uncond = self._prompt_contexts(batch, result.notes)
+        cond, uncond = self.prompt_contexts(batch, result.notes)
         clock.lap("text")
         context = BatchContext(settings, seeds, cond, uncond, callback, progress, result.notes, clock)
         start = plan.start(self, generators, context)
-        latents = self.sample_batch(context, start, plan.size, generators, plan.strength, plan.steps)
+        if settings.refiner is None:
+            latents = self.sample_batch(context, start, plan.size, generators, plan.strength, plan.steps)
+        else:
+            latents = sample_with_refiner(self, batch, context, start, plan.size, generators)
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)
         if not torch.isfinite(decoded).all():

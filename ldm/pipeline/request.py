@@ -38,6 +38,10 @@ class SampleRequest:
     strength: float = 1.0
     known_region: Optional[KnownRegion] = None
     controls: tuple[ActiveControl, ...] = ()
+    # A refiner's hand-off (diffusers' denoising_end / denoising_start): the base runs the steps
+    # down to `switch_end`; the refiner continues `init_latents` as they are from `switch_start`.
+    switch_end: Optional[float] = None
+    switch_start: Optional[float] = None
 
 
 def make_generators(seeds: list[int]) -> list[torch.Generator]:

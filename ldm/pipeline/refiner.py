@@ -1,0 +1,80 @@
+"""An SDXL refiner, as AUTOMATIC1111's "Refiner switch at" and diffusers' denoising_end /
+denoising_start hand-off: the base model runs the first `switch` share of the way from noise to
+picture, and the refiner (its own text side: OpenCLIP bigG alone) the rest of the same schedule,
+with the same sampler, from the base's latents as they are.
+
+A refiner's U-Net reads five time ids instead of the base's six: the original size, the crop's
+top-left corner and an aesthetic score, which tells it how good a picture to draw (diffusers'
+defaults: 6.0 for the prompt, 2.5 for the negative prompt)."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ldm.diffusion.backbones import backbone_of
+from ldm.formats.model_folder import ModelError, load_refiner
+from ldm.pipeline.hires import counted_callbacks
+from ldm.pipeline.request import SampleRequest
+from ldm.pipeline.task import BatchContext, Start
+from ldm.settings import GenerationError, Settings
+
+if TYPE_CHECKING:
+    from ldm.pipeline.core import Pipeline
+
+AESTHETIC_SCORE = 6.0  # the prompt's (diffusers' default)
+NEGATIVE_AESTHETIC_SCORE = 2.5  # the unconditional pass's
+
+
+@lru_cache(maxsize=1)
+def loaded_refiner(pipeline_class: type, path: Path, device: str, dtype: torch.dtype) -> "Pipeline":
+    """The refiner at `path`, loaded once for the batches (and requests) that follow; a new
+    path, device or dtype replaces it. (The class: the pipeline's layer is above this one.)"""
+    return pipeline_class(load_refiner(path, device=device, dtype=dtype))
+
+
+def refiner_for(pipe: "Pipeline", settings: Settings) -> "Pipeline":
+    """The request's refiner, loaded; GenerationError in one line for a folder that is not one,
+    or when the base model is not an SDXL model whose latents it could go on from."""
+    if not getattr(backbone_of(pipe.components.denoiser), "takes_time_ids", False):
+        raise GenerationError("a refiner goes on from an SDXL base model's latents; this model is not an SDXL model")
+    components = pipe.components
+    try:
+        return loaded_refiner(type(pipe), Path(settings.refiner), str(components.device), components.dtype)
+    except ModelError as error:
+        raise GenerationError(str(error)) from None
+
+
+def aesthetic_ids(refiner: "Pipeline", size: tuple[int, int], score: float, n: int) -> torch.Tensor:
+    """time_ids (n, 5): original height, width (the drawn size, A1111's default), crop top, left (0, 0), `score`."""
+    width, height = size
+    components = refiner.components
+    ids = torch.tensor([height, width, 0, 0, score], dtype=components.dtype, device=components.device)
+    return ids.expand(n, -1)
+
+
+def sample_with_refiner(
+    pipe: "Pipeline", batch: list[Settings], context: BatchContext, start: Start, size: tuple[int, int], generators: list[torch.Generator]
+) -> torch.Tensor:
+    """The base's steps down to the switch, then the refiner's rest; clean latents (B, C, h, w)."""
+    settings = context.settings
+    refiner = refiner_for(pipe, settings)
+    switch = settings.refiner_switch_at
+    base_steps = round(settings.steps * switch)
+    first_callback, second_callback = counted_callbacks(context.callback, base_steps, settings.steps - base_steps)
+    latents = pipe.sample_batch(context, dataclasses.replace(start, callback=first_callback), size, generators, switch_end=switch)
+    context.clock.lap("sampling")
+    cond, uncond = refiner.prompt_contexts(batch, context.notes)
+    n = len(generators)
+    cond = cond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, AESTHETIC_SCORE, n)))
+    if uncond is not None:
+        uncond = uncond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, NEGATIVE_AESTHETIC_SCORE, n)))
+    request = SampleRequest(
+        cond, uncond, latents, settings.steps, settings.cfg, settings.sampler, generators, second_callback or context.callback,
+        context.progress, init_latents=latents, switch_start=switch,
+    )  # fmt: skip
+    return refiner.sample(request)

@@ -84,7 +84,7 @@ def _autoencoder_plan(config: TrainConfig) -> Plan:
     if settings.disc_start is not None:
         disc = patch_discriminator(settings.disc_channels, settings.disc_layers, config.model.vae.in_channels)
         parts.append(Part("discriminator", disc, True))
-    pixels = _meta_pixels(config)
+    pixels = _meta_pixels(config, settings.crop)  # what a step trains on: the crop, else the picture
 
     def forward():
         reconstruction = vae.decode(vae.encode(pixels).latent_dist.mean).sample  # (B, 3, R, R)
@@ -93,8 +93,10 @@ def _autoencoder_plan(config: TrainConfig) -> Plan:
         return reconstruction
 
     factor = config.model.vae.downsample_factor
-    side = config.data.resolution // factor
+    side = (settings.crop or config.data.resolution) // factor
     notes = [f"the discriminator joins at step {settings.disc_start}"] if disc is not None else []
+    if settings.crop:
+        notes.append(f"autoencoder: random {settings.crop} px crops of {config.data.resolution} px pictures")
     return Plan(parts, forward, latent_shape=(config.model.vae.latent_channels, side, side), notes=notes)
 
 

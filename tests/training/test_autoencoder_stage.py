@@ -85,3 +85,14 @@ def test_crop_that_the_vae_cannot_encode_is_a_config_error(tmp_path):
         config.autoencoder.crop = crop
         with pytest.raises(ConfigError, match="autoencoder.crop must be a multiple of the VAE's factor"):
             validate_train(config)
+
+
+def test_the_dry_run_plans_a_step_on_the_crop(tmp_path):
+    from ldm.training.dry_run import dry_run_report
+
+    config = tiny_train_config("autoencoder", tmp_path / "run", max_steps=1)
+    factor = config.model.vae.downsample_factor
+    assert f"x {32 // factor} x {32 // factor} per image (32 px)" in dry_run_report(config)
+    config.autoencoder.crop = 16
+    cropped = dry_run_report(config)
+    assert f"x {16 // factor} x {16 // factor} per image (16 px)" in cropped and "random 16 px crops of 32 px pictures" in cropped

@@ -244,9 +244,10 @@ def prepare_memorization(args):
     def listing():
         return list_folder(source, "--memorization") if kind == "folder" else list_samples(source)
 
-    described = listing().description
+    first = listing()  # a second listing reads the closest pairs' training images afterwards
+    described = first.description
     print(f"memorization: hashing {described}", file=sys.stderr)
-    keys, codes, _ = hash_samples(listing().samples)
+    keys, codes, _ = hash_samples(first.samples)
     if not keys:
         raise DataError(f"no readable image in {described}")
     if args.memorization_heldout:

@@ -24,6 +24,13 @@ OUT/control.md, control.json and control.png (control, with, without):
 
     python tools/evaluate.py --control layout --n-per-prompt 4 --out evaluation/layout
 
+--memorization DATA (a folder of images or a training config, as `ldm-data dedupe` reads) adds the
+memorization check: each generated image's nearest training images by dedupe's perceptual-hash
+distance, and the near-copies: generated images closer to a training image than a new real picture
+is 99% of the time (threshold calibrated on a seeded 10% of DATA held out against the rest, or on
+--memorization-heldout DIR, real pictures not in DATA). Adds a section to report.md, "memorization"
+to report.json and OUT/memorization.png (the closest pairs, generated | training). docs/data.md.
+
 --sweep [MODEL@]SAMPLER:STEPS[:CFG],... evaluates each point instead (no VAE test, no grid) and
 writes OUT/sweep.md, sweep.json and sweep.png: accuracy against seconds per image, timed side
 by side in one run, e.g. a distilled model against its teacher:
@@ -41,6 +48,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ldm.cli.common import OneLineArgumentParser, report_error, save_png_atomic
+from ldm.errors import LdmError
 from ldm.files import write_file_atomic
 from ldm.scenes.prompts import PROMPT_SETS  # light: no torch model code runs
 from ldm.scenes.sweep import SweepPoint, parse_sweep
@@ -83,6 +91,14 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--controlnet", metavar="DIR", help="with --control: a ControlNet folder (default: the model's own)")
     parser.add_argument("--control-scale", type=float, default=1.0, help="with --control: ControlNet weight (default 1)")
     parser.add_argument("--segmenter", metavar="PATH", type=Path, help="layout segmenter .safetensors (default: the shipped one)")
+    parser.add_argument(
+        "--memorization", metavar="DATA",
+        help="also find near-copies of training images: DATA is a folder of images or a training config (as ldm-data dedupe reads)",
+    )
+    parser.add_argument(
+        "--memorization-heldout", metavar="DIR",
+        help="real pictures not in DATA to calibrate the near-copy threshold on (default: 10%% of DATA held out)",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present, else cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -103,6 +119,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--controlnet and --segmenter go with --control layout|canny")
     if not args.control_scale >= 0:
         parser.error(f"--control-scale must be a number >= 0, got {args.control_scale}")
+    if args.memorization and (args.control or args.sweep):
+        parser.error("--memorization goes with the standard evaluation, not --control or --sweep")
+    if args.memorization_heldout and not args.memorization:
+        parser.error("--memorization-heldout goes with --memorization DATA")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} exists and is not a folder")
     return args
@@ -118,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from ldm.scenes.model_evaluation import EvalSettings, evaluate_model
     from ldm.scenes.prompts import build_prompts, read_prompt_file
     from ldm.scenes.report import markdown_report, write_json
+    from ldm.data.nearest import memorization_markdown
     from ldm.scenes.sample_grid import pick_rows, sample_grid
     from ldm.control.library import ControlNets
     from ldm.pipeline import Pipeline
@@ -146,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = [path for path, _ in loras if not Path(path).is_file()]
     if missing:
         return report_error(PROG, f"LoRA file not found: {missing[0]}")
+    try:  # before any image is generated: a bad DATA is told at once
+        training = prepare_memorization(args) if args.memorization else None
+    except LdmError as error:
+        return report_error(PROG, str(error).splitlines()[0])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else torch.device(args.device)
     pipes = {}
     try:
@@ -189,14 +214,69 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     markdown = markdown_report(report, model_path.name)
+    written = "report.md, report.json, grid.png, prompts.jsonl"
+    if training is not None:
+        report["memorization"], sheet = check_memorization(training, results, settings)
+        markdown += "\n" + memorization_markdown(report["memorization"])
+        save_png_atomic(sheet, args.out / "memorization.png")
+        written += ", memorization.png"
     # Each file replaced whole: a crash leaves the previous evaluation's, never half of one.
     write_file_atomic(args.out / "report.md", markdown)
     write_json(report, args.out / "report.json")
     save_png_atomic(sample_grid(pick_rows(results)), args.out / "grid.png")
     write_file_atomic(args.out / "prompts.jsonl", "".join(json.dumps(p.to_dict()) + "\n" for p in prompts))
     print(markdown)
-    print(f"wrote {args.out}/report.md, report.json, grid.png, prompts.jsonl", file=sys.stderr)
+    print(f"wrote {args.out}/{written.replace(', ', f', {args.out}/')}", file=sys.stderr)
     return 0
+
+
+def prepare_memorization(args):
+    """The training images' hashes and the calibrated threshold (LdmError on bad data)."""
+    from types import SimpleNamespace
+
+    from ldm.cli.data import data_source
+    from ldm.data.errors import DataError
+    from ldm.data.listing import list_folder, list_samples
+    from ldm.data.nearest import HELDOUT_FRACTION, calibrate, hash_samples, split_heldout
+
+    kind, source = data_source(SimpleNamespace(data=args.memorization, overrides=[]))
+
+    def listing():
+        return list_folder(source, "--memorization") if kind == "folder" else list_samples(source)
+
+    first = listing()  # a second listing reads the closest pairs' training images afterwards
+    described = first.description
+    print(f"memorization: hashing {described}", file=sys.stderr)
+    keys, codes, _ = hash_samples(first.samples)
+    if not keys:
+        raise DataError(f"no readable image in {described}")
+    if args.memorization_heldout:
+        _, heldout, _ = hash_samples(list_folder(args.memorization_heldout, "--memorization-heldout").samples)
+        if not len(heldout):
+            raise DataError(f"no readable image in --memorization-heldout {args.memorization_heldout}")
+        calibration = calibrate(heldout, codes, f"{args.memorization_heldout} against all of DATA")
+    else:
+        held, rest = split_heldout(len(keys))
+        calibration = calibrate(codes[held], codes[rest], f"a seeded {HELDOUT_FRACTION:.0%} of DATA against the rest")
+    return SimpleNamespace(keys=keys, codes=codes, calibration=calibration, described=described, listing=listing)
+
+
+def check_memorization(training, results, settings):
+    """(the report's memorization section, the sheet of the closest pairs)."""
+    from ldm.data.nearest import hash_codes, match_generated, memorization_report, pairs_sheet, read_images
+
+    images, keys = {}, []
+    for p, result in enumerate(results):
+        for k, image in enumerate(result.images):
+            key = f"prompt {p} image {k} (seed {settings.seed + p * settings.n_per_prompt + k})"
+            images[key] = image
+            keys.append(key)
+    matches = match_generated(keys, hash_codes(images[key] for key in keys), training.keys, training.codes)
+    report = memorization_report(matches, training.calibration, training.described)
+    closest = matches[:8]
+    originals = read_images(training.listing().samples, {m.neighbours[0][0] for m in closest})
+    pairs = [(images[m.generated], originals.get(m.neighbours[0][0]), f"{m.distance}: {m.neighbours[0][0]}") for m in closest]
+    return report, pairs_sheet(pairs)
 
 
 def run_control(args, pipe, classifier, prompts, bar, device) -> int:

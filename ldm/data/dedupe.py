@@ -56,7 +56,7 @@ def _hash_bits(value: imagehash.ImageHash) -> int:
     return int.from_bytes(np.packbits(value.hash.flatten()).tobytes(), "big")
 
 
-def _hashes(image: Image.Image) -> tuple[int, int]:
+def image_hashes(image: Image.Image) -> tuple[int, int]:
     return _hash_bits(imagehash.phash(image, HASH_SIZE)), _hash_bits(imagehash.dhash(image, HASH_SIZE))
 
 
@@ -78,9 +78,9 @@ def fingerprint(key: str, source: ImageSource, flips: bool = False) -> Fingerpri
             width, height = header.size
     except DECODE_ERRORS:
         return Fingerprint(key, skipped="unreadable")
-    mirrored = _hashes(ImageOps.mirror(decoded.image)) if flips else (0, 0)
+    mirrored = image_hashes(ImageOps.mirror(decoded.image)) if flips else (0, 0)
     return Fingerprint(
-        key, hashlib.sha256(data).hexdigest(), width * height, (width, height), len(data), _hashes(decoded.image), mirrored
+        key, hashlib.sha256(data).hexdigest(), width * height, (width, height), len(data), image_hashes(decoded.image), mirrored
     )
 
 

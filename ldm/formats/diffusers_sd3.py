@@ -21,6 +21,7 @@ from ldm.formats.diffusers_sdxl import SECOND_ENCODER, projected_clip
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import TextEncoding
 from ldm.models.weights import ModelError
+from ldm.settings import GenerationError
 
 CLIP_FOLDERS = (("text_encoder", "tokenizer"), SECOND_ENCODER)
 T5_FOLDERS = ("text_encoder_3", "tokenizer_3")
@@ -52,11 +53,14 @@ class JointContext:
     """SD3's combine: the CLIPs' contexts side by side, zero-padded to the joint width, then
     T5's tokens (or T5_TOKENS zeros) after them; both CLIPs' pooled vectors side by side."""
 
-    def __init__(self, joint_width: int):
+    def __init__(self, joint_width: int, clip_tokens: int):
         self.joint_width = joint_width
+        self.clip_tokens = clip_tokens  # one chunk: T5's tokens come right after it
 
     def __call__(self, encodings: Sequence[TextEncoding]) -> Conditioning:
         clips, t5 = encodings[:2], encodings[2:]
+        if clips[0].hidden.shape[1] > self.clip_tokens:
+            raise GenerationError(f"an SD3 prompt is read as one chunk of {self.clip_tokens - 2} tokens: BREAK and longer prompts are not yet supported")
         clip = torch.cat([encoding.hidden for encoding in clips], dim=-1)  # (B, L, 768 + 1280)
         clip = torch.nn.functional.pad(clip, (0, self.joint_width - clip.shape[-1]))  # (B, L, joint width)
         late = t5[0].hidden if t5 else clip.new_zeros(len(clip), T5_TOKENS, self.joint_width)
@@ -72,7 +76,7 @@ def sd3_text_side(path: Path, joint_width: int, **options) -> TextConditioner:
         raise ModelError(f"{path}: the CLIP encoders are {clip_width} wide together, wider than the MMDiT's joint width {joint_width}")
     if has_t5(path):
         raise ModelError(f"{path} has a T5 encoder (text_encoder_3/): SD3 with T5 is not yet supported; save the folder without it")
-    return TextConditioner(encoders, JointContext(joint_width))
+    return TextConditioner(encoders, JointContext(joint_width, encoders[0].max_tokens + 2))
 
 
 def check_flow_scheduler(path: Path, scheduler_config: dict) -> None:

@@ -25,6 +25,8 @@ class MMDiT(Backbone):
     diffusers_class = "SD3Transformer2DModel"
     diffusers_folder = "transformer"
     config_section = NoConfigSection
+    configurable = False
+    draws_from_pictures = False  # not yet matched against diffusers' SD3 img2img and inpainting pipelines
 
     @staticmethod
     def build(section, text_width: int) -> nn.Module:

@@ -18,6 +18,7 @@ import torch
 
 from ldm.diffusion.conditioning import Conditioning
 from ldm.formats.diffusers_sdxl import SECOND_ENCODER, projected_clip
+from ldm.models.t5_encoder import HFT5TextEncoder
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import TextEncoding
 from ldm.models.weights import ModelError
@@ -75,8 +76,18 @@ def sd3_text_side(path: Path, joint_width: int, **options) -> TextConditioner:
     if clip_width > joint_width:
         raise ModelError(f"{path}: the CLIP encoders are {clip_width} wide together, wider than the MMDiT's joint width {joint_width}")
     if has_t5(path):
-        raise ModelError(f"{path} has a T5 encoder (text_encoder_3/): SD3 with T5 is not yet supported; save the folder without it")
+        encoders.append(_t5(path, joint_width, **options))
     return TextConditioner(encoders, JointContext(joint_width, encoders[0].max_tokens + 2))
+
+
+def _t5(path: Path, joint_width: int, **options) -> HFT5TextEncoder:
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    model = T5EncoderModel.from_pretrained(path / T5_FOLDERS[0], **options)
+    if model.config.d_model != joint_width:
+        raise ModelError(f"{path / T5_FOLDERS[0]} is {model.config.d_model} wide; the MMDiT reads {joint_width}-wide tokens")
+    tokenizer = AutoTokenizer.from_pretrained(path / T5_FOLDERS[1], local_files_only=True)
+    return HFT5TextEncoder(model, tokenizer, T5_TOKENS)
 
 
 def check_flow_scheduler(path: Path, scheduler_config: dict) -> None:

@@ -34,8 +34,9 @@ def test_each_backbone_and_its_compiled_module_are_found(kind):
 
 
 def test_the_registry_and_the_config_sections_agree():
-    assert [b.kind for b in BACKBONES] == [s.kind for s in DENOISER_SECTIONS] == KINDS
-    assert [b.config_section for b in BACKBONES] == list(DENOISER_SECTIONS)
+    configurable = [b for b in BACKBONES if b.configurable]
+    assert [b.kind for b in configurable] == [s.kind for s in DENOISER_SECTIONS] == KINDS
+    assert [b.config_section for b in configurable] == list(DENOISER_SECTIONS)
 
 
 def test_each_backbone_states_what_it_offers():

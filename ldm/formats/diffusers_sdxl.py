@@ -45,20 +45,22 @@ def sdxl_text_side(path: Path, first_model, first_tokenizer, **options) -> Optio
     """The two-encoder text side of an SDXL folder (the first encoder already read); None for other folders."""
     if not is_sdxl_folder(path):
         return None
-    encoders = [HFClipTextEncoder(first_model, first_tokenizer, layer="penultimate"), _second_encoder(path, **options)]
+    encoders = [HFClipTextEncoder(first_model, first_tokenizer, layer="penultimate"), projected_clip(path, SECOND_ENCODER, **options)]
     return TextConditioner(encoders, concatenated, zeros_for_empty_negative=_zeros_for_empty_prompt(path))
 
 
 def refiner_text_side(path: Path, **options) -> TextConditioner:
     """A refiner's text side: OpenCLIP bigG alone, its penultimate layer and pooled projection."""
-    return TextConditioner([_second_encoder(path, **options)], zeros_for_empty_negative=_zeros_for_empty_prompt(path))
+    return TextConditioner([projected_clip(path, SECOND_ENCODER, **options)], zeros_for_empty_negative=_zeros_for_empty_prompt(path))
 
 
-def _second_encoder(path: Path, **options) -> HFClipTextEncoder:
+def projected_clip(path: Path, folders: tuple[str, str], **options) -> HFClipTextEncoder:
+    """A CLIPTextModelWithProjection and its tokenizer from `folders` (encoder, tokenizer) of a
+    diffusers folder, conditioning through its penultimate layer."""
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
-    model = CLIPTextModelWithProjection.from_pretrained(path / SECOND_ENCODER[0], **options)
-    tokenizer = CLIPTokenizer.from_pretrained(path / SECOND_ENCODER[1], local_files_only=True)
+    model = CLIPTextModelWithProjection.from_pretrained(path / folders[0], **options)
+    tokenizer = CLIPTokenizer.from_pretrained(path / folders[1], local_files_only=True)
     return HFClipTextEncoder(model, tokenizer, layer="penultimate")
 
 

@@ -31,6 +31,7 @@ from ldm.config import ConfigError, ModelConfig, from_dict, model_config_from_di
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components, build_components
 from ldm.diffusion.backbones import backbone_in_diffusers_folder, backbone_of
+from ldm.diffusion.schedule import FLOW_PREDICTION
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.models.weights import (
@@ -45,6 +46,7 @@ from ldm.models.weights import (
     write_safetensors,
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
+from ldm.formats.diffusers_sd3 import check_flow_scheduler, is_sd3_folder, sd3_text_folders, sd3_text_side
 from ldm.formats.diffusers_sdxl import SECOND_ENCODER, check_sdxl_role, is_sdxl_folder, refiner_text_side, sdxl_text_side
 from ldm.formats.diffusers_upscaler import check_upscaler_denoiser, diffusers_upscaler
 from ldm.formats.single_file import load_single_file
@@ -218,12 +220,15 @@ def _restore_text_buffers(text_encoder) -> None:
 def load_diffusers_folder(path: Path, refiner: bool = False) -> Components:
     """A diffusers-format Stable Diffusion folder, offline, safetensors only (its denoiser
     is found by its subfolder: unet/ in Stable Diffusion's); SDXL's (two text encoders:
-    ldm.formats.diffusers_sdxl), an SDXL refiner's only as a `refiner`; an x4 upscaler's
+    ldm.formats.diffusers_sdxl), an SDXL refiner's only as a `refiner`; SD3's (an MMDiT,
+    two CLIPs and maybe a T5: ldm.formats.diffusers_sd3); an x4 upscaler's
     (StableDiffusionUpscalePipeline) with its upscaler description."""
     from diffusers import AutoencoderKL
 
     upscaler = diffusers_upscaler(path)
-    check_sdxl_role(path, refiner)
+    sd3 = is_sd3_folder(path)
+    if not sd3:
+        check_sdxl_role(path, refiner)
     backbone = backbone_in_diffusers_folder(path)
     denoiser_folder = backbone.diffusers_folder
     text_folders, tokenizers = _text_folders(path, refiner)
@@ -241,12 +246,15 @@ def load_diffusers_folder(path: Path, refiner: bool = False) -> Components:
         with quiet_loading():
             denoiser = backbone.load_pretrained(path / denoiser_folder, **options)
             vae = AutoencoderKL.from_pretrained(path / "vae", **options)
-            conditioner = _diffusers_text_side(path, refiner, options)
+            if sd3:
+                conditioner = sd3_text_side(path, denoiser.config.joint_attention_dim, **options)
+            else:
+                conditioner = _diffusers_text_side(path, refiner, options)
         scheduler_config = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
     except (OSError, ValueError, json.JSONDecodeError) as error:
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(f"cannot read diffusers folder {path}: {first}") from None
-    scheduler_config = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    scheduler_config = _own_scheduler_config(path, scheduler_config)
     if upscaler is not None:
         check_upscaler_denoiser(path, denoiser, vae.config.latent_channels, upscaler)
     return Components(
@@ -260,8 +268,20 @@ def load_diffusers_folder(path: Path, refiner: bool = False) -> Components:
     )
 
 
+def _own_scheduler_config(path: Path, saved: dict) -> dict:
+    """scheduler_config.json without diffusers' bookkeeping keys; a flow-matching scheduler's
+    (SD3's) marked as a flow model's, as our flow configs are (ldm.diffusion.schedule)."""
+    config = {k: v for k, v in saved.items() if not k.startswith("_")}
+    if str(saved.get("_class_name", "")).startswith("FlowMatch"):
+        check_flow_scheduler(path, config)
+        config["prediction_type"] = FLOW_PREDICTION
+    return config
+
+
 def _text_folders(path: Path, refiner: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The text encoder and tokenizer subfolders a diffusers folder needs."""
+    if is_sd3_folder(path):
+        return sd3_text_folders(path)
     if refiner:
         return (SECOND_ENCODER[0],), (SECOND_ENCODER[1],)
     if is_sdxl_folder(path):

@@ -22,3 +22,21 @@ def build_vae(config: VAEConfig) -> AutoencoderKL:
         # Not yet measured (autoencoder stage fills it in): identity scale until then.
         scaling_factor=config.scaling_factor if config.scaling_factor is not None else 1.0,
     )
+
+
+def _shift(vae) -> float | None:
+    """The VAE's latent shift (SD3's 16-channel VAE has one; older VAEs' config has None)."""
+    return getattr(vae.config, "shift_factor", None)
+
+
+def to_vae_latents(vae, latents):
+    """The denoiser's latents -> what the VAE decodes: divided by scaling_factor, the shift added back."""
+    shift = _shift(vae)
+    latents = latents / vae.config.scaling_factor
+    return latents if shift is None else latents + shift
+
+
+def from_vae_latents(vae, latents):
+    """What the VAE encodes -> the denoiser's latents: the shift taken off, times scaling_factor."""
+    shift = _shift(vae)
+    return (latents if shift is None else latents - shift) * vae.config.scaling_factor

@@ -107,16 +107,18 @@ def encode_chunked(
         else:
             with embeddings.placed(tokens) as safe:
                 out = encoder(safe)
-        hidden.append(emphasized(out.hidden, token_weights(batch, out.hidden.shape[1])))  # (B, L, width)
+        marks = getattr(encoder, "leading_marks", 1)  # start marks before a chunk's tokens (T5 has none)
+        hidden.append(emphasized(out.hidden, token_weights(batch, out.hidden.shape[1], marks)))  # (B, L, width)
         pooled = out.pooled if pooled is None else pooled  # the first chunk's, as A1111
     return TextEncoding(torch.cat(hidden, dim=1), pooled)  # (B, L * chunks, width), (B, P)
 
 
-def token_weights(chunks: Sequence[Chunk], length: int) -> torch.Tensor:
-    """(B, length) weights of framed chunks: 1 for the start mark, the end mark and padding."""
+def token_weights(chunks: Sequence[Chunk], length: int, marks: int = 1) -> torch.Tensor:
+    """(B, length) weights of framed chunks whose tokens follow `marks` start marks: 1 for the
+    marks, the end mark and padding."""
     weights = torch.ones(len(chunks), length)
     for row, chunk in zip(weights, chunks):
-        row[1 : 1 + len(chunk.weights)] = torch.tensor(chunk.weights)
+        row[marks : marks + len(chunk.weights)] = torch.tensor(chunk.weights)
     return weights
 
 

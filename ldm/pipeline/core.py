@@ -28,6 +28,7 @@ from ldm.diffusion.sampling import StepInfo, denoise
 from ldm.formats.model_folder import ModelError, load_model
 from ldm.images import to_pil
 from ldm.lora.embeddings import model_embeddings_dir
+from ldm.models.autoencoder import from_vae_latents, to_vae_latents
 from ldm.lora.refs import model_lora_dir, without_lora_tags
 from ldm.models.components import Components
 from ldm.models.inference_speed import speed_up
@@ -39,7 +40,7 @@ from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
 from ldm.pipeline.refiner import refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import BatchContext, Plan, Start, Task
+from ldm.pipeline.task import BatchContext, Plan, Start, Task, refuse_picture_modes
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
@@ -138,13 +139,13 @@ class Pipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, tile: Optional[int] = None) -> torch.Tensor:
-        """Latents (already scaled by scaling_factor) -> pixels (B, 3, H, W) in [-1, 1];
+        """Latents (already scaled by scaling_factor, shifted by a shift_factor) -> pixels (B, 3, H, W) in [-1, 1];
         `tile`: in overlapping tiles of that many pixels a side (`vae_tile`: the usual)."""
         vae = self.components.vae
         if self.upcasts_vae and vae.dtype == torch.float16:
             return self._decode_upcast(latents, tile)
         with tiled(vae, tile):
-            return vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+            return vae.decode(to_vae_latents(vae, latents), return_dict=False)[0]
 
     @property
     def upcasts_vae(self) -> bool:
@@ -158,7 +159,7 @@ class Pipeline:
         vae.to(torch.float32)
         try:
             with tiled(vae, tile):
-                pixels = vae.decode(latents.float() / vae.config.scaling_factor, return_dict=False)[0]
+                pixels = vae.decode(to_vae_latents(vae, latents.float()), return_dict=False)[0]
         finally:
             vae.to(torch.float16)
         return pixels.to(torch.float16)
@@ -176,7 +177,7 @@ class Pipeline:
         latents = posterior.sample(generators) if generators else posterior.mode()
         # Contiguous NCHW: pixels from PIL are channels-last, the VAE keeps that memory format,
         # and the U-Net's kernels would then round differently from a contiguous run.
-        return (latents * vae.config.scaling_factor).contiguous()  # (B, C, H/8, W/8)
+        return from_vae_latents(vae, latents).contiguous()  # (B, C, H/8, W/8)
 
     @torch.no_grad()
     def sample(self, request: SampleRequest) -> torch.Tensor:
@@ -321,6 +322,7 @@ class Pipeline:
     ) -> GenerationResult:
         """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
         check_settings(settings, task.mode, limits)
+        refuse_picture_modes(self, task.mode, settings)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:

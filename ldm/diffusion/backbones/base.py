@@ -27,9 +27,11 @@ class Backbone:
     diffusers_class: ClassVar[str]  # the diffusers class it drives (matched by name: no diffusers import)
     diffusers_folder: ClassVar[str]  # its subfolder in a diffusers pipeline folder
     config_section: ClassVar[type]  # its section class of ModelConfig (ldm.config)
+    configurable: ClassVar[bool] = True  # built from a config section (False: loaded from diffusers folders only)
     supports_controlnet: ClassVar[bool] = False
     supports_lora: ClassVar[bool] = False
     takes_guidance_embedding: ClassVar[bool] = False  # can be guidance-distilled (an LCM student)
+    draws_from_pictures: ClassVar[bool] = True  # img2img, inpainting and the hires fix's second pass
 
     def __init__(self, module: nn.Module, steering: Optional[Steering] = None):
         self.module = module  # what is called: the compiled wrapper when there is one

@@ -3,14 +3,16 @@ diffusers class name or folder. Nothing outside this package compares class name
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from ldm.diffusion.backbones.base import Backbone
+from ldm.diffusion.backbones.mmdit import MMDiT
 from ldm.diffusion.backbones.pixart import PixArt
 from ldm.diffusion.backbones.unet import UNet
 from ldm.errors import LdmError
 
-BACKBONES: tuple[type[Backbone], ...] = (UNet, PixArt)
+BACKBONES: tuple[type[Backbone], ...] = (UNet, PixArt, MMDiT)
 
 
 class UnknownBackbone(LdmError, TypeError):
@@ -44,12 +46,26 @@ def backbone_for_config(section) -> type[Backbone]:
 
 
 def backbone_in_diffusers_folder(path: Path) -> type[Backbone]:
-    """The backbone whose subfolder a diffusers pipeline folder has (`unet/`, `transformer/`);
-    the first one (Stable Diffusion's U-Net) when it has none, so that the error names it."""
-    for adapter in BACKBONES:
-        if (path / adapter.diffusers_folder).is_dir():
+    """The backbone whose subfolder a diffusers pipeline folder has (`unet/`, `transformer/`),
+    told apart by the class its config.json names where several share a subfolder (PixArt's
+    and SD3's `transformer/`); the first one (Stable Diffusion's U-Net) when it has none, so
+    that the error names it."""
+    found = [adapter for adapter in BACKBONES if (path / adapter.diffusers_folder).is_dir()]
+    for adapter in found:
+        if _saved_class(path / adapter.diffusers_folder) in (None, adapter.diffusers_class):
             return adapter
+    if found:
+        folder = found[0].diffusers_folder
+        raise UnknownBackbone(f"{path / folder} holds a {_saved_class(path / folder)}; known: {_known('diffusers_class')}")
     return BACKBONES[0]
+
+
+def _saved_class(folder: Path):
+    """The class a diffusers model folder's config.json names, or None without one."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _known(attribute: str) -> str:

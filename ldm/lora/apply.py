@@ -71,7 +71,7 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     path = Path(path)
     backbone = backbone_of(components.denoiser)
     if not backbone.supports_lora:
-        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is a {backbone.kind}")
+        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is {backbone.described}")
     state = read_safetensors(path)
     _check_finite(state, path)
     metadata = read_metadata(path)

@@ -209,9 +209,11 @@ class Run:
     def load_optimizer_state(self, checkpoint: Path, saved: dict) -> None:
         """The checkpoint's optimizer state, if it is this optimizer's: torch loads another
         optimizer's settings without a word, and the first step fails on them."""
-        settings = [set(group) - {"params"} for group in (saved["param_groups"][0], self.optimizer.param_groups[0])]
+        saved_keys, own_keys = (set(group) - {"params"} for group in (saved["param_groups"][0], self.optimizer.param_groups[0]))
         try:
-            if settings[0] != settings[1]:
+            # Each has settings the other lacks: another optimizer. (One side's extra keys alone are
+            # another torch version's, which torch's own loading fills in.)
+            if saved_keys - own_keys and own_keys - saved_keys:
                 raise ValueError("another optimizer saved it")
             if self.sharded:
                 names = fsdp_state.parameter_names(self.module, self.parameters)

@@ -74,3 +74,20 @@ def test_the_dry_run_shows_each_optimizers_memory(tmp_path):
     assert "AdamW, 2 fp32 states" in rows["adamw"] and "8-bit" in rows["adamw8bit"] and "Adafactor" in rows["adafactor"]
     with pytest.raises(ConfigError, match="train.optimizer is 'sgd'; expected one of adamw, adamw8bit, adafactor"):
         tiny_train_config("text2img", tmp_path / "run", optimizer="sgd")
+
+
+def test_a_checkpoint_from_another_torch_version_still_resumes(tmp_path, monkeypatch):
+    """A setting torch added since the checkpoint was written is not "another optimizer"."""
+    from ldm.training import loop
+
+    run(tmp_path / "run", max_steps=2)
+    load = loop.load_checkpoint
+
+    def older_torch(path):
+        state = load(path)
+        for group in state.optimizer["param_groups"]:
+            group.pop("decoupled_weight_decay", None), group.pop("differentiable", None)
+        return state
+
+    monkeypatch.setattr(loop, "load_checkpoint", older_torch)
+    assert len(run(tmp_path / "run", resume=resolve_checkpoint("latest", tmp_path / "run")).losses) == 2

@@ -97,6 +97,12 @@ def popcount(values: np.ndarray) -> np.ndarray:
     return _BYTE_BITS[values.view(np.uint8)].reshape(*values.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
+def summed_distances(rows: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """(B, N) int32: the summed phash + dhash Hamming distance of each of `rows` (B, 2) to each of `codes` (N, 2)."""
+    total = popcount(rows[:, None, 0] ^ codes[None, :, 0]).astype(np.int32)
+    return total + popcount(rows[:, None, 1] ^ codes[None, :, 1])
+
+
 def near_pairs(codes: np.ndarray, threshold: int, queries: Optional[np.ndarray] = None) -> Iterator[tuple[int, int, int]]:
     """(i, j, distance) for i < j whose summed distance of codes (N, 2) uint64 is at most
     `threshold`. With `queries` (N, 2) (the mirror images' codes): queries[i] against codes[j]

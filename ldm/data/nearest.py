@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ldm.data.decode import ImageSource, decode_image
-from ldm.data.dedupe import BLOCK, DEFAULT_THRESHOLD, fingerprint, image_hashes, popcount
+from ldm.data.dedupe import BLOCK, DEFAULT_THRESHOLD, fingerprints, image_hashes, summed_distances
 from ldm.data.errors import DataError
 
 DISTANCE = "dedupe's: phash+dhash (imagehash, 2 x 64 bits), summed Hamming distance 0-128"
@@ -41,12 +41,11 @@ def hash_codes(images: Iterable[Image.Image]) -> np.ndarray:
 def hash_samples(samples: Iterable[tuple[str, ImageSource]]) -> tuple[list[str], np.ndarray, int]:
     """(keys, (N, 2) codes, unreadable count) of a source's readable images."""
     keys, codes, unreadable = [], [], 0
-    for key, source in samples:
-        found = fingerprint(key, source)
+    for found in fingerprints(samples):
         if found.skipped:
             unreadable += 1
             continue
-        keys.append(key)
+        keys.append(found.key)
         codes.append(found.hashes)
     return keys, np.array(codes, dtype=np.uint64).reshape(-1, 2), unreadable
 
@@ -57,8 +56,7 @@ def nearest(queries: np.ndarray, codes: np.ndarray, k: int) -> tuple[np.ndarray,
     indices, distances = [], []
     for start in range(0, len(queries), BLOCK):
         rows = queries[start : start + BLOCK]
-        total = popcount(rows[:, None, 0] ^ codes[None, :, 0]).astype(np.int32)  # (B, N)
-        total += popcount(rows[:, None, 1] ^ codes[None, :, 1])
+        total = summed_distances(rows, codes)  # (B, N)
         part = np.argpartition(total, k - 1, axis=1)[:, :k]
         order = np.argsort(np.take_along_axis(total, part, 1), axis=1, kind="stable")
         chosen = np.take_along_axis(part, order, 1)

@@ -1,7 +1,8 @@
 """Any loadable model -> a diffusers-format Stable Diffusion folder, for tools that read those.
 
 Our open_clip text tower becomes the transformers CLIPTextModel SD 2.x folders hold, through
-diffusers' own open_clip conversion; "penultimate" models keep one layer fewer, as SD 2.x's
+the open_clip <-> transformers names SDXL's single files use too (ldm.formats.open_clip_layout);
+"penultimate" models keep one layer fewer, as SD 2.x's
 folders do. An SDXL model (two transformers CLIP text models: one read from a single file)
 becomes a StableDiffusionXLPipeline folder. A model that came from a diffusers folder is that
 folder with its U-Net replaced.
@@ -15,7 +16,7 @@ from typing import Iterable
 from ldm.diffusion.samplers import make_sampler
 from ldm.formats.diffusers_export import is_diffusers_folder, save_diffusers_finetune
 from ldm.formats.model_folder import ModelError, load_state, staged_folder
-from ldm.formats.original_layout import OPEN_CLIP_PREFIX, open_clip_to_original
+from ldm.formats.open_clip_layout import open_clip_to_transformers
 from ldm.formats.sdxl_single_file import sdxl_text_models
 from ldm.formats.single_file import require_unet
 from ldm.models.clip_tokenizer import clip_tokenizer
@@ -76,7 +77,6 @@ def save_sdxl_folder(components: Components, path: Path) -> Path:
 
 
 def hf_text_model(components: Components):
-    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
     from transformers import CLIPTextConfig, CLIPTextModel
 
     config = components.config.text_encoder
@@ -97,8 +97,7 @@ def hf_text_model(components: Components):
             pad_token_id=0,
         )
     )
-    original = open_clip_to_original(components.first_text_encoder.tower.state_dict())
-    converted = convert_open_clip_checkpoint(model, original, prefix=OPEN_CLIP_PREFIX)
+    converted = open_clip_to_transformers(components.first_text_encoder.tower.state_dict())
     expected = model.state_dict().keys()
     weights = {}
     for key, value in converted.items():

@@ -133,6 +133,8 @@ def memorization_report(matches: list[Match], calibration: Calibration, data: st
         "near_copies": len(copies),
         "near_copy_share": len(copies) / len(matches) if matches else 0.0,
         "near_copy_images": [m.generated for m in copies],
+        # every generated image's nearest training image, closest first: the whole distribution
+        "nearest": [{"generated": m.generated, "training": m.neighbours[0][0], "distance": m.distance} for m in matches],
         "closest": [
             {"generated": m.generated, "near_copy": m.distance < calibration.threshold,
              "nearest": [{"training": key, "distance": d} for key, d in m.neighbours]}

@@ -59,6 +59,8 @@ def test_a_planted_copy_is_a_near_copy_and_fresh_pictures_almost_never_are(train
     assert report["near_copies"] == len(near) and report["generated"] == 102
     assert report["near_copy_share"] == pytest.approx(len(near) / 102)
     assert report["closest"][0]["generated"] in copies and report["closest"][0]["near_copy"]
+    assert [row["distance"] for row in report["nearest"]] == [m.distance for m in matches]
+    assert {row["generated"] for row in report["nearest"]} == {m.generated for m in matches}
     assert report["calibration"]["pictures"] == 200 and report["calibration"]["share_below"] <= 0.01
     text = memorization_markdown(report)
     assert f"closer than **{calibration.threshold}**" in text and "train/017.jpg" in text

@@ -1,5 +1,5 @@
 """Plant near-copies of one image (with its caption) in an image folder: the duplicated
-picture a web collection has, for the memorization experiment of docs/data.md.
+picture a web collection has, for the memorization experiment (docs/memorization.md).
 
     python tools/plant_duplicates.py FOLDER IMAGE --copies 299 [--seed 0]
 

@@ -162,3 +162,21 @@ def test_bad_prior_settings_are_one_line(tmp_path, tiny_model_dir):
     config = prior_config(tmp_path, "lora", tiny_model_dir, {"class_prompt": "a thing", "class_data": str(tmp_path / "broken")})
     with pytest.raises(DataError, match="is missing or not an image"):
         build_stage(StageContext(config, torch.device("cpu"), tmp_path / "out", tiny_datasets()))
+
+
+def test_ldm_train_says_a_missing_class_folder_in_one_line(tmp_path, tiny_model_dir):
+    import yaml
+    from in_process import run_in_process
+    from tiny_data import tiny_image_folder
+
+    from ldm.cli.train import main
+
+    data = tiny_train_dict("lora", tmp_path / "run")
+    data["data"]["path"] = str(tiny_image_folder(tmp_path / "images", n=2))
+    data["lora"] = {"init_from": str(tiny_model_dir)}
+    data["prior"] = {"class_prompt": "a thing", "class_data": str(tmp_path / "nowhere")}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    result = run_in_process("ldm-train", main, "--config", tmp_path / "config.yaml")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"ldm-train: error: prior.class_data does not exist: {tmp_path / 'nowhere'}"]
+    assert not (tmp_path / "run" / "checkpoints").exists()

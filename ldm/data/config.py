@@ -52,3 +52,9 @@ class DataConfig:
     # A text file of sample keys that no source reads (ldm.data.exclude; `ldm-data dedupe` writes
     # one): paths relative to data.path, hf row numbers or webdataset __key__s, one per line.
     exclude: str = ""
+    # Stages text2img and lora: a mask per sample weighs its loss (kohya's masked_loss; white
+    # counts, black does not; ldm.training.loss_masks). Masks are NAME.mask.png beside an image
+    # folder's NAME.jpg, or with mask_dir set KEY.png there (KEY: the sample's key without its
+    # suffix; any source). A sample without a mask counts everywhere.
+    masked_loss: bool = False
+    mask_dir: str = ""

@@ -7,7 +7,8 @@
      caption of its own, one drawn per epoch; a NAME.1.txt that is the sidecar of an image
      NAME.1.jpg is that image's, not NAME.jpg's);
   4. data.caption_from_folder: {folder name: caption} for the image's parent folder.
-Images without a caption are skipped (and counted). All captions are read here, before
+Images without a caption are skipped (and counted). NAME.mask.png files are masks (data.masked_loss),
+never images of their own. All captions are read here, before
 training, so that a broken caption file stops the run at once.
 """
 
@@ -25,6 +26,7 @@ from ldm.data.config import DataConfig
 from ldm.data.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MASK_SUFFIX = ".mask.png"  # NAME.mask.png: the loss mask of NAME.jpg (data.masked_loss)
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 NUMBERED_SIDECAR = re.compile(r"^(?P<stem>.+)\.(?P<number>\d+)\.txt$")
 
@@ -91,7 +93,7 @@ def _walk(root: Path) -> tuple[list[str], set[str]]:
             if name.startswith("."):
                 continue
             path = (relative / name).as_posix()
-            if name.lower().endswith(IMAGE_SUFFIXES):
+            if name.lower().endswith(IMAGE_SUFFIXES) and not name.lower().endswith(MASK_SUFFIX):
                 images.append(path)
             else:
                 others.add(path)

@@ -14,6 +14,7 @@ class Randomness:
 
     def __init__(self, seed: int, step: int, micro_step: int, rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu"):
         self.generator = torch.Generator().manual_seed((seed * 1_000_003 + step) * 1_009 + micro_step)
+        self.step, self.micro_step = step, micro_step  # where in the run (prior preservation's class images)
         self.rank = rank
         self.world_size = world_size
         self.device = torch.device(device)

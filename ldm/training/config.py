@@ -6,6 +6,7 @@
     train: {...}             # the shared loop: steps, batch, optimizer, checkpoints, logging
     autoencoder / clip / text2img / inpaint / controlnet / lcm / lora / upscaler: {...}   # stage settings
     validation: {...}        # sample images every N steps (text2img)
+    prior: {...}             # DreamBooth's prior preservation (text2img, lora): class images beside the data
 """
 
 from __future__ import annotations
@@ -215,6 +216,33 @@ class UpscalerSection(Text2ImgSection):
 
 
 @dataclass
+class PriorSection:
+    """DreamBooth's prior preservation (stages text2img and lora; ldm.training.prior): every step
+    also trains on as many class images as data samples, captioned `class_prompt`; the loss is
+    the data's loss + weight x the class images' loss. On when class_prompt is set."""
+
+    class_prompt: str = ""  # e.g. "a photo of a windmill"; "": off
+    # A folder of class images (searched recursively); null: num_class_images drawn once by the
+    # base model from class_prompt into OUTPUT/class_images (kept: a rerun draws only missing ones).
+    class_data: Optional[str] = None
+    num_class_images: int = 100
+    weight: float = 1.0  # diffusers' prior_loss_weight
+    # How the class images are drawn (null sampler: the model's default); image i uses seed + i.
+    steps: int = 25
+    cfg: float = 7.5
+    sampler: Optional[str] = None
+    seed: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.class_prompt)
+
+
+# Stages whose loss prior preservation and masked loss weigh (the text2img loss as it is).
+PRIOR_STAGES = ("text2img", "lora")
+
+
+@dataclass
 class ValidationSection:
     prompts: list[str] = field(default_factory=list)
     every: int = 0  # 0: only at the end (when there are prompts)
@@ -239,6 +267,7 @@ class TrainConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     upscaler: UpscalerSection = field(default_factory=UpscalerSection)
     validation: ValidationSection = field(default_factory=ValidationSection)
+    prior: PriorSection = field(default_factory=PriorSection)
 
     def __post_init__(self) -> None:
         validate_train(self)
@@ -291,6 +320,8 @@ def validate_train(config: TrainConfig) -> None:
     check_lora_section(config)
     check_upscaler_section(config)
     check_autoencoder_crop(config)
+    check_prior_section(config)
+    check_masked_loss(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -370,6 +401,39 @@ def check_lora_section(config: TrainConfig) -> None:
     for word in section.tokens:
         if not word or any(c.isspace() or c == "." for c in word) or word != word.lower():
             raise ConfigError(f"lora.tokens: {word!r} is not a lower-case word without spaces or dots")
+
+
+def check_prior_section(config: TrainConfig) -> None:
+    prior = config.prior
+    if not prior.enabled:
+        if prior.class_data:
+            raise ConfigError("prior.class_data is set but prior.class_prompt is empty (the class images' caption, and what switches prior preservation on)")
+        return
+    if config.stage not in PRIOR_STAGES:
+        raise ConfigError(f"prior preservation is for stages {' and '.join(PRIOR_STAGES)}, not {config.stage}")
+    if prior.weight < 0:
+        raise ConfigError(f"prior.weight must not be negative, got {prior.weight}")
+    for key in ("num_class_images", "steps"):
+        if getattr(prior, key) < 1:
+            raise ConfigError(f"prior.{key} must be at least 1, got {getattr(prior, key)}")
+    if prior.sampler is not None:
+        one_of("prior.sampler", prior.sampler, SAMPLER_NAMES)
+    if not prior.class_data and not getattr(config, config.stage).init_from:
+        raise ConfigError(f"prior preservation needs class images: set prior.class_data, or {config.stage}.init_from (the base model that draws them)")
+
+
+def check_masked_loss(config: TrainConfig) -> None:
+    data = config.data
+    if data.mask_dir and not data.masked_loss:
+        raise ConfigError("data.mask_dir is set but data.masked_loss is false")
+    if not data.masked_loss:
+        return
+    if config.stage not in PRIOR_STAGES:
+        raise ConfigError(f"data.masked_loss is for stages {' and '.join(PRIOR_STAGES)}, not {config.stage}")
+    if not data.mask_dir and data.source != "imagefolder":
+        raise ConfigError(f"data.masked_loss with data.source {data.source} needs data.mask_dir (masks named after the sample keys)")
+    if data.crop != "center" or data.random_flip:
+        raise ConfigError("data.masked_loss needs data.crop: center and data.random_flip: false (masks are cropped as their images at each step, not at random)")
 
 
 def check_autoencoder_crop(config: TrainConfig) -> None:

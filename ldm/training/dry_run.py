@@ -168,6 +168,8 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         notes.append("latent cache on: the VAE encodes only in the first epoch (not counted)")
     if upscaler:
         notes.append(f"upscaler: x{factor} ({side} px low-resolution pictures -> {size} px, the VAE's factor); {_crop_note(config)}")
+    if config.prior.enabled:
+        notes.append(f"prior: each step also trains {config.train.batch_size} class images (a second forward pass, not counted: about twice the activations)")
 
     def frozen():
         components.first_text_encoder(tokens)

@@ -21,6 +21,8 @@ from ldm.diffusion.process import NoiseProcess, noise_process
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.training.config import DenoiserSection, Text2ImgSection
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
+from ldm.training.loss_masks import LossMasks
+from ldm.training.prior import ClassSamples, class_images
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text_embeddings import TextEmbeddingMemory
 from ldm.training.validation import Grid, generate_options, sample_grid
@@ -78,6 +80,8 @@ class Text2ImgModule(nn.Module):
         self.noise_offset = noise_offset
         self.min_snr_gamma = min_snr_gamma
         self.text_memory = None  # a TextEmbeddingMemory when text2img.text_embedding_memory_mb > 0
+        self.loss_masks = None  # a LossMasks when data.masked_loss (ldm.training.loss_masks)
+        self.class_samples, self.prior_weight = None, 0.0  # prior preservation (ldm.training.prior)
 
     def latents(self, batch: dict, randomness) -> torch.Tensor:
         """Scaled latents sampled from the posterior: from the cache or by encoding pixels."""
@@ -129,19 +133,41 @@ class Text2ImgModule(nn.Module):
         """The denoiser's eps or v prediction (controlnet adds its residuals here)."""
         return denoise_call(self.denoiser, noisy, timesteps, cond)
 
-    def loss(self, prediction: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))  # (B,)
+    def sample_losses(self, prediction, target, timesteps, pixel_weights=None) -> torch.Tensor:
+        """(B,) weighted squared errors; `pixel_weights` (B, 1, h, w): masked loss's, None: 1."""
+        errors = F.mse_loss(prediction.float(), target.float(), reduction="none")  # (B, C, h, w)
+        if pixel_weights is not None:
+            errors = errors * pixel_weights.to(errors)
+        per_sample = errors.mean(dim=(1, 2, 3))  # (B,)
         weights = self.process.loss_weights(timesteps, self.min_snr_gamma).to(per_sample.device)  # (B,)
-        return (per_sample * weights).mean()
+        return per_sample * weights
 
-    def forward(self, batch: dict, randomness, step: int):
+    def batch_losses(self, batch: dict, randomness) -> torch.Tensor:
+        """(B,) losses of one batch: its noise, timesteps and caption dropout drawn from `randomness`."""
         latents = self.latents(batch, randomness)
         cond = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
         cond = self.image_conditions(cond, noisy, batch, randomness).to(dtype=noisy.dtype)
         prediction = self.predict(noisy, self.process.model_time(timesteps), cond, batch, randomness)
-        loss = self.loss(prediction, target, timesteps)
-        return loss, {"loss": loss.detach()}
+        return self.sample_losses(prediction, target, timesteps, self.pixel_weights(batch, latents))
+
+    def pixel_weights(self, batch: dict, latents: torch.Tensor):
+        """Masked loss's (B, 1, h, w) weights of `batch` (data.masked_loss), else None."""
+        if self.loss_masks is None or "key" not in batch:
+            return None
+        factor = 2 ** (len(self.frozen[0].config.block_out_channels) - 1)
+        h, w = latents.shape[-2:]
+        return self.loss_masks(list(batch["key"]), (h * factor, w * factor), (h, w)).to(latents.device)
+
+    def forward(self, batch: dict, randomness, step: int):
+        loss = self.batch_losses(batch, randomness).mean()
+        if self.class_samples is None:
+            return loss, {"loss": loss.detach()}
+        # Prior preservation: as many class images as data samples, their loss weighted beside.
+        class_batch = self.class_samples.batch(randomness, len(batch["caption"]))
+        class_loss = self.batch_losses(class_batch, randomness).mean()
+        total = loss + self.prior_weight * class_loss
+        return total, {"loss": total.detach(), "instance_loss": loss.detach(), "class_loss": class_loss.detach()}
 
 
 class Text2ImgStage(Stage):
@@ -153,10 +179,15 @@ class Text2ImgStage(Stage):
         components.to(device=context.device)
         for part in (components.vae, *components.text_encoders):
             part.eval().requires_grad_(False)
+        # Prior preservation's class images are drawn by the base model, before anything trains.
+        prior_files = class_images(config, components, context.output_dir, context.is_main) if config.prior.enabled else None
         components.denoiser.train().requires_grad_(True)
         if config.train.gradient_checkpointing:
             components.denoiser.enable_gradient_checkpointing()
         self.module = self.make_module(components, noise_process(components.scheduler_config))
+        self.module.loss_masks = LossMasks.of(config.data)
+        if prior_files is not None:
+            self.module.class_samples, self.module.prior_weight = ClassSamples.of(config, prior_files), config.prior.weight
         memory_mb = self.settings.text_embedding_memory_mb
         if memory_mb:
             self.module.text_memory = TextEmbeddingMemory(components.conditioner, int(memory_mb * 2**20))

@@ -119,9 +119,37 @@ class DiTConfig:
         return self.heads * self.head_dim
 
 
+@dataclass
+class MMDiTConfig:
+    """diffusers SD3Transformer2DModel (Stable Diffusion 3's MMDiT), its own key names: image
+    patches and text tokens attend jointly; the timestep and the pooled text vector modulate
+    every block. Defaults: SD3-medium's shape. The text side is model.text_encoder: its hidden
+    states are the tokens (zero-padded along the width up to joint_attention_dim, as SD3 pads
+    its CLIPs' states to T5's width), its pooled projection (embed_dim wide) the pooled vector."""
+
+    kind: str = field(default="mmdit", init=False)
+    num_layers: int = 24
+    num_attention_heads: int = 24
+    attention_head_dim: int = 64  # width = heads x head_dim (1536)
+    patch_size: int = 2
+    in_channels: int = 16
+    out_channels: int = 16
+    sample_size: int = 128  # latent cells per side trained at (the position table's centre crop)
+    pos_embed_max_size: int = 192  # latent patches per side the position table covers
+    joint_attention_dim: Optional[int] = None  # null = the text encoder's width
+    caption_projection_dim: Optional[int] = None  # null = the model width (it must equal it)
+    pooled_projection_dim: Optional[int] = None  # null = the text encoder's embed_dim
+    dual_attention_layers: list[int] = field(default_factory=list)  # SD3.5's MMDiT-X blocks
+    qk_norm: Optional[str] = None  # null | rms_norm (SD3.5)
+
+    @property
+    def width(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+
 # `model.denoiser` is one of these, told apart by its `kind` (the first is the default).
-DENOISER_SECTIONS = (UNetConfig, DiTConfig)
-DenoiserConfig = Union[UNetConfig, DiTConfig]
+DENOISER_SECTIONS = (UNetConfig, DiTConfig, MMDiTConfig)
+DenoiserConfig = Union[UNetConfig, DiTConfig, MMDiTConfig]
 
 
 @dataclass
@@ -178,7 +206,7 @@ class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    denoiser: DenoiserConfig = field(default_factory=UNetConfig)  # {kind: unet | dit, ...its settings}
+    denoiser: DenoiserConfig = field(default_factory=UNetConfig)  # {kind: unet | dit | mmdit, ...its settings}
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     upscaler: Optional[UpscalerConfig] = None  # set: a super-resolution model (stage upscaler)
@@ -216,6 +244,8 @@ def validate_model(config: ModelConfig) -> None:
     if config.text_encoder.layer == "penultimate" and config.text_encoder.layers < 2:
         raise ConfigError("model.text_encoder.layer 'penultimate' needs at least 2 layers")
     section, denoiser = "model.denoiser", config.denoiser
+    if isinstance(denoiser, MMDiTConfig):
+        validate_mmdit(denoiser, config.text_encoder)
     if config.vae.latent_channels not in (denoiser.out_channels,):
         raise ConfigError(
             f"{section}.out_channels ({denoiser.out_channels}) must equal "
@@ -229,6 +259,32 @@ def validate_model(config: ModelConfig) -> None:
             f"{config.vae.latent_channels} (text-to-image) or "
             f"{2 * config.vae.latent_channels + 1} (inpainting)"
         )
+
+
+def validate_mmdit(denoiser: MMDiTConfig, text: TextEncoderConfig) -> None:
+    """Fills the MMDiT's text widths left null from the text encoder, and checks that it can
+    read what the text encoder gives (an `arch` is resolved only when built: then they are set)."""
+    key = "model.denoiser"
+    if denoiser.caption_projection_dim is None:
+        denoiser.caption_projection_dim = denoiser.width
+    if denoiser.caption_projection_dim != denoiser.width:
+        raise ConfigError(f"{key}.caption_projection_dim ({denoiser.caption_projection_dim}) must equal num_attention_heads x attention_head_dim ({denoiser.width})")
+    if denoiser.qk_norm not in (None, "rms_norm"):
+        raise ConfigError(f"{key}.qk_norm is {denoiser.qk_norm!r}; expected null or rms_norm")
+    if denoiser.sample_size > denoiser.pos_embed_max_size * denoiser.patch_size:
+        raise ConfigError(f"{key}.sample_size ({denoiser.sample_size}) exceeds pos_embed_max_size x patch_size ({denoiser.pos_embed_max_size * denoiser.patch_size})")
+    if text.arch is not None:
+        if None in (denoiser.joint_attention_dim, denoiser.pooled_projection_dim):
+            raise ConfigError(f"{key}.joint_attention_dim and pooled_projection_dim must be set with model.text_encoder.arch (its widths are read only when built)")
+        return
+    if denoiser.joint_attention_dim is None:
+        denoiser.joint_attention_dim = text.width
+    if denoiser.pooled_projection_dim is None:
+        denoiser.pooled_projection_dim = text.embed_dim
+    if denoiser.joint_attention_dim < text.width:
+        raise ConfigError(f"{key}.joint_attention_dim ({denoiser.joint_attention_dim}) is narrower than model.text_encoder.width ({text.width})")
+    if denoiser.pooled_projection_dim != text.embed_dim:
+        raise ConfigError(f"{key}.pooled_projection_dim ({denoiser.pooled_projection_dim}) must equal model.text_encoder.embed_dim ({text.embed_dim}): the pooled vector is the text encoder's projection")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -49,8 +49,8 @@ def test_old_form_overrides_reach_the_tagged_section():
         (tiny_model_dict(scheduler__beta_schedule="quadratic"), "model.scheduler.beta_schedule is 'quadratic'"),
         (tiny_model_dict(text_encoder__layer="middle"), "model.text_encoder.layer"),
         (tiny_model_dict(unet__in_channels=5), "model.denoiser.in_channels is 5"),
-        (tiny_model_dict(denoiser="transformer"), "^model.denoiser.kind is 'transformer'; expected one of unet, dit$"),
-        ({"denoiser": "unet-ish"}, "^model.denoiser is 'unet-ish'; expected one of unet, dit$"),
+        (tiny_model_dict(denoiser="transformer"), "^model.denoiser.kind is 'transformer'; expected one of unet, dit, mmdit$"),
+        ({"denoiser": "unet-ish"}, "^model.denoiser is 'unet-ish'; expected one of unet, dit, mmdit$"),
         ({"denoiser": 3}, "^model.denoiser must be a mapping, got 3$"),
         (tiny_model_dict(denoiser="dit", dit__in_channels=5), "model.denoiser.in_channels is 5"),
         (tiny_model_dict(denoiser="dit", dit__out_channels=8), "model.denoiser.out_channels \\(8\\) must equal"),
@@ -59,7 +59,7 @@ def test_old_form_overrides_reach_the_tagged_section():
         # unused one too (as before).
         (tiny_model_dict(old_form=True, unet__chanels=3), "unknown config key 'model.unet.chanels'"),
         (tiny_model_dict(old_form=True, dit__heads="two"), "model.dit.heads must be int"),
-        (tiny_model_dict(old_form=True, denoiser="transformer"), "^model.denoiser is 'transformer'; expected one of unet, dit$"),
+        (tiny_model_dict(old_form=True, denoiser="transformer"), "^model.denoiser is 'transformer'; expected one of unet, dit, mmdit$"),
     ],
 )
 def test_bad_keys_and_values_are_named(data, message):

@@ -27,10 +27,13 @@ TINY_MODEL = {
         "sample_size": 16,
     },
     "dit": {"layers": 2, "heads": 4, "head_dim": 16, "sample_size": 16},
+    # SD3's MMDiT on the tiny text encoder: tokens 32 wide, pooled projection 16 (the nulls' defaults).
+    "mmdit": {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "in_channels": 4, "out_channels": 4, "sample_size": 16, "pos_embed_max_size": 16},
     "scheduler": {"beta_schedule": "scaled_linear"},
 }
 
-BACKBONES = ["unet", "dit"]
+BACKBONES = ["unet", "dit"]  # the `backbone` fixture's: most denoiser tests run for both
+KINDS = [*BACKBONES, "mmdit"]  # every model.denoiser kind (the MMDiT's tests are its own)
 
 
 def tiny_model_dict(old_form: bool = False, **overrides) -> dict:
@@ -44,9 +47,12 @@ def tiny_model_dict(old_form: bool = False, **overrides) -> dict:
         for part in parents:
             node = node[part]
         node[last] = value
-    if old_form or not isinstance(data["denoiser"], str):
+    if old_form:
+        data.pop("mmdit")  # the old form knew only these two
         return data
-    sections = {kind: data.pop(kind) for kind in BACKBONES}
+    if not isinstance(data["denoiser"], str):
+        return data
+    sections = {kind: data.pop(kind) for kind in KINDS}
     return {**data, "denoiser": {"kind": data["denoiser"], **sections.get(data["denoiser"], {})}}
 
 

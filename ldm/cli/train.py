@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
-            "Train a latent diffusion stage: the autoencoder, a CLIP text encoder, the text-to-image denoiser\n(U-Net or DiT), "
+            "Train a latent diffusion stage: the autoencoder, a CLIP text encoder, the text-to-image denoiser\n(U-Net, DiT or MMDiT), "
             "its inpainting variant, a ControlNet, an LCM (few-step) student or a LoRA."
         ),
         epilog=EXAMPLES,

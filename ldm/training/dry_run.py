@@ -158,7 +158,8 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     timesteps = torch.zeros(batch, dtype=torch.long)
     tokens = torch.zeros(batch, model.text_encoder.context_length, dtype=torch.long)  # (B, L)
     context = torch.zeros(batch, model.text_encoder.context_length, components.first_text_encoder.width)  # (B, L, D)
-    cond = _image_conditions(config, Conditioning(context), side)
+    pooled = torch.zeros(batch, components.first_text_encoder.config.embed_dim)  # (B, P): an MMDiT reads it
+    cond = _image_conditions(config, Conditioning(context, pooled=pooled), side)
     pixels = _meta_pixels(config, size)
     # The frozen VAE encodes every step: the image (and for inpainting the masked image)
     # unless latents are cached.

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ldm.config import ConfigError
+from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.process import NoiseProcess
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.lora.token_embeddings import bundle_tensors
@@ -51,6 +53,13 @@ def text_encoder_naming(encoder) -> dict:
     return {"within": "model.", "named_as": "" if has_level else "text_model."}
 
 
+def require_lora_backbone(denoiser: nn.Module) -> None:
+    """A LoRA is trained only where ldm-generate --lora can apply the file it makes."""
+    backbone = backbone_of(denoiser)
+    if not backbone.supports_lora:
+        raise ConfigError(f"stage lora trains LoRAs for U-Net models; this model's denoiser is {backbone.described}")
+
+
 class LoraStage(Text2ImgStage):
     @property
     def alpha(self) -> float:
@@ -59,6 +68,7 @@ class LoraStage(Text2ImgStage):
 
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.lora
+        require_lora_backbone(components.denoiser)
         add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
         components.denoiser.to(self.context.device)
         if section.text_encoder:

@@ -1,4 +1,4 @@
-"""Stage `text2img`: the denoiser (U-Net or DiT) learns to denoise latents of a frozen VAE, conditioned on a
+"""Stage `text2img`: the denoiser (U-Net, DiT or MMDiT) learns to denoise latents of a frozen VAE, conditioned on a
 frozen text encoder; eps or v targets, caption dropout (for classifier-free guidance),
 optional min-SNR-gamma weighting, noise offset and zero-terminal-SNR schedules."""
 

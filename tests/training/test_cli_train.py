@@ -78,7 +78,7 @@ def test_unknown_key_in_file_and_override(tmp_path):
 
 def test_unknown_denoiser_names_the_known_ones(tmp_path):
     path = write_config(tmp_path)
-    assert_one_line_error(train_main("--config", path, "model.denoiser=mamba"), "model.denoiser is 'mamba'", "unet, dit")
+    assert_one_line_error(train_main("--config", path, "model.denoiser=mamba"), "model.denoiser is 'mamba'", "unet, dit, mmdit")
 
 
 def test_output_dir_not_writable(tmp_path):

@@ -41,6 +41,24 @@ def test_sd_scale_configs_match_the_published_parameter_counts():
     assert meta_count(lambda: build_text_encoder(text2img.text_encoder).tower) == expected
 
 
+def test_the_sd3_medium_config_builds_sd3_mediums_mmdit():
+    """2,028,328,000 parameters, as diffusers' SD3Transformer2DModel with SD3-medium's published
+    shape has them, trained with SD3's flow objective."""
+    from diffusers import SD3Transformer2DModel
+
+    from ldm.models.components import build_denoiser
+
+    model = load_train_config(resolve_config_path("sd3-medium.yaml")).model
+    ours = meta_count(lambda: build_denoiser(model, model.text_encoder.width))
+    published = dict(sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24, attention_head_dim=64,
+                     num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                     pooled_projection_dim=2048, pos_embed_max_size=192)  # fmt: skip
+    assert ours == meta_count(lambda: SD3Transformer2DModel(**published)) == 2_028_328_000
+    scheduler = model.scheduler
+    assert (scheduler.prediction_type, scheduler.timestep_sampling, scheduler.shift) == ("flow", "logit_normal", 3.0)
+    assert model.vae.latent_channels == 16 and model.text_encoder.embed_dim == model.denoiser.pooled_projection_dim
+
+
 def test_saved_tensors_and_flops_of_a_small_network_match_a_hand_count():
     net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
     x = torch.zeros(2, 8)
@@ -101,7 +119,7 @@ def real_cpu_step(config, checkpointing: bool = False, autocast: bool = False) -
         return measure_saved_tensors(plan.trained_forward, trained)
 
 
-ESTIMATED_MODELS = ["cpu/text2img.yaml", "cpu/text2img-dit.yaml"]
+ESTIMATED_MODELS = ["cpu/text2img.yaml", "cpu/text2img-dit.yaml", "cpu/text2img-mmdit.yaml"]
 
 
 @pytest.mark.parametrize("name", ESTIMATED_MODELS)

@@ -17,27 +17,34 @@ from ldm.training.loop import train
 FLOW = {"prediction_type": "flow", "shift": 2.0, "timestep_sampling": "logit_normal", "loss_weighting": "cosmap"}
 
 
-def flow_run(output_dir, resume=None, **settings):
-    config = tiny_train_config("text2img", output_dir, max_steps=4, save_every=2, **settings)
-    for key, value in FLOW.items():
+def flow_run(output_dir, resume=None, backbone="unet", flow=FLOW, **settings):
+    config = tiny_train_config("text2img", output_dir, backbone, max_steps=4, save_every=2, **settings)
+    for key, value in flow.items():
         setattr(config.model.scheduler, key, value)
     return train(on_disk(config, n=4), resume=resume)
 
 
-def test_a_flow_model_trains_and_resumes_exactly(tmp_path, monkeypatch):
+def resumes_exactly(whole, run, folder, monkeypatch) -> dict:
+    """`run(folder)` killed in step 3 and resumed from its step-2 checkpoint ends as the
+    4-step `whole` run did: same losses after the resume, same exported denoiser (returned)."""
     from ldm.training.text2img_stage import Text2ImgModule
 
-    whole = flow_run(tmp_path / "whole")
-    assert all(torch.isfinite(torch.tensor(whole.losses)))
     forward = killed_during_step(monkeypatch, 3)  # after the checkpoint at step 2
     with pytest.raises(KeyboardInterrupt):
-        flow_run(tmp_path / "split")
+        run(folder)
     monkeypatch.setattr(Text2ImgModule, "forward", forward)
-    second = flow_run(tmp_path / "split", resume=resolve_checkpoint("latest", tmp_path / "split"))
+    second = run(folder, resume=resolve_checkpoint("latest", folder))
     assert second.losses == pytest.approx(whole.losses[2:], abs=1e-6)
-    a = read_safetensors(tmp_path / "whole" / "model" / "denoiser.safetensors")
-    b = read_safetensors(tmp_path / "split" / "model" / "denoiser.safetensors")
+    a = read_safetensors(whole.export_path / "denoiser.safetensors")
+    b = read_safetensors(folder / "model" / "denoiser.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    return a
+
+
+def test_a_flow_model_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    whole = flow_run(tmp_path / "whole")
+    assert all(torch.isfinite(torch.tensor(whole.losses)))
+    resumes_exactly(whole, flow_run, tmp_path / "split", monkeypatch)
     with pytest.raises(ConfigError, match="stage lcm distils an eps/v teacher; a flow-matching teacher"):
         build_lcm_stage(tmp_path / "lcm", tmp_path / "whole" / "model")
 

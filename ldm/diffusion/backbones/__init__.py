@@ -7,7 +7,7 @@ base.py      Backbone: how a denoiser module is built and called (latents, t, Co
 unet.py      diffusers UNet2DConditionModel (model.denoiser.kind: unet); unet_attention.py
              counts its attention layers from its config
 pixart.py    diffusers PixArtTransformer2DModel (model.denoiser.kind: dit)
-mmdit.py     diffusers SD3Transformer2DModel (SD3's MMDiT; from diffusers folders only)
+mmdit.py     diffusers SD3Transformer2DModel (SD3's MMDiT; model.denoiser.kind: mmdit, or SD3 folders)
 registry.py  BACKBONES and the lookups: backbone_of(module), backbone_for_config(section),
              backbone_for_class(diffusers class name), backbone_in_diffusers_folder(path)
 """

@@ -1,7 +1,7 @@
 """diffusers' SD3Transformer2DModel (Stable Diffusion 3 / 3.5's MMDiT): patches of the latents
 and the text tokens attend jointly in every block; the timestep and the pooled text vector
-modulate every block (adaLN). Loaded from diffusers folders only: no config section builds
-one yet (training an MMDiT is not yet supported)."""
+modulate every block (adaLN). Loaded from SD3 diffusers folders, or built from
+`model.denoiser.kind: mmdit` (ldm.config.MMDiTConfig) to be trained on our single text encoder."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ldm.config import MMDiTConfig
 from ldm.diffusion.backbones.base import Backbone, Residuals
 from ldm.diffusion.backbones.unet import MissingCondition
 from ldm.diffusion.conditioning import Conditioning
-
-
-class NoConfigSection:
-    """Stands for the config section an MMDiT does not have yet: no ModelConfig.denoiser is one."""
 
 
 class MMDiT(Backbone):
@@ -24,13 +21,28 @@ class MMDiT(Backbone):
     title = "MMDiT"
     diffusers_class = "SD3Transformer2DModel"
     diffusers_folder = "transformer"
-    config_section = NoConfigSection
-    configurable = False
+    config_section = MMDiTConfig
     draws_from_pictures = False  # not yet matched against diffusers' SD3 img2img and inpainting pipelines
 
     @staticmethod
-    def build(section, text_width: int) -> nn.Module:
-        raise NotImplementedError("an MMDiT is loaded from an SD3 diffusers folder; building one from a config is not yet supported")
+    def build(section: MMDiTConfig, text_width: int) -> nn.Module:
+        from diffusers import SD3Transformer2DModel
+
+        return SD3Transformer2DModel(
+            sample_size=section.sample_size,
+            patch_size=section.patch_size,
+            in_channels=section.in_channels,
+            out_channels=section.out_channels,
+            num_layers=section.num_layers,
+            attention_head_dim=section.attention_head_dim,
+            num_attention_heads=section.num_attention_heads,
+            joint_attention_dim=section.joint_attention_dim or text_width,
+            caption_projection_dim=section.caption_projection_dim or section.width,
+            pooled_projection_dim=section.pooled_projection_dim,
+            pos_embed_max_size=section.pos_embed_max_size,
+            dual_attention_layers=tuple(section.dual_attention_layers),
+            qk_norm=section.qk_norm,
+        )
 
     @property
     def described(self) -> str:
@@ -42,14 +54,24 @@ class MMDiT(Backbone):
             raise TypeError("an MMDiT takes no guidance-scale embedding")
         if cond.pooled is None:
             raise MissingCondition("an MMDiT needs the pooled text vector (both CLIPs' pooled projections); this call gave none")
+        if cond.pooled.shape[-1] != self.config.pooled_projection_dim:
+            raise MissingCondition(f"an MMDiT reading a {self.config.pooled_projection_dim}-wide pooled text vector was given a {cond.pooled.shape[-1]}-wide one")
         timestep = torch.as_tensor(timestep, device=model_input.device).reshape(-1).expand(len(model_input))  # (B,)
         return self.module(
             hidden_states=model_input,
-            encoder_hidden_states=cond.tokens,  # (B, 77 + T5 tokens, joint width)
-            pooled_projections=cond.pooled,  # (B, both CLIPs' projections)
+            encoder_hidden_states=self.joint_tokens(cond),  # (B, 77 + T5 tokens, joint width)
+            pooled_projections=cond.pooled,  # (B, both CLIPs' projections; our text encoder's one)
             timestep=timestep,
             return_dict=False,
         )[0]
+
+    def joint_tokens(self, cond: Conditioning) -> torch.Tensor:
+        """The text tokens at the joint width: narrower ones (a single text encoder's, one the
+        MMDiT was built for) zero-padded along the width, as SD3 pads its CLIPs' states to T5's."""
+        missing = self.config.joint_attention_dim - cond.tokens.shape[-1]
+        if missing < 0:
+            raise MissingCondition(f"an MMDiT reading {self.config.joint_attention_dim}-wide text tokens was given {cond.tokens.shape[-1]}-wide ones")
+        return torch.nn.functional.pad(cond.tokens, (0, missing)) if missing else cond.tokens  # (B, L, joint width)
 
     @property
     def patch_size(self) -> int:

@@ -44,6 +44,8 @@ class VAEConfig:
     # Latents are multiplied by this before diffusion, so that they have roughly unit
     # variance. null: computed by the autoencoder stage from data (1 / std of latents).
     scaling_factor: Optional[float] = 0.18215
+    # Taken off latents before scaling (SD3's 16-channel VAE: 0.0609); null for SD 1.x/2.x/XL.
+    shift_factor: Optional[float] = None
 
     @property
     def downsample_factor(self) -> int:

@@ -21,6 +21,7 @@ def build_vae(config: VAEConfig) -> AutoencoderKL:
         sample_size=config.sample_size,
         # Not yet measured (autoencoder stage fills it in): identity scale until then.
         scaling_factor=config.scaling_factor if config.scaling_factor is not None else 1.0,
+        shift_factor=config.shift_factor,
     )
 
 

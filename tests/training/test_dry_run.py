@@ -2,6 +2,7 @@
 parameter counts; the activations (what autograd saves, measured on a fake GPU) match hand
 counts and a real CPU step within 5%; the training state is divided as each sharding does."""
 
+import dataclasses
 import json
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from ldm.bundled_configs import resolve_config_path
+from ldm.models.autoencoder import build_vae, from_vae_latents, to_vae_latents
 from ldm.training.config import load_train_config
 from ldm.training.activation_estimate import SavedTensors, measure_saved_tensors
 from ldm.training.dry_run import PLANS, dry_run_report, estimate
@@ -26,7 +28,6 @@ def meta_count(build) -> int:
 def test_sd_scale_configs_match_the_published_parameter_counts():
     import open_clip
 
-    from ldm.models.autoencoder import build_vae
     from ldm.models.text_encoder import build_text_encoder
     from ldm.models.components import build_denoiser
 
@@ -57,6 +58,12 @@ def test_the_sd3_medium_config_builds_sd3_mediums_mmdit():
     scheduler = model.scheduler
     assert (scheduler.prediction_type, scheduler.timestep_sampling, scheduler.shift) == ("flow", "logit_normal", 3.0)
     assert model.vae.latent_channels == 16 and model.text_encoder.embed_dim == model.denoiser.pooled_projection_dim
+    # SD3's VAE shifts its latents before scaling; the built autoencoder carries both, as SD3 folders' does.
+    vae = build_vae(dataclasses.replace(model.vae, block_out_channels=[8, 8], norm_num_groups=4, sample_size=16))
+    assert (vae.config.shift_factor, vae.config.scaling_factor) == (0.0609, 1.5305)
+    latents = torch.randn(1, 16, 4, 4)
+    assert torch.allclose(to_vae_latents(vae, latents), latents / 1.5305 + 0.0609)
+    assert torch.allclose(from_vae_latents(vae, to_vae_latents(vae, latents)), latents, atol=1e-6)
 
 
 def test_saved_tensors_and_flops_of_a_small_network_match_a_hand_count():

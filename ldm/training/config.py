@@ -291,6 +291,7 @@ def validate_train(config: TrainConfig) -> None:
     check_lora_section(config)
     check_upscaler_section(config)
     check_autoencoder_crop(config)
+    check_buckets(config)
     at_least("validation.steps", config.validation.steps, 1)
     at_least("validation.every", config.validation.every, 0)
 
@@ -370,6 +371,24 @@ def check_lora_section(config: TrainConfig) -> None:
     for word in section.tokens:
         if not word or any(c.isspace() or c == "." for c in word) or word != word.lower():
             raise ConfigError(f"lora.tokens: {word!r} is not a lower-case word without spaces or dots")
+
+
+# Stages that train on squares of their own size: aspect-ratio buckets would bring them nothing.
+SQUARE_STAGES = {
+    "autoencoder": "the VAE learns from square pictures (autoencoder.crop) whatever their shape",
+    "upscaler": "the upscaler learns from square crops (upscaler.crop) and measures on square validation pictures",
+    "clip": "CLIP resizes every picture to its square clip.image_size",
+}
+
+
+def check_buckets(config: TrainConfig) -> None:
+    """data.buckets is for the stages that train the denoiser on whole pictures."""
+    if not config.data.buckets:
+        return
+    if config.stage in SQUARE_STAGES:
+        raise ConfigError(f"data.buckets is not used by stage {config.stage}: {SQUARE_STAGES[config.stage]}; turn data.buckets off")
+    if config.stage == "controlnet" and config.controlnet.control_dir:
+        raise ConfigError("data.buckets cannot crop the maps of controlnet.control_dir with their pictures: store them in the data (data.control_column) or turn data.buckets off")
 
 
 def check_autoencoder_crop(config: TrainConfig) -> None:

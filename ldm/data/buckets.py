@@ -69,13 +69,14 @@ def resolve_buckets(setting: Union[bool, BucketSettings, None], resolution: int)
     if setting is None or setting is False:
         return None
     given = setting if isinstance(setting, BucketSettings) else BucketSettings()
+    for name in ("area", "min_side", "max_side", "step"):
+        value = getattr(given, name)
+        if value is not None and value < 1:
+            raise DataError(f"data.buckets.{name} must be positive, got {value}")
     step = given.step if given.step is not None else default_step(resolution)
     area = given.area if given.area is not None else resolution * resolution
     min_side = given.min_side if given.min_side is not None else max(step, resolution // 2 // step * step)
     max_side = given.max_side if given.max_side is not None else resolution * 2
-    for name, value in (("area", area), ("min_side", min_side), ("max_side", max_side), ("step", step)):
-        if value < 1:
-            raise DataError(f"data.buckets.{name} must be positive, got {value}")
     sizes = bucket_sizes(area, min_side, max_side, step)
     if not sizes:
         raise DataError(

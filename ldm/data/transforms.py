@@ -55,7 +55,9 @@ class ImageTransform:
         # gives the same pixels as resizing everything and cropping, for less work.
         resized_w, resized_h = max(target_w, round(width * scale)), max(target_h, round(height * scale))
         left, top = self._offset(resized_w - target_w, generator), self._offset(resized_h - target_h, generator)
-        box = (left / scale, top / scale, (left + target_w) / scale, (top + target_h) / scale)
+        # Rounding the resized size up can put the far edge a fraction of a pixel outside.
+        shift_x, shift_y = max(0.0, (left + target_w) / scale - width), max(0.0, (top + target_h) / scale - height)
+        box = ((left / scale) - shift_x, (top / scale) - shift_y, (left + target_w) / scale - shift_x, (top + target_h) / scale - shift_y)
         # PIL's bicubic widens its kernel when downscaling: antialiased.
         image = image.resize((target_w, target_h), Image.Resampling.BICUBIC, box=box)
         if self.flip and torch.rand((), generator=generator) < 0.5:

@@ -55,11 +55,10 @@ class ImageTransform:
         # gives the same pixels as resizing everything and cropping, for less work.
         resized_w, resized_h = max(target_w, round(width * scale)), max(target_h, round(height * scale))
         left, top = self._offset(resized_w - target_w, generator), self._offset(resized_h - target_h, generator)
-        # Rounding the resized size up can put the far edge a fraction of a pixel outside.
-        shift_x, shift_y = max(0.0, (left + target_w) / scale - width), max(0.0, (top + target_h) / scale - height)
-        box = ((left / scale) - shift_x, (top / scale) - shift_y, (left + target_w) / scale - shift_x, (top + target_h) / scale - shift_y)
+        x0, x1 = _inside(left / scale, (left + target_w) / scale, width)
+        y0, y1 = _inside(top / scale, (top + target_h) / scale, height)
         # PIL's bicubic widens its kernel when downscaling: antialiased.
-        image = image.resize((target_w, target_h), Image.Resampling.BICUBIC, box=box)
+        image = image.resize((target_w, target_h), Image.Resampling.BICUBIC, box=(x0, y0, x1, y1))
         if self.flip and torch.rand((), generator=generator) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             left = resized_w - target_w - left
@@ -69,6 +68,13 @@ class ImageTransform:
         if self.crop == "center" or slack == 0:
             return slack // 2
         return int(torch.randint(0, slack + 1, (), generator=generator))
+
+
+def _inside(start: float, end: float, limit: int) -> tuple[float, float]:
+    """[start, end] moved back inside [0, limit]: rounding the covering size up (or float error)
+    can put the far edge a fraction of a pixel outside the picture, which PIL refuses."""
+    excess = max(0.0, end - limit)
+    return max(0.0, start - excess), min(float(limit), end - excess)
 
 
 def to_tensor(image: Image.Image) -> torch.Tensor:

@@ -184,3 +184,21 @@ def test_the_latent_cache_keeps_each_bucket_shape_and_batches_by_it(tmp_path, bu
         for key, size, crop in zip(batch["key"], batch["original_size"], batch["crop_top_left"]):
             assert size.tolist() == samples[key]["original_size"].tolist() and crop.tolist() == samples[key]["crop_top_left"].tolist()
     assert math.isclose(float(cached[0]["latent_std"].mean()), 0.1, rel_tol=1e-6)
+
+
+def test_every_size_crops_to_its_bucket_at_every_offset():
+    from ldm.data.transforms import ImageTransform
+
+    buckets = resolve_buckets(True, 32)
+    random, centre = ImageTransform(32, "random", flip=True), ImageTransform(32)
+    for width in range(16, 90, 7):
+        for height in range(16, 90, 5):
+            bucket = buckets.assign(width, height)
+            if bucket is None:
+                continue
+            w, h = buckets.sizes[bucket]
+            image = noise_image(width, height)
+            assert centre(image, size=(w, h)).shape == (3, h, w)
+            for seed in range(4):  # offsets up to the far edge, where rounding could leave the picture
+                pixels, (top, left) = random.crop_of(image, torch.Generator().manual_seed(seed), (w, h))
+                assert pixels.shape == (3, h, w) and top >= 0 and left >= 0

@@ -4,18 +4,23 @@ pictures (latent cache included), batched one bucket at a time; exact resume; th
 at the start; one-line refusals where buckets cannot apply."""
 
 import json
+import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from aspect_pictures import RATIOS, aspect_folder, aspect_hf_dataset
-from configs import tiny_train_dict
+from configs import tiny_train_config, tiny_train_dict
+from test_multiprocess import launch
 from test_resume import killed_during_step
 from tiny_data import tiny_datasets
 
 from ldm.config import ConfigError, from_dict
 from ldm.data import DataError
 from ldm.data import batches as data_batches
+from ldm.formats.model_folder import read_safetensors
 from ldm.training.checkpoints import resolve_checkpoint
 from ldm.training.config import TrainConfig
 from ldm.training.loop import train
@@ -111,3 +116,29 @@ def test_controlnet_maps_from_a_folder_refuse_buckets(tmp_path):
 def test_data_without_sizes_up_front_refuses_buckets(tmp_path):
     with pytest.raises(DataError, match=r"^data.buckets needs every image's size before training, which this TinyImages cannot give"):
         train(bucket_config(tmp_path), open_dataset=tiny_datasets())
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="accelerate CLI not installed")
+def test_two_processes_in_buckets_match_one(tmp_path):
+    # As ddp_run.py configures it, in this process: one process, global batch 4.
+    images = aspect_folder(tmp_path / "images", per_ratio=4)  # 4 per bucket: one global batch each
+    config = tiny_train_config("text2img", tmp_path / "one", max_steps=3, batch_size=4, save_every=1000, ema_decay=0.9)
+    config.data.path, config.data.buckets = str(images), True
+    train(config)
+    launch(tmp_path / "two", 2, 2, images, "unet", buckets=True)
+    one = read_safetensors(tmp_path / "one" / "model" / "denoiser.safetensors")
+    two = read_safetensors(tmp_path / "two" / "model" / "denoiser.safetensors")
+    assert max(float((one[k] - two[k]).abs().max()) for k in one) < 2e-4  # the tolerance test_multiprocess.py explains
+    assert logged_losses(tmp_path / "one") == pytest.approx(logged_losses(tmp_path / "two"), abs=1e-6)
+
+
+def logged_losses(output_dir) -> list[float]:
+    return [row["loss"] for row in map(json.loads, (output_dir / "log.jsonl").read_text().splitlines()) if "loss" in row]
+
+
+def test_the_dry_run_names_the_buckets(tmp_path):
+    from ldm.training.dry_run import dry_run_report
+    from ldm.training.process_count import ProcessCount
+
+    report = dry_run_report(bucket_config(tmp_path), ProcessCount(1, "test"))
+    assert "buckets: 9 buckets from 16x64 to 64x16 (area <= 1024 px, sides 16..64, step 8)" in report

@@ -41,7 +41,9 @@ from ldm.data.buckets import BucketPlan, plan_of_sizes
 from ldm.data.indexed import Item, split_item
 from ldm.files import writing_file
 
-CACHE_VERSION = 2  # 2: the samples' size conditioning (original_size, crop_top_left) is kept too
+# Still 1 although shards now keep the size conditioning: a cache built before serves its latents
+# without it (only SDXL reads it, and no SDXL cache predates it), so no run re-encodes its data.
+CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 HASH_CHUNK = 16 << 20  # bytes of parameters hashed per update
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

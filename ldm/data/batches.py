@@ -6,6 +6,7 @@ the next batch_size * world_size positions, of which each process takes its own 
 The position is (epoch, batches done), so resuming starts the sampler at that batch:
 nothing already trained on is read again. Webdataset shards, which have no index, stream
 through StreamBatches, whose position holds each DataLoader worker's place in its shards.
+Datasets with aspect-ratio buckets go through BucketBatches: one bucket per batch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from ldm.data.errors import DataError
+from ldm.data.randomness import STREAMS, mixed_seed
 from ldm.data.stream_position import PositionedBatches, StreamResume
 
 
@@ -66,19 +68,26 @@ class ResumableBatches(BatchPosition):
         self.world_size = world_size
         self.num_workers = num_workers
         self.global_batch = batch_size * world_size
-        self.batches_per_epoch = len(dataset) // self.global_batch
-        if self.batches_per_epoch == 0:
-            raise DataError(
-                f"the training data has {len(dataset)} samples, fewer than one global batch "
-                f"({batch_size} x {world_size} processes): lower train.batch_size or add data"
-            )
+        self.batches_per_epoch = self.count_batches()
         self.epoch = 0
         self.batch_in_epoch = 0
 
+    def count_batches(self) -> int:
+        batches = len(self.dataset) // self.global_batch
+        if batches == 0:
+            raise DataError(
+                f"the training data has {len(self.dataset)} samples, fewer than one global batch "
+                f"({self.batch_size} x {self.world_size} processes): lower train.batch_size or add data"
+            )
+        return batches
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.dataset), generator=generator).tolist()
+
     def batch_items(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
         """This process's batches of `epoch` from batch `start` on, as (epoch, position) items."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        order = self.epoch_order(epoch)
         batches = []
         for b in range(start, self.batches_per_epoch):
             first = b * self.global_batch + self.rank * self.batch_size
@@ -108,6 +117,39 @@ class ResumableBatches(BatchPosition):
     def __iter__(self) -> Iterator[dict]:
         while True:
             yield from self.epoch_batches()
+
+
+class BucketBatches(ResumableBatches):
+    """ResumableBatches for a dataset with a bucket plan (`dataset.buckets`, ldm.data.buckets):
+    every global batch holds one bucket. Per epoch the seeded permutation is grouped by bucket,
+    in its order, into global batches (a bucket's last partial one is dropped); the batches are
+    then shuffled by (seed, epoch), and each process takes its slice of each, so N processes
+    see what one process with the global batch sees, and (epoch, batch) resumes exactly."""
+
+    def count_batches(self) -> int:
+        histogram = self.dataset.buckets.histogram()
+        batches = sum(count // self.global_batch for count in histogram.values())
+        if batches == 0:
+            raise DataError(
+                f"no aspect-ratio bucket holds one global batch ({self.batch_size} x {self.world_size} processes; "
+                f"{self.dataset.buckets.histogram_line()}): lower train.batch_size, add data or widen data.buckets.step"
+            )
+        return batches
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        members: dict[int, list[int]] = {}
+        for position in self.epoch_order(epoch):
+            bucket = self.dataset.buckets.of[position]
+            if bucket >= 0:
+                members.setdefault(bucket, []).append(position)
+        size = self.global_batch
+        batches = [group[i : i + size] for _, group in sorted(members.items()) for i in range(0, len(group) - size + 1, size)]
+        generator = torch.Generator().manual_seed(mixed_seed(self.seed, epoch, STREAMS["order"]))
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    def batch_items(self, epoch: int, start: int) -> list[list[tuple[int, int]]]:
+        first = self.rank * self.batch_size
+        return [[(epoch, p) for p in batch[first : first + self.batch_size]] for batch in self.global_batches(epoch)[start:]]
 
 
 class StreamBatches(BatchPosition):
@@ -195,4 +237,6 @@ def make_batches(dataset, batch_size: int, seed: int = 0, rank: int = 0, world_s
     if isinstance(dataset, IterableDataset):
         # Streams are split across processes by ldm.data itself (rank/world_size at build time).
         return StreamBatches(dataset, batch_size, seed, num_workers)
+    if getattr(dataset, "buckets", None) is not None:
+        return BucketBatches(dataset, batch_size, seed, rank, world_size, num_workers)
     return ResumableBatches(dataset, batch_size, seed, rank, world_size, num_workers)

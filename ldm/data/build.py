@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Union
 
+from ldm.data.buckets import resolve_buckets
 from ldm.data.caption_transforms import check_caption_settings
 from ldm.data.config import DataConfig
 from ldm.data.errors import DataError
@@ -20,8 +21,9 @@ Dataset = Union[IndexedImageDataset, WebDatasetShards]
 
 
 def build_dataset(config: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, split: str = "train") -> Dataset:
-    """The samples for `split`, {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str},
-    with `.stats`: a map-style dataset (imagefolder, hf) that ldm.data.make_batches splits
+    """The samples for `split`, {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str,
+    "original_size", "crop_top_left"} (data.buckets: (3, H, W) of the sample's bucket, and a
+    `.buckets` plan that make_batches batches by), with `.stats`: a map-style dataset (imagefolder, hf) that ldm.data.make_batches splits
     across processes, or a stream (webdataset) already split for process `rank` of
     `world_size`. Do not also shard its loader (e.g. with accelerator.prepare). Raises DataError before any image is decoded for a missing path,
     no images, unreadable captions or metadata, or an unknown source or setting."""
@@ -49,6 +51,7 @@ def _check(config: DataConfig, rank: int, world_size: int, split: str) -> None:
         check_caption_settings(config.captions)
     except ValueError as error:
         raise DataError(str(error)) from None
+    resolve_buckets(config.buckets, config.resolution)  # a setting with no bucket: before any header is read
     if config.validation < 0:
         raise DataError(f"data.validation must not be negative, got {config.validation}")
     for setting, source in (("control_column", "hf"), ("control_key", "webdataset")):
@@ -77,6 +80,10 @@ def _indexed(load: Callable[[DataConfig], Records]):
             dataset.exclusion = exclusion
             if rank == 0:  # counted once: the processes' counts are summed
                 dataset.stats.record_excluded(exclusion.excluded)
+        buckets = resolve_buckets(config.buckets, config.resolution)
+        if buckets is not None and split == "train":  # validation measures on the same squares every time
+            description["buckets"] = buckets.describe()
+            dataset.use_buckets(buckets, count_skips=rank == 0)
         return dataset
 
     return build
@@ -93,6 +100,11 @@ def _split(config: DataConfig, keys: list[str]) -> tuple[list[int], list[int], O
 
 
 def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
+    if config.buckets:
+        raise DataError(
+            "data.buckets is not supported for webdataset streams yet (the sampler needs every image's size "
+            "up front): use an image folder or a datasets source, or turn data.buckets off"
+        )
     if config.validation or split != "train":
         raise DataError(
             "data.validation is not supported for webdataset (a stream has no 'last N'): "

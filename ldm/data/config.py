@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 
 @dataclass
@@ -16,6 +16,18 @@ class CaptionSettings:
     tag_separator: str = ","  # what splits a caption into tags; tags are joined with it and a space
     trigger: str = ""  # a word or phrase put before every caption, as its own first tag
     tag_dropout: float = 0.0  # each tag but the kept ones is left out with this probability
+
+
+@dataclass
+class BucketSettings:
+    """data.buckets as a mapping (ldm.data.buckets); a setting left out is derived from
+    data.resolution R: area R*R, step 64 (8..64 for small R: a multiple of the VAE's factor 8),
+    sides from R/2 to 2R."""
+
+    area: Optional[int] = None  # pixels per bucket at most (width * height)
+    min_side: Optional[int] = None
+    max_side: Optional[int] = None
+    step: Optional[int] = None  # every side is a multiple of this
 
 
 @dataclass
@@ -41,6 +53,9 @@ class DataConfig:
     resolution: int = 512  # pixels of the square crop
     crop: str = "center"  # center | random
     random_flip: bool = False
+    # Aspect-ratio buckets instead of one square crop (ldm.data.buckets): true for the defaults
+    # derived from data.resolution, or {area, min_side, max_side, step}. Training split only.
+    buckets: Union[bool, BucketSettings] = False
     caption_dropout: float = 0.1  # probability that a caption becomes "" (unconditional)
     captions: CaptionSettings = field(default_factory=CaptionSettings)  # tag shuffling, trigger, tag dropout
     num_workers: int = 0

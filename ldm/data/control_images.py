@@ -10,14 +10,16 @@ import torch
 from PIL import Image
 
 from ldm.data.decode import Decoded, ImageSource, decode_image
-from ldm.data.transforms import ImageTransform
+from ldm.data.transforms import ImageTransform, Size
 
 
 def paired_control(
-    source: Optional[ImageSource], image: Image.Image, transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]]
+    source: Optional[ImageSource], image: Image.Image, transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]],
+    size: Optional[Size] = None,
 ) -> Optional[torch.Tensor]:
-    """(3, R, R) in [-1, 1], or None when the control image is missing or unreadable.
-    `generator()` gives a fresh generator in the state the image's transform started from."""
+    """(3, H, W) in [-1, 1] (the image's bucket `size`, or R x R), or None when the control image
+    is missing or unreadable. `generator()` gives a fresh generator in the state the image's
+    transform started from."""
     if source is None:
         return None
     decoded = decode_image(source)  # no minimum size: a map is resized to its image
@@ -26,17 +28,18 @@ def paired_control(
     control = decoded.image
     if control.size != image.size:
         control = control.resize(image.size, Image.Resampling.BILINEAR)
-    return transform(control, generator())
+    return transform(control, generator(), size)
 
 
 def with_control(
-    decoded: Decoded, source: Optional[ImageSource], transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]]
+    decoded: Decoded, source: Optional[ImageSource], transform: ImageTransform, generator: Callable[[], Optional[torch.Generator]],
+    size: Optional[Size] = None,
 ) -> tuple[Decoded, dict]:
     """A decoded sample and its map: (decoded, {"control": tensor}); a readable image whose map
     is missing or unreadable comes back skipped as "unreadable" (counted once, with the image)."""
     if decoded.image is None:
         return decoded, {}
-    control = paired_control(source, decoded.image, transform, generator)
+    control = paired_control(source, decoded.image, transform, generator, size)
     if control is None:
         return Decoded(converted=decoded.converted, skipped="unreadable"), {}
     return decoded, {"control": control}

@@ -43,6 +43,7 @@ DECODE_ERRORS = (
     Image.DecompressionBombError,
 )
 ALPHA_BACKGROUND = (255, 255, 255)
+EXIF_ORIENTATION = 0x0112
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Decoded:
     image: Optional[Image.Image] = None  # 8-bit RGB, None when skipped
     converted: Optional[str] = None  # a stats.CONVERSIONS reason
     skipped: Optional[str] = None  # a stats.SKIP_REASONS reason
+    original_size: Optional[tuple[int, int]] = None  # (width, height) of the file as viewers show it, before any draft
 
 
 def decode_image(source: ImageSource, min_size: int = 0, draft: int = 0) -> Decoded:
@@ -69,6 +71,7 @@ def decode_image(source: ImageSource, min_size: int = 0, draft: int = 0) -> Deco
         return Decoded(skipped="unreadable")
     with image:  # closes the file whatever happens
         width, height = image.size
+        original = _shown_size(image)
         if min(width, height) < min_size:
             return Decoded(skipped="too small")
         if image.format == "JPEG" and max(min_size, draft) > 0:
@@ -77,9 +80,36 @@ def decode_image(source: ImageSource, min_size: int = 0, draft: int = 0) -> Deco
         try:
             image.load()
             ImageOps.exif_transpose(image, in_place=True)  # camera rotation, as viewers show it
-            return _to_rgb(image)
+            decoded = _to_rgb(image)
+            decoded.original_size = original
+            return decoded
         except DECODE_ERRORS as error:
             return Decoded(skipped="truncated" if "truncated" in str(error) else "unreadable")
+
+
+def read_size(source: ImageSource) -> tuple[Optional[tuple[int, int]], Optional[str]]:
+    """((width, height) as viewers show it, None) from the header alone, or (None, the skip
+    reason decode_image would give: unreadable, too large): no pixel is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+                return _shown_size(image), None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        return None, "too large"
+    except DECODE_ERRORS:
+        return None, "unreadable"
+
+
+def _shown_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF rotation that exif_transpose applies (orientations 5-8
+    turn the picture a quarter)."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(EXIF_ORIENTATION)
+    except DECODE_ERRORS:
+        orientation = None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _to_rgb(image: Image.Image) -> Decoded:

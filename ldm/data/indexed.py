@@ -17,12 +17,13 @@ import torch
 from ldm.data.caption_transforms import CaptionDraw
 from ldm.data.config import CaptionSettings
 from ldm.data.control_images import with_control
+from ldm.data.buckets import BucketPlan, Buckets, cover_side, plan_buckets
 from ldm.data.decode import ImageSource, decode_image
 from ldm.data.exclude import Exclusion
 from ldm.data.ordering import MAX_HELD_OUT_SHARE
 from ldm.data.randomness import sample_generator
 from ldm.data.stats import DataStats
-from ldm.data.transforms import ImageTransform
+from ldm.data.transforms import ImageTransform, size_conditioning
 
 # dataset[position] reads epoch 0; dataset[(epoch, position)] what the sampler asks for.
 Item = Union[int, tuple[int, int]]
@@ -43,8 +44,9 @@ def split_item(item: Item) -> tuple[int, int]:
 
 
 class IndexedImageDataset(torch.utils.data.Dataset):
-    """dataset[(epoch, position)] -> {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str},
-    or None for a sample that cannot be trained on (unreadable, too small, no caption).
+    """dataset[(epoch, position)] -> {"pixels": (3, R, R) in [-1, 1] (a bucket's (3, H, W) with
+    data.buckets), "caption": str, "key": str, "original_size": (2,) long [height, width] of the
+    picture, "crop_top_left": (2,) long [top, left] of the crop in the resized picture}, or None for a sample that cannot be trained on (unreadable, too small, no caption).
 
     training=True: one caption drawn per epoch, its tags rearranged (data.captions), caption
     dropout, random crop/flip if set. training=False (validation): first caption, no dropout. Iterating gives the readable
@@ -74,6 +76,7 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         self.stats = DataStats()
         self.caching = False  # set on caching views only
         self.exclusion: Optional[Exclusion] = None  # data.exclude's effect, when a list is set
+        self.buckets: Optional[BucketPlan] = None  # data.buckets: each sample's bucket (use_buckets)
         self._counted = torch.zeros(len(records), dtype=torch.bool).share_memory_()
 
     # ------------------------------------------------------------------ interface
@@ -113,7 +116,7 @@ class IndexedImageDataset(torch.utils.data.Dataset):
         epoch, position = split_item(item)
         if not 0 <= position < len(self.indices):
             raise IndexError(f"sample {position} of {len(self.indices)}")
-        return self._read(self.indices[position], epoch)
+        return self._read(position, epoch)
 
     def __iter__(self) -> Iterator[dict]:
         for position in range(len(self)):
@@ -123,21 +126,38 @@ class IndexedImageDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ reading
 
-    def _read(self, index: int, epoch: int) -> Optional[dict]:
+    def use_buckets(self, buckets: Buckets, count_skips: bool) -> None:
+        """Plans each sample's aspect-ratio bucket from its image header (ldm.data.buckets). The
+        samples left out are never read; they are counted here, by one process (`count_skips`)."""
+        self.buckets = plan_buckets(buckets, (self.records.read(index) for index in self.indices))
+        for position, reason in self.buckets.skipped.items():
+            if count_skips:
+                self._count(self.indices[position], skipped=reason)
+            self._counted[self.indices[position]] = True
+
+    def _read(self, position: int, epoch: int) -> Optional[dict]:
+        index = self.indices[position]
+        if self.buckets is not None and self.buckets.of[position] < 0:
+            return None  # left out by the plan, and counted then
         source, captions = self.records.read(index)
         if not captions:
             self._count(index, skipped="no caption")
             return None
-        decoded = decode_image(source, min_size=self.transform.resolution)
+        size = self.buckets.size_of(position) if self.buckets is not None else None
+        if size is None:
+            decoded = decode_image(source, min_size=self.transform.resolution)
+        else:  # the plan saw the picture cover its bucket
+            decoded = decode_image(source, draft=cover_side(self.buckets.original[position], size))
         generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
         extra = {}
         if getattr(self.records, "has_control", False):
-            decoded, extra = with_control(decoded, self.records.control(index), self.transform, generator)
+            decoded, extra = with_control(decoded, self.records.control(index), self.transform, generator, size)
         self._count(index, decoded.converted, decoded.skipped)
         if decoded.image is None or decoded.skipped:
             return None
         key = self.records.key(index)
-        pixels = self.transform(decoded.image, generator())  # (3, R, R)
+        pixels, crop_top_left = self.transform.crop_of(decoded.image, generator(), size)  # (3, H, W)
+        extra.update(size_conditioning(decoded, crop_top_left))
         if self.caching:
             return {"pixels": pixels, "captions": captions, "key": key, **extra}
         caption = self.draw_caption(captions, epoch, key, self.training)

@@ -7,9 +7,12 @@
         train_set = CachedLatentDataset(cache, caption_dropout, seed)   # batch with make_batches
 
 Layout of root/<key>/:
-    shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior, and any
-                              extras a stage computes once per sample (e.g. "control_map");
-                              metadata "keys" and "captions" (JSON): the captions index
+    shard-000000.safetensors  tensors "mean", "std" (N, C, h, w) of the posterior, the samples'
+                              "original_size" and "crop_top_left", and any extras a stage
+                              computes once per sample (e.g. "control_map"); metadata "keys"
+                              and "captions" (JSON): the captions index. One latent shape per
+                              shard: aspect-ratio buckets (data.buckets, part of the key) give
+                              a cache of several shapes
     manifest.json             written last: the shards, their byte sizes and sample count
 
 Every file is written to a temporary name and renamed (ldm.files), so a killed build
@@ -34,15 +37,19 @@ from ldm.data.caption_transforms import CaptionDraw
 from ldm.data.config import CaptionSettings
 from ldm.data.errors import DataError
 from ldm.data.batches import collate_samples
+from ldm.data.buckets import BucketPlan, plan_of_sizes
 from ldm.data.indexed import Item, split_item
 from ldm.files import writing_file
 
+# Still 1 although shards now keep the size conditioning: a cache built before serves its latents
+# without it (only SDXL reads it, and no SDXL cache predates it), so no run re-encodes its data.
 CACHE_VERSION = 1
 MANIFEST = "manifest.json"
 HASH_CHUNK = 16 << 20  # bytes of parameters hashed per update
 EncodeFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 ExtrasFn = Callable[[dict], dict[str, torch.Tensor]]  # a caching batch -> more tensors (B, ...) to keep
 POSTERIOR = ("mean", "std")
+SIZE_CONDITIONING = ("original_size", "crop_top_left")  # kept per sample when the data gives them
 
 
 # ----------------------------------------------------------------------------- keys
@@ -92,6 +99,7 @@ class Shard:
     file: str
     keys: list[str]
     captions: list[list[str]]
+    latent_shape: tuple[int, ...] = ()  # (C, h, w): one per shard (aspect-ratio buckets give several per cache)
 
 
 class LatentCache:
@@ -151,6 +159,11 @@ class LatentCache:
     def keys(self) -> list[str]:
         return list(self._load_index())
 
+    def latent_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each sample's latent shape (C, h, w), from the shard headers."""
+        self._load_index()
+        return {key: self._shapes[file] for key, (file, _, _) in self._index.items()}
+
     def __len__(self) -> int:
         return len(self._load_index())
 
@@ -164,10 +177,10 @@ class LatentCache:
         if self._index is None:
             if not self.complete:
                 raise DataError(f"latent cache {self.folder} is not complete: build it with build_latent_cache")
+            shards = [self._read_shard(entry["file"]) for entry in self._manifest()["shards"]]
+            self._shapes = {shard.file: shard.latent_shape for shard in shards}
             self._index = {
-                key: (shard.file, row, captions)
-                for shard in (self._read_shard(entry["file"]) for entry in self._manifest()["shards"])
-                for row, (key, captions) in enumerate(zip(shard.keys, shard.captions))
+                key: (shard.file, row, captions) for shard in shards for row, (key, captions) in enumerate(zip(shard.keys, shard.captions))
             }
         return self._index
 
@@ -186,9 +199,10 @@ class LatentCache:
             metadata = handle.metadata() or {}
             keys, captions = json.loads(metadata["keys"]), json.loads(metadata["captions"])
             rows = {handle.get_slice(name).get_shape()[0] for name in handle.keys()}
+            shape = tuple(handle.get_slice("mean").get_shape()[1:])
         if rows != {len(keys)} or len(captions) != len(keys):
             raise ValueError(f"{file}: {rows} rows for {len(keys)} keys")
-        return Shard(file, keys, captions)
+        return Shard(file, keys, captions, shape)
 
     # ------------------------------------------------------------------ writing
 
@@ -221,7 +235,7 @@ class LatentCache:
         metadata = {"keys": json.dumps(keys), "captions": json.dumps(captions)}
         tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in {"mean": mean, "std": std, **(extras or {})}.items()}
         self._atomic_write(file, lambda path: save_file(tensors, str(path), metadata=metadata))
-        return Shard(file, keys, captions)
+        return Shard(file, keys, captions, tuple(mean.shape[1:]))
 
     def finish(self, shards: list[Shard]) -> None:
         entries = [{"file": s.file, "bytes": (self.folder / s.file).stat().st_size, "samples": len(s.keys)} for s in shards]
@@ -255,7 +269,7 @@ def build_latent_cache(
     shards = cache.resume()
     done = {key for shard in shards for key in shard.keys}
     loader = _caching_loader(dataset, done, batch_size, num_workers)
-    pending: dict[str, list] = {"keys": [], "captions": [], "mean": [], "std": []}
+    pending: dict[tuple, dict[str, list]] = {}  # latent shape -> rows waiting for a shard: a shard holds one shape
     number = 1 + max((int(s.file.removeprefix("shard-").split(".")[0]) for s in shards), default=-1)
     total = _cache_total(dataset)
     with tqdm(total=total, initial=len(done) if total else 0, desc="caching latents", unit="img", disable=not progress) as bar:
@@ -263,18 +277,22 @@ def build_latent_cache(
             if not batch:
                 continue  # every sample of this batch was unreadable
             mean, std = encode_fn(batch["pixels"])  # (B, C, h, w) each
-            pending["keys"] += batch["key"]
-            pending["captions"] += batch["captions"]
-            pending["mean"] += list(mean.detach().cpu())
-            pending["std"] += list(std.detach().cpu())
-            for name, tensor in (extras_fn(batch) if extras_fn else {}).items():
-                pending.setdefault(name, []).extend(tensor.detach().cpu())
-            while len(pending["keys"]) >= cache.shard_size:
-                shards.append(_write_pending(cache, number, pending, cache.shard_size))
+            rows = pending.setdefault(tuple(mean.shape[1:]), {"keys": [], "captions": [], "mean": [], "std": []})
+            rows["keys"] += batch["key"]
+            rows["captions"] += batch["captions"]
+            rows["mean"] += list(mean.detach().cpu())
+            rows["std"] += list(std.detach().cpu())
+            kept = {name: batch[name] for name in SIZE_CONDITIONING if name in batch}
+            for name, tensor in {**kept, **(extras_fn(batch) if extras_fn else {})}.items():
+                rows.setdefault(name, []).extend(tensor.detach().cpu())
+            while len(rows["keys"]) >= cache.shard_size:
+                shards.append(_write_pending(cache, number, rows, cache.shard_size))
                 number += 1
             bar.update(len(batch["key"]))
-    if pending["keys"]:
-        shards.append(_write_pending(cache, number, pending, len(pending["keys"])))
+    for _, rows in sorted(pending.items()):
+        if rows["keys"]:
+            shards.append(_write_pending(cache, number, rows, len(rows["keys"])))
+            number += 1
     if not shards:
         raise DataError(f"nothing to cache: no readable samples ({dataset.stats.summary()})")
     cache.finish(shards)
@@ -298,7 +316,16 @@ def _caching_loader(dataset, done: set[str], batch_size: int, num_workers: int) 
         return DataLoader(view, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
     view = dataset.caching_view()
     todo = [position for position in range(len(view)) if view.key(position) not in done]
-    return DataLoader(view, batch_size=batch_size, sampler=todo, num_workers=num_workers, collate_fn=collate_samples)
+    plan = getattr(dataset, "buckets", None)
+    if plan is None:
+        return DataLoader(view, batch_size=batch_size, sampler=todo, num_workers=num_workers, collate_fn=collate_samples)
+    # Aspect-ratio buckets: a batch of one bucket (the pixels of a batch are stacked).
+    by_bucket: dict[int, list[int]] = {}
+    for position in todo:
+        if plan.of[position] >= 0:
+            by_bucket.setdefault(plan.of[position], []).append(position)
+    batches = [group[i : i + batch_size] for _, group in sorted(by_bucket.items()) for i in range(0, len(group), batch_size)]
+    return DataLoader(view, batch_sampler=batches, num_workers=num_workers, collate_fn=collate_samples)
 
 
 def _cache_total(dataset) -> Optional[int]:
@@ -316,13 +343,21 @@ class CachedLatentDataset(torch.utils.data.Dataset):
     (`captions`, data.captions) and dropout applied here, at read time, so that cached samples
     get a fresh caption every epoch: the same one an image dataset of the same seed gives.
     Latents are the unscaled posterior: sample with mean + std * noise, then multiply by
-    the VAE's scaling factor. Batched like the image datasets (ldm.data.make_batches)."""
+    the VAE's scaling factor. Batched like the image datasets (ldm.data.make_batches); with
+    `bucketed` (latents of aspect-ratio buckets, several shapes) one shape per batch."""
 
-    def __init__(self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0, captions: Optional[CaptionSettings] = None):
+    def __init__(
+        self, cache: LatentCache, caption_dropout: float = 0.1, seed: int = 0, captions: Optional[CaptionSettings] = None, bucketed: bool = False
+    ):
         super().__init__()
         self.cache = cache
         self.sample_keys = sorted(cache.keys())  # sorted: independent of the build order
         self.draw_caption = CaptionDraw(captions or CaptionSettings(), seed, caption_dropout)
+        # Latents of aspect-ratio buckets: batched one latent shape at a time (ldm.data.batches.BucketBatches).
+        self.buckets: Optional[BucketPlan] = None
+        if bucketed:
+            shapes = cache.latent_shapes()
+            self.buckets = plan_of_sizes([(shapes[key][-1], shapes[key][-2]) for key in self.sample_keys])
 
     def __len__(self) -> int:
         return len(self.sample_keys)

@@ -30,7 +30,7 @@ from ldm.data.ordering import SharedEpoch
 from ldm.data.randomness import epoch_rng, mixed_seed, sample_generator, stable_index
 from ldm.data.stats import DataStats
 from ldm.data.stream_position import WorkerStream
-from ldm.data.transforms import ImageTransform
+from ldm.data.transforms import ImageTransform, size_conditioning
 
 REMOTE_PREFIXES = ("pipe:", "http://", "https://", "gs://", "s3://", "ais://", "sftp://", "ftps://", "scp://", "hf://")
 
@@ -52,7 +52,8 @@ def shard_urls(config: DataConfig, world_size: int) -> list[str]:
 
 
 class WebDatasetShards(torch.utils.data.IterableDataset):
-    """Yields {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str} from tar shards.
+    """Yields {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str, "original_size",
+    "crop_top_left"} from tar shards (as IndexedImageDataset's samples).
 
     Unlike the random-access sources, `stats` counts every read (a sample read in two
     epochs counts twice), and ranks may get different numbers of samples if the shards
@@ -177,7 +178,8 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.stats.record(decoded.converted, decoded.skipped)
         if decoded.image is None or decoded.skipped:
             return None
-        pixels = self.transform(decoded.image, generator())  # (3, R, R)
+        pixels, crop_top_left = self.transform.crop_of(decoded.image, generator())  # (3, R, R)
+        extra.update(size_conditioning(decoded, crop_top_left))
         if self._cache_skip is not None:
             return {"pixels": pixels, "captions": captions, "key": key, **extra}
         return {"pixels": pixels, "caption": self.draw_caption(captions, epoch, key), "key": key, **extra}

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ldm.config import ConfigError, from_dict
+from ldm.data.buckets import resolve_buckets
 from ldm.data.shards import REMOTE_PREFIXES
 from ldm.formats.model_folder import (
     COMPONENT_FILE,
@@ -249,6 +250,14 @@ def describe_data(config: TrainConfig) -> str:
     return f"{where}: {'found' if Path(data.path).exists() else 'MISSING'}"
 
 
+def bucket_lines(config: TrainConfig) -> list[str]:
+    """data.buckets' shapes: the memory above is the square's; every bucket has about its pixels."""
+    buckets = resolve_buckets(config.data.buckets, config.data.resolution)
+    if buckets is None:
+        return []
+    return [f"buckets: {buckets.summary()}; memory is estimated for the square {config.data.resolution} px picture, every bucket has about as many pixels"]
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -318,6 +327,7 @@ def dry_run_report(config: TrainConfig, processes: ProcessCount | None = None, s
             f"{' incl. recompute' if passes == 4 else ''}, frozen forward x1)"
         ),
         f"data: {describe_data(config)}",
+        *bucket_lines(config),
         f"output: {train.output_dir} ({'exists' if Path(train.output_dir).exists() else 'would be created'})",
     ]
     lines += [f"note: {note}" for note in plan.notes]

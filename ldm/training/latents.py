@@ -57,4 +57,5 @@ def cached_latents(dataset, vae, directory: Path, config, context, extras: Optio
         torch.distributed.barrier()  # the other processes read what the main one wrote
     # Caption dropout 0: text2img drops captions itself, per step. The cache holds every caption
     # as written; data.captions rearranges the drawn one at read time, anew each epoch.
-    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed, captions=config.data.captions)
+    bucketed = getattr(dataset, "buckets", None) is not None
+    return CachedLatentDataset(cache, caption_dropout=0.0, seed=config.train.seed, captions=config.data.captions, bucketed=bucketed)

@@ -17,6 +17,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from ldm.data import DataStats, build_dataset, make_batches
+from ldm.data.buckets import require_plan
 from ldm.data.indexed import IndexedImageDataset
 from ldm.data.latent_cache import CachedLatentDataset
 from ldm.training.batches import Randomness
@@ -371,6 +372,8 @@ def open_reporter(config: TrainConfig, accelerator, raw_dataset, step: int, resu
                   f"mixed precision {accelerator.mixed_precision}" + (f", resumed at step {step} from {resume}" if resume else ""))
     if isinstance(raw_dataset, IndexedImageDataset):
         reporter.note(f"data: {raw_dataset.split_summary(config.data.validation)}")
+    if getattr(raw_dataset, "buckets", None) is not None:
+        reporter.note(raw_dataset.buckets.histogram_line())
     return reporter
 
 
@@ -384,6 +387,7 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     open_dataset = open_dataset or ldm_datasets(config, rank, world)
     # Data first: a bad data path fails before any model is built.
     raw_dataset = open_dataset("train")
+    require_plan(config.data.buckets, raw_dataset)
     torch.manual_seed(train_section.seed)  # identical initial weights in every process
     context = StageContext(config, accelerator.device, output_dir, open_dataset, rank, world, accelerator.is_main_process)
     stage = build_stage(context)

@@ -16,7 +16,8 @@ from torch import nn
 
 from ldm.training.config import TrainConfig
 
-# open_dataset(split) -> a dataset yielding {"pixels", "caption", "key"} (ldm.data's contract)
+# open_dataset(split) -> a dataset yielding {"pixels", "caption", "key", "original_size", "crop_top_left"}
+# (ldm.data's contract; datasets of other origins may leave out the last two)
 OpenDataset = Callable[[str], object]
 
 

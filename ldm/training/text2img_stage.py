@@ -13,6 +13,7 @@ from torch import nn
 
 from ldm.builtin_models import resolve_model
 from ldm.config import ConfigError
+from ldm.data.buckets import check_step
 from ldm.formats.model_folder import ModelError, load_component, load_model, read_model_config, save_model
 from ldm.models.components import Components, build_components
 from ldm.diffusion.conditioning import Conditioning
@@ -176,6 +177,7 @@ class Text2ImgStage(Stage):
         config = self.config
         self.components = self.load_components()
         components = self.components
+        check_step(config.data.buckets, config.data.resolution, 2 ** (len(components.vae.config.block_out_channels) - 1))
         components.to(device=context.device)
         for part in (components.vae, *components.text_encoders):
             part.eval().requires_grad_(False)

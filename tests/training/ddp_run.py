@@ -2,8 +2,10 @@
 tiny images read by ldm.data, as ldm-train reads them: from a folder, or from webdataset shards
 (IMAGES a brace pattern of .tar files: a shuffle buffer of 3).
 usage: ddp_run.py OUTPUT_DIR PER_PROCESS_BATCH STEPS IMAGES BACKBONE [SAVE_EVERY [RESUME_CHECKPOINT]]
-(SAVE_EVERY 0 or left out: every 2 steps from shards, else only at the end)"""
+(SAVE_EVERY 0 or left out: every 2 steps from shards, else only at the end)
+DDP_RUN_BUCKETS=1 in the environment: data.buckets on (test_bucket_training.py)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ save_every = int(sys.argv[6]) if len(sys.argv) > 6 and int(sys.argv[6]) > 0 else
 resume = Path(sys.argv[7]) if len(sys.argv) > 7 else None
 config = tiny_train_config("text2img", output_dir, backbone, max_steps=steps, batch_size=batch, save_every=save_every, ema_decay=0.9)
 config.data.path = images
+config.data.buckets = os.environ.get("DDP_RUN_BUCKETS") == "1"
 if shards:
     config.data.source, config.data.shuffle_buffer = "webdataset", 3
 train(config, resume=resume)

@@ -117,6 +117,7 @@ def test_an_unreadable_mask_is_one_line(tmp_path):
     ("inpaint", {}, "data.masked_loss is for stages text2img and lora, not inpaint"),
     ("text2img", {"crop": "random"}, "needs data.crop: center and data.random_flip: false"),
     ("text2img", {"source": "webdataset"}, "with data.source webdataset needs data.mask_dir"),
+    ("text2img", {"buckets": True}, "crops masks to the square data.resolution, not to aspect-ratio buckets"),
 ])  # fmt: skip
 def test_bad_masked_loss_settings_are_config_errors(tmp_path, stage, data, message):
     with pytest.raises(ConfigError, match=message):

@@ -23,13 +23,13 @@ HERE = Path(__file__).parent
 REPO = HERE.parents[1]
 
 
-def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None):
+def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None, buckets=False):
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
                str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *(["0", str(resume)] if resume else [])]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "DDP_RUN_BUCKETS": str(int(buckets))}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -110,9 +110,6 @@ def test_a_folder_missing_a_text_encoder_is_one_line(sd3_folders, tmp_path, miss
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda pipe, photo: pipe.img2img("a cat", photo, 0.5, steps=2, progress=False), "img2img with an MMDiT is not yet supported"),
-    (lambda pipe, photo: pipe.inpaint("a cat", photo, photo.convert("L"), steps=2, progress=False), "inpaint with an MMDiT"),
-    (lambda pipe, photo: pipe.generate("a cat", steps=2, hires_scale=2, progress=False), "the hires fix with an MMDiT"),
     (lambda pipe, photo: pipe.generate("a cat BREAK a dog", steps=2, progress=False), "one chunk of 75 tokens"),
     (lambda pipe, photo: pipe.generate("a cat", steps=2, sampler="euler", progress=False), "does not apply to a flow-matching model"),
 ])  # fmt: skip

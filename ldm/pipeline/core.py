@@ -40,7 +40,7 @@ from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
 from ldm.pipeline.refiner import refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import BatchContext, Plan, Start, Task, refuse_picture_modes
+from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
@@ -322,7 +322,6 @@ class Pipeline:
     ) -> GenerationResult:
         """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
         check_settings(settings, task.mode, limits)
-        refuse_picture_modes(self, task.mode, settings)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:

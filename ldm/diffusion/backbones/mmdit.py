@@ -26,7 +26,6 @@ class MMDiT(Backbone):
     diffusers_folder = "transformer"
     config_section = NoConfigSection
     configurable = False
-    draws_from_pictures = False  # not yet matched against diffusers' SD3 img2img and inpainting pipelines
 
     @staticmethod
     def build(section, text_width: int) -> nn.Module:

@@ -114,3 +114,16 @@ def test_a_flow_sampler_cuts_a_schedule_as_diffusers_flow_pipelines(sampler, kep
     for steps in range(2, 60):
         for run in range(1, steps):
             assert chosen.kept_steps(steps, chosen.strength_keeping(run, steps)) == run
+
+
+def test_an_sd3_single_file_is_refused_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm.models.weights import ModelError
+
+    path = tmp_path / "sd3_medium.safetensors"
+    save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(6, 2),
+               "first_stage_model.decoder.conv_in.weight": torch.zeros(1), "text_encoders.clip_l.x": torch.zeros(1)}, str(path))  # fmt: skip
+    with pytest.raises(ModelError, match=r"is an SD3 checkpoint \(an MMDiT: .*\); SD3 is read from its diffusers folder, not yet from a single file") as error:
+        Pipeline.load(path)
+    assert "\n" not in str(error.value)

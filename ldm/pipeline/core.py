@@ -256,7 +256,8 @@ class Pipeline:
         """`n` images of `prompt` that start from `image`, resized to `width` x `height` (by
         default its own size rounded to multiples of 8). The image is encoded, noised to the
         timestep `strength` selects (default 0.75) and denoised from there: the last
-        int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
+        int(steps * strength) steps run (a flow model's sampler runs steps - int(steps - steps *
+        strength), as diffusers' SD3 pipelines: Sampler.kept_steps). strength 1 ignores the image (the same as `generate`
         with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
         settings = self.request(prompt, with_strength(options, strength))
         return self.run(Img2Img(image), settings, callback=callback, progress=progress, limits=limits)

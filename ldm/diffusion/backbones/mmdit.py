@@ -26,6 +26,7 @@ class MMDiT(Backbone):
     diffusers_folder = "transformer"
     config_section = NoConfigSection
     configurable = False
+    supports_lora = True  # diffusers' layout (transformer.*): ldm.lora
 
     @staticmethod
     def build(section, text_width: int) -> nn.Module:

@@ -127,3 +127,22 @@ def test_an_sd3_single_file_is_refused_in_one_line(tmp_path):
     with pytest.raises(ModelError, match=r"is an SD3 checkpoint \(an MMDiT: .*\); SD3 is read from its diffusers folder, not yet from a single file") as error:
         Pipeline.load(path)
     assert "\n" not in str(error.value)
+
+
+def test_the_command_line_draws_an_sd3_folder_from_pictures(sd3_folders, tmp_path):
+    """ldm-generate --init-image and --hires-scale (through pictures: the VAE's shift both ways),
+    ldm-inpaint with an outpainting pad: each writes its picture."""
+    from PIL import Image
+
+    from ldm.cli.generate import main as generate_main
+    from ldm.cli.inpaint import main as inpaint_main
+
+    folder, photo, mask = str(sd3_folders["plain"]), tmp_path / "photo.png", tmp_path / "mask.png"
+    picture(32, 32).save(photo)
+    edge_mask(32, 32).save(mask)
+    common = ["--model", folder, "--steps", "2", "--quiet"]
+    assert generate_main(["a lake", "--init-image", str(photo), "--strength", "0.5", "--out", str(tmp_path / "a.png"), *common]) == 0
+    assert generate_main(["a lake", "--width", "32", "--height", "32", "--hires-scale", "1.5", "--hires-upscaler", "Lanczos",
+                          "--out", str(tmp_path / "b.png"), *common]) == 0  # fmt: skip
+    assert inpaint_main(["a cat", "--image", str(photo), "--mask", str(mask), "--pad", "0,0,16,0", "--out", str(tmp_path / "c.png"), *common]) == 0
+    assert [Image.open(tmp_path / name).size for name in ("a.png", "b.png", "c.png")] == [(32, 32), (48, 48), (48, 32)]

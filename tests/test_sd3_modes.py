@@ -146,3 +146,14 @@ def test_the_command_line_draws_an_sd3_folder_from_pictures(sd3_folders, tmp_pat
                           "--out", str(tmp_path / "b.png"), *common]) == 0  # fmt: skip
     assert inpaint_main(["a cat", "--image", str(photo), "--mask", str(mask), "--pad", "0,0,16,0", "--out", str(tmp_path / "c.png"), *common]) == 0
     assert [Image.open(tmp_path / name).size for name in ("a.png", "b.png", "c.png")] == [(32, 32), (48, 48), (48, 32)]
+
+
+@pytest.mark.parametrize("target", ["out", "out.safetensors"])
+def test_converting_an_sd3_folder_is_refused_in_one_line(sd3_folders, tmp_path, capsys, target):
+    from ldm.cli import convert
+
+    with pytest.raises(SystemExit) as exit:
+        convert.main([str(sd3_folders["plain"]), str(tmp_path / target)])
+    assert exit.value.code == 2 and not (tmp_path / target).exists()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ldm-convert")]
+    assert len(lines) == 1 and lines[0].endswith("holds a U-Net; this model's denoiser is an MMDiT")

@@ -172,7 +172,7 @@ def require_unet(components: Components, what: str) -> None:
     """Stable Diffusion's layouts have a U-Net; another denoiser has no place in them."""
     backbone = backbone_of(components.denoiser)
     if not isinstance(backbone, UNet):
-        raise ModelError(f"{what} holds a U-Net; this model's denoiser is a {backbone.kind}")
+        raise ModelError(f"{what} holds a U-Net; this model's denoiser is {backbone.described}")
 
 
 def original_state(components: Components) -> dict[str, torch.Tensor]:

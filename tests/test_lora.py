@@ -101,5 +101,5 @@ def backbone() -> str:
 
 def test_a_dit_model_refuses_loras_in_one_line(tiny_unet_components, tmp_path):
     path = write_lora(random_lora(tiny_unet_components), tmp_path / "style.safetensors", "kohya")
-    with pytest.raises(LoraError, match="LoRAs apply to U-Net models; this model's denoiser is a DiT"):
+    with pytest.raises(LoraError, match="LoRAs apply to U-Net and MMDiT models; this model's denoiser is a DiT"):
         apply_loras(build_tiny(denoiser="dit"), [(path, 1.0)])

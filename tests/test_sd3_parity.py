@@ -110,9 +110,6 @@ def test_a_folder_missing_a_text_encoder_is_one_line(sd3_folders, tmp_path, miss
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda pipe, photo: pipe.img2img("a cat", photo, 0.5, steps=2, progress=False), "img2img with an MMDiT is not yet supported"),
-    (lambda pipe, photo: pipe.inpaint("a cat", photo, photo.convert("L"), steps=2, progress=False), "inpaint with an MMDiT"),
-    (lambda pipe, photo: pipe.generate("a cat", steps=2, hires_scale=2, progress=False), "the hires fix with an MMDiT"),
     (lambda pipe, photo: pipe.generate("a cat BREAK a dog", steps=2, progress=False), "one chunk of 75 tokens"),
     (lambda pipe, photo: pipe.generate("a cat", steps=2, sampler="euler", progress=False), "does not apply to a flow-matching model"),
 ])  # fmt: skip
@@ -127,7 +124,7 @@ def test_what_sd3_does_not_do_yet_is_refused_in_one_line(sd3_folders, call, mess
     assert "\n" not in str(error.value)
 
 
-def test_a_lora_on_an_sd3_model_is_refused_in_one_line(sd3_folders, tmp_path):
+def test_a_u_net_lora_on_an_sd3_model_is_refused_in_one_line(sd3_folders, tmp_path):
     import torch
     from safetensors.torch import save_file
 
@@ -135,7 +132,7 @@ def test_a_lora_on_an_sd3_model_is_refused_in_one_line(sd3_folders, tmp_path):
 
     lora = tmp_path / "style.safetensors"
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 4), "lora_unet_x.lora_up.weight": torch.zeros(4, 1)}, str(lora))
-    with pytest.raises(LdmError, match="LoRAs apply to U-Net models"):
+    with pytest.raises(LdmError, match="this LoRA is for a U-Net model; this model is SD3"):
         Pipeline.load(sd3_folders[3.0]).generate("a cat <lora:style:1>", lora_dir=str(tmp_path), steps=2, progress=False)
 
 

@@ -149,11 +149,11 @@ class Sampler:
 
     def set_timesteps(self, steps: int, device=None, strength: float = 1.0):
         """The timesteps to run: the whole `steps`-step schedule, or for strength < 1 only
-        its last int(steps * strength) steps, as diffusers' img2img and inpaint pipelines
-        cut it (so results match theirs for every sampler). May be empty (strength ~0)."""
+        its last `kept_steps(steps, strength)` steps, as diffusers' img2img and inpaint
+        pipelines cut it (so results match theirs for every sampler). May be empty (strength ~0)."""
         scheduler = self.scheduler
         scheduler.set_timesteps(steps, device=device)
-        kept = min(int(steps * strength), steps)
+        kept = self.kept_steps(steps, strength)
         # Heun (order 2) lists its timesteps but the first twice; diffusers cuts at
         # (steps - kept) * order, and so do we, for parity.
         start = (steps - kept) * scheduler.order
@@ -161,6 +161,18 @@ class Sampler:
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(start)
         return scheduler.timesteps[start:]
+
+    @staticmethod
+    def kept_steps(steps: int, strength: float) -> int:
+        """How many of `steps` run at `strength`: int(steps * strength), as diffusers' SD 1/2
+        and SDXL img2img and inpaint pipelines count them."""
+        return min(int(steps * strength), steps)
+
+    @staticmethod
+    def strength_keeping(kept: int, steps: int) -> float:
+        """The strength at which `kept_steps(steps, strength)` is exactly `kept` (0 < kept < steps),
+        half a step clear of the float rounding of either side."""
+        return (kept + 0.5) / steps
 
     def switch_timestep(self, switch: float) -> int:
         """The training timestep where a refiner takes over at `switch` (a share of the way
@@ -192,6 +204,17 @@ class FlowSampler(Sampler):
 
     def start(self, noise: torch.Tensor) -> torch.Tensor:
         return noise
+
+    @staticmethod
+    def kept_steps(steps: int, strength: float) -> int:
+        """How many of `steps` run at `strength`: the steps less int(steps - steps * strength),
+        as diffusers' SD3 (and other flow) img2img and inpaint pipelines count them (one more
+        than int(steps * strength) where that is not whole)."""
+        return steps - int(max(steps - steps * strength, 0))
+
+    @staticmethod
+    def strength_keeping(kept: int, steps: int) -> float:
+        return (kept - 0.5) / steps
 
     def model_input(self, latents: torch.Tensor, timestep) -> torch.Tensor:
         return latents

@@ -45,6 +45,7 @@ CONFIG_METADATA = "ldm_model"  # our resolved model config (JSON) in the file's 
 HF_CLIP_PREFIX = "cond_stage_model.transformer."
 # Kept by some open_clip checkpoints, not part of the text tower we build.
 OPEN_CLIP_EXTRAS = ("attn_mask", "logit_scale")
+SD3_MMDIT_PREFIX = "model.diffusion_model.joint_blocks."  # Stability's SD3 files: the MMDiT's original names
 
 
 # ----------------------------------------------------------------------------- loading
@@ -79,8 +80,10 @@ def load_single_file(path: str | Path) -> Components:
 
 
 def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
-    """sd1, sd2 or sdxl, as the keys say; ModelError in one line for an SDXL refiner and for
-    keys that fit no family."""
+    """sd1, sd2 or sdxl, as the keys say; ModelError in one line for an SDXL refiner, an SD3
+    checkpoint and keys that fit no family."""
+    if any(k.startswith(SD3_MMDIT_PREFIX) for k in state):
+        raise ModelError(f"{path} is an SD3 checkpoint (an MMDiT: {SD3_MMDIT_PREFIX}*); SD3 is read from its diffusers folder, not yet from a single file")
     if is_sdxl_refiner_state(state):
         raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); a refiner is read from its diffusers folder (--refiner DIR), not yet from a single file")
     has_parts = any(k.startswith(UNET_PREFIX) for k in state) and any(k.startswith(VAE_PREFIX) for k in state)
@@ -169,7 +172,7 @@ def require_unet(components: Components, what: str) -> None:
     """Stable Diffusion's layouts have a U-Net; another denoiser has no place in them."""
     backbone = backbone_of(components.denoiser)
     if not isinstance(backbone, UNet):
-        raise ModelError(f"{what} holds a U-Net; this model's denoiser is a {backbone.kind}")
+        raise ModelError(f"{what} holds a U-Net; this model's denoiser is {backbone.described}")
 
 
 def original_state(components: Components) -> dict[str, torch.Tensor]:

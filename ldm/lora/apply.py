@@ -5,7 +5,8 @@ ldm.lora.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
                                     .lora_up.weight, .alpha      (lora_te_... for the text encoder;
                                     SDXL: lora_te1_, lora_te2_, and the U-Net's original block names)
-  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (text_encoder.<...>,
+  diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (transformer.<...>
+                                    for an MMDiT (SD3); text_encoder.<...>,
                                     text_encoder_2.<...>); alpha from the header's adapter metadata
                                     (ldm.lora.metadata)
 How names become modules: ldm.lora.module_names; a file for another family: ldm.lora.families.
@@ -32,7 +33,7 @@ from ldm.lora.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_tok
 from ldm.models.components import Components
 
 KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
-PEFT_PARTS = {"unet.": "denoiser", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
+PEFT_PARTS = {"unet.": "denoiser", "transformer.": "denoiser", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
 
 
 class LoraError(ModelError):
@@ -71,7 +72,7 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     path = Path(path)
     backbone = backbone_of(components.denoiser)
     if not backbone.supports_lora:
-        raise LoraError(f"{path}: LoRAs apply to U-Net models; this model's denoiser is {backbone.described}")
+        raise LoraError(f"{path}: LoRAs apply to U-Net and MMDiT models; this model's denoiser is {backbone.described}")
     state = read_safetensors(path)
     _check_finite(state, path)
     metadata = read_metadata(path)
@@ -88,7 +89,7 @@ def read_lora(path: str | Path, components: Components) -> Lora:
         except AdapterMetadataError as error:
             raise LoraError(f"{path}: {error}") from None
     if not deltas and not tokens:
-        raise LoraError(f"{path} holds no LoRA weights (no lora_unet_*/lora_te_* or unet.*.lora_A keys)")
+        raise LoraError(f"{path} holds no LoRA weights (no lora_unet_*/lora_te_* or unet.*/transformer.*.lora_A keys)")
     for item in deltas:
         _check_fits(item, components, path)
     return Lora(name=path.stem, path=path, deltas=deltas, metadata=metadata, tokens=tokens)
@@ -145,7 +146,7 @@ def _peft_deltas(state, configs: dict[str, dict], components, path) -> list[Lora
         stem = key.removesuffix(".lora_A.weight")
         prefix = next((p for p in PEFT_PARTS if stem.startswith(p)), None)
         if prefix is None:
-            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected unet.*, text_encoder.* or text_encoder_2.*)")
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected unet.*, transformer.*, text_encoder.* or text_encoder_2.*)")
         part = PEFT_PARTS[prefix]
         name = peft_module(components, part, stem[len(prefix) :])
         if name is None:

@@ -40,7 +40,7 @@ from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
 from ldm.pipeline.refiner import refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import BatchContext, Plan, Start, Task, refuse_picture_modes
+from ldm.pipeline.task import BatchContext, Plan, Start, Task
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
@@ -256,7 +256,8 @@ class Pipeline:
         """`n` images of `prompt` that start from `image`, resized to `width` x `height` (by
         default its own size rounded to multiples of 8). The image is encoded, noised to the
         timestep `strength` selects (default 0.75) and denoised from there: the last
-        int(steps * strength) steps run. strength 1 ignores the image (the same as `generate`
+        int(steps * strength) steps run (a flow model's sampler runs steps - int(steps - steps *
+        strength), as diffusers' SD3 pipelines: Sampler.kept_steps). strength 1 ignores the image (the same as `generate`
         with the same seed); a strength that leaves no step (0) returns the image's VAE round trip."""
         settings = self.request(prompt, with_strength(options, strength))
         return self.run(Img2Img(image), settings, callback=callback, progress=progress, limits=limits)
@@ -322,7 +323,6 @@ class Pipeline:
     ) -> GenerationResult:
         """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
         check_settings(settings, task.mode, limits)
-        refuse_picture_modes(self, task.mode, settings)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:

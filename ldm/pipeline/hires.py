@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 
+from ldm.diffusion.samplers import make_sampler
 from ldm.diffusion.sampling import StepInfo
 from ldm.hires import HiresSize, hires_size
 from ldm.pipeline.task import BatchContext, Plan, Start, refuse_inpainting_model, size_conditions
@@ -45,6 +46,8 @@ class HiresFix:
         hires = settings.hires_pass()
         upscale = upscaler_for(hires.upscaler)
         schedule, share = hires.schedule()
+        if 0 < share < 1:  # exactly the hires steps, however the model's sampler cuts a schedule
+            share = make_sampler(settings.sampler, pipe.components.scheduler_config).strength_keeping(hires.steps, schedule)
         if schedule > limits.max_steps:
             raise GenerationError(
                 f"the hires pass's {hires.steps} steps at strength {hires.strength:g} take a schedule of {schedule} steps, "

@@ -98,17 +98,6 @@ def refuse_inpainting_model(pipe: "Pipeline") -> None:
         raise GenerationError("this model is an inpainting model (its denoiser takes a mask): use inpaint")
 
 
-def refuse_picture_modes(pipe: "Pipeline", mode: str, settings: Settings) -> None:
-    """Text to image only for a denoiser whose drawing from pictures is not yet supported (an MMDiT)."""
-    backbone = backbone_of(pipe.components.denoiser)
-    if backbone.draws_from_pictures:
-        return
-    if mode != "txt2img":
-        raise GenerationError(f"{mode} with {backbone.described} is not yet supported: text to image only")
-    if settings.hires_fix:
-        raise GenerationError(f"the hires fix with {backbone.described} is not yet supported: text to image only")
-
-
 def size_conditions(pipe: "Pipeline", size: tuple[int, int], n: int) -> dict[str, torch.Tensor]:
     """SDXL's micro-conditioning for `n` images drawn at `size` (width, height), as
     `Start.vectors`: time_ids (n, 6) = (original height, width, crop top, left, target height,

@@ -56,7 +56,8 @@ def text_encoder_naming(encoder) -> dict:
 def require_lora_backbone(denoiser: nn.Module) -> None:
     """A LoRA is trained only where ldm-generate --lora can apply the file it makes."""
     backbone = backbone_of(denoiser)
-    if not backbone.supports_lora:
+    # MMDiTs take LoRA files (diffusers' transformer.* layout) but the stage writes U-Net files only.
+    if not backbone.supports_lora or backbone.kind != "unet":
         raise ConfigError(f"stage lora trains LoRAs for U-Net models; this model's denoiser is {backbone.described}")
 
 

@@ -110,7 +110,7 @@ def test_bad_loras_are_one_line_exit_2_and_no_file(model, tiny_unet_components, 
         (["--lora", tmp_path / "nowhere.safetensors"], "not found"),
         (["--lora", f"{wide}:nan"], "must be a finite number"),
         (["<lora:wide:1>", "--lora-dir", tmp_path / "empty"], "LoRA 'wide' not found in"),
-        (["--lora", wide, "--model", dit], "LoRAs apply to U-Net models; this model's denoiser is a DiT"),
+        (["--lora", wide, "--model", dit], "LoRAs apply to U-Net and MMDiT models; this model's denoiser is a DiT"),
     ]
     for i, (args, message) in enumerate(cases):  # the first through the real command, after its torch import
         model_args = [] if "--model" in args else ["--model", model]

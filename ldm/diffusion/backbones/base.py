@@ -31,7 +31,6 @@ class Backbone:
     supports_controlnet: ClassVar[bool] = False
     supports_lora: ClassVar[bool] = False
     takes_guidance_embedding: ClassVar[bool] = False  # can be guidance-distilled (an LCM student)
-    draws_from_pictures: ClassVar[bool] = True  # img2img, inpainting and the hires fix's second pass
 
     def __init__(self, module: nn.Module, steering: Optional[Steering] = None):
         self.module = module  # what is called: the compiled wrapper when there is one

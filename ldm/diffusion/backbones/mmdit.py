@@ -22,7 +22,7 @@ class MMDiT(Backbone):
     diffusers_class = "SD3Transformer2DModel"
     diffusers_folder = "transformer"
     config_section = MMDiTConfig
-    draws_from_pictures = False  # not yet matched against diffusers' SD3 img2img and inpainting pipelines
+    supports_lora = True  # diffusers' layout (transformer.*): ldm.lora
 
     @staticmethod
     def build(section: MMDiTConfig, text_width: int) -> nn.Module:

@@ -263,14 +263,14 @@ class Settings:
         help="an SDXL refiner's diffusers folder that draws the last part of the steps (after --refiner-switch), "
         "as AUTOMATIC1111's refiner",
         flag="--refiner", label="Refiner", metavar="DIR", show=lambda path: Path(path).name,
-        modes=TXT2IMG,
+        modes=DRAWING_MODES,
     )  # fmt: skip
     refiner_switch: Optional[float] = option(
         None,
         help="with --refiner: the share of the way from noise to picture where the refiner takes over, "
         f"between 0 and 1 (default {DEFAULT_REFINER_SWITCH:g}; AUTOMATIC1111's \"Refiner switch at\")",
         flag="--refiner-switch", label="Refiner switch at", metavar="S", parse=float,
-        show=show_float, modes=TXT2IMG,
+        show=show_float, modes=DRAWING_MODES,
     )  # fmt: skip
     mask_blur: float = option(
         4.0,
@@ -583,8 +583,8 @@ def check_refiner_settings(settings: Settings, mode: str) -> None:
         if settings.refiner_switch is not None:
             raise GenerationError("a refiner switch needs a refiner (--refiner DIR)")
         return
-    if mode != "txt2img" or settings.hires_fix:
-        raise GenerationError("a refiner works on text to image without the hires fix (not yet with an input picture or --hires-*)")
+    if mode not in DRAWING_MODES:
+        raise GenerationError(f"a refiner draws the last steps of text to image, img2img or inpaint, not of {mode}")
     if not 0.0 < settings.refiner_switch_at < 1.0:  # NaN fails this too
         raise GenerationError(f"the refiner switch must be between 0 and 1 (both excluded), got {settings.refiner_switch_at:g}")
 

@@ -38,7 +38,7 @@ from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
-from ldm.pipeline.refiner import refiner_for, sample_with_refiner
+from ldm.pipeline.refiner import check_base_reaches_switch, refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
 from ldm.pipeline.task import BatchContext, Plan, Start, Task, refuse_picture_modes
 from ldm.pipeline.tiling import tile_pixels, tiled
@@ -327,6 +327,7 @@ class Pipeline:
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:
             refiner_for(self, settings)  # loaded (or refused) before any image is drawn
+            check_base_reaches_switch(self, plan.settings, plan)
         if plan.unchanged is None and plan.strength > 0:  # a step will run
             check_step_time(self, plan.size, self.two_passes(plan.settings.cfg), limits)
         if plan.unchanged is not None:
@@ -452,7 +453,7 @@ class Pipeline:
         if settings.refiner is None:
             latents = self.sample_batch(context, start, plan.size, generators, plan.strength, plan.steps)
         else:
-            latents = sample_with_refiner(self, batch, context, start, plan.size, generators)
+            latents = sample_with_refiner(self, batch, context, start, plan, generators)
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)
         if not torch.isfinite(decoded).all():

@@ -37,6 +37,7 @@ class Start:
     read_input: bool = False  # whether an input picture was read (timed as "encode")
     callback: Optional[Callable[[StepInfo], None]] = None  # the run's step callback when not the batch's (a pass of several)
     vectors: dict[str, torch.Tensor] = field(default_factory=dict)  # named image-side inputs, each (B, ...): an upscaler's "noise_level"
+    repaint_mask: Optional[torch.Tensor] = None  # (1, 1, h, w) 1 = repaint (inpainting): what a refiner keeps outside
 
     def conditioned(self, cond: Conditioning) -> Conditioning:
         """`cond` (the text side's) with this start's image-side conditions; the unconditional

@@ -270,7 +270,7 @@ class Settings:
         help="with --refiner: the share of the way from noise to picture where the refiner takes over, "
         f"between 0 and 1 (default {DEFAULT_REFINER_SWITCH:g}; AUTOMATIC1111's \"Refiner switch at\")",
         flag="--refiner-switch", label="Refiner switch at", metavar="S", parse=float,
-        show=show_float, modes=DRAWING_MODES,
+        show=show_float, modes=DRAWING_MODES, api="refiner_switch_at",
     )  # fmt: skip
     mask_blur: float = option(
         4.0,

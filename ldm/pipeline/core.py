@@ -40,7 +40,7 @@ from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
 from ldm.pipeline.refiner import check_base_reaches_switch, refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import BatchContext, Plan, Start, Task, refuse_picture_modes
+from ldm.pipeline.task import BatchContext, Plan, Start, Task, micro_conditioned, refuse_micro_conditioning, refuse_picture_modes
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
@@ -323,6 +323,7 @@ class Pipeline:
         """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
         check_settings(settings, task.mode, limits)
         refuse_picture_modes(self, task.mode, settings)
+        refuse_micro_conditioning(self, settings)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:
@@ -429,6 +430,7 @@ class Pipeline:
         if start.read_input:
             batch.clock.lap("encode")
         controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
+        start = micro_conditioned(start, settings)
         request = SampleRequest(
             ConditioningSchedule.of(batch.cond).map(start.conditioned), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
             settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,

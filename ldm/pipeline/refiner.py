@@ -53,11 +53,13 @@ def refiner_for(pipe: "Pipeline", settings: Settings) -> "Pipeline":
         raise GenerationError(str(error)) from None
 
 
-def aesthetic_ids(refiner: "Pipeline", size: tuple[int, int], score: float, n: int) -> torch.Tensor:
-    """time_ids (n, 5): original height, width (the drawn size, A1111's default), crop top, left (0, 0), `score`."""
+def aesthetic_ids(refiner: "Pipeline", size: tuple[int, int], score: float, n: int, settings: Settings) -> torch.Tensor:
+    """time_ids (n, 5): original height, width (the drawn size, A1111's default), crop top, left
+    (0, 0), as `settings` may override them, and `score`."""
     width, height = size
     components = refiner.components
-    ids = torch.tensor([height, width, 0, 0, score], dtype=components.dtype, device=components.device)
+    original, crop = settings.original_size or (height, width), settings.crop_top_left or (0, 0)
+    ids = torch.tensor([*original, *crop, score], dtype=components.dtype, device=components.device)
     return ids.expand(n, -1)
 
 
@@ -91,9 +93,9 @@ def sample_with_refiner(
     context.clock.lap("sampling")
     cond, uncond = refiner.prompt_contexts(batch, context.notes)
     n = len(generators)
-    cond = cond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, AESTHETIC_SCORE, n)))
+    cond = cond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, AESTHETIC_SCORE, n, settings)))
     if uncond is not None:
-        uncond = uncond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, NEGATIVE_AESTHETIC_SCORE, n)))
+        uncond = uncond.map(lambda c: c.with_vector("time_ids", aesthetic_ids(refiner, size, NEGATIVE_AESTHETIC_SCORE, n, settings)))
     noise, known_region = latents, None
     if start.repaint_mask is not None:
         noise = refiner.noise(generators, *size)  # (B, C, h, w) what the kept region is noised with

@@ -77,8 +77,11 @@ def test_hires_fix_second_pass_is_refined(folders):
     pipe = Pipeline.load(base)
     options = dict(seed=5, steps=STEPS, width=32, height=32, hires_scale=1.5, hires_strength=0.7, progress=False)
     alone = pipe.generate(PROMPT, **options).images[0]
-    refined = pipe.generate(PROMPT, refiner=str(refiner), **options)
+    seen = []
+    refined = pipe.generate(PROMPT, refiner=str(refiner), callback=seen.append, **options)
     assert refined.images[0].size == alone.size == (48, 48)
+    # One count over both passes and both models: every step once, the last one the total.
+    assert [info.step for info in seen] == list(range(len(seen))) and seen[-1].total == len(seen)
     assert refined.images[0].tobytes() != alone.tobytes()
     assert "Refiner switch at: 0.8" in refined.parameters[0].to_text()
 

@@ -87,7 +87,8 @@ def sample_with_refiner(
     refiner = refiner_for(pipe, settings)
     switch, steps, size = settings.refiner_switch_at, plan.steps or settings.steps, plan.size
     refiner_steps = round(steps * (1 - switch))
-    first_callback, second_callback = counted_callbacks(context.callback, max(int(steps * plan.strength) - refiner_steps, 1), refiner_steps)
+    callback = start.callback or context.callback  # the hires fix's second pass counts the first's steps too
+    first_callback, second_callback = counted_callbacks(callback, max(int(steps * plan.strength) - refiner_steps, 1), refiner_steps)
     start = dataclasses.replace(start, callback=first_callback)
     latents = pipe.sample_batch(context, start, size, generators, plan.strength, plan.steps, switch_end=switch)
     context.clock.lap("sampling")
@@ -101,7 +102,7 @@ def sample_with_refiner(
         noise = refiner.noise(generators, *size)  # (B, C, h, w) what the kept region is noised with
         known_region = KnownRegion(latents, start.repaint_mask)
     request = SampleRequest(
-        cond, uncond, noise, steps, settings.cfg, settings.sampler, generators, second_callback or context.callback,
+        cond, uncond, noise, steps, settings.cfg, settings.sampler, generators, second_callback or callback,
         context.progress, init_latents=latents, known_region=known_region, switch_start=switch,
     )  # fmt: skip
     return refiner.sample(request)

@@ -4,7 +4,7 @@ denoising_start on those latents, on the tiny random folders of test_sdxl_refine
 
 import pytest
 from reference import LastLatents
-from test_sdxl_inpaint import edge_mask, picture
+from test_sdxl_inpaint import edge_mask, picture, write_tiny_sdxl_inpainting_folder
 from sdxl_folder import write_tiny_refiner_folder, write_tiny_sdxl_folder
 from test_sdxl_refiner import STEPS, diffusers_pipeline
 
@@ -50,11 +50,15 @@ def test_img2img_hand_off_matches_diffusers(folders, sampler, strength, switch, 
     assert (last.latents - theirs).abs().max().item() < 1e-4
 
 
-@pytest.mark.parametrize(("sampler", "strength", "switch"), [("ddim", 0.8, 0.6), ("euler-a", 1.0, 0.7)])
-def test_inpaint_hand_off_matches_diffusers(folders, sampler, strength, switch):
+@pytest.mark.parametrize(("channels", "sampler", "strength", "switch"), [(4, "ddim", 0.8, 0.6), (4, "euler-a", 1.0, 0.7), (9, "euler", 1.0, 0.8)])
+def test_inpaint_hand_off_matches_diffusers(folders, tmp_path, channels, sampler, strength, switch):
+    """A 4-channel base keeps the known region itself; a 9-channel inpainting base reads the
+    mask, and the (4-channel) refiner keeps the region outside it either way."""
     from diffusers import StableDiffusionXLInpaintPipeline
 
     base, refiner = folders
+    if channels == 9:
+        base = write_tiny_sdxl_inpainting_folder(tmp_path)
     pipe, last = Pipeline.load(base), LastLatents()
     photo, mask = picture(48, 32), edge_mask(48, 32)
     pipe.inpaint(PROMPT, photo, mask, strength, negative="dark", n=2, mask_blur=0, steps=STEPS, cfg=4.0, sampler=sampler, seed=3,

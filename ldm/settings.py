@@ -56,6 +56,8 @@ DEFAULT_REFINER_SWITCH = 0.8  # AUTOMATIC1111's
 
 
 Pad = tuple[int, int, int, int]  # left, top, right, bottom, in pixels
+SizeHW = tuple[int, int]  # (height, width) or (top, left) in pixels, in diffusers' order
+MICRO_CONDITIONING = ("original_size", "crop_top_left", "target_size")  # SDXL's time ids, in their order
 
 
 class GenerationError(LdmError, ValueError):
@@ -96,6 +98,33 @@ def parse_pad(text: str) -> Pad:
     if len(values) != 4:
         raise ValueError(f"must be LEFT,TOP,RIGHT,BOTTOM (or one number) in pixels, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def parse_pair(text: str, shape: str, least: int = 1) -> SizeHW:
+    """'A,B': two whole numbers of pixels, each at least `least`."""
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or min(values) < least:
+        raise ValueError(f"must be {shape} in pixels (each at least {least}), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def show_pair(pair: SizeHW) -> str:
+    return " ".join(map(str, pair))  # space-separated so that no comma splits it
+
+
+def size_id_option(what: str, shape: str, default: str, api: str) -> Any:
+    """One of SDXL's micro-conditioning settings (a pair of pixel numbers in diffusers' order,
+    its name `api`): what the model is told instead of the default."""
+    least = 0 if shape == "TOP,LEFT" else 1
+    return option(
+        None, help=f"SDXL micro-conditioning: {what} the model is told of, {shape} in pixels (default: {default}; diffusers' {api})",
+        flag="--" + api.replace("crops_coords", "crop").replace("_", "-"), label=api.replace("crops_coords", "crop").replace("_", " ").capitalize(),
+        metavar=",".join(part[0] for part in shape.split(",")), parse=lambda text: parse_pair(text, shape, least),
+        show=show_pair, modes=DRAWING_MODES, api=api,
+    )  # fmt: skip
 
 
 def show_float(value: float) -> str:
@@ -263,15 +292,18 @@ class Settings:
         help="an SDXL refiner's diffusers folder that draws the last part of the steps (after --refiner-switch), "
         "as AUTOMATIC1111's refiner",
         flag="--refiner", label="Refiner", metavar="DIR", show=lambda path: Path(path).name,
-        modes=TXT2IMG,
+        modes=DRAWING_MODES,
     )  # fmt: skip
     refiner_switch: Optional[float] = option(
         None,
         help="with --refiner: the share of the way from noise to picture where the refiner takes over, "
         f"between 0 and 1 (default {DEFAULT_REFINER_SWITCH:g}; AUTOMATIC1111's \"Refiner switch at\")",
         flag="--refiner-switch", label="Refiner switch at", metavar="S", parse=float,
-        show=show_float, modes=TXT2IMG,
+        show=show_float, modes=DRAWING_MODES, api="refiner_switch_at",
     )  # fmt: skip
+    original_size: Optional[SizeHW] = size_id_option("the original picture size", "HEIGHT,WIDTH", "the drawn size", "original_size")
+    crop_top_left: Optional[SizeHW] = size_id_option("the top-left corner of the crop", "TOP,LEFT", "0,0", "crops_coords_top_left")
+    target_size: Optional[SizeHW] = size_id_option("the target size", "HEIGHT,WIDTH", "the drawn size", "target_size")
     mask_blur: float = option(
         4.0,
         help="Gaussian blur (sigma, pixels) of the mask before thresholding, and the feather of the blend "
@@ -523,6 +555,7 @@ def check_settings(settings: Settings, mode: str, limits: Limits = DEFAULT_LIMIT
         check_inpaint_settings(settings, limits)
     check_hires_settings(settings, mode, limits)
     check_refiner_settings(settings, mode)
+    check_micro_conditioning(settings)
     if mode == "upscale":
         check_upscale_settings(settings)
     try:
@@ -583,10 +616,18 @@ def check_refiner_settings(settings: Settings, mode: str) -> None:
         if settings.refiner_switch is not None:
             raise GenerationError("a refiner switch needs a refiner (--refiner DIR)")
         return
-    if mode != "txt2img" or settings.hires_fix:
-        raise GenerationError("a refiner works on text to image without the hires fix (not yet with an input picture or --hires-*)")
+    if mode not in DRAWING_MODES:
+        raise GenerationError(f"a refiner draws the last steps of text to image, img2img or inpaint, not of {mode}")
     if not 0.0 < settings.refiner_switch_at < 1.0:  # NaN fails this too
         raise GenerationError(f"the refiner switch must be between 0 and 1 (both excluded), got {settings.refiner_switch_at:g}")
+
+
+def check_micro_conditioning(settings: Settings) -> None:
+    """Values given in Python or the API are checked as the command line's parse_pair checks them."""
+    for name in MICRO_CONDITIONING:
+        pair, least = getattr(settings, name), 0 if name == "crop_top_left" else 1
+        if pair is not None and (len(pair) != 2 or min(pair) < least):
+            raise GenerationError(f"{name} must be two whole numbers of pixels, each at least {least}, got {pair}")
 
 
 HIRES_FIELDS = ("hires_strength", "hires_scale", "hires_resize", "hires_steps", "hires_upscaler")

@@ -1,4 +1,5 @@
-"""Benchmark: our txt2img loop against diffusers' StableDiffusionPipeline, side by side.
+"""Benchmark: our txt2img loop against diffusers' StableDiffusionPipeline (an SDXL model:
+StableDiffusionXLPipeline), side by side.
 
 Same components, sampler, steps, cfg and initial latents; the runs alternate (ours, theirs,
 ours, ...) so that machine noise hits both alike. Reports the median time per image and per
@@ -8,6 +9,7 @@ time of `ldm-generate --help` and of a whole one-image `ldm-generate` run.
 
     python tools/bench_generate.py                       # a small random model on CPU
     python tools/bench_generate.py --model DIR --device cuda --dtype fp16 --steps 20
+    python tools/bench_generate.py --sdxl                # a small random SDXL-shaped model, 256 px
 """
 
 from __future__ import annotations
@@ -38,9 +40,52 @@ BENCH_MODEL = {
 }
 
 
+# A small random SDXL-shaped model (two text encoders, pooled projection, size ids) for --sdxl.
+BENCH_SDXL = {"text_widths": (64, 128), "unet_channels": (64, 128), "vae_channels": (32, 64, 64, 64), "size": 256}
+
+
+def write_bench_sdxl(folder: Path) -> Path:
+    """BENCH_SDXL as a diffusers StableDiffusionXLPipeline folder, built from diffusers' and
+    transformers' classes (random weights, CLIP's own tokenizer)."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from ldm.models.clip_tokenizer import clip_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+    small, wide = BENCH_SDXL["text_widths"]
+
+    def text_config(width, **extra):
+        return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=4,
+                              num_attention_heads=width // 64, max_position_embeddings=77, hidden_act="gelu", **extra)  # fmt: skip
+
+    channels, time_embed = BENCH_SDXL["unet_channels"], 32
+    unet = UNet2DConditionModel(
+        sample_size=BENCH_SDXL["size"] // 8, layers_per_block=2, block_out_channels=channels,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=[c // 64 for c in channels], use_linear_projection=True, transformer_layers_per_block=(1, 2),
+        cross_attention_dim=small + wide, addition_embed_type="text_time", addition_time_embed_dim=time_embed,
+        projection_class_embeddings_input_dim=6 * time_embed + wide,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=BENCH_SDXL["vae_channels"], latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=BENCH_SDXL["size"], scaling_factor=0.13025, force_upcast=True,
+    )  # fmt: skip
+    scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
+    parts = dict(
+        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+        text_encoder=CLIPTextModel(text_config(small)), text_encoder_2=CLIPTextModelWithProjection(text_config(wide, projection_dim=wide)),
+    )  # fmt: skip
+    StableDiffusionXLPipeline(**parts).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder (default: a random mid-sized model, saved to a temp folder)")
+    parser.add_argument("--sdxl", action="store_true", help="without --model: a small random SDXL-shaped model (BENCH_SDXL) at 256 px")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--sampler", default="dpm++2m")
@@ -82,23 +127,43 @@ def variant(args, spec: str):
     return pipe
 
 
+def is_sdxl(pipe) -> bool:
+    from ldm.diffusion.backbones import backbone_of
+
+    return getattr(backbone_of(pipe.components.denoiser), "takes_time_ids", False)
+
+
 def diffusers_twin(pipe, sampler):
-    from diffusers import StableDiffusionPipeline
+    """diffusers' pipeline for `pipe`'s family on the same U-Net, VAE and scheduler (no text
+    encoders: it is handed the embeddings)."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from ldm.diffusion.samplers import make_sampler
 
-    twin = StableDiffusionPipeline(
-        vae=pipe.components.vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=pipe.components.denoiser,
-        scheduler=make_sampler(sampler, pipe.components.scheduler_config).scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    parts = dict(vae=pipe.components.vae, unet=pipe.components.denoiser, text_encoder=None, tokenizer=None,
+                 scheduler=make_sampler(sampler, pipe.components.scheduler_config).scheduler)  # fmt: skip
+    if is_sdxl(pipe):
+        twin = StableDiffusionXLPipeline(**parts, text_encoder_2=None, tokenizer_2=None)
+    else:
+        twin = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     twin.set_progress_bar_config(disable=True)
     return twin
+
+
+def embeddings(pipe, size: int):
+    """(cond, uncond) for our loop and the same tensors as diffusers' keyword arguments: an
+    SDXL model's pooled embeddings and size ids (A1111's defaults) too, its empty negative as zeros."""
+    import torch
+
+    cond, uncond = pipe.encode_text(["a lake at dawn"]), pipe.encode_text([""])
+    if not is_sdxl(pipe):
+        return cond, uncond, dict(prompt_embeds=cond.tokens, negative_prompt_embeds=uncond.tokens)
+    uncond = uncond.map(torch.zeros_like)
+    ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=cond.tokens.dtype, device=cond.tokens.device)
+    cond, uncond = cond.with_vector("time_ids", ids), uncond.with_vector("time_ids", ids)
+    given = dict(prompt_embeds=cond.tokens, negative_prompt_embeds=uncond.tokens, pooled_prompt_embeds=cond.pooled,
+                 negative_pooled_prompt_embeds=uncond.pooled)  # fmt: skip
+    return cond, uncond, given
 
 
 def runners(pipe, args):
@@ -109,8 +174,7 @@ def runners(pipe, args):
     from ldm.pipeline import SampleRequest, make_generators
 
     size = args.size or pipe.default_size
-    context = pipe.encode_text(["a lake at dawn"])
-    uncond = pipe.encode_text([""])
+    context, uncond, given = embeddings(pipe, size)
     noise = torch.randn(pipe.latent_shape(1, size, size), generator=torch.Generator().manual_seed(0))
     twin = diffusers_twin(pipe, args.sampler)
 
@@ -120,8 +184,7 @@ def runners(pipe, args):
 
     def theirs():
         return twin(
-            prompt_embeds=context.tokens,
-            negative_prompt_embeds=uncond.tokens,
+            **given,
             latents=noise.clone(),
             num_inference_steps=args.steps,
             guidance_scale=args.cfg,
@@ -197,7 +260,10 @@ def main(argv=None):
         from ldm.models.components import build_components
 
         torch.manual_seed(0)
-        args.model = str(save_model(build_components(model_config_from_dict(BENCH_MODEL)), Path(tempfile.mkdtemp()) / "bench"))
+        if args.sdxl:
+            args.model, args.size = str(write_bench_sdxl(Path(tempfile.mkdtemp()) / "bench-sdxl")), args.size or BENCH_SDXL["size"]
+        else:
+            args.model = str(save_model(build_components(model_config_from_dict(BENCH_MODEL)), Path(tempfile.mkdtemp()) / "bench"))
     pipe = load(args)
     runs = runners(pipe, args)
     if args.only:
@@ -226,11 +292,12 @@ def main(argv=None):
     size = args.size or pipe.default_size
     print(f"# txt2img: {pipe.components.name}, {size}x{size}, {args.sampler}, {args.steps} steps, cfg {args.cfg}, "
           f"{args.device} {args.dtype}, {evaluations} U-Net calls per image (batch 2 with CFG), median of {args.repeats}")
+    twin_name = type(diffusers_twin(pipe, args.sampler)).__name__
     print("| loop | s / image | ms / U-Net call | ratio to diffusers | first image s | peak memory MiB |")
     print("|---|---|---|---|---|---|")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name in runs:
-        label = {"ours": f"ldm (ours) {args.dtype}", "theirs": f"diffusers StableDiffusionPipeline {args.dtype}"}.get(name, f"ldm (ours) {name[5:]}")
+        label = {"ours": f"ldm (ours) {args.dtype}", "theirs": f"diffusers {twin_name} {args.dtype}"}.get(name, f"ldm (ours) {name[5:]}")
         print(f"| {label} | {medians[name]:.3f} | {1000 * medians[name] / evaluations:.1f} | "
               f"{medians[name] / medians['theirs']:.3f} | {warm_up[name]:.1f} | {peaks.get(name, float('nan')):.0f} |")
     print(f"\nratio ours/theirs: {medians['ours'] / medians['theirs']:.3f}")

@@ -14,7 +14,8 @@ All four are tasks (txt2img.py, img2img.py, inpaint.py, upscale.py) over one sam
 (`Pipeline.sample`, one denoising loop: ldm.diffusion.sampling.denoise); they differ in the
 starting latents, the first timestep (strength), the inpainting constraint and the image-side
 conditions (an upscaler's noised picture and noise level). An SDXL refiner (refiner.py) takes
-over the last part of a txt2img run's schedule: `pipe.generate(..., refiner=DIR, refiner_switch=0.8)`.
+over the last part of a run's schedule (txt2img, img2img, inpaint, the hires fix's second pass):
+`pipe.generate(..., refiner=DIR, refiner_switch=0.8)`.
 """
 
 from ldm.pipeline.core import Pipeline

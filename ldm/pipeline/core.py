@@ -38,9 +38,9 @@ from ldm.pipeline.inpaint import Inpaint
 from ldm.pipeline.request import SampleRequest, make_generators
 from ldm.pipeline.result import GenerationResult
 from ldm.pipeline.modes import task_for
-from ldm.pipeline.refiner import refiner_for, sample_with_refiner
+from ldm.pipeline.refiner import check_base_reaches_switch, refiner_for, sample_with_refiner
 from ldm.pipeline.step_time import check_step_time
-from ldm.pipeline.task import BatchContext, Plan, Start, Task
+from ldm.pipeline.task import BatchContext, Plan, Start, Task, micro_conditioned, refuse_micro_conditioning
 from ldm.pipeline.tiling import tile_pixels, tiled
 from ldm.prompts.schedule import prompt_schedule
 from ldm.prompts.syntax import DEFAULT_PROMPT_SYNTAX, parse_attention
@@ -323,10 +323,12 @@ class Pipeline:
     ) -> GenerationResult:
         """`task`'s images for `settings` (the model's defaults already applied: `request`)."""
         check_settings(settings, task.mode, limits)
+        refuse_micro_conditioning(self, settings)
         result = GenerationResult(images=[])
         plan = task.plan(self, settings, limits, result.notes)
         if settings.refiner is not None:
             refiner_for(self, settings)  # loaded (or refused) before any image is drawn
+            check_base_reaches_switch(self, plan.settings, plan)
         if plan.unchanged is None and plan.strength > 0:  # a step will run
             check_step_time(self, plan.size, self.two_passes(plan.settings.cfg), limits)
         if plan.unchanged is not None:
@@ -428,6 +430,7 @@ class Pipeline:
         if start.read_input:
             batch.clock.lap("encode")
         controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
+        start = micro_conditioned(start, settings)
         request = SampleRequest(
             ConditioningSchedule.of(batch.cond).map(start.conditioned), batch.uncond, start.noise, steps or settings.steps, settings.cfg,
             settings.sampler, generators, start.callback or batch.callback, batch.progress, init_latents=start.init_latents,
@@ -452,7 +455,7 @@ class Pipeline:
         if settings.refiner is None:
             latents = self.sample_batch(context, start, plan.size, generators, plan.strength, plan.steps)
         else:
-            latents = sample_with_refiner(self, batch, context, start, plan.size, generators)
+            latents = sample_with_refiner(self, batch, context, start, plan, generators)
         clock.lap("sampling")
         decoded = self.decode(latents)  # (B, 3, H, W)
         if not torch.isfinite(decoded).all():

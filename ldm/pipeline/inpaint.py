@@ -99,8 +99,9 @@ def inpainting_start(pipe: "Pipeline", generators, pixels, mask, strength: float
     if inpainting_model:
         masked_latents = pipe.encode_images(masked_pixels(batch, mask), generators)  # (B, C, h, w)
         concat = inpaint_channels(small_mask, masked_latents)  # (B, 1 + C, h, w)
-        return Start(noise, init_latents, concat=concat, read_input=True, vectors=vectors)
+        return Start(noise, init_latents, concat=concat, read_input=True, vectors=vectors, repaint_mask=small_mask)
     # diffusers encodes the masked input for 4-channel U-Nets too, and discards it: draw (and
     # discard) the same numbers, without the VAE pass.
     pipe.noise(generators, *size)
-    return Start(noise, init_latents, known_region=KnownRegion(init_latents, small_mask), read_input=True, vectors=vectors)
+    known_region = KnownRegion(init_latents, small_mask)
+    return Start(noise, init_latents, known_region=known_region, read_input=True, vectors=vectors, repaint_mask=small_mask)

@@ -9,6 +9,7 @@ new mode (an upscaler, a hires fix) is one more small task file."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
@@ -19,7 +20,7 @@ from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.inpainting import KnownRegion
 from ldm.diffusion.sampling import StepInfo
-from ldm.settings import GenerationError, Limits, Settings
+from ldm.settings import MICRO_CONDITIONING, GenerationError, Limits, Settings
 from ldm.timing import Stopwatch
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Start:
     read_input: bool = False  # whether an input picture was read (timed as "encode")
     callback: Optional[Callable[[StepInfo], None]] = None  # the run's step callback when not the batch's (a pass of several)
     vectors: dict[str, torch.Tensor] = field(default_factory=dict)  # named image-side inputs, each (B, ...): an upscaler's "noise_level"
+    repaint_mask: Optional[torch.Tensor] = None  # (1, 1, h, w) 1 = repaint (inpainting): what a refiner keeps outside
 
     def conditioned(self, cond: Conditioning) -> Conditioning:
         """`cond` (the text side's) with this start's image-side conditions; the unconditional
@@ -108,6 +110,27 @@ def size_conditions(pipe: "Pipeline", size: tuple[int, int], n: int) -> dict[str
     width, height = size
     ids = torch.tensor([height, width, 0, 0, height, width], dtype=pipe.components.dtype, device=pipe.components.device)
     return {"time_ids": ids.expand(n, -1)}
+
+
+def micro_conditioned(start: Start, settings: Settings) -> Start:
+    """`start` with the SDXL size ids that `settings` override (original size, crop's top-left
+    corner, target size: ldm.settings.MICRO_CONDITIONING) in place of the drawn size's defaults."""
+    ids = start.vectors.get("time_ids")
+    given = [getattr(settings, name) for name in MICRO_CONDITIONING]
+    if ids is None or not any(given):
+        return start
+    ids = ids.clone()  # (n, 6)
+    for k, pair in enumerate(given):
+        if pair is not None:
+            ids[:, 2 * k : 2 * k + 2] = torch.tensor(pair, dtype=ids.dtype, device=ids.device)
+    return dataclasses.replace(start, vectors={**start.vectors, "time_ids": ids})
+
+
+def refuse_micro_conditioning(pipe: "Pipeline", settings: Settings) -> None:
+    """Size and crop ids are SDXL's: a model without them cannot be told of them."""
+    given = [name for name in MICRO_CONDITIONING if getattr(settings, name) is not None]
+    if given and not getattr(backbone_of(pipe.components.denoiser), "takes_time_ids", False):
+        raise GenerationError(f"{given[0]} is SDXL's micro-conditioning; this model does not take size or crop conditioning")
 
 
 def input_pixels(pipe: "Pipeline", pixels: torch.Tensor, n: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from PIL import Image
@@ -20,6 +21,7 @@ from ldm.control.library import ControlNets
 from ldm.server.codec import decode_image, mask_image, png_base64
 from ldm.server.controlnet_units import control_units
 from ldm.server.loras import check_prompt_loras
+from ldm.server.refiners import refiner_fields
 from ldm.server.samplers import OURS_TO_A1111, sampler_from_a1111
 from ldm.settings import DEFAULT_STRENGTH, HIRES_FIELDS, GenerationError, Limits, Settings, check_input_size, check_settings, fields_of, option_of
 
@@ -54,6 +56,7 @@ _COMMON = {
     "scheduler": (Optional[str], Field(None, description="A1111 >= 1.9: 'Automatic' or 'Karras'")),
     "n_iter": (Optional[int], Field(None, description="batches of batch_size images, one after another")),
     "alwayson_scripts": (Optional[dict], Field(None, description="ControlNet units: {'controlnet': {'args': [unit, ...]}}")),
+    "refiner_checkpoint": (Optional[str], Field(None, description="an SDXL refiner among the server's models (its title); '' or 'None': no refiner")),
 }
 Txt2ImgRequest: type[BaseModel] = create_model(
     "Txt2ImgRequest",
@@ -102,11 +105,13 @@ def job_from_request(
     controlnets: Optional[ControlNets] = None,
     lora_dir: Optional[str] = None,
     prompt_syntax: Optional[str] = None,
+    models: Optional[dict[str, Path]] = None,
 ) -> Job:
     """Checks a txt2img or img2img request and turns it into a Job; GenerationError names
     the first bad value. ControlNet units' model names are read against `controlnets`; the
     prompt's <lora:NAME:WEIGHT> tags name files in `lora_dir`; a request without its own
-    prompt_syntax gets `prompt_syntax` (the server's; None: the model's own)."""
+    prompt_syntax gets `prompt_syntax` (the server's; None: the model's own); its
+    refiner_checkpoint names one of `models` (title -> folder)."""
     body = request.model_dump()
     edit = "init_images" in body
     mode = "txt2img" if not edit else ("inpaint" if body.get("mask") else "img2img")
@@ -117,6 +122,7 @@ def job_from_request(
             given[each.name] = body[api]
     if lora_dir is not None:
         given["lora_dir"] = lora_dir
+    refiner_fields(body, given, models)
     if given.get("prompt_syntax") is None and prompt_syntax is not None:
         given["prompt_syntax"] = prompt_syntax
     if given.get("seed") == -1:  # A1111's "random"
@@ -204,9 +210,9 @@ def response(request: BaseModel, job: Job, result, model_title: str, interrupted
         "batch_size": settings.n,
         "n_iter": job.iterations,
         "denoising_strength": settings.strength_for(job.mode) if job.mode != "txt2img" else settings.hires_shown("hires_strength"),
-        # A1111's extra parameters: the hires fix's and the TI hashes.
+        # A1111's extra parameters: the hires fix's, the refiner's and the TI hashes.
         "extra_generation_params": {
-            **{key: value for key, value in (first.fields() if first else {}).items() if key.startswith("Hires")},
+            **{key: value for key, value in (first.fields() if first else {}).items() if key.startswith(("Hires", "Refiner"))},
             **(dict(first.extra) if first else {}),
         },
         "sd_model_name": model_title,

@@ -155,13 +155,17 @@ def _add_generation_routes(app: FastAPI, worker: Worker, lora_folder: Callable[[
             "height": size,
         }
 
+    def job_of(request):
+        models = {entry.title: entry.path for entry in worker.models}  # what refiner_checkpoint may name
+        return job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax, models)
+
     @app.post("/sdapi/v1/txt2img")
     async def txt2img(request: Txt2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
+        return await run_job(http, request, job_of(request))
 
     @app.post("/sdapi/v1/img2img")
     async def img2img(request: Img2ImgRequest, http: Request):
-        return await run_job(http, request, job_from_request(request, worker.limits, worker.pipeline.controlnets, lora_folder(), prompt_syntax))
+        return await run_job(http, request, job_of(request))
 
 
 def _add_progress_and_option_routes(app: FastAPI, worker: Worker) -> None:

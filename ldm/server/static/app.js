@@ -33,6 +33,7 @@ async function loadLists() {
     for (const alias of [s.name, ...s.aliases]) samplerAliases[alias.toLowerCase()] = s.name;
   }
   for (const m of models) $("model").add(new Option(m.title, m.title));
+  for (const title of ["None", ...models.map((m) => m.title)]) $("refiner_checkpoint").add(new Option(title, title));
   $("model").value = options.sd_model_checkpoint;
   await showModelDefaults();
 }
@@ -174,6 +175,9 @@ function request() {
     steps: number("steps"), cfg_scale: number("cfg_scale"), seed: number("seed"),
     width: number("width"), height: number("height"), batch_size: number("batch_size"),
   };
+  if ($("refiner_checkpoint").value !== "None") {
+    Object.assign(body, { refiner_checkpoint: $("refiner_checkpoint").value, refiner_switch_at: number("refiner_switch_at") });
+  }
   if (!initImage) {
     if ($("enable_hr").checked) {
       Object.assign(body, {

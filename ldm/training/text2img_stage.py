@@ -18,8 +18,10 @@ from ldm.models.components import Components, build_components
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.diffusion.process import NoiseProcess, noise_process
+from ldm.formats.diffusers_conversion import save_sdxl_folder
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.training.config import DenoiserSection, Text2ImgSection
+from ldm.training.size_conditioning import with_training_sizes
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text_embeddings import TextEmbeddingMemory
@@ -138,7 +140,8 @@ class Text2ImgModule(nn.Module):
         latents = self.latents(batch, randomness)
         cond = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
-        cond = self.image_conditions(cond, noisy, batch, randomness).to(dtype=noisy.dtype)
+        cond = with_training_sizes(self.image_conditions(cond, noisy, batch, randomness), batch, latents, self.frozen[0], self.denoiser)
+        cond = cond.to(dtype=noisy.dtype)
         prediction = self.predict(noisy, self.process.model_time(timesteps), cond, batch, randomness)
         loss = self.loss(prediction, target, timesteps)
         return loss, {"loss": loss.detach()}
@@ -209,4 +212,6 @@ class Text2ImgStage(Stage):
         path = self.context.output_dir / "model"
         if self.components.config is None:
             return save_diffusers_finetune(self.components.denoiser, Path(self.section.init_from), path)
+        if self.components.config.sdxl is not None:  # transformers text models: SDXL's own folder layout
+            return save_sdxl_folder(self.components, path)
         return save_model(self.components, path)

@@ -20,6 +20,7 @@ from ldm.diffusion.denoiser import denoise_call
 from ldm.diffusion.process import NoiseProcess, noise_process
 from ldm.formats.diffusers_conversion import save_sdxl_folder
 from ldm.formats.diffusers_export import save_diffusers_finetune
+from ldm.formats.single_file import save_single_file
 from ldm.training.config import DenoiserSection, Text2ImgSection
 from ldm.training.size_conditioning import with_training_sizes
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
@@ -211,7 +212,10 @@ class Text2ImgStage(Stage):
     def export(self) -> Path:
         path = self.context.output_dir / "model"
         if self.components.config is None:
-            return save_diffusers_finetune(self.components.denoiser, Path(self.section.init_from), path)
+            source = Path(self.section.init_from)
+            if source.is_file():  # a single file's fine-tune is one too, in the same original layout
+                return save_single_file(self.components, path.with_suffix(".safetensors"))
+            return save_diffusers_finetune(self.components.denoiser, source, path)
         if self.components.config.sdxl is not None:  # transformers text models: SDXL's own folder layout
             return save_sdxl_folder(self.components, path)
         return save_model(self.components, path)

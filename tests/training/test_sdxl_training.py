@@ -185,16 +185,20 @@ def test_trained_resumed_exported_and_drawn_with(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("form", ["folder", "single file"])
 def test_init_from_fine_tunes_an_sdxl_folder_or_single_file(tmp_path, form):
-    from sdxl_folder import write_tiny_sdxl_folder
+    from sdxl_folder import SDXL_SHAPED, write_tiny_sdxl_folder
 
     from ldm.formats.single_file import save_single_file
 
-    folder = write_tiny_sdxl_folder(tmp_path)
-    source = folder if form == "folder" else save_single_file(load_model(folder), tmp_path / "sdxl.safetensors")
+    if form == "folder":
+        folder = source = write_tiny_sdxl_folder(tmp_path)
+    else:  # the shapes a single file does not tell are SDXL's own (32 norm groups, 64-wide heads)
+        folder = write_tiny_sdxl_folder(tmp_path, SDXL_SHAPED)
+        source = save_single_file(load_model(folder), tmp_path / "sdxl.safetensors")
     config = sdxl_config(tmp_path / "run", section={"init_from": str(source)}, max_steps=2, save_every=2)
     result = train(config, open_dataset=sized_datasets)
     assert len(result.losses) == 2 and all(loss == loss for loss in result.losses)
-    tuned = load_model(tmp_path / "run" / "model")
+    exported = tmp_path / "run" / ("model" if form == "folder" else "model.safetensors")  # the source's form
+    tuned = load_model(exported)
     original = load_model(folder)
     assert len(tuned.text_encoders) == 2
     assert not torch.equal(tuned.denoiser.state_dict()["conv_in.weight"], original.denoiser.state_dict()["conv_in.weight"])

@@ -5,6 +5,7 @@ U-Net's time ids as diffusers' SDXL pipeline builds them; caption dropout falls 
 empty prompt's embeddings, pooled one included; configs/sdxl.yaml is SDXL base's size."""
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,7 +61,7 @@ def sdxl_config(output_dir, section: dict | None = None, model: dict | None = No
 
 def stage_of(config, datasets=None):
     torch.manual_seed(0)
-    return build_stage(StageContext(config, torch.device("cpu"), config.train.output_dir, datasets or tiny_datasets()))
+    return build_stage(StageContext(config, torch.device("cpu"), Path(config.train.output_dir), datasets or tiny_datasets()))
 
 
 def captured_time_ids(stage, batch) -> torch.Tensor:
@@ -227,3 +228,10 @@ def test_the_dry_run_lists_both_text_encoders():
     lines = [line.split() for line in report.splitlines() if line.strip().startswith(("text_encoder", "unet"))]
     names = [line[0] for line in lines]
     assert names[:3] == ["unet", "text_encoder", "text_encoder_2"] or names == ["unet", "text_encoder", "text_encoder_2"]
+
+
+def test_validation_draws_from_a_fresh_sdxl_shaped_model(tmp_path):
+    config = sdxl_config(tmp_path / "run")
+    config.validation.prompts, config.validation.steps = ["red over blue"], 2
+    stage_of(config).evaluate(0)
+    assert (tmp_path / "run" / "samples" / "step-000000.png").is_file()

@@ -14,6 +14,7 @@ import torch
 
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
+from ldm.training.latents import CacheExtras
 
 ORIGINAL_SIZE, CROP_TOP_LEFT = "original_size", "crop_top_left"
 
@@ -40,3 +41,13 @@ def with_training_sizes(cond: Conditioning, batch: dict, latents: torch.Tensor, 
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     target = (latents.shape[-2] * factor, latents.shape[-1] * factor)  # the pictures' (height, width)
     return cond.with_vector("time_ids", training_time_ids(batch, target, latents.device))
+
+
+def size_cache_extras() -> CacheExtras:
+    """The latent cache keeps each sample's original size and crop beside its latents (when
+    the data gives them), so cached epochs condition as the first one did."""
+
+    def compute(batch: dict) -> dict[str, torch.Tensor]:
+        return {key: torch.as_tensor(batch[key]) for key in (ORIGINAL_SIZE, CROP_TOP_LEFT) if key in batch}  # (B, 2) each
+
+    return CacheExtras(compute, {"sizes": [ORIGINAL_SIZE, CROP_TOP_LEFT], "version": 1})

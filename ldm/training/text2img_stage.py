@@ -22,7 +22,7 @@ from ldm.formats.diffusers_conversion import save_sdxl_folder
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.formats.single_file import save_single_file
 from ldm.training.config import DenoiserSection, Text2ImgSection
-from ldm.training.size_conditioning import with_training_sizes
+from ldm.training.size_conditioning import size_cache_extras, takes_time_ids, with_training_sizes
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
 from ldm.training.stages import Stage, StageContext
 from ldm.training.text_embeddings import TextEmbeddingMemory
@@ -199,8 +199,9 @@ class Text2ImgStage(Stage):
         return cached_latents(dataset, self.components.vae, directory, self.config, self.context, self.cache_extras())
 
     def cache_extras(self) -> Optional[CacheExtras]:
-        """What else the latent cache keeps per sample (ControlNet: its control maps)."""
-        return None
+        """What else the latent cache keeps per sample (ControlNet: its control maps; an SDXL
+        U-Net: each sample's original size and crop)."""
+        return size_cache_extras() if takes_time_ids(self.components.denoiser) else None
 
     # ------------------------------------------------------------------ outputs
 

@@ -235,3 +235,13 @@ def test_validation_draws_from_a_fresh_sdxl_shaped_model(tmp_path):
     config.validation.prompts, config.validation.steps = ["red over blue"], 2
     stage_of(config).evaluate(0)
     assert (tmp_path / "run" / "samples" / "step-000000.png").is_file()
+
+
+def test_the_latent_cache_keeps_each_samples_size_and_crop(tmp_path):
+    """What the stage asks the cache to keep beside the latents (the cache stores and returns
+    such extras per sample, as it does the ControlNet stage's maps)."""
+    stage = stage_of(sdxl_config(tmp_path / "run", section={"latent_cache": True}))
+    batch = {"pixels": torch.zeros(2, 3, 32, 32), "captions": [["a"], ["b"]], "original_size": torch.tensor([[64, 48], [70, 30]]), "crop_top_left": torch.tensor([[1, 3], [0, 2]])}
+    kept = stage.cache_extras().compute(batch)
+    assert kept.keys() == {"original_size", "crop_top_left"} and torch.equal(kept["crop_top_left"], batch["crop_top_left"])
+    assert stage.cache_extras().compute({"pixels": batch["pixels"], "captions": batch["captions"]}) == {}  # data without them

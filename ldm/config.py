@@ -81,6 +81,7 @@ class UNetConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
     layers_per_block: int = 2
     attention_head_dim: Union[int, list[int]] = 8
+    transformer_layers_per_block: Union[int, list[int]] = 1  # per level (SDXL: [1, 2, 10])
     down_block_types: list[str] = field(
         default_factory=lambda: ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
     )
@@ -204,6 +205,41 @@ class UpscalerConfig:
 
 
 @dataclass
+class ClipTextConfig:
+    """A transformers CLIPTextModel (SDXL's text encoders; CLIP's BPE tokenizer, built offline).
+    Defaults: OpenAI CLIP ViT-L/14's text model, SDXL's first encoder."""
+
+    width: int = 768
+    heads: int = 12
+    layers: int = 12
+    mlp_width: int = 3072
+    activation: str = "quick_gelu"  # quick_gelu (OpenAI CLIP) | gelu (OpenCLIP)
+    # Set: a CLIPTextModelWithProjection whose pooled output is projected to this width.
+    projection_dim: Optional[int] = None
+    context_length: int = 77
+    vocab_size: int = 49408
+
+
+def _big_g_text() -> ClipTextConfig:
+    return ClipTextConfig(width=1280, heads=20, layers=32, mlp_width=5120, activation="gelu", projection_dim=1280)
+
+
+@dataclass
+class SDXLConfig:
+    """An SDXL-shaped model's text side and size conditioning (ldm.models.sdxl_model): two CLIP
+    text models whose penultimate layers are concatenated (the denoiser's cross-attention width),
+    the second's projected pooled output beside six size numbers (original height, width, crop
+    top, left, target height, width) in the U-Net's `text_time` embedding. `model.text_encoder`
+    is then unused. Defaults: SDXL base's."""
+
+    text_encoder: ClipTextConfig = field(default_factory=ClipTextConfig)
+    text_encoder_2: ClipTextConfig = field(default_factory=_big_g_text)
+    time_embed_dim: int = 256  # the sinusoidal width of each size number (addition_time_embed_dim)
+    # An empty negative prompt conditions as zeros at sampling (force_zeros_for_empty_prompt).
+    zeros_for_empty_prompt: bool = True
+
+
+@dataclass
 class ModelConfig:
     name: str = "ldm"
     vae: VAEConfig = field(default_factory=VAEConfig)
@@ -212,6 +248,7 @@ class ModelConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
     upscaler: Optional[UpscalerConfig] = None  # set: a super-resolution model (stage upscaler)
+    sdxl: Optional[SDXLConfig] = None  # set: an SDXL-shaped model (two CLIP text models, size conditioning)
 
     def __post_init__(self) -> None:
         validate_model(self)
@@ -253,6 +290,8 @@ def validate_model(config: ModelConfig) -> None:
             f"{section}.out_channels ({denoiser.out_channels}) must equal "
             f"model.vae.latent_channels ({config.vae.latent_channels})"
         )
+    if config.sdxl is not None:
+        validate_sdxl(config)
     if config.upscaler is not None:
         validate_upscaler(config)
     elif denoiser.in_channels not in (config.vae.latent_channels, 2 * config.vae.latent_channels + 1):
@@ -406,11 +445,12 @@ def to_dict(config: Any) -> dict:
 
 
 def model_to_dict(config: ModelConfig) -> dict:
-    """A model config as model.yaml holds it: a model that is not an upscaler has no
-    `upscaler` key, so the files of every other model read as they did before upscalers."""
+    """A model config as model.yaml holds it: a model that is not an upscaler (SDXL-shaped) has
+    no `upscaler` (`sdxl`) key, so the files of every other model read as they did before."""
     data = to_dict(config)
-    if data.get("upscaler") is None:
-        data.pop("upscaler", None)
+    for optional in ("upscaler", "sdxl"):
+        if data.get(optional) is None:
+            data.pop(optional, None)
     return data
 
 
@@ -478,3 +518,19 @@ def validate_upscaler(config: ModelConfig) -> None:
     expected = config.vae.latent_channels + 3
     if denoiser.in_channels != expected:
         raise ConfigError(f"an upscaler's model.denoiser.in_channels must be the latent channels + 3 (the picture): {expected}, got {denoiser.in_channels}")
+
+
+def validate_sdxl(config: ModelConfig) -> None:
+    """An SDXL-shaped model: a U-Net, a projected second encoder, text layers to stop before."""
+    sdxl = config.sdxl
+    if not isinstance(config.denoiser, UNetConfig):
+        raise ConfigError("an SDXL-shaped model (model.sdxl) has a U-Net denoiser (model.denoiser.kind: unet)")
+    if sdxl.text_encoder_2.projection_dim is None:
+        raise ConfigError("model.sdxl.text_encoder_2.projection_dim must be set: its projected pooled output conditions the U-Net")
+    for key in ("text_encoder", "text_encoder_2"):
+        encoder = getattr(sdxl, key)
+        one_of(f"model.sdxl.{key}.activation", encoder.activation, ("quick_gelu", "gelu"))
+        if encoder.layers < 2:
+            raise ConfigError(f"model.sdxl.{key}.layers must be at least 2 (SDXL reads the penultimate layer)")
+    if sdxl.time_embed_dim < 1 or sdxl.time_embed_dim % 2:
+        raise ConfigError(f"model.sdxl.time_embed_dim must be a positive even number, got {sdxl.time_embed_dim}")

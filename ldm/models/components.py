@@ -12,6 +12,7 @@ from ldm.config import ModelConfig, UpscalerConfig
 from ldm.diffusion.schedule import scheduler_config
 from ldm.diffusion.backbones import backbone_for_config
 from ldm.models.autoencoder import build_vae
+from ldm.models.sdxl_model import build_sdxl_text_side, sdxl_text_width, sdxl_unet_options
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import TextEncoder, build_text_encoder
 
@@ -75,12 +76,16 @@ def text_encoder_name(index: int) -> str:
 
 
 def build_components(config: ModelConfig) -> Components:
-    """Fresh (randomly initialised) components from a model config."""
-    text_encoder = build_text_encoder(config.text_encoder)
+    """Fresh (randomly initialised) components from a model config (an SDXL-shaped one's text
+    side is its two CLIP text models: ldm.models.sdxl_model)."""
+    if config.sdxl is not None:
+        conditioner = build_sdxl_text_side(config.sdxl)
+    else:
+        conditioner = TextConditioner([build_text_encoder(config.text_encoder)])
     return Components(
         vae=build_vae(config.vae),
-        conditioner=TextConditioner([text_encoder]),
-        denoiser=build_denoiser(config, text_encoder.width),
+        conditioner=conditioner,
+        denoiser=build_denoiser(config, conditioner.encoders[0].width),
         scheduler_config=scheduler_config(config.scheduler),
         config=config,
         name=config.name,
@@ -89,5 +94,8 @@ def build_components(config: ModelConfig) -> Components:
 
 
 def build_denoiser(config: ModelConfig, text_width: int) -> nn.Module:
-    """The denoiser `model.denoiser` configures, built by its backbone."""
+    """The denoiser `model.denoiser` configures, built by its backbone (an SDXL-shaped model's
+    U-Net reads both text encoders' width and its size conditioning)."""
+    if config.sdxl is not None:
+        return backbone_for_config(config.denoiser).build(config.denoiser, sdxl_text_width(config.sdxl), **sdxl_unet_options(config))
     return backbone_for_config(config.denoiser).build(config.denoiser, text_width)

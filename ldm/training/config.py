@@ -310,6 +310,8 @@ def validate_train(config: TrainConfig) -> None:
     if config.text2img.min_snr_gamma is not None and config.text2img.min_snr_gamma <= 0:
         raise ConfigError("text2img.min_snr_gamma must be positive")
     check_init_from(config)
+    if config.model.sdxl is not None and getattr(getattr(config, config.stage), "text_encoder_from", None):
+        raise ConfigError(f"{config.stage}.text_encoder_from names one open_clip text encoder; an SDXL-shaped model (model.sdxl) has two CLIP text models: start from init_from")
     try:
         check_mask_kinds(config.inpaint.mask_kinds)
     except ValueError as error:
@@ -347,6 +349,8 @@ def random_text_encoder(config: TrainConfig) -> Optional[str]:
     if section.init_from or section.text_encoder_from or config.model.text_encoder.pretrained:
         return None
     name = config.stage
+    if config.model.sdxl is not None:
+        return f"the text encoders would be random and frozen: set {name}.init_from (an SDXL folder or single file; train.allow_random_text_encoder=true for a smoke test)"
     return (
         f"the text encoder would be random and frozen: set {name}.text_encoder_from (a clip stage's OUTPUT/text_encoder "
         f"or a model folder), model.text_encoder.pretrained or {name}.init_from "

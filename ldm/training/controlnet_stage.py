@@ -20,6 +20,7 @@ from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
 from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
+from ldm.diffusion.backbones.unet import size_conditioning, takes_size_conditioning
 from ldm.diffusion.process import NoiseProcess
 from ldm.images import ImageError, load_image, to_pil
 from ldm.models.components import Components
@@ -109,12 +110,14 @@ class ControlNetModule(Text2ImgModule):
         control = self.control_images(batch, (width, height)).to(noisy)  # (B, 3, H, W)
         keep = randomness.rand((len(control),)) >= self.control_dropout  # (B,)
         control = control * keep.to(control)[:, None, None, None]  # dropped: a blank map
+        # An SDXL U-Net and its ControlNet both read the pooled text and the size ids.
+        added = size_conditioning(cond) if takes_size_conditioning(self.controlnet.config) else {}
         down, mid = self.controlnet(
-            noisy, timesteps, encoder_hidden_states=cond.tokens, controlnet_cond=control, return_dict=False
+            noisy, timesteps, encoder_hidden_states=cond.tokens, controlnet_cond=control, return_dict=False, **added
         )
         return self.denoiser(
             noisy, timesteps, encoder_hidden_states=cond.tokens,
-            down_block_additional_residuals=down, mid_block_additional_residual=mid,
+            down_block_additional_residuals=down, mid_block_additional_residual=mid, **added,
         ).sample  # fmt: skip
 
 

@@ -42,6 +42,7 @@ from ldm.diffusion.denoiser import denoise_call
 from ldm.training.autoencoder_stage import patch_discriminator
 from ldm.training.clip_stage import build_clip
 from ldm.training.config import TrainConfig, random_text_encoder
+from ldm.training.size_conditioning import with_training_sizes
 from ldm.training.activation_estimate import FusedAttention, SavedTensors, fake_device, measure_saved_tensors, mixed_precision
 from ldm.training.memory_table import OPTIMIZER_ROWS, StateSizes, memory_lines, state_rows
 from ldm.training.optimizers import state_bytes
@@ -157,10 +158,11 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
     side = size // factor
     noisy = torch.zeros(batch, latent_channels, side, side)  # (B, C, h, w)
     timesteps = torch.zeros(batch, dtype=torch.long)
-    tokens = torch.zeros(batch, model.text_encoder.context_length, dtype=torch.long)  # (B, L)
-    context = torch.zeros(batch, model.text_encoder.context_length, components.first_text_encoder.width)  # (B, L, D)
-    pooled = torch.zeros(batch, components.first_text_encoder.config.embed_dim)  # (B, P): an MMDiT reads it
-    cond = _image_conditions(config, Conditioning(context, pooled=pooled), side)
+    length = model.sdxl.text_encoder.context_length if model.sdxl is not None else model.text_encoder.context_length
+    tokens = torch.zeros(batch, length, dtype=torch.long)  # (B, L)
+    encoders = components.text_encoders
+    cond = components.conditioner.combine([encoder(tokens) for encoder in encoders])  # meta: shapes only
+    cond = with_training_sizes(_image_conditions(config, cond, side), {"caption": [""] * batch}, noisy, components.vae, components.denoiser)
     pixels = _meta_pixels(config, size)
     # The frozen VAE encodes every step: the image (and for inpainting the masked image)
     # unless latents are cached.
@@ -174,11 +176,12 @@ def _denoiser_plan(config: TrainConfig) -> Plan:
         notes.append(f"prior: each step also trains {config.train.batch_size} class images (a second forward pass, not counted: about twice the activations)")
 
     def frozen():
-        components.first_text_encoder(tokens)
+        for encoder in encoders:
+            encoder(tokens)
         for _ in range(encodes):
             components.vae.encode(pixels)
 
-    parts = [Part(model.denoiser.kind, components.denoiser, True), Part("vae", components.vae, False), Part("text_encoder", components.first_text_encoder, False)]
+    parts = [Part(model.denoiser.kind, components.denoiser, True), Part("vae", components.vae, False), *[Part(name, module, False) for name, module in components.modules().items() if name.startswith("text_encoder")]]
     return Plan(
         parts,
         lambda: denoise_call(components.denoiser, noisy, timesteps, cond),

@@ -19,8 +19,11 @@ from ldm.models.components import Components, build_components
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.denoiser import denoise_call
 from ldm.diffusion.process import NoiseProcess, noise_process
+from ldm.formats.diffusers_conversion import save_sdxl_folder
 from ldm.formats.diffusers_export import save_diffusers_finetune
+from ldm.formats.single_file import save_single_file
 from ldm.training.config import DenoiserSection, Text2ImgSection
+from ldm.training.size_conditioning import size_cache_extras, takes_time_ids, with_training_sizes
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
 from ldm.training.loss_masks import LossMasks
 from ldm.training.prior import ClassSamples, class_images
@@ -148,7 +151,8 @@ class Text2ImgModule(nn.Module):
         latents = self.latents(batch, randomness)
         cond = self.context(list(batch["caption"]), randomness)
         noisy, target, timesteps = self.noised(latents, randomness)
-        cond = self.image_conditions(cond, noisy, batch, randomness).to(dtype=noisy.dtype)
+        cond = with_training_sizes(self.image_conditions(cond, noisy, batch, randomness), batch, latents, self.frozen[0], self.denoiser)
+        cond = cond.to(dtype=noisy.dtype)
         prediction = self.predict(noisy, self.process.model_time(timesteps), cond, batch, randomness)
         return self.sample_losses(prediction, target, timesteps, self.pixel_weights(batch, latents))
 
@@ -228,8 +232,9 @@ class Text2ImgStage(Stage):
         return cached_latents(dataset, self.components.vae, directory, self.config, self.context, self.cache_extras())
 
     def cache_extras(self) -> Optional[CacheExtras]:
-        """What else the latent cache keeps per sample (ControlNet: its control maps)."""
-        return None
+        """What else the latent cache keeps per sample (ControlNet: its control maps; an SDXL
+        U-Net: each sample's original size and crop)."""
+        return size_cache_extras() if takes_time_ids(self.components.denoiser) else None
 
     # ------------------------------------------------------------------ outputs
 
@@ -241,5 +246,10 @@ class Text2ImgStage(Stage):
     def export(self) -> Path:
         path = self.context.output_dir / "model"
         if self.components.config is None:
-            return save_diffusers_finetune(self.components.denoiser, Path(self.section.init_from), path)
+            source = Path(self.section.init_from)
+            if source.is_file():  # a single file's fine-tune is one too, in the same original layout
+                return save_single_file(self.components, path.with_suffix(".safetensors"))
+            return save_diffusers_finetune(self.components.denoiser, source, path)
+        if self.components.config.sdxl is not None:  # transformers text models: SDXL's own folder layout
+            return save_sdxl_folder(self.components, path)
         return save_model(self.components, path)

@@ -7,12 +7,13 @@ from ldm.training.config import TrainConfig, load_train_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").rglob("*.yaml"))
 # Configs named for the model they build rather than their stage (`ldm-train --config sd3-medium.yaml`).
-NAMED_FOR_A_MODEL = {"sd3-medium.yaml": "text2img"}
+NAMED_FOR_A_MODEL = {"sd3-medium.yaml": "text2img", "sdxl.yaml": "text2img"}
 
 
 def test_shipped_configs_are_found():
     names = {str(p.relative_to(p.parents[1] if p.parent.name == "cpu" else p.parent)) for p in CONFIGS}
     assert {"text2img.yaml", "autoencoder.yaml", "clip.yaml", "cpu/text2img.yaml", "cpu/autoencoder.yaml", "cpu/clip.yaml", "cpu/inpaint.yaml"} <= names
+
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name if p.parent.name != "cpu" else f"cpu/{p.name}")

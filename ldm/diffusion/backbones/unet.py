@@ -41,10 +41,11 @@ class UNet(Backbone):
     takes_guidance_embedding = True  # config time_cond_proj_dim
 
     @staticmethod
-    def build(section: UNetConfig, text_width: int) -> nn.Module:
+    def build(section: UNetConfig, text_width: int, **size_conditioning) -> nn.Module:
+        """`size_conditioning`: an SDXL-shaped U-Net's text_time arguments (ldm.models.sdxl_model)."""
         from diffusers import UNet2DConditionModel
 
-        head_dim = section.attention_head_dim
+        head_dim, depth = section.attention_head_dim, section.transformer_layers_per_block
         return UNet2DConditionModel(
             sample_size=section.sample_size,
             in_channels=section.in_channels,
@@ -54,12 +55,14 @@ class UNet(Backbone):
             block_out_channels=tuple(section.block_out_channels),
             layers_per_block=section.layers_per_block,
             attention_head_dim=tuple(head_dim) if isinstance(head_dim, list) else head_dim,
+            transformer_layers_per_block=tuple(depth) if isinstance(depth, list) else depth,
             norm_num_groups=section.norm_num_groups,
             cross_attention_dim=section.cross_attention_dim or text_width,
             use_linear_projection=section.use_linear_projection,
             upcast_attention=section.upcast_attention,
             time_cond_proj_dim=section.time_cond_proj_dim,
             num_class_embeds=section.num_class_embeds,
+            **size_conditioning,
         )
 
     def forward(self, model_input: torch.Tensor, timestep: torch.Tensor, cond: Conditioning,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from test_multiprocess import HERE, REPO, launch
+from test_multiprocess import HERE, REPO, head_and_tail, launch
 from tiny_data import tiny_image_folder
 
 from ldm.formats.model_folder import read_safetensors
@@ -29,7 +29,7 @@ def launch_fsdp(output_dir, images, save_every=2, resume=None):
     command += [str(resume)] if resume else []
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, head_and_tail(result.stderr)
 
 
 def losses(output_dir) -> list[float]:

@@ -29,6 +29,11 @@ def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None)
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
                str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *(["0", str(resume)] if resume else [])]
+    run_launch(command)
+
+
+def run_launch(command: list[str]) -> None:
+    """An `accelerate launch` of CPU processes (gloo), which must succeed."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, head_and_tail(result.stderr)

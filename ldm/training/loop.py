@@ -36,6 +36,7 @@ from ldm.training.data_positions import process_data_position, saved_data_positi
 from ldm.training import fsdp_state
 from ldm.training.optimizers import apply_tf32, build_optimizer, check_optimizer
 from ldm.training.reporting import Reporter
+from ldm.training.run_end import leaving_together
 from ldm.training.sharding import check_sharding, grad_norm_is_finite, sharding_of
 from ldm.training.speedups import apply_speedups
 from ldm.training.stage_registry import STAGES, build_stage
@@ -379,9 +380,14 @@ def open_reporter(config: TrainConfig, accelerator, raw_dataset, step: int, resu
 
 def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Optional[OpenDataset] = None) -> TrainResult:
     """Trains `config.stage` for train.max_steps steps (continuing from checkpoint `resume`)."""
+    accelerator = make_accelerator(config, Path(config.train.output_dir), STAGES[config.stage].find_unused_parameters)
+    with leaving_together(accelerator):  # the processes end together, or an error ends the group at once
+        return train_with(accelerator, config, resume, open_dataset)
+
+
+def train_with(accelerator, config: TrainConfig, resume: Optional[Path], open_dataset: Optional[OpenDataset]) -> TrainResult:
     train_section = config.train
     output_dir = Path(train_section.output_dir)
-    accelerator = make_accelerator(config, output_dir, STAGES[config.stage].find_unused_parameters)
     check_sharding(config, accelerator)
     rank, world = accelerator.process_index, accelerator.num_processes
     open_dataset = open_dataset or ldm_datasets(config, rank, world)
@@ -431,7 +437,6 @@ def train(config: TrainConfig, resume: Optional[Path] = None, open_dataset: Opti
     result.data = data_totals(raw_dataset, accelerator)
     reporter.data(step, result.data, result.cached_samples)
     reporter.close()
-    accelerator.end_training()
     result.step = step
     result.skipped_steps = run.counters["skipped_steps"]
     result.scaler_skipped_steps = run.counters["scaler_skipped_steps"]

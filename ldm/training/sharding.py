@@ -2,9 +2,10 @@
 it (at start, one line each), and where the loop gathers or scatters shards.
 
 FSDP2 (torch's fully_shard, accelerate's `fsdp_version: 2`) is supported for the stages that
-train a denoiser. The module is sharded first; the optimizer and EMA are then built over its
-sharded parameters, so each process keeps only its shard of weights, gradients, AdamW states
-and EMA shadows. Checkpoints stay ldm's own (safetensors + JSON, no pickle, written by the main
+train a denoiser or a part beside a frozen one (LoRA adapters, a ControlNet). The module is
+sharded first (its frozen parameters too); the optimizer and EMA are then built over its
+sharded trained parameters, so each process keeps only its shard of weights, gradients, AdamW
+states and EMA shadows. Checkpoints stay ldm's own (safetensors + JSON, no pickle, written by the main
 process): the trained weights, the optimizer state and the EMA are gathered to full tensors
 (torch.distributed.checkpoint.state_dict, full_state_dict + cpu_offload) in the layout an
 unsharded run writes, so a checkpoint resumes under FSDP or DDP alike. Validation and the export
@@ -24,10 +25,14 @@ from torch.distributed.fsdp import CPUOffloadPolicy
 
 from ldm.config import ConfigError
 
-# Stages whose module registers the trained denoiser alone (tested: text2img). controlnet and lora
-# (a trained part beside a registered frozen one) and lcm (a whole target network following the
-# student) are refused until tested.
-SHARDED_STAGES = ("text2img", "inpaint", "upscaler")
+# Stages whose module registers the trained denoiser (text2img, inpaint, upscaler), or a trained
+# part beside a frozen model that is sharded with it: LoRA adapters (U-Net and text encoder) and a
+# ControlNet beside its U-Net (fully_shard takes blocks that mix frozen and trained parameters).
+SHARDED_STAGES = ("text2img", "inpaint", "upscaler", "lora", "controlnet")
+# Why the others are refused (the rest: not a denoiser stage).
+NOT_SHARDED = {
+    "lcm": "its EMA target network, a whole copy of the student outside the module, follows the sharded student every step",
+}
 FSDP_CONFIG = "docs/accelerate/fsdp2.yaml"
 
 
@@ -53,7 +58,10 @@ def check_sharding(config, accelerator) -> None:
     if plugin.fsdp_version != 2:
         raise ConfigError(f"FSDP version {plugin.fsdp_version} is not supported: set fsdp_version: 2 in the accelerate config ({FSDP_CONFIG})")
     if config.stage not in SHARDED_STAGES:
-        raise ConfigError(f"stage {config.stage} does not train under FSDP (only {', '.join(SHARDED_STAGES)}); launch it without FSDP")
+        reason = NOT_SHARDED.get(config.stage, f"only {', '.join(SHARDED_STAGES)} do")
+        raise ConfigError(f"stage {config.stage} does not train under FSDP ({reason}); launch it without FSDP")
+    if config.stage == "lora" and config.lora.tokens:
+        raise ConfigError("lora.tokens (learned token embeddings) is not tested under FSDP yet: launch it without FSDP")
     if isinstance(plugin.cpu_offload, CPUOffloadPolicy):
         raise ConfigError("FSDP with fsdp_offload_params is not supported yet: set fsdp_offload_params: false")
     if config.train.compile:

@@ -5,13 +5,12 @@ resume that continues bit-exactly. fsdp_run.py tells how FSDP gets past accelera
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from test_multiprocess import HERE, REPO, launch
+from test_multiprocess import HERE, REPO, launch, run_launch
 from tiny_data import tiny_image_folder
 
 from ldm.formats.model_folder import read_safetensors
@@ -27,9 +26,7 @@ def launch_fsdp(output_dir, images, save_every=2, resume=None):
                "--main_process_port", str(29700 + os.getpid() % 1000),
                str(HERE / "fsdp_run.py"), str(output_dir), str(BATCH), str(STEPS), str(images), "unet", str(save_every)]
     command += [str(resume)] if resume else []
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_launch(command)
 
 
 def losses(output_dir) -> list[float]:

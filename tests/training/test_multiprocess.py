@@ -29,9 +29,21 @@ def launch(output_dir, processes, batch, images, backbone, steps=3, resume=None,
     command = [accelerate, "launch", *launcher, "--num_processes", str(processes), "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(29500 + os.getpid() % 1000 + processes),
                str(HERE / "ddp_run.py"), str(output_dir), str(batch), str(steps), str(images), backbone, *(["0", str(resume)] if resume else [])]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "DDP_RUN_BUCKETS": str(int(buckets))}
+    run_launch(command, {"DDP_RUN_BUCKETS": str(int(buckets))})
+
+
+def run_launch(command: list[str], extra_env: dict | None = None) -> None:
+    """An `accelerate launch` of CPU processes (gloo), which must succeed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", **(extra_env or {})}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, head_and_tail(result.stderr)
+
+
+def head_and_tail(stderr: str, head: int = 2000, tail: int = 4000) -> str:
+    """A failed launch's stderr: where it started going wrong (a rank's first words) and how it ended."""
+    if len(stderr) <= head + tail:
+        return stderr
+    return f"{stderr[:head]}\n[... {len(stderr) - head - tail} characters left out ...]\n{stderr[-tail:]}"
 
 
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None, reason="accelerate CLI not installed")

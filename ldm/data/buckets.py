@@ -7,7 +7,7 @@ transpose. A picture goes to the bucket nearest its aspect ratio (in log ratio) 
 buckets that fit inside it, is resized to just cover it and cropped as little as possible (ldm.data.transforms).
 Never upscaled, as the square path: a picture smaller than every bucket is skipped and
 counted ("too small"). The sizes come from the image headers, read once when the dataset is
-built, so that the sampler (ldm.data.bucket_batches) can put only one bucket in a batch.
+built, so that the sampler (ldm.data.batches.BucketBatches) can put only one bucket in a batch.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ldm.data.dedupe import fingerprint, group_duplicates
-from tests.tool_scripts import TOOLS, load_tool
+from tool_scripts import TOOLS, load_tool
 
 
 @pytest.fixture

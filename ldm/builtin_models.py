@@ -27,6 +27,9 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "scenes": BuiltinModel("scenes", "simple landscapes at 128 px: a lake, meadow, desert or snowfield at dawn, noon, dusk or night"),
     # Shares scenes' VAE and text encoder (model.yaml parts_from): only its U-Net is its own.
     "scenes-lcm": BuiltinModel("scenes-lcm", "scenes distilled to 4 steps (--sampler lcm, one U-Net call per step)"),
+    # A DiT trained with flow matching on the same scenes, VAE and text encoder (shared, as above):
+    # better held-out times of day than scenes; ControlNets and LoRAs here are U-Net ones.
+    "scenes-flow": BuiltinModel("scenes-flow", "scenes by a flow-matching DiT: 89% seen / 85% held-out attributes (scenes: 88% / 73%)"),
 }
 DEFAULT_MODEL = "scenes"
 # The upscaler `ldm-upscale` and `ldm-generate --upscale` use when none is named (issue 26

@@ -45,6 +45,7 @@ CASES = {
     "lora": ("scenes", lambda p: p.generate("a simple picture of a green field at noon with a white windmill", steps=6, seed=2, loras=(("windmill-lora", 1.0),), progress=False)),
     "controlnet": ("scenes", lambda p: p.generate(PROMPT, steps=6, seed=4, controls=(ControlUnit(Image.open(LAYOUT_EXAMPLE), "layout"),), progress=False)),
     "lcm": ("scenes-lcm", lambda p: p.generate("a forest at noon", seed=9, progress=False)),
+    "flow": ("scenes-flow", lambda p: p.generate("a lake at night with the moon on the right", steps=6, seed=6, progress=False)),
 }
 
 _pipelines: dict[str, Pipeline] = {}

@@ -5,14 +5,12 @@ the InstantX kind (zeros for the pooled text, unshifted control latents) and the
 (no text attention) too. A U-Net ControlNet on an SD3 model and the reverse are refused in one line."""
 
 import pytest
-import torch
 from PIL import Image
 from reference import LastLatents
-from sd3_folder import JOINT_WIDTH, LATENT_CHANNELS, write_tiny_sd3_folder
-from sdxl_folder import PROJECTION
+from sd3_folder import LATENT_CHANNELS, write_tiny_sd3_folder
 from test_sd3_parity import reference
 from test_sdxl_control import lines
-from tiny_controlnets import steering_controlnet
+from tiny_controlnets import sd3_controlnet, steering_controlnet
 
 from ldm.control.library import ControlNets
 from ldm.control.model import load_controlnet, save_controlnet
@@ -26,25 +24,6 @@ SCALE, START, END = 0.7, 0.2, 0.8  # a weight other than 1 and a window that lea
 @pytest.fixture(scope="module")
 def sd3_folder(tmp_path_factory):
     return write_tiny_sd3_folder(tmp_path_factory.mktemp("sd3"))
-
-
-def sd3_controlnet(seed: int = 1, force_zeros: bool = False, text: bool = True, **changes):
-    """A ControlNet for the tiny SD3 folder's MMDiT whose zero-initialised parts are not zero
-    (as after some training), so that it changes the result and parity tests can fail."""
-    from diffusers import SD3ControlNetModel
-
-    torch.manual_seed(seed)
-    config = dict(sample_size=16, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_layers=1,
-                  attention_head_dim=8, num_attention_heads=4, joint_attention_dim=JOINT_WIDTH if text else None,
-                  caption_projection_dim=32, pooled_projection_dim=2 * PROJECTION, pos_embed_max_size=32,
-                  force_zeros_for_pooled_projection=force_zeros)  # fmt: skip
-    net = SD3ControlNetModel(**{**config, **changes})
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in net.named_parameters():
-            if name.startswith(("controlnet_blocks", "pos_embed_input")):
-                parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
-    return net.eval().requires_grad_(False)
 
 
 @pytest.fixture

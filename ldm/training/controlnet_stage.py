@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ldm.config import ConfigError
 from ldm.control.library import ControlNets
 from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
@@ -23,7 +24,6 @@ from ldm.control.sd3 import block_samples, control_latents, is_sd3_controlnet
 from ldm.control.sd3_model import controlnet_from_mmdit
 from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
-from ldm.config import ConfigError
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.backbones.unet import size_conditioning, takes_size_conditioning
 from ldm.diffusion.process import NoiseProcess

@@ -5,6 +5,7 @@ the InstantX kind (zeros for the pooled text, unshifted control latents) and the
 (no text attention) too. A U-Net ControlNet on an SD3 model and the reverse are refused in one line."""
 
 import pytest
+import torch
 from PIL import Image
 from reference import LastLatents
 from sd3_folder import LATENT_CHANNELS, write_tiny_sd3_folder
@@ -95,6 +96,20 @@ def test_an_sd3_controlnet_folder_loads_as_one(tmp_path):
     again = load_controlnet(save_controlnet(net, None, tmp_path / "net"))
     assert type(again).__name__ == "SD3ControlNetModel"
     assert all(a.equal(b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_controlnet_folder_of_another_class_is_one_line(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from ldm.formats.model_folder import ModelError
+
+    (tmp_path / "flux").mkdir()
+    (tmp_path / "flux" / "config.json").write_text(json.dumps({"_class_name": "FluxControlNetModel"}))
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "flux" / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(ModelError, match="holds a FluxControlNetModel; ControlNets here are ControlNetModel or SD3ControlNetModel$"):
+        load_controlnet(tmp_path / "flux")
 
 
 @pytest.mark.parametrize(("direction", "message"), [

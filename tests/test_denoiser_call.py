@@ -70,7 +70,7 @@ def test_controls_on_a_dit_are_a_one_line_error():
     dit = build_tiny(denoiser="dit").denoiser
     control = ActiveControl(controlnet=torch.nn.Identity(), image=torch.zeros(1, 3, 8, 8))
     assert with_controls(dit, [], 4) is dit
-    with pytest.raises(GenerationError, match="^ControlNets steer U-Net models; this model's denoiser is a DiT$"):
+    with pytest.raises(GenerationError, match="^ControlNets steer U-Net and MMDiT models; this model's denoiser is a DiT$"):
         with_controls(dit, [control], 4)
 
 

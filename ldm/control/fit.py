@@ -1,13 +1,16 @@
 """Whether a ControlNet can steer a model, told from the two configs before any sampling
 (a ControlNet made for another model otherwise fails inside the U-Net's forward, steps in):
-its residuals must match the U-Net's skip connections one for one, it must be of the same family
-(SDXL, reading the pooled text and size ids, or SD 1.x/2.x) and read the same
-latents and text, and its control-image embedding must land on the latent grid."""
+it must be of the model's family (SD3, an MMDiT's: ldm.control.sd3_fit; SDXL, reading the
+pooled text and size ids; or SD 1.x/2.x); a U-Net ControlNet's residuals must match the
+U-Net's skip connections one for one, it must read the same latents and text, and its
+control-image embedding must land on the latent grid."""
 
 from __future__ import annotations
 
 from typing import Optional
 
+from ldm.control.sd3 import is_sd3_controlnet
+from ldm.control.sd3_fit import sd3_mismatch
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.backbones.unet import takes_size_conditioning
 
@@ -33,12 +36,12 @@ def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
     """Why a ControlNet with `controlnet_config` cannot steer `components`; None when it can."""
     backbone = backbone_of(components.denoiser)
     if not backbone.supports_controlnet:
-        return f"ControlNets steer U-Net models; this model's denoiser is {backbone.described}"
+        return f"ControlNets steer U-Net and MMDiT models; this model's denoiser is {backbone.described}"
     unet = components.denoiser.config
     vae = components.vae.config
-    family = family_mismatch(controlnet_config, unet)
-    if family:
-        return family
+    family = family_mismatch(controlnet_config, unet, backbone.kind)
+    if family or backbone.kind == "mmdit":
+        return family or sd3_mismatch(controlnet_config, unet, vae.latent_channels)
     if skip_channels(controlnet_config) != skip_channels(unet):
         return f"its config has {blocks(controlnet_config)}; this model's U-Net {blocks(unet)}"
     if controlnet_config.cross_attention_dim != unet.cross_attention_dim:
@@ -52,14 +55,18 @@ def controlnet_mismatch(controlnet_config, components) -> Optional[str]:
     return None
 
 
-def family_of(config) -> str:
+def family_of(config, kind: str = "unet") -> str:
+    """The family of a ControlNet's config (kind "unet") or of a `kind` denoiser's config."""
+    if kind == "mmdit" or is_sd3_controlnet(config):
+        return "SD3"
     return "SDXL" if takes_size_conditioning(config) else "SD 1.x/2.x"
 
 
-def family_mismatch(controlnet_config, unet_config) -> Optional[str]:
-    """An SD 1.x/2.x ControlNet on an SDXL model or the reverse (told before the block shapes,
-    which differ too), or an SDXL ControlNet whose pooled-text-and-size embedding is not the U-Net's."""
-    ours, theirs = family_of(unet_config), family_of(controlnet_config)
+def family_mismatch(controlnet_config, unet_config, kind: str = "unet") -> Optional[str]:
+    """A ControlNet of another family than the model's (an SD 1.x/2.x ControlNet on an SDXL
+    or SD3 model, and every other pair; told before the block shapes, which differ too), or
+    an SDXL ControlNet whose pooled-text-and-size embedding is not the U-Net's."""
+    ours, theirs = family_of(unet_config, kind), family_of(controlnet_config)
     if ours != theirs:
         return f"it is an {theirs} ControlNet; this model is {ours}"
     width, unet_width = (getattr(c, "projection_class_embeddings_input_dim", None) for c in (controlnet_config, unet_config))

@@ -3,7 +3,7 @@ a trainable copy of its encoder, joined through zero-initialised convolutions), 
 ControlNet folders: diffusers' layout (config.json + diffusion_pytorch_model.safetensors)
 plus control.json, which records the control type it was trained for. Folders are written
 atomically and read offline, safetensors only; a plain diffusers ControlNet folder (an SD
-1.x user's) loads too, with no recorded type."""
+1.x, SDXL or SD3 user's: ControlNetModel or SD3ControlNetModel) loads too, with no recorded type."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from ldm.control.sd3 import SD3_CLASS
 from ldm.files import recover_folder
 from ldm.formats.model_folder import ModelError, refuse_pickle, staged_folder
 
@@ -69,6 +70,23 @@ def control_type_of(path: Path) -> Optional[str]:
         raise ModelError(f"{file} is not a JSON object with a 'type'") from None
 
 
+# The ControlNet classes a folder's config.json may name (_class_name); none named: ControlNetModel.
+CONTROLNET_CLASSES = ("ControlNetModel", SD3_CLASS)
+
+
+def controlnet_class(path: Path):
+    """The diffusers class of the ControlNet folder `path`, by its config.json's _class_name."""
+    import diffusers
+
+    try:
+        name = json.loads((path / CONFIG_FILE).read_text()).get("_class_name") or CONTROLNET_CLASSES[0]
+    except (json.JSONDecodeError, AttributeError):
+        raise ModelError(f"{path / CONFIG_FILE} is not a JSON object") from None
+    if name not in CONTROLNET_CLASSES:
+        raise ModelError(f"{path} holds a {name}; ControlNets here are {' or '.join(CONTROLNET_CLASSES)}")
+    return getattr(diffusers, name)
+
+
 # diffusers' words for a weight whose shape is not the one its config.json gives
 WRONG_SHAPE = re.compile(r"(\S+) expected shape (torch\.Size\(\[[\d, ]*\]\)), but got (torch\.Size\(\[[\d, ]*\]\))")
 
@@ -83,9 +101,7 @@ def load_failure(error: Exception) -> str:
 
 
 def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] = None):
-    """A ControlNetModel from a folder, offline, from safetensors only."""
-    from diffusers import ControlNetModel
-
+    """A ControlNetModel (or SD3ControlNetModel) from a folder, offline, from safetensors only."""
     path = recover_folder(path)
     if path.is_file():
         refuse_pickle(path)
@@ -98,7 +114,7 @@ def load_controlnet(path: str | Path, device=None, dtype: Optional[torch.dtype] 
             refuse_pickle(pickled[0])
         raise ModelError(f"{path} has no .safetensors weights")
     try:
-        model = ControlNetModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        model = controlnet_class(path).from_pretrained(path, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, json.JSONDecodeError) as error:
         raise ModelError(f"cannot read ControlNet folder {path}: {load_failure(error)}") from None
     # Only a dtype that changes something: diffusers warns on every dtype cast.

@@ -10,13 +10,15 @@ from PIL import Image
 from ldm.control.denoiser import ActiveControl, control_tensor
 from ldm.control.library import ControlNets
 from ldm.control.preprocessors import control_image
+from ldm.control.sd3 import control_latents, is_sd3_controlnet
 from ldm.control.units import ControlUnit
 
 
 def active_controls(
-    controlnets: ControlNets, units: Sequence[ControlUnit], size: tuple[int, int], device, dtype, notes: list[str]
+    controlnets: ControlNets, units: Sequence[ControlUnit], size: tuple[int, int], device, dtype, notes: list[str], vae=None
 ) -> list[ActiveControl]:
-    """One ActiveControl per unit at `size` (width, height); a resize is noted in `notes`."""
+    """One ActiveControl per unit at `size` (width, height); a resize is noted in `notes`.
+    An SD3 ControlNet's control image is encoded by the model's `vae`."""
     active = []
     for k, unit in enumerate(units):
         net = controlnets.serving(unit).load(device, dtype)
@@ -24,7 +26,10 @@ def active_controls(
             note = "control image {} {}x{} resized to {}x{}".format(k, *unit.image.size, *size)
             if note not in notes:
                 notes.append(note)
-        active.append(ActiveControl(net, control_input(unit.type, unit.image, size), unit.scale, unit.start, unit.end))
+        image = control_input(unit.type, unit.image, size)  # (1, 3, H, W) in [0, 1]
+        if is_sd3_controlnet(net.config):
+            image = control_latents(vae, net.config, image)  # (1, C, h, w)
+        active.append(ActiveControl(net, image, unit.scale, unit.start, unit.end))
     return active
 
 

@@ -429,7 +429,7 @@ class Pipeline:
         settings, device, dtype = batch.settings, self.components.device, self.components.dtype
         if start.read_input:
             batch.clock.lap("encode")
-        controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes)
+        controls = active_controls(self.controlnets, settings.controls or (), size, device, dtype, batch.notes, self.components.vae)
         start = micro_conditioned(start, settings)
         request = SampleRequest(
             ConditioningSchedule.of(batch.cond).map(start.conditioned), batch.uncond, start.noise, steps or settings.steps, settings.cfg,

@@ -1,4 +1,5 @@
-"""Stage `controlnet`: a ControlNet (diffusers ControlNetModel.from_unet) learns to steer a
+"""Stage `controlnet`: a ControlNet (diffusers ControlNetModel.from_unet for a U-Net; an
+SD3ControlNetModel from an MMDiT's first blocks: ldm.control.sd3_model) learns to steer a
 frozen text-to-image model with control images. Its zero convolutions make step 0 the base
 model exactly. Control images come from a folder of maps named after the samples' keys
 (controlnet.control_dir), from the data (a column or key), or from the preprocessor run on
@@ -15,11 +16,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ldm.config import ConfigError
 from ldm.control.library import ControlNets
 from ldm.control.model import controlnet_from_unet, save_controlnet
 from ldm.control.prepare import control_input, control_map
+from ldm.control.sd3 import block_samples, control_latents, is_sd3_controlnet
+from ldm.control.sd3_model import controlnet_from_mmdit
 from ldm.control.units import ControlUnit
 from ldm.data.transforms import ImageTransform
+from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.backbones.unet import size_conditioning, takes_size_conditioning
 from ldm.diffusion.process import NoiseProcess
 from ldm.images import ImageError, load_image, to_pil
@@ -110,6 +115,9 @@ class ControlNetModule(Text2ImgModule):
         control = self.control_images(batch, (width, height)).to(noisy)  # (B, 3, H, W)
         keep = randomness.rand((len(control),)) >= self.control_dropout  # (B,)
         control = control * keep.to(control)[:, None, None, None]  # dropped: a blank map
+        if is_sd3_controlnet(self.controlnet.config):  # an MMDiT's: the control image as latents, block samples
+            samples = block_samples(self.controlnet, noisy, timesteps, cond, control_latents(self.frozen[0], self.controlnet.config, control), 1.0)
+            return backbone_of(self.denoiser)(noisy, timesteps, cond, samples)
         # An SDXL U-Net and its ControlNet both read the pooled text and the size ids.
         added = size_conditioning(cond) if takes_size_conditioning(self.controlnet.config) else {}
         down, mid = self.controlnet(
@@ -121,12 +129,23 @@ class ControlNetModule(Text2ImgModule):
         ).sample  # fmt: skip
 
 
+def new_controlnet(components: Components, vae_scale: int):
+    """A fresh ControlNet for the model's denoiser: from a U-Net's encoder, or an MMDiT's first
+    joint blocks (an SD3 ControlNet); a ConfigError for a denoiser no ControlNet steers."""
+    backbone = backbone_of(components.denoiser)
+    if backbone.kind == "mmdit":
+        return controlnet_from_mmdit(backbone.inner)
+    if not backbone.supports_controlnet:
+        raise ConfigError(f"controlnet.init_from: ControlNets steer U-Net and MMDiT models; this model's denoiser is {backbone.described}")
+    return controlnet_from_unet(components.denoiser, vae_scale, components.vae.config.latent_channels)
+
+
 class ControlNetStage(Text2ImgStage):
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.controlnet
         components.denoiser.eval().requires_grad_(False)
         vae_scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
-        self.controlnet = controlnet_from_unet(components.denoiser, vae_scale, components.vae.config.latent_channels)
+        self.controlnet = new_controlnet(components, vae_scale)
         self.controlnet.to(self.context.device).train()
         if config.train.gradient_checkpointing:
             self.controlnet.enable_gradient_checkpointing()

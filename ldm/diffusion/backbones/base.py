@@ -3,15 +3,16 @@ it offers (ControlNet, LoRA, patches, an input convolution to widen, buffers to 
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Optional, Union
 
 import torch
 from torch import nn
 
 from ldm.diffusion.conditioning import Conditioning
 
-# ControlNet residuals a U-Net adds to its skip connections: (down residuals, mid residual).
-Residuals = tuple[list[torch.Tensor], torch.Tensor]
+# ControlNet residuals: a U-Net adds (down residuals, mid residual) to its skip connections;
+# an MMDiT adds a list of block samples to its joint blocks' outputs.
+Residuals = Union[tuple[list[torch.Tensor], torch.Tensor], list[torch.Tensor]]
 # What computes residuals for a call from its (model input, timestep, conditioning).
 Steering = Callable[[torch.Tensor, torch.Tensor, Conditioning], Optional[Residuals]]
 

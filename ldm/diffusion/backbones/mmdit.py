@@ -23,6 +23,7 @@ class MMDiT(Backbone):
     diffusers_folder = "transformer"
     config_section = MMDiTConfig
     supports_lora = True  # diffusers' layout (transformer.*): ldm.lora
+    supports_controlnet = True  # SD3ControlNetModel's block samples (ldm.control.sd3)
 
     @staticmethod
     def build(section: MMDiTConfig, text_width: int) -> nn.Module:
@@ -62,6 +63,7 @@ class MMDiT(Backbone):
             encoder_hidden_states=self.joint_tokens(cond),  # (B, 77 + T5 tokens, joint width)
             pooled_projections=cond.pooled,  # (B, both CLIPs' projections; our text encoder's one)
             timestep=timestep,
+            block_controlnet_hidden_states=residuals,  # a list of (B, patches, width), or None
             return_dict=False,
         )[0]
 

@@ -54,7 +54,8 @@ def shard_urls(config: DataConfig, world_size: int) -> list[str]:
 
 class WebDatasetShards(torch.utils.data.IterableDataset):
     """Yields {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str, "original_size",
-    "crop_top_left"} from tar shards (as IndexedImageDataset's samples).
+    "crop_top_left"} from tar shards (as IndexedImageDataset's samples; with data.buckets the
+    pixels are their bucket's (3, H, W), batched one bucket at a time by ldm.data.stream_buckets).
 
     Unlike the random-access sources, `stats` counts every read (a sample read in two
     epochs counts twice), and ranks may get different numbers of samples if the shards

@@ -41,3 +41,17 @@ def aspect_hf_dataset(folder: Path, per_ratio: int = 2) -> Path:
     rows = {"image": [{"bytes": data, "path": None} for _, data, _ in samples], "text": [caption for _, _, caption in samples]}
     datasets.Dataset.from_dict(rows, features=features).save_to_disk(str(folder))
     return folder
+
+
+def aspect_shards(folder: Path, shards: int = 3, per_ratio: int = 2, too_small: bool = True) -> str:
+    """The same pictures (key: the name without ".png") dealt in turn into `shards` tar shards;
+    returns their brace pattern."""
+    import webdataset as wds
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = aspect_samples(per_ratio, too_small)
+    for shard in range(shards):
+        with wds.TarWriter(str(folder / f"shard-{shard:02d}.tar")) as writer:
+            for name, data, caption in samples[shard::shards]:
+                writer.write({"__key__": name, "png": data, "txt": caption})
+    return str(folder / f"shard-{{00..{shards - 1:02d}}}.tar")

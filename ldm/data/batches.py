@@ -6,7 +6,8 @@ the next batch_size * world_size positions, of which each process takes its own 
 The position is (epoch, batches done), so resuming starts the sampler at that batch:
 nothing already trained on is read again. Webdataset shards, which have no index, stream
 through StreamBatches, whose position holds each DataLoader worker's place in its shards.
-Datasets with aspect-ratio buckets go through BucketBatches: one bucket per batch.
+Datasets with aspect-ratio buckets go through BucketBatches: one bucket per batch (streams with
+buckets: per-worker bucket buffers, ldm.data.stream_buckets).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ldm.data.errors import DataError
 from ldm.data.randomness import STREAMS, mixed_seed
+from ldm.data.stream_buckets import BucketedPositionedBatches
 from ldm.data.stream_position import PositionedBatches, StreamResume
 
 
@@ -165,7 +167,10 @@ class StreamBatches(BatchPosition):
         self.dataset = dataset
         self.workers = max(1, num_workers)
         # A stream that can say where it is (WebDatasetShards); anything else is batched as is.
-        self.positioned = PositionedBatches(dataset, batch_size) if hasattr(dataset, "worker_stream") else None
+        self.positioned = None
+        if hasattr(dataset, "worker_stream"):
+            bucketed = getattr(dataset, "buckets", None) is not None  # one bucket per batch (ldm.data.stream_buckets)
+            self.positioned = (BucketedPositionedBatches if bucketed else PositionedBatches)(dataset, batch_size)
         batching = {"batch_size": None, "collate_fn": as_given} if self.positioned is not None else {"batch_size": batch_size}
         self.loader = DataLoader(
             self.positioned if self.positioned is not None else dataset,

@@ -183,5 +183,5 @@ def require_plan(setting: Union[bool, BucketSettings, None], dataset) -> None:
     if setting and getattr(dataset, "buckets", None) is None:
         raise DataError(
             f"data.buckets needs every image's size before training, which this {type(dataset).__name__} cannot give "
-            "(image folders and datasets sources can): turn data.buckets off"
+            "(image folders, datasets sources and webdataset streams can): turn data.buckets off"
         )

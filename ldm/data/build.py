@@ -14,6 +14,7 @@ from ldm.data.imagefolder import load_image_folder
 from ldm.data.indexed import IndexedImageDataset, Records
 from ldm.data.ordering import validation_split
 from ldm.data.shards import WebDatasetShards, shard_urls
+from ldm.data.stream_buckets import StreamBuckets
 from ldm.data.transforms import CROPS, ImageTransform
 
 SPLITS = ("train", "validation")
@@ -23,7 +24,8 @@ Dataset = Union[IndexedImageDataset, WebDatasetShards]
 def build_dataset(config: DataConfig, seed: int = 0, rank: int = 0, world_size: int = 1, split: str = "train") -> Dataset:
     """The samples for `split`, {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str,
     "original_size", "crop_top_left"} (data.buckets: (3, H, W) of the sample's bucket, and a
-    `.buckets` plan that make_batches batches by), with `.stats`: a map-style dataset (imagefolder, hf) that ldm.data.make_batches splits
+    `.buckets` plan that make_batches batches by; a stream's `.buckets` is the bucket list, its
+    workers batch by bucket as the pictures arrive), with `.stats`: a map-style dataset (imagefolder, hf) that ldm.data.make_batches splits
     across processes, or a stream (webdataset) already split for process `rank` of
     `world_size`. Do not also shard its loader (e.g. with accelerator.prepare). Raises DataError before any image is decoded for a missing path,
     no images, unreadable captions or metadata, or an unknown source or setting."""
@@ -100,11 +102,6 @@ def _split(config: DataConfig, keys: list[str]) -> tuple[list[int], list[int], O
 
 
 def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: int, world_size: int, split: str):
-    if config.buckets:
-        raise DataError(
-            "data.buckets is not supported for webdataset streams yet (the sampler needs every image's size "
-            "up front): use an image folder or a datasets source, or turn data.buckets off"
-        )
     if config.validation or split != "train":
         raise DataError(
             "data.validation is not supported for webdataset (a stream has no 'last N'): "
@@ -118,7 +115,13 @@ def _webdataset(config: DataConfig, transform: ImageTransform, seed: int, rank: 
     if config.exclude:
         listed = read_exclusion_list(config.exclude)
         description["exclude"], excluded = listed.digest(), listed.names
-    return WebDatasetShards(urls, config, transform, seed, rank, world_size, description, excluded)
+    buckets = resolve_buckets(config.buckets, config.resolution)
+    if buckets is not None:
+        description["buckets"] = buckets.describe()
+    dataset = WebDatasetShards(urls, config, transform, seed, rank, world_size, description, excluded)
+    if buckets is not None:  # each worker buffers its pictures by bucket (ldm.data.stream_buckets)
+        dataset.buckets = StreamBuckets(buckets)
+    return dataset
 
 
 SOURCES = {

@@ -39,6 +39,7 @@ from ldm.data.errors import DataError
 from ldm.data.batches import collate_samples
 from ldm.data.buckets import BucketPlan, plan_of_sizes
 from ldm.data.indexed import Item, split_item
+from ldm.data.stream_buckets import GroupedByShape
 from ldm.files import writing_file
 
 # Still 1 although shards now keep the size conditioning: a cache built before serves its latents
@@ -313,6 +314,8 @@ def _caching_loader(dataset, done: set[str], batch_size: int, num_workers: int) 
     all their captions: {"pixels", "captions", "key"}; unreadable samples dropped."""
     if isinstance(dataset, torch.utils.data.IterableDataset):
         view = dataset.caching_view(done)
+        if getattr(dataset, "buckets", None) is not None:  # a bucketed stream: batches of one shape
+            return DataLoader(GroupedByShape(view, batch_size), batch_size=None, num_workers=num_workers, collate_fn=collate_samples)
         return DataLoader(view, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
     view = dataset.caching_view()
     todo = [position for position in range(len(view)) if view.key(position) not in done]

@@ -29,6 +29,7 @@ from ldm.data.errors import DataError
 from ldm.data.ordering import SharedEpoch
 from ldm.data.randomness import epoch_rng, mixed_seed, sample_generator, stable_index
 from ldm.data.stats import DataStats
+from ldm.data.stream_buckets import StreamBuckets, decode_in_bucket
 from ldm.data.stream_position import WorkerStream
 from ldm.data.transforms import ImageTransform, size_conditioning
 
@@ -53,7 +54,8 @@ def shard_urls(config: DataConfig, world_size: int) -> list[str]:
 
 class WebDatasetShards(torch.utils.data.IterableDataset):
     """Yields {"pixels": (3, R, R) in [-1, 1], "caption": str, "key": str, "original_size",
-    "crop_top_left"} from tar shards (as IndexedImageDataset's samples).
+    "crop_top_left"} from tar shards (as IndexedImageDataset's samples; with data.buckets the
+    pixels are their bucket's (3, H, W), batched one bucket at a time by ldm.data.stream_buckets).
 
     Unlike the random-access sources, `stats` counts every read (a sample read in two
     epochs counts twice), and ranks may get different numbers of samples if the shards
@@ -85,6 +87,7 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         self.stats = DataStats()
         self._epoch = SharedEpoch()
         self._cache_skip: Optional[set[str]] = None
+        self.buckets: Optional[StreamBuckets] = None  # data.buckets: each picture to its own (ldm.data.stream_buckets)
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch.set(epoch)
@@ -150,11 +153,12 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
     def decoded(self, samples: Iterable[dict], epoch: int) -> Iterator[dict]:
         """The readable samples of a raw stream, decoded and transformed (the rest are counted)."""
         for raw in samples:
-            sample = self._read(raw, epoch)
+            sample = self.read_sample(raw, epoch)
             if sample is not None:
                 yield sample
 
-    def _read(self, raw: dict, epoch: int) -> Optional[dict]:
+    def read_sample(self, raw: dict, epoch: int) -> Optional[dict]:
+        """One raw tar sample decoded and transformed, or None (counted, with why)."""
         key = raw["__key__"]
         if self._cache_skip is not None and key in self._cache_skip:
             return None
@@ -169,16 +173,19 @@ class WebDatasetShards(torch.utils.data.IterableDataset):
         if image is None:
             self.stats.record(skipped="unreadable")
             return None
-        decoded = decode_image(image, self.transform.resolution)
+        if self.buckets is not None:
+            decoded, size = decode_in_bucket(image, self.buckets.buckets)
+        else:
+            decoded, size = decode_image(image, self.transform.resolution), None
         index = stable_index(key)
         generator = lambda: sample_generator(self.seed, epoch, index, "transform") if self.transform.is_random else None  # noqa: E731
         extra = {}
         if self.control_key:
-            decoded, extra = with_control(decoded, raw.get(self.control_key), self.transform, generator)
+            decoded, extra = with_control(decoded, raw.get(self.control_key), self.transform, generator, size)
         self.stats.record(decoded.converted, decoded.skipped)
         if decoded.image is None or decoded.skipped:
             return None
-        pixels, crop_top_left = self.transform.crop_of(decoded.image, generator())  # (3, R, R)
+        pixels, crop_top_left = self.transform.crop_of(decoded.image, generator(), size)  # (3, R, R) or its bucket's (3, H, W)
         extra.update(size_conditioning(decoded, crop_top_left))
         if self._cache_skip is not None:
             return {"pixels": pixels, "captions": captions, "key": key, **extra}

@@ -7,7 +7,8 @@ position, a small JSON dict:
 
     {"shard": 3, "read": 120,                 # shard 3 of its list, 120 of its samples read
      "buffer": [[2, 97], [3, 5], ...],        # (shard, sample number) of each buffered sample, in order
-     "rng": [3, [...625 ints...], null]}      # the shuffle's random.Random state
+     "rng": [3, [...625 ints...], null],      # the shuffle's random.Random state
+     "held": [[1, 40], ...]}                  # with data.buckets: samples in partly filled buckets
 
 and the main process keeps the position of the last batch it took from each worker. A worker
 resumed from its position opens no shard before `shard` except the few that still have samples
@@ -88,11 +89,13 @@ class ShardReader:
 
 
 def buffered_samples(urls: list[str], open_shard: OpenShard, position: dict) -> tuple[list, Optional[Iterator[Raw]]]:
-    """(the buffer `position` names, as (origin, raw sample) in its order; the current shard,
-    opened and `read` samples in, or None past the last shard). Reads only the shards that hold
+    """(the buffer `position` names, then the samples it holds back (its "held": read past
+    the shuffle buffer but not yet trained on, ldm.data.stream_buckets), as (origin, raw
+    sample) in their order; the current shard, opened and `read` samples in, or None past the
+    last shard). Reads only the shards that hold
     buffered samples and the current one, each up to what is needed; a sample that cannot be
     read again (a shard that failed since) is left out."""
-    wanted = [tuple(origin) for origin in position["buffer"]]
+    wanted = [tuple(origin) for origin in position["buffer"] + position.get("held", [])]
     current, read = position["shard"], position["read"]
     found: dict[Origin, Raw] = {}
     opened = None
@@ -114,8 +117,12 @@ class WorkerStream:
     def __init__(self, urls: list[str], open_shard: OpenShard, shuffle: Optional[tuple[int, int, random.Random]], start: Optional[dict] = None):
         """shuffle: (buffer size, initial fill, the epoch's random state), or None for file order."""
         items, opened, shard, read = [], None, 0, 0
+        self.held: list[tuple[Origin, Raw]] = []  # the samples `start` holds back, read again
         if start is not None:
             items, opened = buffered_samples(urls, open_shard, start)
+            held = {tuple(origin) for origin in start.get("held", [])}
+            self.held = [item for item in items if item[0] in held]
+            items = [item for item in items if item[0] not in held]
             shard, read = start["shard"], start["read"]
         self.reader = ShardReader(urls, open_shard, shard, read, opened)
         self.buffer = None
@@ -127,10 +134,14 @@ class WorkerStream:
             self.buffer = ShuffleBuffer(size, initial, rng, items)
 
     def __iter__(self) -> Iterator[Raw]:
+        return (raw for _, raw in self.tagged())
+
+    def tagged(self) -> Iterator[tuple[Origin, Raw]]:
+        """The samples with their origins, which a position may name."""
         tagged = iter(self.reader)
         if self.buffer is not None:
             tagged = self.buffer.shuffled(tagged)
-        return (raw for _, raw in tagged)
+        return tagged
 
     def position(self) -> dict:
         """Where the stream stands after the sample it gave last (JSON)."""
@@ -167,12 +178,17 @@ class PositionedBatches(torch.utils.data.IterableDataset):
         self.dataset, self.batch_size = dataset, batch_size
         self.resume: Optional[StreamResume] = None  # set before the workers start: they get a copy
 
-    def __iter__(self):
+    def open_stream(self) -> tuple[int, int, WorkerStream]:
+        """(the worker whose stream this DataLoader worker reads, the epoch, that stream, resumed
+        where the run stopped)."""
         info = torch.utils.data.get_worker_info()
         physical, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         epoch = self.dataset.current_epoch()
         worker, start = self.resume.worker(physical, epoch) if self.resume is not None else (physical, None)
-        stream = self.dataset.worker_stream(epoch, worker, workers, start)
+        return worker, epoch, self.dataset.worker_stream(epoch, worker, workers, start)
+
+    def __iter__(self):
+        worker, epoch, stream = self.open_stream()
         samples = []
         for sample in self.dataset.decoded(stream, epoch):
             samples.append(sample)

@@ -8,7 +8,8 @@ train_dreambooth computes it.
 
 Class images come from prior.class_data, or are drawn once into OUTPUT/class_images by the base
 model (image i with seed prior.seed + i, so an interrupted drawing finishes with the images it
-would have made in one go; images already there are kept). Which class images a micro-step
+would have made in one go; images already there are kept). Under N processes each draws its
+share (image i by process i mod N) and all read the whole folder once every share is written. Which class images a micro-step
 trains on follows from (seed, step, micro-step, process) alone: each epoch of the class images
 is a seeded permutation and the run walks through it as the global batch does, so a resumed
 run and N processes train on exactly the class images one uninterrupted process would.
@@ -34,6 +35,8 @@ from ldm.pipeline import Pipeline
 from ldm.training.config import PriorSection, TrainConfig
 
 CLASS_FOLDER = "class_images"
+# Class folders this process has seen whole after every process drew its share.
+SHARED_FOLDERS: set[Path] = set()
 ORDER_STREAM = 61  # the class images' epoch permutations: a stream of their own (ldm.data.randomness)
 
 
@@ -41,14 +44,18 @@ def class_image_name(index: int) -> str:
     return f"{index:05d}.png"
 
 
-def missing_class_images(prior: PriorSection, folder: Path) -> list[int]:
-    return [i for i in range(prior.num_class_images) if not (folder / class_image_name(i)).exists()]
+def missing_class_images(prior: PriorSection, folder: Path, rank: int = 0, world_size: int = 1) -> list[int]:
+    """The class images `folder` lacks, of process `rank`'s share (i mod world_size == rank)."""
+    return [i for i in range(rank, prior.num_class_images, world_size) if not (folder / class_image_name(i)).exists()]
 
 
-def draw_class_images(components: Components, prior: PriorSection, folder: Path, size: int, progress: bool = True) -> int:
-    """Draws the class images `folder` lacks with the model in `components`; returns how many.
-    Each is written whole (a killed run leaves no half image) and kept on a rerun."""
-    missing = missing_class_images(prior, folder)
+def draw_class_images(
+    components: Components, prior: PriorSection, folder: Path, size: int, progress: bool = True, rank: int = 0, world_size: int = 1
+) -> int:
+    """Draws the class images of process `rank`'s share that `folder` lacks with the model in
+    `components`; returns how many. Each is written whole (a killed run leaves no half image)
+    and kept on a rerun."""
+    missing = missing_class_images(prior, folder, rank, world_size)
     if not missing:
         return 0
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,20 +74,24 @@ def draw_class_images(components: Components, prior: PriorSection, folder: Path,
     return len(missing)
 
 
-def class_images(config: TrainConfig, components: Components, output_dir: Path, is_main: bool) -> list[Path]:
+def class_images(config: TrainConfig, components: Components, output_dir: Path, rank: int = 0, world_size: int = 1) -> list[Path]:
     """The class image files: prior.class_data's, or OUTPUT/class_images drawn first where
-    missing (by the main process; the others wait for it)."""
+    missing, each process its share (one progress line: the first process's)."""
     prior = config.prior
     if prior.class_data:
         files, _ = folder_files(prior.class_data, "prior.class_data")
         return [Path(prior.class_data) / file for file in files]
     folder = output_dir / CLASS_FOLDER
-    if missing_class_images(prior, folder):
-        if is_main:
-            draw_class_images(components, prior, folder, config.data.resolution, config.train.progress)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()  # the other processes read what the main one drew
-    return [folder / class_image_name(i) for i in range(prior.num_class_images)]
+    files = [folder / class_image_name(i) for i in range(prior.num_class_images)]
+    if folder.resolve() in SHARED_FOLDERS and not missing_class_images(prior, folder):
+        return files  # a second build in this process (FSDP's unsharded copy, on one process only): no waiting
+    draw_class_images(components, prior, folder, config.data.resolution, config.train.progress and rank == 0, rank, world_size)
+    if world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Every process, whether it drew or not (a condition each one tested for itself could
+        # differ between them): each then reads what the others drew.
+        torch.distributed.barrier()
+    SHARED_FOLDERS.add(folder.resolve())
+    return files
 
 
 class ClassSamples:

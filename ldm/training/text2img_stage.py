@@ -186,7 +186,7 @@ class Text2ImgStage(Stage):
         for part in (components.vae, *components.text_encoders):
             part.eval().requires_grad_(False)
         # Prior preservation's class images are drawn by the base model, before anything trains.
-        prior_files = class_images(config, components, context.output_dir, context.is_main) if config.prior.enabled else None
+        prior_files = class_images(config, components, context.output_dir, context.rank, context.world_size) if config.prior.enabled else None
         components.denoiser.train().requires_grad_(True)
         if config.train.gradient_checkpointing:
             components.denoiser.enable_gradient_checkpointing()

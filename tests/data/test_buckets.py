@@ -159,11 +159,6 @@ def test_a_datasets_source_is_bucketed_alike(tmp_path, monkeypatch):
     assert dataset.stats.skipped == {"too small": 1}
 
 
-def test_webdataset_refuses_buckets_in_one_line(tmp_path):
-    with pytest.raises(DataError, match=r"^data.buckets is not supported for webdataset streams yet"):
-        build_dataset(folder_config(tmp_path / "shard-{0..1}.tar", source="webdataset", buckets=True))
-
-
 def pooled_encoder(pixels):
     mean = F.avg_pool2d(pixels, 4)  # (B, 3, H/4, W/4)
     return mean, torch.full_like(mean, 0.1)

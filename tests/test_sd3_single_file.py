@@ -59,6 +59,7 @@ def diffusers_from_file(sd3_folder, sd3_files):
     from diffusers import StableDiffusion3Pipeline
 
     pipe = StableDiffusion3Pipeline.from_single_file(str(sd3_files["t5"]), config=str(sd3_folder), local_files_only=True)
+    pipe.text_encoder_3.eval()  # from_single_file leaves the T5 it builds in training mode (dropout on)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

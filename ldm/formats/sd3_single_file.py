@@ -60,7 +60,7 @@ def sd3_components(state: dict[str, torch.Tensor], path: Path, parts_from: Path 
     denoiser = _mmdit(state, facts)
     return Components(
         vae=_vae(state, facts),
-        conditioner=TextConditioner([first, second], JointContext(denoiser.config.joint_attention_dim, first.max_tokens + 2)),
+        conditioner=TextConditioner([first, second], JointContext(denoiser.config.joint_attention_dim)),
         denoiser=denoiser,
         scheduler_config={**facts["scheduler"], "prediction_type": FLOW_PREDICTION},
         name=path.stem,

@@ -124,7 +124,7 @@ def test_an_sd3_single_file_without_its_clips_is_refused_in_one_line(tmp_path):
     path = tmp_path / "sd3_medium.safetensors"
     save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(6, 2),
                "first_stage_model.decoder.conv_in.weight": torch.zeros(1), "text_encoders.clip_l.x": torch.zeros(1)}, str(path))  # fmt: skip
-    with pytest.raises(ModelError, match=r"holds no text_encoders\.clip_g\.transformer\.\*: name a diffusers SD3 folder") as error:
+    with pytest.raises(ModelError, match=r"holds no text_encoders\.clip_l\.transformer\.\* or text_encoders\.clip_g\.transformer\.\*: name a diffusers SD3 folder") as error:
         Pipeline.load(path)
     assert "\n" not in str(error.value)
 
@@ -149,7 +149,7 @@ def test_the_command_line_draws_an_sd3_folder_from_pictures(sd3_folders, tmp_pat
 
 
 def test_an_sd3_model_a_single_file_would_misread_is_refused_in_one_line(sd3_folders, tmp_path, capsys):
-    """The tiny folder's 8-wide heads are not what an SD3 file's keys say (64): no file is written."""
+    """The tiny folder's CLIP-L projects its pooled output (and its heads are 8 wide, not 64): no file is written."""
     from ldm.cli import convert
 
     target = tmp_path / "out.safetensors"
@@ -157,7 +157,7 @@ def test_an_sd3_model_a_single_file_would_misread_is_refused_in_one_line(sd3_fol
         convert.main([str(sd3_folders["plain"]), str(target)])
     assert exit.value.code == 2 and not target.exists()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ldm-convert")]
-    assert len(lines) == 1 and "an SD3 single file cannot hold this model: its transformer attention_head_dim is 8" in lines[0]
+    assert len(lines) == 1 and lines[0].endswith("the original SD3 layout reads CLIP-L's pooled output unprojected; this model's text_encoder projects it")
 
 
 def test_an_sd3_folder_converts_to_a_folder(sd3_folders, tmp_path):

@@ -18,7 +18,7 @@ LATENT_CHANNELS = 16
 T5_WORDS = ("a", "lake", "at", "dawn", "boat", "cat", "blurry", "ugly", "dog", "red")
 
 
-def tiny_t5(path: Path):
+def tiny_t5(path: Path, width: int = JOINT_WIDTH):
     """A T5 tokenizer over a few whole words and single letters (its Unigram model given as
     pieces and scores: no sentencepiece file needed; it ends every prompt with </s>, as T5's
     does) and a random T5 encoder as wide as the MMDiT's joint attention."""
@@ -28,7 +28,7 @@ def tiny_t5(path: Path):
     pieces += [(f"\u2581{word}", -1.0) for word in T5_WORDS] + [(letter, -5.0) for letter in "abcdefghijklmnopqrstuvwxyz"]
     tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
     torch.manual_seed(2)
-    config = T5Config(vocab_size=len(pieces), d_model=JOINT_WIDTH, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
+    config = T5Config(vocab_size=len(pieces), d_model=width, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
                       relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)  # fmt: skip
     return tokenizer, T5EncoderModel(config).eval()
 

@@ -116,7 +116,7 @@ def test_a_flow_sampler_cuts_a_schedule_as_diffusers_flow_pipelines(sampler, kep
             assert chosen.kept_steps(steps, chosen.strength_keeping(run, steps)) == run
 
 
-def test_an_sd3_single_file_is_refused_in_one_line(tmp_path):
+def test_an_sd3_single_file_without_its_clips_is_refused_in_one_line(tmp_path):
     from safetensors.torch import save_file
 
     from ldm.models.weights import ModelError
@@ -124,7 +124,7 @@ def test_an_sd3_single_file_is_refused_in_one_line(tmp_path):
     path = tmp_path / "sd3_medium.safetensors"
     save_file({"model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.zeros(6, 2),
                "first_stage_model.decoder.conv_in.weight": torch.zeros(1), "text_encoders.clip_l.x": torch.zeros(1)}, str(path))  # fmt: skip
-    with pytest.raises(ModelError, match=r"is an SD3 checkpoint \(an MMDiT: .*\); SD3 is read from its diffusers folder, not yet from a single file") as error:
+    with pytest.raises(ModelError, match=r"holds no text_encoders\.clip_l\.transformer\.\* or text_encoders\.clip_g\.transformer\.\*: name a diffusers SD3 folder") as error:
         Pipeline.load(path)
     assert "\n" not in str(error.value)
 
@@ -148,12 +148,23 @@ def test_the_command_line_draws_an_sd3_folder_from_pictures(sd3_folders, tmp_pat
     assert [Image.open(tmp_path / name).size for name in ("a.png", "b.png", "c.png")] == [(32, 32), (48, 48), (48, 32)]
 
 
-@pytest.mark.parametrize("target", ["out", "out.safetensors"])
-def test_converting_an_sd3_folder_is_refused_in_one_line(sd3_folders, tmp_path, capsys, target):
+def test_an_sd3_model_a_single_file_would_misread_is_refused_in_one_line(sd3_folders, tmp_path, capsys):
+    """The tiny folder's CLIP-L projects its pooled output (and its heads are 8 wide, not 64): no file is written."""
     from ldm.cli import convert
 
+    target = tmp_path / "out.safetensors"
     with pytest.raises(SystemExit) as exit:
-        convert.main([str(sd3_folders["plain"]), str(tmp_path / target)])
-    assert exit.value.code == 2 and not (tmp_path / target).exists()
+        convert.main([str(sd3_folders["plain"]), str(target)])
+    assert exit.value.code == 2 and not target.exists()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ldm-convert")]
-    assert len(lines) == 1 and lines[0].endswith("holds a U-Net; this model's denoiser is an MMDiT")
+    assert len(lines) == 1 and lines[0].endswith("the original SD3 layout reads CLIP-L's pooled output unprojected; this model's text_encoder projects it")
+
+
+def test_an_sd3_folder_converts_to_a_folder(sd3_folders, tmp_path):
+    from ldm.cli import convert
+    from ldm.formats.model_folder import load_model
+
+    target = tmp_path / "copy"
+    assert convert.main([str(sd3_folders["plain"]), str(target)]) == 0
+    copy, source = load_model(target), load_model(sd3_folders["plain"])
+    assert all(torch.equal(v, source.denoiser.state_dict()[k]) for k, v in copy.denoiser.state_dict().items())

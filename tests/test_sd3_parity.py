@@ -110,7 +110,6 @@ def test_a_folder_missing_a_text_encoder_is_one_line(sd3_folders, tmp_path, miss
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda pipe, photo: pipe.generate("a cat BREAK a dog", steps=2, progress=False), "one chunk of 75 tokens"),
     (lambda pipe, photo: pipe.generate("a cat", steps=2, sampler="euler", progress=False), "does not apply to a flow-matching model"),
 ])  # fmt: skip
 def test_what_sd3_does_not_do_yet_is_refused_in_one_line(sd3_folders, call, message):

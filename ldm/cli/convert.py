@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   ldm-convert sd15/ sd15-style/ --lora style.safetensors:0.8    the LoRA merged into the weights
 
 SRC is any model ldm loads (an ldm model folder, a diffusers folder, a .safetensors file in
-the original layout of SD 1.x/2.x or SDXL, or a built-in model's name: --list-models; a path
+the original layout of SD 1.x/2.x, SDXL or SD3, or a built-in model's name: --list-models; a path
 wins). A DST ending in .safetensors is one file; anything else is a diffusers folder. Pickled
 checkpoints (.ckpt) are refused. DST is never inside SRC (nor SRC inside DST); an existing
 DST is replaced only with --overwrite (a file, or a diffusers folder), whole or not at all."""

@@ -4,7 +4,8 @@ Our open_clip text tower becomes the transformers CLIPTextModel SD 2.x folders h
 the open_clip <-> transformers names SDXL's single files use too (ldm.formats.open_clip_layout);
 "penultimate" models keep one layer fewer, as SD 2.x's
 folders do. An SDXL model (two transformers CLIP text models: one read from a single file)
-becomes a StableDiffusionXLPipeline folder. A model that came from a diffusers folder is that
+becomes a StableDiffusionXLPipeline folder, an SD3 model (two CLIPs, maybe T5, an MMDiT) a
+StableDiffusion3Pipeline folder. A model that came from a diffusers folder is that
 folder with its U-Net replaced.
 """
 
@@ -15,7 +16,9 @@ from typing import Iterable
 
 from ldm.diffusion.samplers import make_sampler
 from ldm.formats.diffusers_export import is_diffusers_folder, save_diffusers_finetune
+from ldm.formats.diffusers_sd3_export import save_sd3_folder
 from ldm.formats.model_folder import ModelError, load_state, staged_folder
+from ldm.formats.sd3_export import is_sd3_model
 from ldm.formats.open_clip_layout import open_clip_to_transformers
 from ldm.formats.sdxl_single_file import sdxl_text_models
 from ldm.formats.single_file import require_unet
@@ -27,11 +30,15 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
     """`changed`: the Components parts that differ from `source`'s (merged LoRAs): a source
     diffusers folder is copied with its U-Net and those text encoders written anew."""
     path = Path(path)
-    require_unet(components, "a Stable Diffusion diffusers folder")
+    sd3 = is_sd3_model(components)
+    if not sd3:
+        require_unet(components, "a Stable Diffusion diffusers folder")
     if source is not None and is_diffusers_folder(source):
         modules = components.modules()
         encoders = {part: modules[part].model for part in changed if part.startswith("text_encoder")}  # HF CLIPs
         return save_diffusers_finetune(components.denoiser, source, path, encoders)
+    if sd3:
+        return save_sd3_folder(components, path)
     if len(components.text_encoders) > 1:
         return save_sdxl_folder(components, path)
     if getattr(components.first_text_encoder, "tower", None) is None:

@@ -5,7 +5,9 @@ text_encoder (CLIP ViT-L) and text_encoder_2 (OpenCLIP bigG) are both CLIPTextMo
 their penultimate layers, side by side along the width (768 + 1280), are zero-padded to the
 MMDiT's joint width (T5's, 4096) and followed along the sequence by T5's last hidden states
 (text_encoder_3, 256 tokens); without a T5 (diffusers lets a folder leave it out) those 256
-tokens are zeros. The pooled vector is both CLIPs' pooled projections side by side. An empty
+tokens are zeros. A long prompt (A1111's syntax) gives the CLIPs 75-token chunks side by side
+along the sequence, as A1111 chunks them, the pooled vector the first chunk's; T5 reads the
+whole prompt in its own 256 tokens (BREAK dropped, cut after 255 as diffusers cuts it). The pooled vector is both CLIPs' pooled projections side by side. An empty
 negative prompt is encoded as it is (SD3 has no force_zeros_for_empty_prompt)."""
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from ldm.models.t5_encoder import HFT5TextEncoder
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import TextEncoding
 from ldm.models.weights import ModelError
-from ldm.settings import GenerationError
 
 CLIP_FOLDERS = (("text_encoder", "tokenizer"), SECOND_ENCODER)
 T5_FOLDERS = ("text_encoder_3", "tokenizer_3")
@@ -51,17 +52,15 @@ def sd3_text_folders(path: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 class JointContext:
-    """SD3's combine: the CLIPs' contexts side by side, zero-padded to the joint width, then
-    T5's tokens (or T5_TOKENS zeros) after them; both CLIPs' pooled vectors side by side."""
+    """SD3's combine: the CLIPs' contexts (one or more 77-token chunks) side by side, zero-padded
+    to the joint width, then T5's tokens (or T5_TOKENS zeros) after them; both CLIPs' pooled
+    vectors side by side."""
 
-    def __init__(self, joint_width: int, clip_tokens: int):
+    def __init__(self, joint_width: int):
         self.joint_width = joint_width
-        self.clip_tokens = clip_tokens  # one chunk: T5's tokens come right after it
 
     def __call__(self, encodings: Sequence[TextEncoding]) -> Conditioning:
         clips, t5 = encodings[:2], encodings[2:]
-        if clips[0].hidden.shape[1] > self.clip_tokens:
-            raise GenerationError(f"an SD3 prompt is read as one chunk of {self.clip_tokens - 2} tokens: BREAK and longer prompts are not yet supported")
         clip = torch.cat([encoding.hidden for encoding in clips], dim=-1)  # (B, L, 768 + 1280)
         clip = torch.nn.functional.pad(clip, (0, self.joint_width - clip.shape[-1]))  # (B, L, joint width)
         late = t5[0].hidden if t5 else clip.new_zeros(len(clip), T5_TOKENS, self.joint_width)
@@ -77,7 +76,7 @@ def sd3_text_side(path: Path, joint_width: int, **options) -> TextConditioner:
         raise ModelError(f"{path}: the CLIP encoders are {clip_width} wide together, wider than the MMDiT's joint width {joint_width}")
     if has_t5(path):
         encoders.append(_t5(path, joint_width, **options))
-    return TextConditioner(encoders, JointContext(joint_width, encoders[0].max_tokens + 2))
+    return TextConditioner(encoders, JointContext(joint_width))
 
 
 def _t5(path: Path, joint_width: int, **options) -> HFT5TextEncoder:

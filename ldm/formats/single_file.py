@@ -1,7 +1,7 @@
 """One-file checkpoints in the original Stable Diffusion layout (what AUTOMATIC1111,
 ComfyUI and InvokeAI keep): read SD 1.x / 2.x files (and their 9-channel inpainting
-variants) and SDXL files (ldm.formats.sdxl_single_file) offline, and write any model in
-that layout.
+variants), SDXL files (ldm.formats.sdxl_single_file) and SD3 / SD3.5 files
+(ldm.formats.sd3_single_file) offline, and write any model in that layout.
 
 The architecture is read from the keys and shapes (ldm.formats.original_shapes); what they
 cannot tell (attention heads, noise schedule, latent scale) comes from the facts in
@@ -30,7 +30,9 @@ from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.formats.original_shapes import bare_clip_names, hf_clip_model, infer_open_clip, infer_unet, infer_vae, layout_facts
 from ldm.formats.sdxl_single_file import is_sdxl_refiner_state, is_sdxl_state, sdxl_components, sdxl_original_state
-from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_prediction_type
+from ldm.formats.sd3_export import is_sd3_model, sd3_original_state
+from ldm.formats.sd3_single_file import is_sd3_state, sd3_components
+from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_parts_from, sidecar_prediction_type
 from ldm.formats.original_layout import (
     OPEN_CLIP_PREFIX,
     UNET_PREFIX,
@@ -45,7 +47,6 @@ CONFIG_METADATA = "ldm_model"  # our resolved model config (JSON) in the file's 
 HF_CLIP_PREFIX = "cond_stage_model.transformer."
 # Kept by some open_clip checkpoints, not part of the text tower we build.
 OPEN_CLIP_EXTRAS = ("attn_mask", "logit_scale")
-SD3_MMDIT_PREFIX = "model.diffusion_model.joint_blocks."  # Stability's SD3 files: the MMDiT's original names
 
 
 # ----------------------------------------------------------------------------- loading
@@ -65,6 +66,8 @@ def load_single_file(path: str | Path) -> Components:
         raise ModelError(f"{path} is a file but not .safetensors; a single-file model must be a .safetensors checkpoint")
     state = read_safetensors(path)
     layout = original_family(path, state)
+    if layout == "sd3":  # a flow model: no prediction type to choose
+        return _sd3_components(path, state)
     prediction_type = sidecar_prediction_type(path)  # the user's word (ldm.formats.single_file_prediction)
     try:
         if layout == "sdxl":
@@ -79,11 +82,18 @@ def load_single_file(path: str | Path) -> Components:
     return components_from_original(state, config, layout)
 
 
+def _sd3_components(path: Path, state: dict[str, torch.Tensor]) -> Components:
+    try:
+        return sd3_components(state, path, sidecar_parts_from(path))
+    except (KeyError, IndexError, ValueError) as error:
+        raise ModelError(f"{path}: cannot read the SD3 architecture from its weights ({error})") from None
+
+
 def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
-    """sd1, sd2 or sdxl, as the keys say; ModelError in one line for an SDXL refiner, an SD3
-    checkpoint and keys that fit no family."""
-    if any(k.startswith(SD3_MMDIT_PREFIX) for k in state):
-        raise ModelError(f"{path} is an SD3 checkpoint (an MMDiT: {SD3_MMDIT_PREFIX}*); SD3 is read from its diffusers folder, not yet from a single file")
+    """sd1, sd2, sdxl or sd3, as the keys say; ModelError in one line for an SDXL refiner and
+    keys that fit no family."""
+    if is_sd3_state(state):
+        return "sd3"
     if is_sdxl_refiner_state(state):
         raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); a refiner is read from its diffusers folder (--refiner DIR), not yet from a single file")
     has_parts = any(k.startswith(UNET_PREFIX) for k in state) and any(k.startswith(VAE_PREFIX) for k in state)
@@ -96,7 +106,8 @@ def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
     if not has_parts or len(found) != 1:
         raise ModelError(
             f"{path} is not a Stable Diffusion checkpoint: its keys fit no known family (SD 1.x, SD 2.x, SDXL: "
-            f"{UNET_PREFIX}*, {VAE_PREFIX}* and one text side: {HF_CLIP_PREFIX}*, {OPEN_CLIP_PREFIX}* or conditioner.embedders.0/1.*)"
+            f"{UNET_PREFIX}*, {VAE_PREFIX}* and one text side: {HF_CLIP_PREFIX}*, {OPEN_CLIP_PREFIX}* or conditioner.embedders.0/1.*; "
+            f"SD3: {UNET_PREFIX}joint_blocks.*)"
         )
     return found[0]
 
@@ -177,6 +188,8 @@ def require_unet(components: Components, what: str) -> None:
 
 def original_state(components: Components) -> dict[str, torch.Tensor]:
     """All weights under their original Stable Diffusion names."""
+    if is_sd3_model(components):
+        return sd3_original_state(components)
     require_unet(components, "an original-layout single file")
     if len(components.text_encoders) > 1:
         return sdxl_original_state(components)

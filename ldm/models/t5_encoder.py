@@ -12,6 +12,7 @@ from ldm.models.text_encoder import TextEncoding
 
 class HFT5TextEncoder(nn.Module):
     leading_marks = 0  # no start mark before the prompt's tokens (CLIP has one)
+    one_chunk = True  # a long prompt is cut at `tokens`, BREAKs dropped, not chunked (ldm.models.text_conditioner)
 
     def __init__(self, model, tokenizer, tokens: int):
         super().__init__()

@@ -22,7 +22,7 @@ import torch
 from ldm.diffusion.conditioning import Conditioning
 from ldm.models.prompt_embeddings import PromptEmbeddings
 from ldm.models.text_encoder import TextEncoder, TextEncoding
-from ldm.prompts.chunks import Chunk, chunk_prompt
+from ldm.prompts.chunks import Chunk, chunk_prompt, joined
 from ldm.prompts.syntax import Fragment
 
 Segments = Sequence[Sequence[Fragment]]  # a parsed prompt: BREAK-separated runs of weighted text
@@ -98,6 +98,8 @@ def encode_chunked(
 
     comma = encoder.word_tokens(",")
     split = [chunk_prompt(p, word_tokens, comma[0] if len(comma) == 1 else None, encoder.max_tokens) for p in prompts]
+    if getattr(encoder, "one_chunk", False):  # SD3's T5: the whole prompt in its one long sequence
+        split = [[joined(chunks, encoder.max_tokens)] for chunks in split]
     hidden, pooled = [], None
     for k in range(max(len(chunks) for chunks in split)):
         batch = [chunks[k] if k < len(chunks) else Chunk() for chunks in split]

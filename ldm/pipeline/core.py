@@ -370,6 +370,9 @@ class Pipeline:
             return cond, uncond
         length = max(token_count(cond), token_count(uncond))
         empty = self.encode_prompt("", 1, 1).first  # one empty chunk: what A1111 pads with
+        # SD3's empty prompt is a CLIP chunk then T5's tokens: pad with the chunk alone (its MMDiT
+        # reads the context without positions, so chunks after T5's tokens read as before them).
+        empty = empty.replace(tokens=empty.tokens[:, : self.components.first_text_encoder.max_tokens + 2])
         return padded(cond, length, empty), padded(uncond, length, empty)
 
     @torch.no_grad()

@@ -78,3 +78,11 @@ def chunk_prompt(
     if chunk.tokens or not chunks:
         close()
     return chunks
+
+
+def joined(chunks: Sequence[Chunk], size: int) -> Chunk:
+    """A prompt's chunks as one, cut after `size` tokens: how an encoder that reads one long
+    sequence (SD3's T5, as diffusers and A1111 read it) takes a prompt, BREAKs dropped."""
+    tokens = [token for chunk in chunks for token in chunk.tokens]
+    weights = [weight for chunk in chunks for weight in chunk.weights]
+    return Chunk(tokens[:size], weights[:size])

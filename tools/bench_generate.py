@@ -1,15 +1,17 @@
 """Benchmark: our txt2img loop against diffusers' StableDiffusionPipeline (an SDXL model:
-StableDiffusionXLPipeline), side by side.
+StableDiffusionXLPipeline; an SD3 model: StableDiffusion3Pipeline), side by side.
 
 Same components, sampler, steps, cfg and initial latents; the runs alternate (ours, theirs,
-ours, ...) so that machine noise hits both alike. Reports the median time per image and per
-U-Net evaluation, the ratio ours/theirs (1.0 = the loop adds nothing), peak memory of each
-(measured in its own subprocess on CPU; CUDA's allocator peak on GPU), and the cold-start
-time of `ldm-generate --help` and of a whole one-image `ldm-generate` run.
+ours, ...) so that machine noise hits both alike; the two images must agree (AGREEMENT).
+Reports the median time per image and per denoiser evaluation, the ratio ours/theirs (1.0 =
+the loop adds nothing), peak memory of each (measured in its own subprocess on CPU; CUDA's
+allocator peak on GPU), and the cold-start time of `ldm-generate --help` and of a whole
+one-image `ldm-generate` run.
 
     python tools/bench_generate.py                       # a small random model on CPU
     python tools/bench_generate.py --model DIR --device cuda --dtype fp16 --steps 20
     python tools/bench_generate.py --sdxl                # a small random SDXL-shaped model, 256 px
+    python tools/bench_generate.py --sd3                 # a small random SD3-shaped model, 256 px
 """
 
 from __future__ import annotations
@@ -40,55 +42,103 @@ BENCH_MODEL = {
 }
 
 
+BENCH_SIZE = 256  # pixels a side for --sdxl and --sd3
+TEXT_WIDTHS = (64, 128)  # their two CLIP text encoders (the second's pooled projection as wide)
+
 # A small random SDXL-shaped model (two text encoders, pooled projection, size ids) for --sdxl.
-BENCH_SDXL = {"text_widths": (64, 128), "unet_channels": (64, 128), "vae_channels": (32, 64, 64, 64), "size": 256}
+BENCH_SDXL = {"unet_channels": (64, 128), "vae_channels": (32, 64, 64, 64)}
+
+# A small random SD3-shaped model for --sd3: an MMDiT (patch 2, 4 joint blocks, 3 heads of 64)
+# reading both CLIPs' tokens zero-padded to a T5-like joint width and their pooled projections
+# side by side; a 16-channel VAE with SD3's shift and scaling factors; no T5 (diffusers allows).
+BENCH_SD3 = {"layers": 4, "heads": 3, "head_dim": 64, "joint_width": 256, "vae_channels": (32, 64, 64, 64), "shift": 3.0}
+
+
+def clip_pair(first_encoder) -> dict:
+    """Two CLIP text encoders TEXT_WIDTHS wide with projections as wide (the first of class
+    `first_encoder`, the second CLIPTextModelWithProjection) and CLIP's own tokenizers (the
+    second pads with "!", as SDXL's and SD3's do); random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from ldm.models.clip_tokenizer import clip_tokenizer
+
+    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
+
+    def config(width):
+        return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=4,
+                              num_attention_heads=width // 64, max_position_embeddings=77, hidden_act="gelu", projection_dim=width)  # fmt: skip
+
+    small, wide = TEXT_WIDTHS
+    return dict(tokenizer=tokenizer, tokenizer_2=tokenizer_2, text_encoder=first_encoder(config(small)),
+                text_encoder_2=CLIPTextModelWithProjection(config(wide)))  # fmt: skip
+
+
+def bench_vae(channels, latent_channels: int, **factors):
+    """A 4-level (8x) AutoencoderKL `channels` wide, random weights."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=channels, latent_channels=latent_channels, down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=BENCH_SIZE, **factors)  # fmt: skip
 
 
 def write_bench_sdxl(folder: Path) -> Path:
     """BENCH_SDXL as a diffusers StableDiffusionXLPipeline folder, built from diffusers' and
     transformers' classes (random weights, CLIP's own tokenizer)."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from ldm.models.clip_tokenizer import clip_tokenizer
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
-    tokenizer, tokenizer_2 = clip_tokenizer(), clip_tokenizer(pad_token="!")
-    small, wide = BENCH_SDXL["text_widths"]
-
-    def text_config(width, **extra):
-        return CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=width, intermediate_size=4 * width, num_hidden_layers=4,
-                              num_attention_heads=width // 64, max_position_embeddings=77, hidden_act="gelu", **extra)  # fmt: skip
-
+    small, wide = TEXT_WIDTHS
     channels, time_embed = BENCH_SDXL["unet_channels"], 32
     unet = UNet2DConditionModel(
-        sample_size=BENCH_SDXL["size"] // 8, layers_per_block=2, block_out_channels=channels,
+        sample_size=BENCH_SIZE // 8, layers_per_block=2, block_out_channels=channels,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=[c // 64 for c in channels], use_linear_projection=True, transformer_layers_per_block=(1, 2),
         cross_attention_dim=small + wide, addition_embed_type="text_time", addition_time_embed_dim=time_embed,
         projection_class_embeddings_input_dim=6 * time_embed + wide,
     )  # fmt: skip
-    vae = AutoencoderKL(
-        block_out_channels=BENCH_SDXL["vae_channels"], latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=BENCH_SDXL["size"], scaling_factor=0.13025, force_upcast=True,
-    )  # fmt: skip
+    vae = bench_vae(BENCH_SDXL["vae_channels"], 4, scaling_factor=0.13025, force_upcast=True)
     scheduler = EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1, timestep_spacing="leading")
-    parts = dict(
-        unet=unet, vae=vae, scheduler=scheduler, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
-        text_encoder=CLIPTextModel(text_config(small)), text_encoder_2=CLIPTextModelWithProjection(text_config(wide, projection_dim=wide)),
-    )  # fmt: skip
-    StableDiffusionXLPipeline(**parts).save_pretrained(folder, safe_serialization=True)
+    StableDiffusionXLPipeline(unet=unet, vae=vae, scheduler=scheduler, **clip_pair(CLIPTextModel)).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def write_bench_sd3(folder: Path) -> Path:
+    """BENCH_SD3 as a diffusers StableDiffusion3Pipeline folder without T5, built from
+    diffusers' and transformers' classes (random weights, CLIP's own tokenizer)."""
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    width = BENCH_SD3["heads"] * BENCH_SD3["head_dim"]
+    transformer = SD3Transformer2DModel(
+        sample_size=BENCH_SIZE // 8, patch_size=2, in_channels=16, out_channels=16, num_layers=BENCH_SD3["layers"],
+        attention_head_dim=BENCH_SD3["head_dim"], num_attention_heads=BENCH_SD3["heads"], joint_attention_dim=BENCH_SD3["joint_width"],
+        caption_projection_dim=width, pooled_projection_dim=sum(TEXT_WIDTHS), pos_embed_max_size=BENCH_SIZE // 8,
+    )  # fmt: skip
+    vae = bench_vae(BENCH_SD3["vae_channels"], 16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False, use_post_quant_conv=False)
+    pipeline = StableDiffusion3Pipeline(
+        transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(shift=BENCH_SD3["shift"]),
+        text_encoder_3=None, tokenizer_3=None, **clip_pair(CLIPTextModelWithProjection),
+    )  # fmt: skip
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+BENCH_FOLDERS = {"sdxl": write_bench_sdxl, "sd3": write_bench_sd3}
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="model folder (default: a random mid-sized model, saved to a temp folder)")
-    parser.add_argument("--sdxl", action="store_true", help="without --model: a small random SDXL-shaped model (BENCH_SDXL) at 256 px")
+    family = parser.add_mutually_exclusive_group()
+    family.add_argument("--sdxl", action="store_true", help="without --model: a small random SDXL-shaped model (BENCH_SDXL) at 256 px")
+    family.add_argument("--sd3", action="store_true", help="without --model: a small random SD3-shaped model (BENCH_SD3) at 256 px")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"))
-    parser.add_argument("--sampler", default="dpm++2m")
+    parser.add_argument("--sampler", help="default: the model's (dpm++2m; flow-euler for a flow model)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--cfg", type=float, default=7.5)
     parser.add_argument("--size", type=int, help="image side in pixels (default: the model's)")
@@ -127,48 +177,63 @@ def variant(args, spec: str):
     return pipe
 
 
-def is_sdxl(pipe) -> bool:
+def family(pipe) -> str:
+    """Which of diffusers' pipelines runs `pipe`'s model: "sd", "sdxl" or "sd3" (TWINS)."""
     from ldm.diffusion.backbones import backbone_of
 
-    return getattr(backbone_of(pipe.components.denoiser), "takes_time_ids", False)
+    backbone = backbone_of(pipe.components.denoiser)
+    if backbone.kind == "mmdit":
+        return "sd3"
+    return "sdxl" if getattr(backbone, "takes_time_ids", False) else "sd"
+
+
+def no_text_encoders(count: int) -> dict:
+    return {f"{part}{suffix}": None for part in ("text_encoder", "tokenizer") for suffix in ("", "_2", "_3")[:count]}
+
+
+# Per family: diffusers' pipeline class, the name it gives the denoiser, its other arguments
+# (no text encoders: it is handed the embeddings).
+TWINS = {
+    "sd": ("StableDiffusionPipeline", "unet", {**no_text_encoders(1), "safety_checker": None, "feature_extractor": None,
+                                               "requires_safety_checker": False}),
+    "sdxl": ("StableDiffusionXLPipeline", "unet", no_text_encoders(2)),
+    "sd3": ("StableDiffusion3Pipeline", "transformer", no_text_encoders(3)),
+}  # fmt: skip
 
 
 def diffusers_twin(pipe, sampler):
-    """diffusers' pipeline for `pipe`'s family on the same U-Net, VAE and scheduler (no text
-    encoders: it is handed the embeddings)."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    """diffusers' pipeline for `pipe`'s family on the same denoiser, VAE and scheduler."""
+    import diffusers
 
     from ldm.diffusion.samplers import make_sampler
 
-    parts = dict(vae=pipe.components.vae, unet=pipe.components.denoiser, text_encoder=None, tokenizer=None,
-                 scheduler=make_sampler(sampler, pipe.components.scheduler_config).scheduler)  # fmt: skip
-    if is_sdxl(pipe):
-        twin = StableDiffusionXLPipeline(**parts, text_encoder_2=None, tokenizer_2=None)
-    else:
-        twin = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    class_name, denoiser_name, others = TWINS[family(pipe)]
+    scheduler = make_sampler(sampler, pipe.components.scheduler_config).scheduler
+    twin = getattr(diffusers, class_name)(**{denoiser_name: pipe.components.denoiser}, vae=pipe.components.vae, scheduler=scheduler, **others)
     twin.set_progress_bar_config(disable=True)
     return twin
 
 
 def embeddings(pipe, size: int):
     """(cond, uncond) for our loop and the same tensors as diffusers' keyword arguments: an
-    SDXL model's pooled embeddings and size ids (A1111's defaults) too, its empty negative as zeros."""
+    SDXL or SD3 model's pooled embeddings too, SDXL's size ids (A1111's defaults) and its
+    empty negative as zeros (SD3 encodes the empty negative, as diffusers' SD3 pipeline does)."""
     import torch
 
     cond, uncond = pipe.encode_text(["a lake at dawn"]), pipe.encode_text([""])
-    if not is_sdxl(pipe):
-        return cond, uncond, dict(prompt_embeds=cond.tokens, negative_prompt_embeds=uncond.tokens)
-    uncond = uncond.map(torch.zeros_like)
-    ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=cond.tokens.dtype, device=cond.tokens.device)
-    cond, uncond = cond.with_vector("time_ids", ids), uncond.with_vector("time_ids", ids)
-    given = dict(prompt_embeds=cond.tokens, negative_prompt_embeds=uncond.tokens, pooled_prompt_embeds=cond.pooled,
-                 negative_pooled_prompt_embeds=uncond.pooled)  # fmt: skip
+    if family(pipe) == "sdxl":
+        uncond = uncond.map(torch.zeros_like)
+        ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=cond.tokens.dtype, device=cond.tokens.device)
+        cond, uncond = cond.with_vector("time_ids", ids), uncond.with_vector("time_ids", ids)
+    given = dict(prompt_embeds=cond.tokens, negative_prompt_embeds=uncond.tokens)
+    if family(pipe) != "sd":
+        given.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
     return cond, uncond, given
 
 
 def runners(pipe, args):
-    """Two functions that each make one image from the same inputs (text encoding excluded
-    from both: diffusers is handed the embeddings)."""
+    """Two functions that each make one image (B, 3, H, W) in [0, 1] from the same inputs (text
+    encoding excluded from both: diffusers is handed the embeddings)."""
     import torch
 
     from ldm.pipeline import SampleRequest, make_generators
@@ -180,7 +245,7 @@ def runners(pipe, args):
 
     def ours():
         latents = pipe.sample(SampleRequest(context, uncond, noise, args.steps, args.cfg, args.sampler, make_generators([0]), progress=False))
-        return pipe.decode(latents)
+        return (pipe.decode(latents) / 2 + 0.5).clamp(0, 1)  # as diffusers' image processor
 
     def theirs():
         return twin(
@@ -197,12 +262,28 @@ def runners(pipe, args):
     return {"ours": ours, "theirs": theirs}
 
 
-def count_unet_calls(pipe, run) -> int:
+def calls_and_image(pipe, run):
+    """How many times `run` calls the denoiser, and its image."""
     calls = []
     handle = pipe.components.denoiser.register_forward_hook(lambda *_: calls.append(1))
-    run()
+    image = run()
     handle.remove()
-    return len(calls)
+    return len(calls), image
+
+
+# The largest difference between the two loops' images ([0, 1] pixels) that counts as the same
+# image: float rounding of the same operations in another order, not a different computation.
+AGREEMENT = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 1e-2}
+
+
+def same_work(pipe, runs, dtype: str) -> tuple[int, float]:
+    """The denoiser calls per image, which both loops must make as many of, and the largest
+    pixel difference between their images (at most AGREEMENT[dtype])."""
+    (ours, our_image), (theirs, their_image) = (calls_and_image(pipe, runs[name]) for name in ("ours", "theirs"))
+    difference = (our_image.float().cpu() - their_image.float().cpu()).abs().max().item()
+    if ours != theirs or difference > AGREEMENT[dtype]:
+        raise SystemExit(f"the two loops differ: {ours} and {theirs} denoiser calls, images {difference:.1e} apart")
+    return ours, difference
 
 
 def timed(run, device) -> float:
@@ -253,6 +334,8 @@ def main(argv=None):
     import torch
     from tqdm import tqdm
 
+    from ldm.diffusion.samplers import default_sampler
+
     torch.set_grad_enabled(False)
     if args.model is None:
         from ldm.formats.model_folder import save_model
@@ -260,11 +343,13 @@ def main(argv=None):
         from ldm.models.components import build_components
 
         torch.manual_seed(0)
-        if args.sdxl:
-            args.model, args.size = str(write_bench_sdxl(Path(tempfile.mkdtemp()) / "bench-sdxl")), args.size or BENCH_SDXL["size"]
+        shaped = "sdxl" if args.sdxl else "sd3" if args.sd3 else None
+        if shaped:
+            args.model, args.size = str(BENCH_FOLDERS[shaped](Path(tempfile.mkdtemp()) / f"bench-{shaped}")), args.size or BENCH_SIZE
         else:
             args.model = str(save_model(build_components(model_config_from_dict(BENCH_MODEL)), Path(tempfile.mkdtemp()) / "bench"))
     pipe = load(args)
+    args.sampler = args.sampler or default_sampler(pipe.components.scheduler_config)
     runs = runners(pipe, args)
     if args.only:
         runs[args.only]()
@@ -273,8 +358,7 @@ def main(argv=None):
 
     for spec in args.also:
         runs[f"ours {spec}"] = runners(variant(args, spec), args)["ours"]
-    evaluations = count_unet_calls(pipe, runs["ours"])
-    assert evaluations == count_unet_calls(pipe, runs["theirs"]), "the two loops must do the same work"
+    evaluations, difference = same_work(pipe, runs, args.dtype)
     times = {name: [] for name in runs}
     warm_up = {name: timed(runs[name], args.device) for name in runs}  # compiling happens here
     for _ in tqdm(range(args.repeats), desc="alternating runs", file=sys.stderr):
@@ -291,9 +375,10 @@ def main(argv=None):
 
     size = args.size or pipe.default_size
     print(f"# txt2img: {pipe.components.name}, {size}x{size}, {args.sampler}, {args.steps} steps, cfg {args.cfg}, "
-          f"{args.device} {args.dtype}, {evaluations} U-Net calls per image (batch 2 with CFG), median of {args.repeats}")
+          f"{args.device} {args.dtype}, {evaluations} denoiser calls per image (batch 2 with CFG), median of {args.repeats}")
+    print(f"# the two images agree within {difference:.1e} ([0, 1] pixels; tolerance {AGREEMENT[args.dtype]:g})")
     twin_name = type(diffusers_twin(pipe, args.sampler)).__name__
-    print("| loop | s / image | ms / U-Net call | ratio to diffusers | first image s | peak memory MiB |")
+    print("| loop | s / image | ms / denoiser call | ratio to diffusers | first image s | peak memory MiB |")
     print("|---|---|---|---|---|---|")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name in runs:

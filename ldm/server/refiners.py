@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ldm.formats.model_folder import is_refiner_path
+from ldm.formats.diffusers_sdxl import is_sdxl_refiner_folder
 from ldm.settings import GenerationError
 
 NO_REFINER = ("", "None")  # what A1111's clients send when no refiner is chosen
@@ -29,6 +29,6 @@ def refiner_path(name: str, models: dict[str, Path]) -> Path:
     path = models.get(name) or models.get(name.split(" [")[0])
     if path is None:
         raise GenerationError(f"unknown refiner_checkpoint {name!r}; known models: {', '.join(models) or 'none'}")
-    if not is_refiner_path(Path(path)):
-        raise GenerationError(f"refiner_checkpoint {name!r} is not an SDXL refiner (a diffusers folder with text_encoder_2/ and no text_encoder/, or such a single file)")
+    if not is_sdxl_refiner_folder(path):
+        raise GenerationError(f"refiner_checkpoint {name!r} is not an SDXL refiner (a diffusers folder with text_encoder_2/ and no text_encoder/)")
     return path

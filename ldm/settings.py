@@ -289,9 +289,9 @@ class Settings:
     )
     refiner: Optional[str] = option(
         None,
-        help="an SDXL refiner's diffusers folder that draws the last part of the steps (after --refiner-switch), "
-        "as AUTOMATIC1111's refiner",
-        flag="--refiner", label="Refiner", metavar="DIR", show=lambda path: Path(path).name,
+        help="an SDXL refiner (its diffusers folder or single .safetensors file) that draws the last part of the steps "
+        "(after --refiner-switch), as AUTOMATIC1111's refiner",
+        flag="--refiner", label="Refiner", metavar="PATH", show=lambda path: Path(path).name,
         modes=DRAWING_MODES,
     )  # fmt: skip
     refiner_switch: Optional[float] = option(
@@ -614,7 +614,7 @@ def check_hires_settings(settings: Settings, mode: str, limits: Limits) -> None:
 def check_refiner_settings(settings: Settings, mode: str) -> None:
     if settings.refiner is None:
         if settings.refiner_switch is not None:
-            raise GenerationError("a refiner switch needs a refiner (--refiner DIR)")
+            raise GenerationError("a refiner switch needs a refiner (--refiner PATH)")
         return
     if mode not in DRAWING_MODES:
         raise GenerationError(f"a refiner draws the last steps of text to image, img2img or inpaint, not of {mode}")

@@ -84,29 +84,40 @@ def write_tiny_sdxl_folder(path: Path, shape: dict = TINY) -> Path:
     return folder
 
 
-def write_tiny_refiner_folder(path: Path) -> Path:
+# The refiner's U-Net: the tiny one, or an SDXL-refiner-like one (levels without attention at
+# both ends, the mid block as deep as the attention levels: transformer_layers_per_block for all).
+REFINER_UNETS = {
+    "tiny": dict(sample_size=16, block_out_channels=(16, 32), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), norm_num_groups=4),
+    "shaped": dict(sample_size=128, block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(1, 1, 1), norm_num_groups=32,
+                   transformer_layers_per_block=2),
+}  # fmt: skip
+
+
+def write_tiny_refiner_folder(path: Path, shape: dict = TINY) -> Path:
     """A tiny SDXL refiner (StableDiffusionXLImg2ImgPipeline's layout as the refiner ships it):
     the second text encoder alone, a U-Net reading five time ids (size, crop, aesthetic score),
-    the base's VAE and schedule, an empty negative prompt encoded as it is."""
+    the base's VAE and schedule, an empty negative prompt encoded as it is. With SDXL_SHAPED,
+    what a single file does not tell is SDXL's (as write_tiny_sdxl_folder's)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
     from transformers import CLIPTextModelWithProjection
 
     parts = path / "refiner-parts"  # the base's VAE, tokenizer and schedule again (the same seed)
     parts.mkdir(exist_ok=True)
-    base = tiny_sdxl_parts(parts)
+    base = tiny_sdxl_parts(parts, shape)
     torch.manual_seed(1)
-    width = TEXT_WIDTHS[1]
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(base["tokenizer_2"], width, 2, "quick_gelu", projection_dim=PROJECTION)).eval()
+    width, heads, activation = shape["text_widths"][1], shape["text_heads"][1], shape["activations"][1]
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(base["tokenizer_2"], width, heads, activation, projection_dim=PROJECTION)).eval()
     unet = UNet2DConditionModel(
-        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), norm_num_groups=4, use_linear_projection=True, cross_attention_dim=width,
+        in_channels=4, out_channels=4, layers_per_block=1, use_linear_projection=True, cross_attention_dim=width,
         addition_embed_type="text_time", addition_time_embed_dim=TIME_EMBED, projection_class_embeddings_input_dim=5 * TIME_EMBED + PROJECTION,
+        **REFINER_UNETS["tiny" if shape is TINY else "shaped"],
     ).eval()  # fmt: skip
     refiner = StableDiffusionXLImg2ImgPipeline(
         vae=base["vae"], text_encoder=None, text_encoder_2=text_encoder_2, tokenizer=None, tokenizer_2=base["tokenizer_2"],
         unet=unet, scheduler=base["scheduler"], requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
     )  # fmt: skip
-    folder = path / "sdxl-refiner-tiny"
+    folder = path / ("sdxl-refiner-tiny" if shape is TINY else "sdxl-refiner-shaped")
     refiner.save_pretrained(folder, safe_serialization=True)
     return folder

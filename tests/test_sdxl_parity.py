@@ -44,6 +44,9 @@ def test_loads_the_two_text_encoders_without_a_word(sdxl_folder, capfd):
     ("dpm++2m", 1.0, "", (32, 48)),
     ("euler-a", 4.0, "ugly", (32, 32)),
     ("heun", 3.0, "", (48, 32)),
+    ("dpm++2m-karras", 5.0, "blurry", (32, 32)),
+    ("unipc", 4.0, "", (32, 48)),
+    ("ddpm", 3.0, "", (32, 32)),
 ])  # fmt: skip
 def test_txt2img_matches_diffusers(sdxl_folder, sampler, cfg, negative, size):
     from diffusers import StableDiffusionXLPipeline

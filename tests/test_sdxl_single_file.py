@@ -1,6 +1,6 @@
 """SDXL single files in the original layout: ldm-convert writes them from an SDXL folder and
 back; diffusers' from_single_file reads ours as the folder, we read a file as diffusers does;
-refiners and keys of no known family are one-line refusals."""
+keys of no known family are one-line refusals (refiner files: tests/test_sdxl_refiner_file.py)."""
 
 import numpy as np
 import pytest
@@ -134,11 +134,11 @@ def refused(capsys, state: dict, tmp_path) -> str:
     return error
 
 
-def test_a_refiner_file_is_refused_in_one_line(sdxl_file, tmp_path, capsys):
-    """A refiner's only text encoder is bigG, as embedders.0."""
+def test_a_base_u_net_behind_a_refiners_text_side_is_one_line(sdxl_file, tmp_path, capsys):
+    """bigG as embedders.0 (a refiner's text side) before a base's U-Net (six size ids): no refiner."""
     state = {k.replace("conditioner.embedders.1.", "conditioner.embedders.0."): v for k, v in load_file(str(sdxl_file)).items()
              if not k.startswith("conditioner.embedders.0.")}  # fmt: skip
-    assert "not yet from a single file" in refused(capsys, state, tmp_path)
+    assert "not 5 time ids' worth" in refused(capsys, state, tmp_path)
 
 
 @pytest.mark.parametrize("keys", [

@@ -18,7 +18,7 @@ EXAMPLES = """examples:
   ldm-convert sd15/ sd15-style/ --lora style.safetensors:0.8    the LoRA merged into the weights
 
 SRC is any model ldm loads (an ldm model folder, a diffusers folder, a .safetensors file in
-the original layout of SD 1.x/2.x, SDXL or SD3, or a built-in model's name: --list-models; a path
+the original layout of SD 1.x/2.x, SDXL or SD3, an SDXL refiner's folder or file, or a built-in model's name: --list-models; a path
 wins). A DST ending in .safetensors is one file; anything else is a diffusers folder. Pickled
 checkpoints (.ckpt) are refused. DST is never inside SRC (nor SRC inside DST); an existing
 DST is replaced only with --overwrite (a file, or a diffusers folder), whole or not at all."""
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, clock) -> int:
     from ldm.cli.convert_target import check_target
     from ldm.formats.diffusers_conversion import save_as_diffusers
     from ldm.lora.apply import apply_loras
-    from ldm.formats.model_folder import ModelError, load_model
+    from ldm.formats.model_folder import ModelError, load_model_or_refiner
     from ldm.formats.single_file import save_single_file
 
     source, target = resolve_model_path(args.src), Path(args.dst)
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, clock) -> int:
         raise UsageError(str(error)) from None
     check_target(source, target, [path for path, _ in loras], args.overwrite)
     try:
-        components = load_model(source)
+        components = load_model_or_refiner(source)
         applied = apply_loras(components, loras)  # a LoRA that does not fit: an error before anything is written
         if target.suffix.lower() == ".safetensors":
             save_single_file(components, target, replace=args.overwrite)  # a file that appears meanwhile is kept too

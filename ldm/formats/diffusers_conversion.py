@@ -4,7 +4,8 @@ Our open_clip text tower becomes the transformers CLIPTextModel SD 2.x folders h
 the open_clip <-> transformers names SDXL's single files use too (ldm.formats.open_clip_layout);
 "penultimate" models keep one layer fewer, as SD 2.x's
 folders do. An SDXL model (two transformers CLIP text models: one read from a single file)
-becomes a StableDiffusionXLPipeline folder, an SD3 model (two CLIPs, maybe T5, an MMDiT) a
+becomes a StableDiffusionXLPipeline folder, an SDXL refiner (read from its single file) a
+refiner's StableDiffusionXLImg2ImgPipeline folder, an SD3 model (two CLIPs, maybe T5, an MMDiT) a
 StableDiffusion3Pipeline folder. A model that came from a diffusers folder is that
 folder with its U-Net replaced.
 """
@@ -20,6 +21,7 @@ from ldm.formats.diffusers_sd3_export import save_sd3_folder
 from ldm.formats.model_folder import ModelError, load_state, staged_folder
 from ldm.formats.sd3_export import is_sd3_model
 from ldm.formats.open_clip_layout import open_clip_to_transformers
+from ldm.formats.sdxl_refiner_file import is_refiner
 from ldm.formats.sdxl_single_file import sdxl_text_models
 from ldm.formats.single_file import require_unet
 from ldm.models.clip_tokenizer import clip_tokenizer
@@ -41,6 +43,8 @@ def save_as_diffusers(components: Components, path: str | Path, source: Path | N
         return save_sd3_folder(components, path)
     if len(components.text_encoders) > 1:
         return save_sdxl_folder(components, path)
+    if is_refiner(components):
+        return save_refiner_folder(components, path)
     if getattr(components.first_text_encoder, "tower", None) is None:
         raise ModelError("only models with an open_clip text tower (ours, SD 2.x) can be written as a new diffusers folder")
     from diffusers import StableDiffusionPipeline
@@ -76,6 +80,28 @@ def save_sdxl_folder(components: Components, path: Path) -> Path:
         tokenizer_2=tokenizers[1],
         unet=components.denoiser,
         scheduler=make_sampler("euler", components.scheduler_config).scheduler,
+        force_zeros_for_empty_prompt=components.conditioner.zeros_for_empty_negative,
+    )
+    with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:
+        pipe.save_pretrained(staging, safe_serialization=True)
+    return path
+
+
+def save_refiner_folder(components: Components, path: Path) -> Path:
+    """An SDXL refiner's folder (StableDiffusionXLImg2ImgPipeline's, as the refiner ships):
+    text_encoder_2 and tokenizer_2 alone, a U-Net that reads the aesthetic score."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    encoder = components.first_text_encoder
+    pipe = StableDiffusionXLImg2ImgPipeline(
+        vae=components.vae,
+        text_encoder=None,
+        text_encoder_2=encoder.model,
+        tokenizer=None,
+        tokenizer_2=encoder.tokenizer,
+        unet=components.denoiser,
+        scheduler=make_sampler("euler", components.scheduler_config).scheduler,
+        requires_aesthetics_score=True,
         force_zeros_for_empty_prompt=components.conditioner.zeros_for_empty_negative,
     )
     with staged_folder(path, is_diffusers_folder, "diffusers model folder") as staging:

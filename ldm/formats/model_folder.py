@@ -47,7 +47,8 @@ from ldm.models.weights import (
 )
 from ldm.files import clean_leftovers, recover_folder, replacing_folder
 from ldm.formats.diffusers_sd3 import check_flow_scheduler, is_sd3_folder, sd3_text_folders, sd3_text_side
-from ldm.formats.diffusers_sdxl import SECOND_ENCODER, check_sdxl_role, is_sdxl_folder, refiner_text_side, sdxl_text_side
+from ldm.formats.diffusers_sdxl import SECOND_ENCODER, check_sdxl_role, is_sdxl_folder, is_sdxl_refiner_folder, refiner_text_side, sdxl_text_side
+from ldm.formats.sdxl_refiner_file import is_sdxl_refiner_file, load_refiner_file
 from ldm.formats.diffusers_upscaler import check_upscaler_denoiser, diffusers_upscaler
 from ldm.formats.single_file import load_single_file
 
@@ -300,12 +301,28 @@ def _diffusers_text_side(path: Path, refiner: bool, options: dict) -> TextCondit
 
 
 def load_refiner(path: str | Path, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Components:
-    """An SDXL refiner's diffusers folder (ldm.formats.diffusers_sdxl), for inference; ModelError
-    in one line for anything else."""
+    """An SDXL refiner's diffusers folder (ldm.formats.diffusers_sdxl) or single file
+    (ldm.formats.sdxl_refiner_file), for inference; ModelError in one line for anything else."""
     path = Path(path)
-    if not (path / "model_index.json").is_file():
-        raise ModelError(f"refiner {path} is not an SDXL refiner's diffusers folder (no model_index.json)")
-    return load_diffusers_folder(path, refiner=True).to(device=device, dtype=dtype).eval()
+    if path.is_file():
+        refuse_pickle(path)
+        components = load_refiner_file(path)
+    elif (path / "model_index.json").is_file():
+        components = load_diffusers_folder(path, refiner=True)
+    else:
+        raise ModelError(f"refiner {path} is not an SDXL refiner (a diffusers folder or a .safetensors file)")
+    return components.to(device=device, dtype=dtype).eval()
+
+
+def is_refiner_path(path: Path) -> bool:
+    """Whether `path` is an SDXL refiner's diffusers folder or single file."""
+    return is_sdxl_refiner_folder(path) or is_sdxl_refiner_file(path)
+
+
+def load_model_or_refiner(path: str | Path) -> Components:
+    """What ldm-convert converts: any model load_model reads, or an SDXL refiner."""
+    path = recover_folder(path)
+    return load_refiner(path) if is_refiner_path(path) else load_model(path)
 
 
 # ----------------------------------------------------------------------------- single components

@@ -9,7 +9,7 @@ write any SDXL model back in that layout.
 
 The architecture is read from the shapes; heads, norm groups and the schedule are the `sdxl`
 facts of ldm/formats/layouts/stable_diffusion.yaml. A refiner (embedders.0 is bigG, no CLIP
-ViT-L) is refused as refiner folders are.
+ViT-L) is read as a refiner only (ldm.formats.sdxl_refiner_file).
 """
 
 from __future__ import annotations
@@ -30,17 +30,12 @@ from ldm.models.weights import ModelError, load_state
 
 CLIP_PREFIX = "conditioner.embedders.0.transformer."
 OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
-REFINER_PREFIX = "conditioner.embedders.0.model."  # a refiner's only text encoder: OpenCLIP bigG
 SIZE_IDS = 6  # original height and width, crop top and left, target height and width
 CLIP_BUFFERS = ("embeddings.position_ids",)  # carried by some files, not weights
 
 
 def is_sdxl_state(state: dict[str, torch.Tensor]) -> bool:
     return any(k.startswith(CLIP_PREFIX) for k in state) and any(k.startswith(OPEN_CLIP_PREFIX) for k in state)
-
-
-def is_sdxl_refiner_state(state: dict[str, torch.Tensor]) -> bool:
-    return any(k.startswith(REFINER_PREFIX) for k in state)
 
 
 def sdxl_components(state: dict[str, torch.Tensor], name: str, prediction_type: str | None = None) -> Components:
@@ -71,27 +66,38 @@ def _text_encoders(state, facts) -> tuple[HFClipTextEncoder, HFClipTextEncoder]:
     clip = bare_clip_names({k[len(CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(CLIP_PREFIX)})
     clip = {k: v for k, v in clip.items() if k not in CLIP_BUFFERS}
     clip.pop("text_projection.weight", None)  # the first encoder's pooled output is not used
-    big_g = open_clip_to_transformers({k[len(OPEN_CLIP_PREFIX) :]: v for k, v in state.items() if k.startswith(OPEN_CLIP_PREFIX)})
-    first_activation, second_activation = facts["text_activations"]
-    tokenizers = clip_tokenizer(), clip_tokenizer(pad_token="!")
-    first = hf_clip_model(clip, tokenizers[0], first_activation, facts["text_head_width"])
-    second = hf_clip_model(big_g, tokenizers[1], second_activation, facts["text_head_width"])
-    return HFClipTextEncoder(first, tokenizers[0], layer="penultimate"), HFClipTextEncoder(second, tokenizers[1], layer="penultimate")
+    tokenizer = clip_tokenizer()
+    first = hf_clip_model(clip, tokenizer, facts["text_activations"][0], facts["text_head_width"])
+    return HFClipTextEncoder(first, tokenizer, layer="penultimate"), big_g_encoder(state, OPEN_CLIP_PREFIX, facts)
 
 
-def sdxl_unet_config(state, facts, pooled_width: int) -> dict:
+def big_g_encoder(state, prefix: str, facts) -> HFClipTextEncoder:
+    """OpenCLIP bigG under open_clip's names at `prefix` as a projected transformers CLIP model
+    (its tokenizer pads with "!", as SDXL's tokenizer_2), conditioning through its penultimate layer."""
+    tokenizer = clip_tokenizer(pad_token="!")
+    big_g = open_clip_to_transformers({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+    model = hf_clip_model(big_g, tokenizer, facts["text_activations"][1], facts["text_head_width"])
+    return HFClipTextEncoder(model, tokenizer, layer="penultimate")
+
+
+def sdxl_unet_config(state, facts, pooled_width: int, time_ids: int = SIZE_IDS) -> dict:
     """UNet2DConditionModel's arguments: the SD U-Net's as read from the shapes, the
-    transformer depth of each level, and the text_time embedding (pooled text + size ids)."""
+    transformer depth of each level, and the text_time embedding (pooled text + `time_ids`
+    numbers: a base's 6 size ids, a refiner's 5 with the aesthetic score)."""
     config = infer_unet(state, facts)
     per_level = config["layers_per_block"] + 1
     first_blocks = [1 + level * per_level for level in range(len(config["block_out_channels"]))]
     depths = [len(indices(state, UNET_PREFIX + f"input_blocks.{b}.1.transformer_blocks.")) or 1 for b in first_blocks]
-    label_inputs = state[UNET_PREFIX + "label_emb.0.0.weight"].shape[1]  # 6 size embeddings + the pooled text
+    if config["down_block_types"][-1] == "DownBlock2D":  # diffusers gives the mid block the last level's depth (a refiner's)
+        depths[-1] = len(indices(state, UNET_PREFIX + "middle_block.1.transformer_blocks.")) or 1
+    label_inputs = state[UNET_PREFIX + "label_emb.0.0.weight"].shape[1]  # the time ids' embeddings + the pooled text
+    if (label_inputs - pooled_width) % time_ids:
+        raise ModelError(f"its U-Net's size embedding reads {label_inputs - pooled_width} numbers beside the pooled text, not {time_ids} time ids' worth")
     return {
         **config,
         "transformer_layers_per_block": depths,
         "addition_embed_type": "text_time",
-        "addition_time_embed_dim": (label_inputs - pooled_width) // SIZE_IDS,
+        "addition_time_embed_dim": (label_inputs - pooled_width) // time_ids,
         "projection_class_embeddings_input_dim": label_inputs,
     }
 
@@ -102,9 +108,13 @@ def sdxl_original_state(components: Components) -> dict[str, torch.Tensor]:
     state = unet_to_original(components.denoiser.state_dict(), components.denoiser.config)
     state.update(vae_to_original(components.vae.state_dict(), components.vae.config))
     state.update({f"{CLIP_PREFIX}text_model.{k}": v for k, v in bare_clip_names(first.state_dict()).items()})
-    big_g = transformers_to_open_clip(bare_clip_names(second.state_dict()))
-    state.update({OPEN_CLIP_PREFIX + k: v for k, v in big_g.items()})
+    state.update(big_g_original(second, OPEN_CLIP_PREFIX))
     return state
+
+
+def big_g_original(model, prefix: str) -> dict[str, torch.Tensor]:
+    """A projected transformers CLIP model's weights under open_clip's names at `prefix`."""
+    return {prefix + k: v for k, v in transformers_to_open_clip(bare_clip_names(model.state_dict())).items()}
 
 
 def sdxl_text_models(components: Components):

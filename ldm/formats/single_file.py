@@ -1,7 +1,8 @@
 """One-file checkpoints in the original Stable Diffusion layout (what AUTOMATIC1111,
 ComfyUI and InvokeAI keep): read SD 1.x / 2.x files (and their 9-channel inpainting
-variants), SDXL files (ldm.formats.sdxl_single_file) and SD3 / SD3.5 files
-(ldm.formats.sd3_single_file) offline, and write any model in that layout.
+variants), SDXL files (ldm.formats.sdxl_single_file), SDXL refiners' (as refiners only:
+ldm.formats.sdxl_refiner_file) and SD3 / SD3.5 files (ldm.formats.sd3_single_file) offline, and
+write any model in that layout.
 
 The architecture is read from the keys and shapes (ldm.formats.original_shapes); what they
 cannot tell (attention heads, noise schedule, latent scale) comes from the facts in
@@ -29,9 +30,10 @@ from ldm.models.components import Components
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
 from ldm.formats.original_shapes import bare_clip_names, hf_clip_model, infer_open_clip, infer_unet, infer_vae, layout_facts
-from ldm.formats.sdxl_single_file import is_sdxl_refiner_state, is_sdxl_state, sdxl_components, sdxl_original_state
 from ldm.formats.sd3_export import is_sd3_model, sd3_original_state
 from ldm.formats.sd3_single_file import is_sd3_state, sd3_components
+from ldm.formats.sdxl_refiner_file import is_refiner, is_sdxl_refiner_state, refiner_original_state
+from ldm.formats.sdxl_single_file import is_sdxl_state, sdxl_components, sdxl_original_state
 from ldm.formats.single_file_prediction import detected_prediction_type, sidecar_parts_from, sidecar_prediction_type
 from ldm.formats.original_layout import (
     OPEN_CLIP_PREFIX,
@@ -95,7 +97,7 @@ def original_family(path: Path, state: dict[str, torch.Tensor]) -> str:
     if is_sd3_state(state):
         return "sd3"
     if is_sdxl_refiner_state(state):
-        raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG); a refiner is read from its diffusers folder (--refiner DIR), not yet from a single file")
+        raise ModelError(f"{path} is an SDXL refiner (its only text encoder is OpenCLIP bigG): give it with --refiner, beside an SDXL base model")
     has_parts = any(k.startswith(UNET_PREFIX) for k in state) and any(k.startswith(VAE_PREFIX) for k in state)
     texts = {
         "sdxl": is_sdxl_state(state),
@@ -193,6 +195,8 @@ def original_state(components: Components) -> dict[str, torch.Tensor]:
     require_unet(components, "an original-layout single file")
     if len(components.text_encoders) > 1:
         return sdxl_original_state(components)
+    if is_refiner(components):
+        return refiner_original_state(components)
     state = unet_to_original(components.denoiser.state_dict(), components.denoiser.config)
     state.update(vae_to_original(components.vae.state_dict(), components.vae.config))
     tower = getattr(components.first_text_encoder, "tower", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -19,7 +20,10 @@ from ldm.files import writing_file
 
 # The U-Net's attention projections: what LoRAs for Stable Diffusion usually adapt.
 ATTENTION_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-PREFIXES = {"kohya": {"denoiser": "lora_unet_", "text_encoder": "lora_te_"}, "peft": {"denoiser": "unet.", "text_encoder": "text_encoder."}}
+PREFIXES = {
+    "kohya": {"denoiser": "lora_unet_", "text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"},
+    "peft": {"denoiser": "unet.", "text_encoder": "text_encoder.", "text_encoder_2": "text_encoder_2."},
+}
 
 
 def target_modules(model: nn.Module, targets: str) -> list[str]:
@@ -75,24 +79,27 @@ def set_adapters_enabled(model: nn.Module, enabled: bool) -> None:
 
 
 def lora_tensors(
-    model: nn.Module, part: str, layout: str, rank: int, alpha: float, within: str = "", named_as: str = ""
+    model: nn.Module, part: str, layout: str, rank: int, alpha: float, within: str = "", named_as: str = "",
+    prefix: str = "", kohya_name: Callable[[str], str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The adapters of `model` (the Components part `part`) as a LoRA file's tensors, named
-    from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`. The peft
-    layout has no alpha (diffusers reads it as alpha = rank): alpha / rank is folded into B."""
+    from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`, after
+    `prefix` (else the part's in PREFIXES). kohya: `kohya_name` gives a module's dotted name
+    in the file (SDXL's original U-Net blocks). The peft layout has no alpha (diffusers reads
+    it as alpha = rank): alpha / rank is folded into B."""
     from peft.utils import get_peft_model_state_dict
 
-    tensors = {}
+    tensors, prefix = {}, prefix or PREFIXES[layout][part]
     for key, tensor in get_peft_model_state_dict(model).items():
         module, kind = key.removeprefix(within).rsplit(".lora_", 1)  # "down_blocks...to_q", "A.weight" or "B.weight"
         module = named_as + module
         if layout == "kohya":
-            stem = PREFIXES[layout][part] + module.replace(".", "_")
+            stem = prefix + (kohya_name(module) if kohya_name else module).replace(".", "_")
             tensors[f"{stem}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor
             tensors[f"{stem}.alpha"] = torch.tensor(float(alpha))
         else:
             scale = alpha / rank if kind.startswith("B") else 1.0
-            tensors[f"{PREFIXES[layout][part]}{module}.lora_{kind}"] = tensor * scale
+            tensors[f"{prefix}{module}.lora_{kind}"] = tensor * scale
     return tensors
 
 

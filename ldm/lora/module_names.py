@@ -6,7 +6,8 @@ kohya writes a module's name with underscores for its dots, after a prefix namin
                  (lora_unet_input_blocks_4_1_proj_in: kohya's own SDXL files), which
                  ldm.formats.original_layout translates
   text encoders  transformers' names, with or without the `text_model.` level transformers 4 had
-peft files (diffusers' layout) use diffusers' dotted names.
+peft files (diffusers' layout) use diffusers' dotted names. The lora stage writes kohya SDXL
+files under the original block names too (kohya_sdxl_unet_name).
 """
 
 from __future__ import annotations
@@ -41,15 +42,25 @@ def kohya_index(components: Components, part: str) -> dict[str, str]:
 def original_unet_names(unet: torch.nn.Module) -> dict[str, str]:
     """diffusers module name -> its name in the original U-Net, for every layer that has one."""
     table = unet_prefixes(unet.config)
-    names = {}
-    for name, child in unet.named_modules():
-        if isinstance(child, ADAPTED):
-            try:
-                (key,) = rename({f"{name}.weight": None}, table, "U-Net")
-            except LayoutError:  # a layer the original layout has no place for
-                continue
-            names[name] = key.removesuffix(".weight")
-    return names
+    names = {name: original_unet_name(table, name) for name, child in unet.named_modules() if isinstance(child, ADAPTED)}
+    return {name: original for name, original in names.items() if original is not None}
+
+
+def original_unet_name(table: list, name: str) -> str | None:
+    """A U-Net module's name in the original layout (`table`: unet_prefixes of its config);
+    None for a layer the original layout has no place for."""
+    try:
+        (key,) = rename({f"{name}.weight": None}, table, "U-Net")
+    except LayoutError:
+        return None
+    return key.removesuffix(".weight")
+
+
+def kohya_sdxl_unet_name(unet: torch.nn.Module):
+    """kohya's name for an SDXL U-Net module (what sd-scripts writes): the original block names
+    (input_blocks.4.1.proj_in), or diffusers' where the original layout has no place."""
+    table = unet_prefixes(unet.config)
+    return lambda name: original_unet_name(table, name) or name
 
 
 def peft_module(components: Components, part: str, name: str) -> str | None:

@@ -180,7 +180,7 @@ class LoraSection(DenoiserSection):
     rank: int = 4
     alpha: Optional[float] = None  # the delta is scaled by alpha / rank; null = rank (scale 1)
     targets: str = "attention"  # attention (to_q/k/v/out) | all (every Linear and Conv2d of the U-Net)
-    # Adapters on the text encoder too (its Linear layers; lora_te_* keys), for words the model
+    # Adapters on the text encoder too (its Linear layers; lora_te_* keys; SDXL: both, lora_te1_/lora_te2_), for words the model
     # never learned: the embeddings are then computed in every step (no text embedding memory).
     text_encoder: bool = False
     # One-token words whose embedding rows train too (textual inversion beside the adapters):

@@ -3,7 +3,8 @@ the frozen teacher's with a guidance-scale embedding (zero-initialised: at step 
 teacher), learns to map any point of the teacher's guided ODE trajectory to the trajectory's
 end: its output at t_n must match the EMA target network's output at t_n - k, where the
 teacher's DDIM step (guidance scale drawn per sample) took the latents from t_n to t_n - k.
-Data as text2img (cached latents, captions); the export samples with `--sampler lcm`."""
+Data as text2img (cached latents, captions; an SDXL teacher reads each sample's size ids, and
+its unconditional side is zeros as sampling's); the export samples with `--sampler lcm`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
 from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
+from ldm.training.size_conditioning import with_training_sizes
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, sample_grid
 
@@ -102,10 +104,16 @@ class LcmModule(Text2ImgModule):
         x0, eps = clean_and_noise(output, noisy, self.solver.alpha_bar(start, noisy.device), self.prediction_type)
         return self.solver.step(x0, eps, previous)
 
+    def unconditional(self, n: int) -> Conditioning:
+        """The teacher's unconditional side as sampling builds it for an empty negative prompt:
+        the encoding of "", or zeros where the text side says so (SDXL's force_zeros_for_empty_prompt)."""
+        empty = self.encode([""] * n)
+        return empty.map(torch.zeros_like) if getattr(self.conditioner, "zeros_for_empty_negative", False) else empty
+
     def forward(self, batch: dict, randomness, step: int):
         latents = self.latents(batch, randomness)
-        cond = self.context(list(batch["caption"]), randomness)
-        uncond = self.encode([""] * len(latents))
+        cond = with_training_sizes(self.context(list(batch["caption"]), randomness), batch, latents, self.frozen[0], self.denoiser)
+        uncond = with_training_sizes(self.unconditional(len(latents)), batch, latents, self.frozen[0], self.denoiser)
         b, device, section = len(latents), latents.device, self.section
         start = self.solver.timesteps[randomness.randint(len(self.solver.timesteps), (b,)).cpu()].to(device)  # t_n, (B,)
         previous = self.solver.previous(start)  # t_n - k, (B,)

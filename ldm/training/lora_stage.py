@@ -1,7 +1,8 @@
 """Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net (and, with
-lora.text_encoder, on its text encoder; with lora.tokens, the embeddings of new words), trained
+lora.text_encoder, on its text encoder, both of SDXL's; with lora.tokens, the embeddings of new words), trained
 as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
-as one small LoRA file (kohya layout by default) with its training facts in the metadata;
+as one small LoRA file (kohya layout by default; on SDXL under sd-scripts' names: the U-Net's
+original blocks, lora_te1_/lora_te2_) with its training facts in the metadata;
 `ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
 without and with the LoRA (same seed)."""
 
@@ -18,6 +19,7 @@ from ldm.config import ConfigError
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.process import NoiseProcess
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
+from ldm.lora.module_names import kohya_sdxl_unet_name
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
 from ldm.training.learned_tokens import LearnedTokens
@@ -25,6 +27,7 @@ from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, generate_options, sample_grid
 
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+SDXL_KOHYA_TEXT_PREFIXES = {"text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}  # sd-scripts' SDXL names
 
 
 class LoraModule(Text2ImgModule):
@@ -38,6 +41,8 @@ class LoraModule(Text2ImgModule):
         self.train_text_encoder = config.lora.text_encoder
         if self.train_text_encoder:
             self.text_encoder = components.first_text_encoder
+            if is_sdxl_model(components):  # SDXL's second encoder (OpenCLIP bigG) trains too, as kohya's sd-scripts does
+                self.text_encoder_2 = components.text_encoders[1]
         self.tokens = LearnedTokens(components.first_text_encoder, config.lora.tokens) if config.lora.tokens else None
         self.text_trains = self.train_text_encoder or self.tokens is not None
 
@@ -51,6 +56,30 @@ def text_encoder_naming(encoder) -> dict:
         return {}
     has_level = any(name.startswith("text_model.") for name, _ in inner.named_modules())
     return {"within": "model.", "named_as": "" if has_level else "text_model."}
+
+
+def is_sdxl_model(components: Components) -> bool:
+    """Two CLIP text encoders before a text_time U-Net."""
+    return len(components.text_encoders) == 2 and getattr(components.denoiser.config, "addition_embed_type", None) == "text_time"
+
+
+def text_encoder_parts(components: Components) -> dict[str, nn.Module]:
+    """The text encoders lora.text_encoder adapts, by Components part: the first, and SDXL's second."""
+    encoders = components.text_encoders
+    return {"text_encoder": encoders[0], **({"text_encoder_2": encoders[1]} if is_sdxl_model(components) else {})}
+
+
+def adapter_tensors(components: Components, section, alpha: float) -> dict[str, torch.Tensor]:
+    """The trained adapters as a LoRA file's tensors. kohya on SDXL: sd-scripts' names, the
+    U-Net's original blocks (lora_unet_input_blocks_4_1_...) and lora_te1_ / lora_te2_."""
+    sdxl_kohya = section.layout == "kohya" and is_sdxl_model(components)
+    unet_name = kohya_sdxl_unet_name(components.denoiser) if sdxl_kohya else None
+    tensors = lora_tensors(components.denoiser, "denoiser", section.layout, section.rank, alpha, kohya_name=unet_name)
+    if section.text_encoder:
+        for part, encoder in text_encoder_parts(components).items():
+            prefix = SDXL_KOHYA_TEXT_PREFIXES[part] if sdxl_kohya else ""
+            tensors |= lora_tensors(encoder, part, section.layout, section.rank, alpha, prefix=prefix, **text_encoder_naming(encoder))
+    return tensors
 
 
 def require_lora_backbone(denoiser: nn.Module) -> None:
@@ -73,14 +102,15 @@ class LoraStage(Text2ImgStage):
         add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
         components.denoiser.to(self.context.device)
         if section.text_encoder:
-            encoder = components.first_text_encoder
-            add_lora_adapters(encoder, section.rank, self.alpha, text_encoder_targets(encoder), config.train.seed + 1)
-            encoder.to(self.context.device)
+            for offset, encoder in enumerate(text_encoder_parts(components).values(), start=1):
+                add_lora_adapters(encoder, section.rank, self.alpha, text_encoder_targets(encoder), config.train.seed + offset)
+                encoder.to(self.context.device)
         return LoraModule(components, process, config)
 
     def adapted(self) -> list[nn.Module]:
         """The parts that carry adapters."""
-        return [self.components.denoiser] + ([self.components.first_text_encoder] if self.config.lora.text_encoder else [])
+        encoders = list(text_encoder_parts(self.components).values()) if self.config.lora.text_encoder else []
+        return [self.components.denoiser] + encoders
 
     def set_lora_enabled(self, enabled: bool) -> None:
         """The base model, exactly, when off: adapters and learned token rows."""
@@ -111,10 +141,7 @@ class LoraStage(Text2ImgStage):
 
     def export(self) -> Path:
         config, section = self.config, self.config.lora
-        tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
-        if section.text_encoder:
-            encoder = self.components.first_text_encoder
-            tensors |= lora_tensors(encoder, "text_encoder", section.layout, section.rank, self.alpha, **text_encoder_naming(encoder))
+        tensors = adapter_tensors(self.components, section, self.alpha)
         if self.module.tokens is not None:
             tensors |= bundle_tensors(self.module.tokens.vectors())
         metadata = {

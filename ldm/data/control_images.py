@@ -36,7 +36,8 @@ def crop_as_picture(
 ) -> torch.Tensor:
     """(3, H, W) in [-1, 1]: `control` resized to its picture's `picture_size` (width, height)
     when it differs, then cropped (to the bucket `size`, or R x R) as `transform` cropped the
-    picture: the same pixels, whatever the picture's aspect ratio."""
+    picture: the same pixels, whatever the picture's aspect ratio. A grey map or mask is read as RGB."""
+    control = control if control.mode == "RGB" else control.convert("RGB")
     if control.size != tuple(picture_size):
         control = control.resize(tuple(picture_size), Image.Resampling.BILINEAR)
     return transform(control, generator, size)

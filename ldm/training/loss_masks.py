@@ -65,7 +65,7 @@ class LossMasks:
             loaded = load_image(path, "loss mask")
         except ImageError as error:
             raise DataError(str(error)) from None
-        mask = as_mask(loaded, loaded.size).convert("RGB")
+        mask = as_mask(loaded, loaded.size)
         height, width = pixel_size
         # The data's centre crop, whose square size does not matter: `size` sets the crop.
         cropped = crop_as_picture(mask, picture or mask.size, ImageTransform(max(pixel_size)), None, (width, height))

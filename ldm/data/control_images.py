@@ -1,6 +1,8 @@
 """A sample's control image stored in the data itself (a datasets column, a webdataset key):
 decoded like the image, resized to the image's size when it differs, then given the image's
-own crop and flip (the same random draws), so that picture and map stay aligned."""
+own crop and flip (the same random draws), so that picture and map stay aligned.
+`crop_as_picture` is that alignment alone: the training stages give it the maps of
+controlnet.control_dir and masked loss's masks, read at each step by key."""
 
 from __future__ import annotations
 
@@ -25,10 +27,20 @@ def paired_control(
     decoded = decode_image(source)  # no minimum size: a map is resized to its image
     if decoded.image is None:
         return None
-    control = decoded.image
-    if control.size != image.size:
-        control = control.resize(image.size, Image.Resampling.BILINEAR)
-    return transform(control, generator(), size)
+    return crop_as_picture(decoded.image, image.size, transform, generator(), size)
+
+
+def crop_as_picture(
+    control: Image.Image, picture_size: Size, transform: ImageTransform, generator: Optional[torch.Generator] = None,
+    size: Optional[Size] = None,
+) -> torch.Tensor:
+    """(3, H, W) in [-1, 1]: `control` resized to its picture's `picture_size` (width, height)
+    when it differs, then cropped (to the bucket `size`, or R x R) as `transform` cropped the
+    picture: the same pixels, whatever the picture's aspect ratio. A grey map or mask is read as RGB."""
+    control = control if control.mode == "RGB" else control.convert("RGB")
+    if control.size != tuple(picture_size):
+        control = control.resize(tuple(picture_size), Image.Resampling.BILINEAR)
+    return transform(control, generator, size)
 
 
 def with_control(

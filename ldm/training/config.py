@@ -439,8 +439,6 @@ def check_masked_loss(config: TrainConfig) -> None:
         raise ConfigError(f"data.masked_loss with data.source {data.source} needs data.mask_dir (masks named after the sample keys)")
     if data.crop != "center" or data.random_flip:
         raise ConfigError("data.masked_loss needs data.crop: center and data.random_flip: false (masks are cropped as their images at each step, not at random)")
-    if data.buckets:
-        raise ConfigError("data.masked_loss crops masks to the square data.resolution, not to aspect-ratio buckets: turn data.buckets off")
 
 
 # Stages that train on squares of their own size: aspect-ratio buckets would bring them nothing.
@@ -457,8 +455,6 @@ def check_buckets(config: TrainConfig) -> None:
         return
     if config.stage in SQUARE_STAGES:
         raise ConfigError(f"data.buckets is not used by stage {config.stage}: {SQUARE_STAGES[config.stage]}; turn data.buckets off")
-    if config.stage == "controlnet" and config.controlnet.control_dir:
-        raise ConfigError("data.buckets cannot crop the maps of controlnet.control_dir with their pictures: store them in the data (data.control_column) or turn data.buckets off")
 
 
 def check_autoencoder_crop(config: TrainConfig) -> None:

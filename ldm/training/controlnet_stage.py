@@ -23,6 +23,7 @@ from ldm.control.prepare import control_input, control_map
 from ldm.control.sd3 import block_samples, control_latents, is_sd3_controlnet
 from ldm.control.sd3_model import controlnet_from_mmdit
 from ldm.control.units import ControlUnit
+from ldm.data.control_images import crop_as_picture
 from ldm.data.transforms import ImageTransform
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.backbones.unet import size_conditioning, takes_size_conditioning
@@ -30,6 +31,7 @@ from ldm.diffusion.process import NoiseProcess
 from ldm.images import ImageError, load_image, to_pil
 from ldm.models.components import Components
 from ldm.training.latents import CacheExtras
+from ldm.training.size_conditioning import picture_sizes
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, generate_options, sample_grid
 
@@ -42,8 +44,9 @@ class ControlImages:
     control_key, already cropped with their images), or those in `control_dir` named after
     the samples' keys (KEY.png), else the preprocessor's output from the samples' own pixels.
 
-    A map is the control image already: it is only cropped as its image was (the data's
-    centre crop at `resolution`) and, for layouts, snapped to the region colours; running
+    A map is the control image already: it is only resized to its picture's size and cropped
+    as the picture was (the data's centre crop at `resolution`, or to the sample's aspect-ratio
+    bucket: ldm.data.control_images.crop_as_picture, the data's own maps' path) and, for layouts, snapped to the region colours; running
     the preprocessor on it again would train on something else (Canny on an edge map
     draws both flanks of every edge)."""
 
@@ -59,21 +62,26 @@ class ControlImages:
             return self.control_type
         return "layout" if self.control_type == "layout" else "raw"
 
-    def pictures(self, batch: dict) -> list[Image.Image]:
+    def pictures(self, batch: dict, size: tuple[int, int]) -> list[Image.Image]:
+        """The batch's control pictures, `size` (W, H) for those this crops."""
         if "control" in batch:
             return to_pil(batch["control"])
         if self.control_dir is None:
             return to_pil(batch["pixels"])
+        keys = list(batch["key"])
         try:
-            maps = [load_image(self.control_dir / Path(key).with_suffix(".png"), "control map") for key in batch["key"]]
+            maps = [load_image(self.control_dir / Path(key).with_suffix(".png"), "control map") for key in keys]
         except ImageError as error:
             raise ValueError(f"controlnet.control_dir: {error}") from None
-        return [to_pil(self.crop(picture)[None])[0] for picture in maps] if self.crop else maps
+        if self.crop is None:
+            return maps
+        sizes = picture_sizes(batch, len(keys))
+        return [to_pil(crop_as_picture(map_, picture or map_.size, self.crop, None, size)[None])[0] for map_, picture in zip(maps, sizes)]
 
     def __call__(self, batch: dict, size: tuple[int, int]) -> torch.Tensor:
         if CACHED in batch:
             return batch[CACHED].float() / 255  # the maps this returned when the cache was built
-        inputs = [control_input(self.reader(batch), picture, size) for picture in self.pictures(batch)]
+        inputs = [control_input(self.reader(batch), picture, size) for picture in self.pictures(batch, size)]
         return torch.cat(inputs)  # (B, 3, H, W) in [0, 1]
 
     def cache_extras(self, maps_from: str) -> CacheExtras:
@@ -178,8 +186,8 @@ class ControlNetStage(Text2ImgStage):
 
         def row(pipeline, prompt: str, sample: dict) -> list[Image.Image]:
             batch = {name: value[None] if isinstance(value, torch.Tensor) else [value] for name, value in sample.items()}
-            picture = self.control_images.pictures(batch)[0]
             size = tuple(sample["pixels"].shape[-1:-3:-1])  # (W, H)
+            picture = self.control_images.pictures(batch, size)[0]
             control = control_map(self.control_images.reader(batch), picture, size)
             unit = ControlUnit(control, "raw", model=self.name)
             steered = pipeline.generate(prompt, controls=(unit,), width=size[0], height=size[1], **options).images[0]

@@ -2,10 +2,11 @@
 
 White counts fully, black not at all, grey in between (a transparent pixel counts as black, as
 an inpainting mask reads). A mask is read by the sample's key at each step: NAME.mask.png beside
-an image folder's NAME.jpg, or KEY.png in data.mask_dir (any source). It is cropped as its image
-was (the data's centre crop: masked_loss refuses random crops and flips), scaled to the training
-size (a mask of another size is resized, keeping its aspect ratio as its image's), then averaged
-down to the latent size. A sample without a mask weighs 1 everywhere: the plain loss.
+an image folder's NAME.jpg, or KEY.png in data.mask_dir (any source). It is resized to its
+picture's size when it differs, then cropped as the picture was (ldm.data.control_images.
+crop_as_picture: the data's centre crop to the square or to the sample's aspect-ratio bucket;
+masked_loss refuses random crops and flips), then averaged down to the latent size. A sample
+without a mask weighs 1 everywhere: the plain loss.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ldm.data.config import DataConfig
+from ldm.data.control_images import crop_as_picture
 from ldm.data.errors import DataError
 from ldm.data.imagefolder import MASK_SUFFIX
+from ldm.data.transforms import ImageTransform, Size
 from ldm.images import ImageError, load_image
 from ldm.masks import as_mask
 
@@ -46,29 +47,26 @@ class LossMasks:
             return self.mask_dir / f"{stem}.png"
         return self.image_dir / f"{stem}{MASK_SUFFIX}"
 
-    def __call__(self, keys: list[str], pixel_size: tuple[int, int], latent_size: tuple[int, int]) -> torch.Tensor:
-        """`pixel_size` (H, W): the training pictures'; `latent_size` (h, w): their latents'."""
-        weights = [self.weight(key, pixel_size) for key in keys]
+    def __call__(
+        self, keys: list[str], pixel_size: tuple[int, int], latent_size: tuple[int, int], pictures: Optional[list[Optional[Size]]] = None,
+    ) -> torch.Tensor:
+        """`pixel_size` (H, W): the training pictures'; `latent_size` (h, w): their latents';
+        `pictures`: each sample's picture as decoded, (width, height) (None: the mask's own)."""
+        pictures = pictures or [None] * len(keys)
+        weights = [self.weight(key, pixel_size, picture) for key, picture in zip(keys, pictures)]
         pixel_masks = torch.stack(weights)[:, None]  # (B, 1, H, W)
         return F.interpolate(pixel_masks, size=latent_size, mode="area")  # (B, 1, h, w)
 
-    def weight(self, key: str, pixel_size: tuple[int, int]) -> torch.Tensor:
+    def weight(self, key: str, pixel_size: tuple[int, int], picture: Optional[Size] = None) -> torch.Tensor:
         path = self.path(key)
         if not path.exists():
             return torch.ones(pixel_size)
         try:
-            picture = load_image(path, "loss mask")
+            loaded = load_image(path, "loss mask")
         except ImageError as error:
             raise DataError(str(error)) from None
-        mask = fit_centre(as_mask(picture, picture.size), pixel_size)
-        return torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)  # (H, W) in [0, 1]
-
-
-def fit_centre(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """The centre of `mask` with the aspect ratio of `size` (H, W), resized to it: the crop the
-    data's centre crop makes of an image of the mask's shape."""
-    height, width = size
-    scale = min(mask.width / width, mask.height / height)
-    crop_w, crop_h = width * scale, height * scale
-    left, top = (mask.width - crop_w) / 2, (mask.height - crop_h) / 2
-    return mask.resize((width, height), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+        mask = as_mask(loaded, loaded.size)
+        height, width = pixel_size
+        # The data's centre crop, whose square size does not matter: `size` sets the crop.
+        cropped = crop_as_picture(mask, picture or mask.size, ImageTransform(max(pixel_size)), None, (width, height))
+        return (cropped[0] + 1) / 2  # (H, W) in [0, 1]

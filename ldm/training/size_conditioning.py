@@ -10,6 +10,8 @@ batch's own pixel size."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ldm.diffusion.backbones import backbone_of
@@ -51,3 +53,12 @@ def size_cache_extras() -> CacheExtras:
         return {key: torch.as_tensor(batch[key]) for key in (ORIGINAL_SIZE, CROP_TOP_LEFT) if key in batch}  # (B, 2) each
 
     return CacheExtras(compute, {"sizes": [ORIGINAL_SIZE, CROP_TOP_LEFT], "version": 1})
+
+
+def picture_sizes(batch: dict, count: int) -> list[Optional[tuple[int, int]]]:
+    """Each sample's picture as decoded, (width, height), from the batch's `original_size`;
+    None each when the batch does not say (a mask or map is then taken as its picture's size)."""
+    original = batch.get(ORIGINAL_SIZE)
+    if original is None:
+        return [None] * count
+    return [(int(width), int(height)) for height, width in torch.as_tensor(original).reshape(count, 2).tolist()]

@@ -23,7 +23,7 @@ from ldm.formats.diffusers_conversion import save_sdxl_folder
 from ldm.formats.diffusers_export import save_diffusers_finetune
 from ldm.formats.single_file import save_single_file
 from ldm.training.config import DenoiserSection, Text2ImgSection
-from ldm.training.size_conditioning import size_cache_extras, takes_time_ids, with_training_sizes
+from ldm.training.size_conditioning import picture_sizes, size_cache_extras, takes_time_ids, with_training_sizes
 from ldm.training.latents import CacheExtras, cached_latents, encode_in_full_precision
 from ldm.training.loss_masks import LossMasks
 from ldm.training.prior import ClassSamples, class_images
@@ -162,7 +162,8 @@ class Text2ImgModule(nn.Module):
             return None
         factor = 2 ** (len(self.frozen[0].config.block_out_channels) - 1)
         h, w = latents.shape[-2:]
-        return self.loss_masks(list(batch["key"]), (h * factor, w * factor), (h, w)).to(latents.device)
+        keys = list(batch["key"])
+        return self.loss_masks(keys, (h * factor, w * factor), (h, w), picture_sizes(batch, len(keys))).to(latents.device)
 
     def forward(self, batch: dict, randomness, step: int):
         loss = self.batch_losses(batch, randomness).mean()

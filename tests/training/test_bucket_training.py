@@ -3,6 +3,7 @@ folder and from a `datasets` source, through every stage that trains the denoise
 pictures (latent cache included), batched one bucket at a time; exact resume; the histogram
 at the start; one-line refusals where buckets cannot apply."""
 
+import io
 import json
 import shutil
 import sys
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from aspect_pictures import RATIOS, aspect_folder, aspect_hf_dataset
+from PIL import Image
+
+from aspect_pictures import RATIOS, aspect_folder, aspect_hf_dataset, aspect_samples
 from configs import tiny_train_config, tiny_train_dict
 from test_multiprocess import launch
 from test_resume import killed_during_step
@@ -108,9 +111,14 @@ def test_square_stages_refuse_buckets_in_one_line(tmp_path, stage):
         bucket_config(tmp_path, stage)
 
 
-def test_controlnet_maps_from_a_folder_refuse_buckets(tmp_path):
-    with pytest.raises(ConfigError, match=r"^data.buckets cannot crop the maps of controlnet.control_dir"):
-        bucket_config(tmp_path, "controlnet", sections={"controlnet": {"init_from": "x", "control_dir": str(tmp_path)}})
+def test_controlnet_maps_from_a_folder_train_in_buckets(tmp_path, saved_tiny_models, batch_shapes):
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    for name, data, _ in aspect_samples():
+        Image.open(io.BytesIO(data)).convert("L").save(maps / f"{name}.png")  # the pictures' own outlines, as maps
+    sections = {"controlnet": {"init_from": str(saved_tiny_models("unet")), "control_type": "raw", "control_dir": str(maps)}}
+    result = train(bucket_config(tmp_path, "controlnet", sections=sections))
+    assert len(result.losses) == 5 and set(batch_shapes) == BUCKET_SHAPES
 
 
 def test_data_without_sizes_up_front_refuses_buckets(tmp_path):

@@ -5,6 +5,7 @@ ldm-generate --controlnet loads."""
 import pytest
 import torch
 from PIL import Image
+from marked_pictures import MARKED, bucketed_sample, marked, marked_folder, marked_share
 from tiny_data import TinyImages, tiny_datasets
 
 from configs import tiny_train_dict
@@ -117,6 +118,26 @@ def test_stored_maps_are_read_as_control_images_cropped_like_their_images(tmp_pa
     assert torch.equal(control[0, 0], torch.nn.functional.one_hot(torch.full((32,), 12), 32).float())
 
 
+@pytest.mark.parametrize("size", list(MARKED))
+def test_a_bucketed_pictures_map_from_a_folder_is_cropped_as_the_picture(tmp_path, size):
+    """A wide and a tall picture in their buckets: the map's marked pixels are the picture's,
+    from a map of the picture's size and from one of twice its size."""
+    from ldm.training.controlnet_stage import ControlImages
+
+    batch = bucketed_sample(marked_folder(tmp_path / "images", size))
+    height, width = batch["pixels"].shape[-2:]
+    expected = marked_share(batch["pixels"][0])
+    for scale in (1, 2):
+        maps = tmp_path / f"maps-{scale}"
+        maps.mkdir()
+        marked(size, MARKED[size], scale=scale).save(maps / "00000.png")
+        control = ControlImages("raw", maps, resolution=32)(batch, (width, height))  # (1, 3, H, W) in [0, 1]
+        assert control.shape == (1, 3, height, width)
+        if scale == 1:
+            assert torch.allclose(control[0, 0], expected, atol=0.5 / 255)  # through an 8-bit picture
+        assert torch.equal(control[0, 0] > 0.5, expected > 0.5)
+
+
 def test_maps_carried_by_the_data_are_the_control_images(tmp_path):
     """data.control_column / control_key put each sample's map in the batch, already cropped:
     it is used as it is, not the preprocessor's view of the pixels."""
@@ -142,7 +163,7 @@ def test_training_on_an_hf_dataset_with_a_control_column(tmp_path, tiny_model_di
     from ldm.training.controlnet_stage import ControlImages
 
     read, original = [], ControlImages.pictures
-    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch: (read.append(batch["control"]), original(self, batch))[1])
+    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch, size: (read.append(batch["control"]), original(self, batch, size))[1])
     assert train(config).step == 2
     assert len(read) == 2 and all(len(control) == 2 for control in read)  # each step's maps, from the column
 
@@ -160,7 +181,7 @@ def test_the_preprocessors_maps_are_cached_with_the_latents(tmp_path, tiny_model
         picture.save(pictures / f"{n}.png")
         (pictures / f"{n}.txt").write_text(f"box {n}")
     read, original = [], ControlImages.pictures
-    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch: (read.append(len(batch["key"])), original(self, batch))[1])
+    monkeypatch.setattr(ControlImages, "pictures", lambda self, batch, size: (read.append(len(batch["key"])), original(self, batch, size))[1])
 
     def run(name, cache):
         config = controlnet_config(tmp_path / name, tiny_model_dir, controlnet={"control_type": "canny"}, max_steps=4, batch_size=2)

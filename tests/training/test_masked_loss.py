@@ -1,12 +1,14 @@
 """Masked loss (kohya's masked_loss): an all-white mask is the plain loss exactly; a half mask
 counts only its white half (what the black half predicts does not matter); masks are sidecars
 (NAME.mask.png, never images themselves) or KEY.png in data.mask_dir, resized when their size
-differs; bad settings and unreadable masks are one line."""
+differs, and cropped as their pictures were, to the square or to an aspect-ratio bucket; bad
+settings and unreadable masks are one line."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from marked_pictures import MARKED, bucketed_sample, marked, marked_folder, marked_share
 from tiny_data import TinyImages, tiny_datasets, tiny_image_folder
 
 from configs import tiny_train_dict
@@ -18,6 +20,7 @@ from ldm.training.config import TrainConfig
 from ldm.training.loop import train
 from ldm.training.loss_masks import LossMasks
 from ldm.training.stage_registry import build_stage
+from ldm.training.size_conditioning import picture_sizes
 from ldm.training.stages import StageContext
 
 
@@ -117,8 +120,31 @@ def test_an_unreadable_mask_is_one_line(tmp_path):
     ("inpaint", {}, "data.masked_loss is for stages text2img and lora, not inpaint"),
     ("text2img", {"crop": "random"}, "needs data.crop: center and data.random_flip: false"),
     ("text2img", {"source": "webdataset"}, "with data.source webdataset needs data.mask_dir"),
-    ("text2img", {"buckets": True}, "crops masks to the square data.resolution, not to aspect-ratio buckets"),
 ])  # fmt: skip
 def test_bad_masked_loss_settings_are_config_errors(tmp_path, stage, data, message):
     with pytest.raises(ConfigError, match=message):
         masked_config(tmp_path, "model", stage, **data)
+
+
+@pytest.mark.parametrize("size", list(MARKED))
+def test_a_bucketed_mask_is_cropped_as_its_picture(tmp_path, size):
+    """A wide and a tall picture in their buckets: the mask's marked pixels are the picture's."""
+    folder = marked_folder(tmp_path / "images", size)
+    marked(size, MARKED[size], "L").save(folder / "00000.mask.png")
+    (tmp_path / "masks").mkdir()
+    marked(size, MARKED[size], "L", scale=2).save(tmp_path / "masks" / "00000.png")  # twice the picture's size
+    batch = bucketed_sample(folder)
+    height, width = batch["pixels"].shape[-2:]
+    expected = marked_share(batch["pixels"][0])
+    sidecar = LossMasks(None, folder)(batch["key"], (height, width), (height, width), picture_sizes(batch, 1))
+    assert torch.allclose(sidecar[0, 0], expected, atol=1e-5)
+    resized = LossMasks(tmp_path / "masks", None)(batch["key"], (height, width), (height, width), picture_sizes(batch, 1))
+    assert torch.equal(resized[0, 0] > 0.5, expected > 0.5)
+
+
+def test_masked_loss_trains_in_buckets(tmp_path, tiny_model_dir):
+    folder = marked_folder(tmp_path / "images", (96, 64))
+    marked((96, 64), MARKED[(96, 64)], "L").save(folder / "00000.mask.png")
+    config = masked_config(tmp_path, tiny_model_dir, path=str(folder), buckets=True)
+    config.train.max_steps, config.train.batch_size = 1, 1
+    assert train(config).step == 1

@@ -75,11 +75,13 @@ def set_adapters_enabled(model: nn.Module, enabled: bool) -> None:
 
 
 def lora_tensors(
-    model: nn.Module, part: str, layout: str, rank: int, alpha: float, within: str = "", named_as: str = ""
+    model: nn.Module, part: str, layout: str, rank: int, alpha: float, within: str = "", named_as: str = "", prefix: str = ""
 ) -> dict[str, torch.Tensor]:
     """The adapters of `model` (the Components part `part`) as a LoRA file's tensors, named
-    from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`. The peft
+    from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`, after
+    `prefix` (default: the part's in `layout`; an MMDiT's is "transformer."). The peft
     layout has no alpha (diffusers reads it as alpha = rank): alpha / rank is folded into B."""
+    prefix = prefix or PREFIXES[layout][part]
     from peft.utils import get_peft_model_state_dict
 
     tensors = {}
@@ -87,12 +89,12 @@ def lora_tensors(
         module, kind = key.removeprefix(within).rsplit(".lora_", 1)  # "down_blocks...to_q", "A.weight" or "B.weight"
         module = named_as + module
         if layout == "kohya":
-            stem = PREFIXES[layout][part] + module.replace(".", "_")
+            stem = prefix + module.replace(".", "_")
             tensors[f"{stem}.lora_{'down' if kind.startswith('A') else 'up'}.weight"] = tensor
             tensors[f"{stem}.alpha"] = torch.tensor(float(alpha))
         else:
             scale = alpha / rank if kind.startswith("B") else 1.0
-            tensors[f"{PREFIXES[layout][part]}{module}.lora_{kind}"] = tensor * scale
+            tensors[f"{prefix}{module}.lora_{kind}"] = tensor * scale
     return tensors
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldm.config import ConfigError
-from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.process import NoiseProcess
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
+from ldm.lora.denoiser_targets import denoiser_lora
+from ldm.lora.parameterisation import PREDICTION_KEY, prediction_type
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
 from ldm.training.learned_tokens import LearnedTokens
@@ -53,14 +53,6 @@ def text_encoder_naming(encoder) -> dict:
     return {"within": "model.", "named_as": "" if has_level else "text_model."}
 
 
-def require_lora_backbone(denoiser: nn.Module) -> None:
-    """A LoRA is trained only where ldm-generate --lora can apply the file it makes."""
-    backbone = backbone_of(denoiser)
-    # MMDiTs take LoRA files (diffusers' transformer.* layout) but the stage writes U-Net files only.
-    if not backbone.supports_lora or backbone.kind != "unet":
-        raise ConfigError(f"stage lora trains LoRAs for U-Net models; this model's denoiser is {backbone.described}")
-
-
 class LoraStage(Text2ImgStage):
     @property
     def alpha(self) -> float:
@@ -69,8 +61,10 @@ class LoraStage(Text2ImgStage):
 
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.lora
-        require_lora_backbone(components.denoiser)
-        add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
+        # Refused here, before a step: a denoiser the stage cannot adapt, a layout it cannot write.
+        self.denoiser_lora, self.layout = denoiser_lora(components.denoiser, section.layout)
+        targets = self.denoiser_lora.targets(components.denoiser, section.targets)
+        add_lora_adapters(components.denoiser, section.rank, self.alpha, targets, config.train.seed)
         components.denoiser.to(self.context.device)
         if section.text_encoder:
             encoder = components.first_text_encoder
@@ -111,10 +105,11 @@ class LoraStage(Text2ImgStage):
 
     def export(self) -> Path:
         config, section = self.config, self.config.lora
-        tensors = lora_tensors(self.components.denoiser, "denoiser", section.layout, section.rank, self.alpha)
+        layout, prefix = self.layout, self.denoiser_lora.peft_prefix if self.layout == "peft" else ""
+        tensors = lora_tensors(self.components.denoiser, "denoiser", layout, section.rank, self.alpha, prefix=prefix)
         if section.text_encoder:
             encoder = self.components.first_text_encoder
-            tensors |= lora_tensors(encoder, "text_encoder", section.layout, section.rank, self.alpha, **text_encoder_naming(encoder))
+            tensors |= lora_tensors(encoder, "text_encoder", layout, section.rank, self.alpha, **text_encoder_naming(encoder))
         if self.module.tokens is not None:
             tensors |= bundle_tensors(self.module.tokens.vectors())
         metadata = {
@@ -126,7 +121,9 @@ class LoraStage(Text2ImgStage):
             "ss_steps": str(config.train.max_steps),
             "ldm_base_model": str(section.init_from),
             "ldm_trigger_words": ", ".join(dict.fromkeys(section.trigger_words + section.tokens)),
-            "ldm_layout": section.layout,
+            "ldm_layout": layout,
+            # What the LoRA was trained to predict (ldm.lora.parameterisation refuses a flow LoRA on an eps/v model).
+            PREDICTION_KEY: prediction_type(self.components.scheduler_config),
             "ldm_training": {
                 "lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data), "text2img": asdict(config.text2img),
             },

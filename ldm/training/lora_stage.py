@@ -1,7 +1,8 @@
-"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net (and, with
+"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net or MMDiT (and, with
 lora.text_encoder, on its text encoder; with lora.tokens, the embeddings of new words), trained
-as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
-as one small LoRA file (kohya layout by default) with its training facts in the metadata;
+as text2img trains the denoiser (same data, caption dropout, the model's objective: eps, v or
+flow; min-SNR, latent cache), exported as one small LoRA file (kohya layout by default; an
+MMDiT's in diffusers' SD3 layout: ldm.lora.denoiser_targets) with its training facts in the metadata;
 `ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
 without and with the LoRA (same seed)."""
 

@@ -10,4 +10,6 @@ embedding_files.py   textual-inversion embedding files (A1111's .pt/.bin/.safete
 embeddings.py        a folder of them (--embeddings-dir), the ones a request's prompts name, their export from a LoRA
 merge.py             a model folder with LoRAs merged into its weights (ldm-convert --lora)
 adapters.py          training: peft adapters on the denoiser and text encoder, and the LoRA files they become
+denoiser_targets.py  training: what the adapters target in a U-Net or an MMDiT, and the file layouts each takes
+parameterisation.py  a flow-matching LoRA on an eps/v model (or the reverse), told in one line
 """

@@ -84,7 +84,7 @@ def lora_tensors(
 ) -> dict[str, torch.Tensor]:
     """The adapters of `model` (the Components part `part`) as a LoRA file's tensors, named
     from inside `within` (a wrapper's attribute, e.g. "model.") and under `named_as`, after
-    `prefix` (else the part's in PREFIXES). kohya: `kohya_name` gives a module's dotted name
+    `prefix` (default: the part's in `layout`; an MMDiT's is "transformer."). kohya: `kohya_name` gives a module's dotted name
     in the file (SDXL's original U-Net blocks). The peft layout has no alpha (diffusers reads
     it as alpha = rank): alpha / rank is folded into B."""
     from peft.utils import get_peft_model_state_dict

@@ -9,7 +9,8 @@ ldm.lora.token_embeddings):
                                     for an MMDiT (SD3); text_encoder.<...>,
                                     text_encoder_2.<...>); alpha from the header's adapter metadata
                                     (ldm.lora.metadata)
-How names become modules: ldm.lora.module_names; a file for another family: ldm.lora.families.
+How names become modules: ldm.lora.module_names; a file for another family: ldm.lora.families;
+a flow LoRA on an eps/v model: ldm.lora.parameterisation.
 
 A delta W += weight * alpha / rank * (up @ down) is added to the module's weight in place;
 the originals are kept so that unloading restores them bit for bit.
@@ -28,6 +29,7 @@ from ldm.formats.single_file import read_metadata
 from ldm.lora.families import family_mismatch
 from ldm.lora.metadata import AdapterMetadataError, adapter_configs, effective_alpha
 from ldm.lora.module_names import kohya_index, lora_target, peft_module
+from ldm.lora.parameterisation import parameterisation_mismatch
 from ldm.lora.refs import check_weight, file_hash
 from ldm.lora.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 from ldm.models.components import Components
@@ -78,7 +80,7 @@ def read_lora(path: str | Path, components: Components) -> Lora:
     metadata = read_metadata(path)
     tokens = _token_rows(bundled_vectors(state), components, path)
     state = {key: tensor for key, tensor in state.items() if not key.startswith(BUNDLE_PREFIX)}
-    mismatch = family_mismatch(state, components)
+    mismatch = family_mismatch(state, components) or parameterisation_mismatch(state, metadata, components.scheduler_config)
     if mismatch is not None:
         raise LoraError(f"{path}: {mismatch}")
     if any(k.startswith("lora_") for k in state):

@@ -173,13 +173,15 @@ class LcmSection(DenoiserSection):
 
 @dataclass
 class LoraSection(DenoiserSection):
-    """Stage `lora`: low-rank adapters on a frozen model's U-Net (and optionally its text encoder), written as one small file.
+    """Stage `lora`: low-rank adapters on a frozen model's U-Net or MMDiT (and optionally its text encoder), written as one small file.
     Loss settings (min_snr_gamma, noise_offset) are the text2img section's."""
 
     init_from_required = "the model the LoRA adapts"
     rank: int = 4
     alpha: Optional[float] = None  # the delta is scaled by alpha / rank; null = rank (scale 1)
-    targets: str = "attention"  # attention (to_q/k/v/out) | all (every Linear and Conv2d of the U-Net)
+    # attention (to_q/k/v/out; an MMDiT's text-side add_*_proj/to_add_out too) | all (every Linear
+    # and Conv2d of a U-Net; an MMDiT's attention and feed-forward layers): ldm.lora.denoiser_targets
+    targets: str = "attention"
     # Adapters on the text encoder too (its Linear layers; lora_te_* keys; SDXL: both, lora_te1_/lora_te2_), for words the model
     # never learned: the embeddings are then computed in every step (no text embedding memory).
     text_encoder: bool = False
@@ -187,7 +189,9 @@ class LoraSection(DenoiserSection):
     # a word the text encoder never learned gets a meaning of its own. Written into the file
     # as AUTOMATIC1111's bundled embeddings (bundle_emb.<word>.string_to_param.*).
     tokens: list[str] = field(default_factory=list)
-    layout: str = "kohya"  # kohya (lora_unet_..., what AUTOMATIC1111/ComfyUI read) | peft (unet....lora_A)
+    # kohya (lora_unet_..., what AUTOMATIC1111/ComfyUI read) | peft (unet....lora_A; an MMDiT's
+    # transformer....lora_A, diffusers' SD3 layout, its only one); null: kohya, an MMDiT's peft
+    layout: Optional[str] = None
     name: str = "lora"  # the file: OUTPUT/<name>.safetensors
     trigger_words: list[str] = field(default_factory=list)  # recorded in the file's metadata
     dtype: str = "fp16"  # fp16 | fp32: the file's tensors
@@ -399,7 +403,8 @@ def check_lora_section(config: TrainConfig) -> None:
     if section.alpha is not None and section.alpha <= 0:
         raise ConfigError(f"lora.alpha must be positive, got {section.alpha}")
     one_of("lora.targets", section.targets, LORA_TARGETS)
-    one_of("lora.layout", section.layout, LORA_LAYOUTS)
+    if section.layout is not None:
+        one_of("lora.layout", section.layout, LORA_LAYOUTS)
     one_of("lora.dtype", section.dtype, ("fp16", "fp32"))
     if not section.name or "/" in section.name:
         raise ConfigError(f"lora.name must be a plain file name, got {section.name!r}")

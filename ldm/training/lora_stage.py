@@ -1,8 +1,9 @@
-"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net (and, with
+"""Stage `lora`: low-rank adapters (peft) on a frozen text-to-image model's U-Net or MMDiT (and, with
 lora.text_encoder, on its text encoder, both of SDXL's; with lora.tokens, the embeddings of new words), trained
-as text2img trains the U-Net (same data, caption dropout, min-SNR, latent cache), exported
-as one small LoRA file (kohya layout by default; on SDXL under sd-scripts' names: the U-Net's
-original blocks, lora_te1_/lora_te2_) with its training facts in the metadata;
+as text2img trains the denoiser (same data, caption dropout, the model's objective: eps, v or
+flow; min-SNR, latent cache), exported as one small LoRA file (kohya layout by default; on SDXL
+under sd-scripts' names: the U-Net's original blocks, lora_te1_/lora_te2_; an MMDiT's in
+diffusers' SD3 layout: ldm.lora.denoiser_targets) with its training facts in the metadata;
 `ldm-generate --lora FILE` applies it to the base model. Validation grids show each prompt
 without and with the LoRA (same seed)."""
 
@@ -15,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ldm.config import ConfigError
-from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.process import NoiseProcess
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, text_encoder_targets, write_lora_file
 from ldm.lora.module_names import kohya_sdxl_unet_name
+from ldm.lora.denoiser_targets import denoiser_lora
+from ldm.lora.parameterisation import PREDICTION_KEY, prediction_type
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
 from ldm.training.learned_tokens import LearnedTokens
@@ -69,25 +70,18 @@ def text_encoder_parts(components: Components) -> dict[str, nn.Module]:
     return {"text_encoder": encoders[0], **({"text_encoder_2": encoders[1]} if is_sdxl_model(components) else {})}
 
 
-def adapter_tensors(components: Components, section, alpha: float) -> dict[str, torch.Tensor]:
-    """The trained adapters as a LoRA file's tensors. kohya on SDXL: sd-scripts' names, the
-    U-Net's original blocks (lora_unet_input_blocks_4_1_...) and lora_te1_ / lora_te2_."""
-    sdxl_kohya = section.layout == "kohya" and is_sdxl_model(components)
+def adapter_tensors(components: Components, section, layout: str, alpha: float, denoiser_prefix: str = "") -> dict[str, torch.Tensor]:
+    """The trained adapters as a LoRA file's tensors in `layout` (the stage's resolved one). kohya
+    on SDXL: sd-scripts' names, the U-Net's original blocks (lora_unet_input_blocks_4_1_...) and
+    lora_te1_ / lora_te2_; `denoiser_prefix`: an MMDiT's "transformer."."""
+    sdxl_kohya = layout == "kohya" and is_sdxl_model(components)
     unet_name = kohya_sdxl_unet_name(components.denoiser) if sdxl_kohya else None
-    tensors = lora_tensors(components.denoiser, "denoiser", section.layout, section.rank, alpha, kohya_name=unet_name)
+    tensors = lora_tensors(components.denoiser, "denoiser", layout, section.rank, alpha, prefix=denoiser_prefix, kohya_name=unet_name)
     if section.text_encoder:
         for part, encoder in text_encoder_parts(components).items():
             prefix = SDXL_KOHYA_TEXT_PREFIXES[part] if sdxl_kohya else ""
-            tensors |= lora_tensors(encoder, part, section.layout, section.rank, alpha, prefix=prefix, **text_encoder_naming(encoder))
+            tensors |= lora_tensors(encoder, part, layout, section.rank, alpha, prefix=prefix, **text_encoder_naming(encoder))
     return tensors
-
-
-def require_lora_backbone(denoiser: nn.Module) -> None:
-    """A LoRA is trained only where ldm-generate --lora can apply the file it makes."""
-    backbone = backbone_of(denoiser)
-    # MMDiTs take LoRA files (diffusers' transformer.* layout) but the stage writes U-Net files only.
-    if not backbone.supports_lora or backbone.kind != "unet":
-        raise ConfigError(f"stage lora trains LoRAs for U-Net models; this model's denoiser is {backbone.described}")
 
 
 class LoraStage(Text2ImgStage):
@@ -98,8 +92,10 @@ class LoraStage(Text2ImgStage):
 
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.lora
-        require_lora_backbone(components.denoiser)
-        add_lora_adapters(components.denoiser, section.rank, self.alpha, section.targets, config.train.seed)
+        # Refused here, before a step: a denoiser the stage cannot adapt, a layout it cannot write.
+        self.denoiser_lora, self.layout = denoiser_lora(components.denoiser, section.layout)
+        targets = self.denoiser_lora.targets(components.denoiser, section.targets)
+        add_lora_adapters(components.denoiser, section.rank, self.alpha, targets, config.train.seed)
         components.denoiser.to(self.context.device)
         if section.text_encoder:
             for offset, encoder in enumerate(text_encoder_parts(components).values(), start=1):
@@ -141,7 +137,8 @@ class LoraStage(Text2ImgStage):
 
     def export(self) -> Path:
         config, section = self.config, self.config.lora
-        tensors = adapter_tensors(self.components, section, self.alpha)
+        layout, prefix = self.layout, self.denoiser_lora.peft_prefix if self.layout == "peft" else ""
+        tensors = adapter_tensors(self.components, section, layout, self.alpha, denoiser_prefix=prefix)
         if self.module.tokens is not None:
             tensors |= bundle_tensors(self.module.tokens.vectors())
         metadata = {
@@ -153,7 +150,9 @@ class LoraStage(Text2ImgStage):
             "ss_steps": str(config.train.max_steps),
             "ldm_base_model": str(section.init_from),
             "ldm_trigger_words": ", ".join(dict.fromkeys(section.trigger_words + section.tokens)),
-            "ldm_layout": section.layout,
+            "ldm_layout": layout,
+            # What the LoRA was trained to predict (ldm.lora.parameterisation refuses a flow LoRA on an eps/v model).
+            PREDICTION_KEY: prediction_type(self.components.scheduler_config),
             "ldm_training": {
                 "lora": asdict(section), "train": asdict(config.train), "data": asdict(config.data), "text2img": asdict(config.text2img),
             },

@@ -94,9 +94,3 @@ def test_bad_mmdit_sections_are_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message):
         model_config_from_dict(tiny_model_dict(denoiser="mmdit", **overrides))
 
-
-def test_a_lora_on_an_mmdit_is_refused_in_one_line(trained, tmp_path):
-    from test_lora_stage import lora_config
-
-    with pytest.raises(ConfigError, match="^stage lora trains LoRAs for U-Net models; this model's denoiser is an MMDiT$"):
-        train(on_disk(lora_config(tmp_path, trained.export_path)))

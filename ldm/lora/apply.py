@@ -140,8 +140,6 @@ def _kohya_deltas(state, components, path) -> list[LoraDelta]:
         alpha = state.get(stem + ".alpha")
         down = state[key]
         up = _required(state, stem + ".lora_up.weight", path)
-        if up.shape[0] % pieces[0].of:
-            raise LoraError(f"{path}: LoRA for {stem} has {up.shape[0]} outputs, not {pieces[0].of} equal parts")
         alpha = float(alpha) if alpha is not None else float(down.shape[0])
         deltas += [LoraDelta(part, piece.module, piece.up(up), down, alpha) for piece in pieces]
     return deltas

@@ -1,7 +1,7 @@
 """SD3 LoRAs in diffusers' layout (transformer.*, text_encoder.*, text_encoder_2.*, alpha in the
 adapter metadata) against diffusers' StableDiffusion3Pipeline.load_lora_weights on the tiny
-random SD3 folder; an SD3 LoRA on a U-Net model and the reverse, and sd-scripts' SD3 layout
-(not read yet), each one line."""
+random SD3 folder; an SD3 LoRA on a U-Net model and the reverse, each one line. sd-scripts'
+SD3 layout: tests/test_sd3_kohya_lora.py."""
 
 import json
 
@@ -15,7 +15,7 @@ from sdxl_lora_files import _adapter_metadata, random_sdxl_lora
 from test_sdxl_lora import refused
 
 from ldm.formats.model_folder import save_model
-from ldm.lora.apply import LoraError, read_lora
+from ldm.lora.apply import read_lora
 from ldm.pipeline import Pipeline, make_generators
 
 DRAW = dict(steps=3, cfg=5.0, width=32, height=32, seed=10, prompt_syntax="plain", progress=False)
@@ -88,12 +88,3 @@ def test_a_u_net_lora_on_an_sd3_model_is_one_line(sd3_folder, tiny_unet_componen
     line = refused(capsys, "a lake", "--model", sd3_folder, "--lora", path, "--out", tmp_path / "x.png")
     assert line.endswith("this LoRA is for a U-Net model (cross-attention width 32); this model is SD3 (an MMDiT)")
     assert not (tmp_path / "x.png").exists()
-
-
-def test_an_sd_scripts_sd3_lora_is_refused_in_one_line(sd3_folder, tmp_path):
-    path = tmp_path / "kohya-sd3.safetensors"
-    stem = "lora_unet_joint_blocks_0_x_block_attn_qkv"
-    save_file({f"{stem}.lora_down.weight": torch.zeros(4, 32), f"{stem}.lora_up.weight": torch.zeros(96, 4)}, str(path))
-    with pytest.raises(LoraError, match=r"kohya-layout SD3 LoRAs \(lora_unet_joint_blocks_\*\) are not yet supported") as error:
-        read_lora(path, Pipeline.load(sd3_folder).components)
-    assert "\n" not in str(error.value)

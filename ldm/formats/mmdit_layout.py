@@ -67,7 +67,23 @@ def _table(blocks: int) -> list[tuple[str, str, dict]]:
 
 def _swapped_rows(blocks: int) -> tuple[str, ...]:
     """The continuous adaLN rows (diffusers' names) whose halves trade places."""
-    return ("norm_out.linear.", f"transformer_blocks.{blocks - 1}.norm1_context.linear.")
+    return tuple(name + "." for name in swapped_modules(blocks))
+
+
+def swapped_modules(blocks: int) -> tuple[str, str]:
+    """The continuous adaLN linears (diffusers' names) whose output halves trade places."""
+    return "norm_out.linear", f"transformer_blocks.{blocks - 1}.norm1_context.linear"
+
+
+def original_module_pieces(blocks: int) -> dict[str, tuple[str, ...]]:
+    """Original module name (joint_blocks.0.x_block.attn.qkv) -> the diffusers modules whose
+    outputs it holds, in row order: three for a fused qkv, else one. Norms included."""
+    fused = {
+        f"transformer_blocks.{i}.{name}": tuple(f"transformer_blocks.{i}.{part}" for part in parts)
+        for i in range(blocks)
+        for parts, name in FUSED_ATTENTION
+    }
+    return {theirs: fused.get(ours, (ours,)) for ours, theirs, _ in _table(blocks)}
 
 
 def _swap_halves(state: dict[str, torch.Tensor], blocks: int) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 refs.py              how a request names its LoRAs (--lora, <lora:name:weight>, --lora-dir), no torch
 apply.py             LoRA files in both key layouts (kohya, diffusers/peft): read, apply at a weight, unload exactly
 module_names.py      which module each name in a LoRA file means (diffusers' names, SDXL's original block names)
+mmdit_names.py       kohya's SD3 names (the original MMDiT's) as our modules: a fused qkv split in three, adaLN halves
 families.py          a LoRA made for another family (SDXL on SD 1/2, or the reverse), told in one line
 metadata.py          alpha from the adapter metadata diffusers writes into a file's header
 token_embeddings.py  learned token embeddings bundled in a LoRA file

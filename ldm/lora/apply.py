@@ -4,7 +4,8 @@ Layouts (one file may hold U-Net and text-encoder parts, and learned token embed
 ldm.lora.token_embeddings):
   kohya / AUTOMATIC1111 / ComfyUI   lora_unet_<module_with_underscores>.lora_down.weight,
                                     .lora_up.weight, .alpha      (lora_te_... for the text encoder;
-                                    SDXL: lora_te1_, lora_te2_, and the U-Net's original block names)
+                                    SDXL: lora_te1_, lora_te2_, and the U-Net's original block names;
+                                    SD3: the original MMDiT's names, lora_te3_ for T5: ldm.lora.mmdit_names)
   diffusers / peft                  unet.<module>.lora_A.weight, .lora_B.weight (transformer.<...>
                                     for an MMDiT (SD3); text_encoder.<...>,
                                     text_encoder_2.<...>); alpha from the header's adapter metadata
@@ -28,13 +29,17 @@ from ldm.formats.model_folder import ModelError, read_safetensors
 from ldm.formats.single_file import read_metadata
 from ldm.lora.families import family_mismatch
 from ldm.lora.metadata import AdapterMetadataError, adapter_configs, effective_alpha
+from ldm.lora.mmdit_names import Piece, mmdit_kohya_index
 from ldm.lora.module_names import kohya_index, lora_target, peft_module
 from ldm.lora.parameterisation import parameterisation_mismatch
 from ldm.lora.refs import check_weight, file_hash
 from ldm.lora.token_embeddings import BUNDLE_PREFIX, bundled_vectors, single_token
 from ldm.models.components import Components
 
-KOHYA_PARTS = {"lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2"}
+KOHYA_PARTS = {
+    "lora_unet_": "denoiser", "lora_te_": "text_encoder", "lora_te1_": "text_encoder", "lora_te2_": "text_encoder_2",
+    "lora_te3_": "text_encoder_3",  # SD3's T5
+}  # fmt: skip
 PEFT_PARTS = {"unet.": "denoiser", "transformer.": "denoiser", "text_encoder.": "text_encoder", "text_encoder_2.": "text_encoder_2"}
 
 
@@ -125,18 +130,28 @@ def _kohya_deltas(state, components, path) -> list[LoraDelta]:
         stem = key.removesuffix(".lora_down.weight")
         prefix = next((p for p in KOHYA_PARTS if stem.startswith(p)), None)
         if prefix is None:
-            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected lora_unet_*, lora_te_*, lora_te1_* or lora_te2_*)")
+            raise LoraError(f"{path}: unknown LoRA key {key!r} (expected lora_unet_*, lora_te_*, lora_te1_*, lora_te2_* or lora_te3_*)")
         part = KOHYA_PARTS[prefix]
+        if part not in components.modules():
+            raise LoraError(f"{path}: LoRA module {stem!r} changes {part}, which this model does not have")
         if part not in indices:
-            indices[part] = kohya_index(components, part)
-        name = indices[part].get(stem[len(prefix) :])
-        if name is None:
+            indices[part] = _kohya_pieces(components, part)
+        pieces = indices[part].get(stem[len(prefix) :])
+        if pieces is None:
             raise LoraError(f"{path}: LoRA module {stem!r} is not in this model's {part}")
         alpha = state.get(stem + ".alpha")
         down = state[key]
         up = _required(state, stem + ".lora_up.weight", path)
-        deltas.append(LoraDelta(part, name, up, down, float(alpha) if alpha is not None else float(down.shape[0])))
+        alpha = float(alpha) if alpha is not None else float(down.shape[0])
+        deltas += [LoraDelta(part, piece.module, piece.up(up), down, alpha) for piece in pieces]
     return deltas
+
+
+def _kohya_pieces(components: Components, part: str) -> dict[str, tuple[Piece, ...]]:
+    """kohya's underscored names for `part` -> the modules (and their shares) each adapts."""
+    if part == "denoiser" and backbone_of(components.denoiser).kind == "mmdit":
+        return mmdit_kohya_index(lora_target(components, part))
+    return {stem: (Piece(name),) for stem, name in kohya_index(components, part).items()}
 
 
 def _peft_deltas(state, configs: dict[str, dict], components, path) -> list[LoraDelta]:

@@ -6,8 +6,8 @@ The width the U-Net's cross-attention reads (the text width: SD 1.x 768, SD 2.x 
 two encoders together 2048) shows in any file that adapts a cross-attention key projection
 (`attn2.to_k`); a file that changes a second text encoder (`lora_te2_`, `text_encoder_2.`), or
 numbers its first (`lora_te1_`), is an SDXL file. An SD3 file adapts an MMDiT: `transformer.`
-keys (diffusers' layout) or sd-scripts' `lora_unet_joint_blocks_` (the original MMDiT's names,
-with T5 as `lora_te3_`), which are not read yet.
+keys (diffusers' layout) or sd-scripts' `lora_unet_joint_blocks_` and the original MMDiT's other
+names (`lora_unet_final_layer_`, `lora_unet_context_embedder`, ...), with T5 as `lora_te3_`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ SECOND_ENCODER_PREFIXES = ("lora_te2_", "text_encoder_2.")
 SDXL_PREFIXES = SECOND_ENCODER_PREFIXES + ("lora_te1_",)  # kohya numbers the text encoders only for SDXL
 CROSS_ATTENTION_KEY = re.compile(r"attn2[._]to_k\.lora_(?:down|A)\.weight$")
 SD3_PEFT_PREFIX = "transformer."
-SD3_KOHYA = re.compile(r"lora_(?:unet_joint_blocks_|te3_)")
+SD3_KOHYA = re.compile(r"lora_(?:unet_(?:joint_blocks|final_layer|[xty]_embedder|context_embedder)|te3_)")
 U_NET_PREFIXES = ("unet.", "lora_unet_")
 SD3 = "SD3 (an MMDiT)"
 
@@ -50,10 +50,8 @@ def family_mismatch(state: dict[str, torch.Tensor], components: Components) -> O
 
 def _mismatch_on_sd3(state: dict[str, torch.Tensor]) -> Optional[str]:
     """A U-Net's LoRA on an SD3 model (text-encoder parts alone may fit its CLIPs: their shapes
-    are checked module by module), or an sd-scripts SD3 file, which is not read yet."""
-    if any(SD3_KOHYA.match(key) for key in state):
-        return "kohya-layout SD3 LoRAs (lora_unet_joint_blocks_*) are not yet supported; diffusers' layout (transformer.*) is"
-    if any(key.startswith(U_NET_PREFIXES) for key in state):
+    are checked module by module)."""
+    if any(key.startswith(U_NET_PREFIXES) and not SD3_KOHYA.match(key) for key in state):
         width = cross_attention_width(state)
         sdxl = any(key.startswith(SDXL_PREFIXES) for key in state)
         family = _family(sdxl, width, "a U-Net model") if width is not None else "a U-Net model"

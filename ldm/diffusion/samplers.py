@@ -48,11 +48,13 @@ def _registry() -> dict[str, tuple[Any, dict, bool]]:
 
 def _flow_registry(scheduler_config: dict) -> dict[str, tuple[Any, dict, bool]]:
     """The solvers of flow models (ldm.diffusion.process.RectifiedFlow): diffusers' flow-matching
-    Euler and Heun, and DPM-Solver++ and UniPC on flow sigmas (x_s = (1 - s) x0 + s e)."""
+    Euler and Heun, DPM-Solver++ and UniPC on flow sigmas (x_s = (1 - s) x0 + s e), and LCM's
+    flow form for students distilled from a flow teacher (ldm.training.flow_consistency)."""
     from diffusers import (
         DPMSolverMultistepScheduler,
         FlowMatchEulerDiscreteScheduler,
         FlowMatchHeunDiscreteScheduler,
+        FlowMatchLCMScheduler,
         UniPCMultistepScheduler,
     )
 
@@ -62,14 +64,17 @@ def _flow_registry(scheduler_config: dict) -> dict[str, tuple[Any, dict, bool]]:
         "flow-heun": (FlowMatchHeunDiscreteScheduler, {}, False),
         "flow-dpm++2m": (DPMSolverMultistepScheduler, {**flow_sigmas, "algorithm_type": "dpmsolver++", "solver_order": 2}, False),
         "flow-unipc": (UniPCMultistepScheduler, flow_sigmas, False),
+        # x0 = x - s v, re-noised to the next level with fresh noise: the same name as the eps/v LCM.
+        "lcm": (FlowMatchLCMScheduler, {}, True),
     }
 
 
 # The names, without importing diffusers (for argument parsing and error messages): those of
-# the discrete DDPM family (eps and v models) and those of flow models.
+# the discrete DDPM family (eps and v models) and those of flow models. `lcm` is in both: the
+# model's parameterisation picks LCMScheduler or FlowMatchLCMScheduler.
 DDPM_SAMPLER_NAMES = ("ddpm", "ddim", "euler", "euler-a", "heun", "dpm++2m", "dpm++2m-karras", "unipc", "lcm")
-FLOW_SAMPLER_NAMES = ("flow-euler", "flow-heun", "flow-dpm++2m", "flow-unipc")
-SAMPLER_NAMES = DDPM_SAMPLER_NAMES + FLOW_SAMPLER_NAMES
+FLOW_SAMPLER_NAMES = ("flow-euler", "flow-heun", "flow-dpm++2m", "flow-unipc", "lcm")
+SAMPLER_NAMES = DDPM_SAMPLER_NAMES + tuple(name for name in FLOW_SAMPLER_NAMES if name not in DDPM_SAMPLER_NAMES)
 DEFAULT_SAMPLER = "dpm++2m"
 DEFAULT_FLOW_SAMPLER = "flow-euler"
 

@@ -30,11 +30,15 @@ def clean_and_noise(output: torch.Tensor, noisy: torch.Tensor, alpha_bar: torch.
 
 class SkippingSolver:
     """The teacher's DDIM step from t_n to t_n - k over the `skip`-spaced timesteps
-    (k - 1, 2k - 1, ..., T - 1: LCM's 50 "original" steps for k = 20 of T = 1000)."""
+    (k - 1, 2k - 1, ..., T - 1: LCM's 50 "original" steps for k = 20 of T = 1000), and the
+    boundary-condition form of the student's output. ldm.training.flow_consistency's
+    FlowSkippingSolver is the same interface (ode_step, boundary) for a flow teacher."""
 
-    def __init__(self, alpha_bars: torch.Tensor, skip: int):
+    def __init__(self, alpha_bars: torch.Tensor, skip: int, prediction_type: str = "epsilon", timestep_scaling: float = 10.0):
         self.alpha_bars = alpha_bars.float()  # (T,) the schedule's cumulative alphas (DiscreteDDPM.alpha_bars)
         self.skip = skip
+        self.prediction_type = prediction_type  # what outputs are: "epsilon" or "v_prediction"
+        self.timestep_scaling = timestep_scaling
         total = len(alpha_bars)
         self.timesteps = torch.arange(1, total // skip + 1) * skip - 1  # (N,)
 
@@ -48,6 +52,17 @@ class SkippingSolver:
         """DDIM (eta 0): the latents at `previous` that the clean estimate and noise imply."""
         alpha_bar = self.alpha_bar(previous, x0.device)
         return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * eps
+
+    def ode_step(self, output: torch.Tensor, noisy: torch.Tensor, start: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The DDIM step from `start` to `previous` of a (guided) denoiser output at `noisy`."""
+        x0, eps = clean_and_noise(output.float(), noisy, self.alpha_bar(start, noisy.device), self.prediction_type)
+        return self.step(x0, eps, previous)
+
+    def boundary(self, output: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The consistency function f(x, t) = c_skip x + c_out x0(x, t) of a denoiser output."""
+        x0, _ = clean_and_noise(output.float(), noisy, self.alpha_bar(timesteps, noisy.device), self.prediction_type)
+        c_skip, c_out = (c.to(noisy.device) for c in boundary_scalings(timesteps, self.timestep_scaling))
+        return c_skip * noisy + c_out * x0
 
 
 def pseudo_huber(prediction: torch.Tensor, target: torch.Tensor, c: float) -> torch.Tensor:

@@ -3,8 +3,10 @@ the frozen teacher's with a guidance-scale embedding (zero-initialised: at step 
 teacher), learns to map any point of the teacher's guided ODE trajectory to the trajectory's
 end: its output at t_n must match the EMA target network's output at t_n - k, where the
 teacher's DDIM step (guidance scale drawn per sample) took the latents from t_n to t_n - k.
-Data as text2img (cached latents, captions; an SDXL teacher reads each sample's size ids, and
-its unconditional side is zeros as sampling's); the export samples with `--sampler lcm`."""
+A flow-matching teacher is distilled along its flow ODE (ldm.training.flow_consistency: Euler
+steps, f(x, s) = x - s v). Data as text2img (cached latents, captions; an SDXL teacher reads each
+sample's size ids, and its unconditional side is zeros as sampling's); the export samples with
+`--sampler lcm` (LCMScheduler, or FlowMatchLCMScheduler for a flow student)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ from ldm.config import ConfigError, SamplingDefaults
 from ldm.diffusion.backbones import backbone_of
 from ldm.diffusion.conditioning import Conditioning
 from ldm.diffusion.guidance import GuidedModel
-from ldm.diffusion.process import DiscreteDDPM
-from ldm.diffusion.schedule import is_flow
+from ldm.diffusion.process import NoiseProcess, RectifiedFlow
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
 from ldm.models.components import Components
-from ldm.training.consistency import SkippingSolver, blend_into, boundary_scalings, clean_and_noise, pseudo_huber
+from ldm.training import fsdp_state
+from ldm.training.consistency import SkippingSolver, blend_into, pseudo_huber
+from ldm.training.flow_consistency import FlowSkippingSolver
 from ldm.training.size_conditioning import with_training_sizes
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, sample_grid
@@ -50,19 +53,28 @@ def student_from_teacher(teacher: nn.Module, embedding_width: int) -> nn.Module:
     return student.to(next(teacher.parameters()).device)
 
 
+def consistency_solver(process: NoiseProcess, section) -> SkippingSolver | FlowSkippingSolver:
+    """The teacher's ODE step and the student's boundary form, for the teacher's parameterisation."""
+    if isinstance(process, RectifiedFlow):
+        return FlowSkippingSolver(process, section.skip)
+    return SkippingSolver(process.alpha_bars, section.skip, process.prediction_type, section.timestep_scaling)
+
+
 class LcmModule(Text2ImgModule):
-    """The student is the trained submodule (`denoiser`); teacher and target sit beside the
-    frozen VAE and text encoder, out of DDP's and the checkpoints' way. In the LoRA form
+    """The student is the trained submodule (`denoiser`); the teacher sits beside the frozen VAE
+    and text encoder, out of DDP's and the checkpoints' way. The EMA target is a frozen registered
+    submodule: FSDP shards it as it shards the student, block for block, so that it follows the
+    student shard by shard (blend_into) and is gathered for its forward like any block. In the LoRA form
     (LCM-LoRA) the student is the teacher plus adapters: the teacher is the student with its
     adapters off, the target the student itself (no EMA), and no guidance embedding."""
 
-    def __init__(self, components: Components, teacher, process: DiscreteDDPM, caption_dropout, section, lora: bool = False):
+    def __init__(self, components: Components, teacher, process: NoiseProcess, caption_dropout, section, lora: bool = False):
         super().__init__(components, process, caption_dropout, 0.0, None)
         self.lora = lora
         if not lora:
             self.teacher = (teacher.eval().requires_grad_(False),)
-            self.target = (copy.deepcopy(components.denoiser).eval().requires_grad_(False),)
-        self.solver = SkippingSolver(process.alpha_bars, section.skip)
+            self.target = copy.deepcopy(components.denoiser).eval().requires_grad_(False)
+        self.solver = consistency_solver(process, section)
         self.section = section
 
     def student_call(self, network, latents, timesteps, cond: Conditioning, scale: torch.Tensor) -> torch.Tensor:
@@ -73,7 +85,13 @@ class LcmModule(Text2ImgModule):
     @property
     def target_network(self) -> nn.Module:
         """The EMA target (in the LoRA form, the student itself)."""
-        return self.denoiser if self.lora else self.target[0]
+        return self.denoiser if self.lora else self.target
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.lora:
+            self.target.eval()  # the target network is never trained
+        return self
 
     def teacher_call(self, latents, timesteps, cond: Conditioning, uncond: Conditioning, scale: torch.Tensor) -> torch.Tensor:
         """The teacher's output guided at scales `scale` (B,), one scale per sample. In the LoRA
@@ -88,21 +106,18 @@ class LcmModule(Text2ImgModule):
             set_adapters_enabled(self.denoiser, True)
 
     def boundary(self, output, noisy, timesteps):
-        """The consistency function f(x, t) = c_skip x + c_out x0(x, t)."""
-        x0, _ = clean_and_noise(output.float(), noisy, self.solver.alpha_bar(timesteps, noisy.device), self.prediction_type)
-        c_skip, c_out = (c.to(noisy.device) for c in boundary_scalings(timesteps, self.section.timestep_scaling))
-        return c_skip * noisy + c_out * x0
+        """The consistency function f(x, t): c_skip x + c_out x0(x, t), or x - s v for a flow student."""
+        return self.solver.boundary(output, noisy, timesteps)
 
     @property
     def prediction_type(self) -> str:
         return self.process.prediction_type
 
     def teacher_step(self, noisy, start, previous, cond: Conditioning, uncond: Conditioning, scale: torch.Tensor):
-        """The teacher's guided DDIM step from `start` to `previous` (no gradient). Guidance acts
-        on the teacher's output: x0 and eps are affine in it, so guiding them is the same."""
-        output = self.teacher_call(noisy, start, cond, uncond, scale).float()
-        x0, eps = clean_and_noise(output, noisy, self.solver.alpha_bar(start, noisy.device), self.prediction_type)
-        return self.solver.step(x0, eps, previous)
+        """The teacher's guided DDIM (flow: Euler) step from `start` to `previous` (no gradient).
+        Guidance acts on the teacher's output: x0 and eps are affine in it, so guiding them is the same."""
+        output = self.teacher_call(noisy, self.process.model_time(start), cond, uncond, scale)
+        return self.solver.ode_step(output, noisy, start, previous)
 
     def unconditional(self, n: int) -> Conditioning:
         """The teacher's unconditional side as sampling builds it for an empty negative prompt:
@@ -120,10 +135,11 @@ class LcmModule(Text2ImgModule):
         noisy = self.process.noised(latents, randomness.randn(latents.shape), start)
         scale = section.cfg_min + (section.cfg_max - section.cfg_min) * randomness.rand((b,)).to(device)  # (B,)
         # The student embeds `scale` as --cfg is embedded at sampling: GuidedModel does both.
-        prediction = self.boundary(self.student_call(self.denoiser, noisy, start, cond, scale), noisy, start)
+        time = self.process.model_time  # what the denoiser reads (a flow model: 1000 s)
+        prediction = self.boundary(self.student_call(self.denoiser, noisy, time(start), cond, scale), noisy, start)
         with torch.no_grad():
             earlier = self.teacher_step(noisy, start, previous, cond, uncond, scale)
-            target_output = self.student_call(self.target_network, earlier, previous, cond, scale)
+            target_output = self.student_call(self.target_network, earlier, time(previous), cond, scale)
             target = self.boundary(target_output, earlier, previous)
         loss = pseudo_huber(prediction, target, section.huber_c)
         return loss, {"loss": loss.detach()}
@@ -137,8 +153,6 @@ class LcmStage(Text2ImgStage):
     def load_components(self) -> Components:
         section = self.config.lcm
         components = super().load_components()
-        if is_flow(components.scheduler_config):
-            raise ConfigError("stage lcm distils an eps/v teacher; a flow-matching teacher (scheduler.prediction_type: flow) is not supported")
         self.teacher = components.denoiser
         if self.lora:
             require_unet_teacher(self.teacher)
@@ -155,7 +169,7 @@ class LcmStage(Text2ImgStage):
         section = self.config.lcm
         return float(section.lora_alpha if section.lora_alpha is not None else section.lora_rank)
 
-    def make_module(self, components: Components, process: DiscreteDDPM) -> nn.Module:
+    def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         section = self.config.lcm
         if self.lora:
             add_lora_adapters(components.denoiser, section.lora_rank, self.lora_alpha, "attention", self.config.train.seed)
@@ -164,21 +178,24 @@ class LcmStage(Text2ImgStage):
 
     def after_step(self) -> None:
         if not self.lora:
-            blend_into(self.module.target[0], self.module.denoiser, self.config.lcm.target_ema_decay)
+            blend_into(self.module.target, self.module.denoiser, self.config.lcm.target_ema_decay)  # under FSDP: shard to shard
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         if self.lora:
             return {}
-        return {f"target.{name}": p.detach().cpu() for name, p in self.module.target[0].named_parameters()}
+        # gather_tensor: whole tensors from FSDP's shards (a collective: every process calls this)
+        return {f"target.{name}": fsdp_state.gather_tensor(p) for name, p in self.module.target.named_parameters()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.lora:
             return
-        target = self.module.target[0]
+        target = self.module.target
         weights = {name.removeprefix("target."): tensor for name, tensor in tensors.items()}
         if set(weights) != {name for name, _ in target.named_parameters()}:
             raise ModelError("the checkpoint holds no target network of this student (not an lcm run of this config)")
-        target.load_state_dict(weights, strict=False)
+        with torch.no_grad():  # whole tensors into this process's shards (or into the whole parameters)
+            for name, parameter in target.named_parameters():
+                parameter.copy_(fsdp_state.shard_like(weights[name], parameter))
 
     def evaluate(self, step: int) -> dict:
         """A row per validation prompt: the student at 1, 2, 4 and 8 lcm steps (same seed)."""

@@ -315,6 +315,7 @@ class Run:
         accelerator.wait_for_everyone()
         data_position = saved_data_position(accelerator, self.batches)  # every process's (a collective call)
         weights, optimizer, ema = self.whole_state()
+        stage_tensors = self.stage.state_tensors() if self.sharded or accelerator.is_main_process else {}
         if accelerator.is_main_process:
             state = TrainingState(
                 step=step,
@@ -325,7 +326,7 @@ class Run:
                 ema=ema,
                 counters={**self.counters, "stage": self.stage.state()},
                 rng=capture_rng(),
-                stage_tensors=self.stage.state_tensors(),
+                stage_tensors=stage_tensors,
             )
             save_checkpoint(state, self.output_dir / "checkpoints", self.config.train.keep_last)
         accelerator.wait_for_everyone()

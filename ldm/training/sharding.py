@@ -2,10 +2,10 @@
 it (at start, one line each), and where the loop gathers or scatters shards.
 
 FSDP2 (torch's fully_shard, accelerate's `fsdp_version: 2`) is supported for the stages that
-train a denoiser or a part beside a frozen one (LoRA adapters, a ControlNet). The module is
-sharded first (its frozen parameters too); the optimizer and EMA are then built over its
-sharded trained parameters, so each process keeps only its shard of weights, gradients, AdamW
-states and EMA shadows. Checkpoints stay ldm's own (safetensors + JSON, no pickle, written by the main
+train a denoiser or a part beside a frozen one (LoRA adapters, a ControlNet), and lcm (its EMA
+target network sharded beside the student). The module is sharded first (its frozen parameters
+too); the optimizer and EMA are then built over its sharded trained parameters, so each process
+keeps only its shard of weights, gradients, AdamW states and EMA shadows. Checkpoints stay ldm's own (safetensors + JSON, no pickle, written by the main
 process): the trained weights, the optimizer state and the EMA are gathered to full tensors
 (torch.distributed.checkpoint.state_dict, full_state_dict + cpu_offload) in the layout an
 unsharded run writes, so a checkpoint resumes under FSDP or DDP alike. Validation and the export
@@ -28,11 +28,11 @@ from ldm.config import ConfigError
 # Stages whose module registers the trained denoiser (text2img, inpaint, upscaler), or a trained
 # part beside a frozen model that is sharded with it: LoRA adapters (U-Net and text encoder) and a
 # ControlNet beside its U-Net (fully_shard takes blocks that mix frozen and trained parameters).
-SHARDED_STAGES = ("text2img", "inpaint", "upscaler", "lora", "controlnet")
+# lcm: its EMA target network is a frozen submodule sharded like the student, and follows it
+# shard by shard; the frozen teacher stays whole on every process, as the VAE and text encoder do.
+SHARDED_STAGES = ("text2img", "inpaint", "upscaler", "lora", "controlnet", "lcm")
 # Why the others are refused (the rest: not a denoiser stage).
-NOT_SHARDED = {
-    "lcm": "its EMA target network, a whole copy of the student outside the module, follows the sharded student every step",
-}
+NOT_SHARDED: dict[str, str] = {}
 FSDP_CONFIG = "docs/accelerate/fsdp2.yaml"
 
 

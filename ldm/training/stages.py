@@ -73,7 +73,8 @@ class Stage:
         pass
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors besides the trained weights that resume needs (lcm: the target network)."""
+        """Tensors besides the trained weights that resume needs (lcm: the target network), whole.
+        Called on the main process; under FSDP on every process (gathering shards is collective)."""
         return {}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:

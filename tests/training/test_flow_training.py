@@ -1,10 +1,9 @@
 """The flow objective in training: a tiny flow text2img run has finite losses and resumes
-exactly (its noise levels are drawn through the step's randomness, like every draw); LCM from
-a flow teacher and min-SNR on a flow model are refused in one line."""
+exactly (its noise levels are drawn through the step's randomness, like every draw); min-SNR on
+a flow model is refused in one line. LCM from a flow teacher: test_lcm_flow.py."""
 
 import pytest
 import torch
-from test_lcm_stage import build_lcm_stage
 from test_resume import killed_during_step, on_disk
 
 from configs import tiny_train_config
@@ -45,8 +44,6 @@ def test_a_flow_model_trains_and_resumes_exactly(tmp_path, monkeypatch):
     whole = flow_run(tmp_path / "whole")
     assert all(torch.isfinite(torch.tensor(whole.losses)))
     resumes_exactly(whole, flow_run, tmp_path / "split", monkeypatch)
-    with pytest.raises(ConfigError, match="stage lcm distils an eps/v teacher; a flow-matching teacher"):
-        build_lcm_stage(tmp_path / "lcm", tmp_path / "whole" / "model")
 
 
 def test_min_snr_on_a_flow_model_is_refused(tmp_path):

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from ldm.formats.original_layout import UNET_PREFIX, VAE_PREFIX
-from ldm.models.weights import load_state
+from ldm.models.weights import ModelError, load_state
 
 
 @cache
@@ -117,3 +117,14 @@ def _placed(model, bare: str) -> str:
 def bare_clip_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A transformers CLIP model's state dict without the `text_model.` level."""
     return {k.removeprefix("text_model."): v for k, v in state.items()}
+
+
+# What reading an architecture from a file's weight shapes raises when the file lacks a key or
+# holds shapes that fit no architecture.
+SHAPE_ERRORS = (KeyError, IndexError, ZeroDivisionError, StopIteration)
+
+
+def unreadable_architecture(path: Path, error: Exception) -> ModelError:
+    """The one-line error for a file whose architecture its weights do not tell (one of SHAPE_ERRORS)."""
+    why = f"missing {error}" if isinstance(error, KeyError) else f"{type(error).__name__} reading its shapes"
+    return ModelError(f"{path}: cannot read the architecture from its weights ({why})")

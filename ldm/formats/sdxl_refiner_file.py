@@ -20,7 +20,7 @@ import torch
 from ldm.config import SchedulerConfig, VAEConfig
 from ldm.diffusion.schedule import scheduler_config
 from ldm.formats.original_layout import unet_from_original, unet_to_original, vae_from_original, vae_to_original
-from ldm.formats.original_shapes import infer_vae, layout_facts
+from ldm.formats.original_shapes import SHAPE_ERRORS, infer_vae, layout_facts, unreadable_architecture
 from ldm.formats.sdxl_single_file import big_g_encoder, big_g_original, sdxl_unet_config
 from ldm.models.autoencoder import build_vae
 from ldm.models.components import Components
@@ -57,8 +57,8 @@ def load_refiner_file(path: Path) -> Components:
         raise ModelError(f"{path} is not an SDXL refiner (a single file whose only text encoder is OpenCLIP bigG: {REFINER_PREFIX}*)")
     try:
         return refiner_components(state, path.stem)
-    except (KeyError, IndexError, ZeroDivisionError, StopIteration) as error:
-        raise ModelError(f"{path}: cannot read the architecture from its weights (missing {error})") from None
+    except SHAPE_ERRORS as error:
+        raise unreadable_architecture(path, error) from None
     except ModelError as error:
         raise ModelError(f"{path}: {error}") from None
 

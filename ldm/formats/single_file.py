@@ -29,7 +29,16 @@ from ldm.models.clip_tokenizer import clip_tokenizer
 from ldm.models.components import Components
 from ldm.models.text_conditioner import TextConditioner
 from ldm.models.text_encoder import HFClipTextEncoder, build_text_encoder
-from ldm.formats.original_shapes import bare_clip_names, hf_clip_model, infer_open_clip, infer_unet, infer_vae, layout_facts
+from ldm.formats.original_shapes import (
+    SHAPE_ERRORS,
+    bare_clip_names,
+    hf_clip_model,
+    infer_open_clip,
+    infer_unet,
+    infer_vae,
+    layout_facts,
+    unreadable_architecture,
+)
 from ldm.formats.sd3_export import is_sd3_model, sd3_original_state
 from ldm.formats.sd3_single_file import is_sd3_state, sd3_components
 from ldm.formats.sdxl_refiner_file import is_refiner, is_sdxl_refiner_state, refiner_original_state
@@ -77,8 +86,8 @@ def load_single_file(path: str | Path) -> Components:
         config = _config_from_metadata(read_metadata(path)) or infer_model_config(state, layout, path.stem, prediction_type)
         if prediction_type is not None:
             config.scheduler.prediction_type = prediction_type
-    except (KeyError, IndexError, ZeroDivisionError, StopIteration) as error:
-        raise ModelError(f"{path}: cannot read the architecture from its weights (missing {error})") from None
+    except SHAPE_ERRORS as error:
+        raise unreadable_architecture(path, error) from None
     except (ConfigError, LayoutError) as error:
         raise ModelError(f"{path}: {error}") from None
     return components_from_original(state, config, layout)

@@ -7,7 +7,7 @@
          a block has SD3.5's second attention), as diffusers' SD3 LoRA training adapts them;
          all: those and both streams' feed-forward layers. Files in diffusers' layout only
          (transformer.<module>.lora_A.weight), what StableDiffusion3Pipeline.load_lora_weights
-         and ldm.lora.apply read; kohya's SD3 layout is not read yet (ldm.lora.families).
+         and ldm.lora.apply read; kohya's SD3 layout is read (ldm.lora.mmdit_names), not written.
 A DiT (PixArt) takes no LoRA files, so the stage refuses it.
 """
 

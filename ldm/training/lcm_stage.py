@@ -23,6 +23,7 @@ from ldm.diffusion.guidance import GuidedModel
 from ldm.diffusion.process import NoiseProcess, RectifiedFlow
 from ldm.formats.model_folder import ModelError
 from ldm.lora.adapters import add_lora_adapters, lora_tensors, set_adapters_enabled, write_lora_file
+from ldm.lora.parameterisation import PREDICTION_KEY, prediction_type
 from ldm.models.components import Components
 from ldm.training import fsdp_state
 from ldm.training.consistency import SkippingSolver, blend_into, pseudo_huber
@@ -219,5 +220,6 @@ class LcmStage(Text2ImgStage):
             "ss_sd_model_name": str(section.init_from),
             "ldm_base_model": str(section.init_from),
             "ldm_sampling": "LCM-LoRA: --sampler lcm --steps 4 --cfg 1 (cfg > 1 adds an unconditional pass)",
+            PREDICTION_KEY: prediction_type(self.components.scheduler_config),  # a flow LCM-LoRA is refused on eps/v models
         }
         return write_lora_file(tensors, self.context.output_dir / "lcm-lora.safetensors", metadata)

@@ -90,10 +90,15 @@ class LoraStage(Text2ImgStage):
         section = self.config.lora
         return float(section.alpha if section.alpha is not None else section.rank)
 
+    def load_components(self) -> Components:
+        components = super().load_components()
+        # Refused here, before any work (prior preservation's class images are drawn next):
+        # a denoiser the stage cannot adapt, a layout it cannot write.
+        self.denoiser_lora, self.layout = denoiser_lora(components.denoiser, self.config.lora.layout)
+        return components
+
     def make_module(self, components: Components, process: NoiseProcess) -> nn.Module:
         config, section = self.config, self.config.lora
-        # Refused here, before a step: a denoiser the stage cannot adapt, a layout it cannot write.
-        self.denoiser_lora, self.layout = denoiser_lora(components.denoiser, section.layout)
         targets = self.denoiser_lora.targets(components.denoiser, section.targets)
         add_lora_adapters(components.denoiser, section.rank, self.alpha, targets, config.train.seed)
         components.denoiser.to(self.context.device)

@@ -159,6 +159,7 @@ def test_the_flow_distillation_loss_falls(tmp_path, flow_teacher):
 
 def test_an_lcm_lora_of_a_flow_teacher_samples_with_lcm_on_it(tmp_path, flow_teacher):
     from ldm.formats.model_folder import load_model
+    from ldm.formats.single_file import read_metadata
     from ldm.lora.apply import apply_loras
     from ldm.pipeline import Pipeline, SampleRequest, make_generators
 
@@ -173,3 +174,5 @@ def test_an_lcm_lora_of_a_flow_teacher_samples_with_lcm_on_it(tmp_path, flow_tea
     base = sample()
     apply_loras(components, [(result.export_path, 1.0)])
     assert torch.isfinite(base).all() and (sample() - base).abs().max().item() > 1e-4
+    # The file says it is a flow LCM-LoRA: an eps/v model refuses it (ldm.lora.parameterisation).
+    assert read_metadata(result.export_path)["ldm_prediction_type"] == "flow"

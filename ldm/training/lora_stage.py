@@ -24,6 +24,7 @@ from ldm.lora.parameterisation import PREDICTION_KEY, prediction_type
 from ldm.lora.token_embeddings import bundle_tensors
 from ldm.models.components import Components
 from ldm.training.learned_tokens import LearnedTokens
+from ldm.training.size_conditioning import takes_time_ids
 from ldm.training.text2img_stage import Text2ImgModule, Text2ImgStage
 from ldm.training.validation import Grid, generate_options, sample_grid
 
@@ -60,8 +61,8 @@ def text_encoder_naming(encoder) -> dict:
 
 
 def is_sdxl_model(components: Components) -> bool:
-    """Two CLIP text encoders before a text_time U-Net."""
-    return len(components.text_encoders) == 2 and getattr(components.denoiser.config, "addition_embed_type", None) == "text_time"
+    """Two CLIP text encoders before a denoiser that reads SDXL's size and crop ids."""
+    return len(components.text_encoders) == 2 and takes_time_ids(components.denoiser)
 
 
 def text_encoder_parts(components: Components) -> dict[str, nn.Module]:
